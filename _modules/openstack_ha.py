@@ -1,0 +1,104 @@
+"""
+The openstack_ha model on a controller: defaults merged under the pillar, validated.
+
+:depends: the ``openstack_ha_model`` utils module (``_utils/``), synced with ``saltutil.sync_all``.
+
+Every ``openstack_ha`` state renders from :func:`model`; an operator checks a pillar with
+``salt-call openstack_ha.validate`` (or ``salt '*ctrl*' openstack_ha.validate`` from the master).
+"""
+
+import copy
+import logging
+
+import salt.utils.secret
+import salt.utils.yaml
+from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "openstack_ha"
+DEFAULTS_URL = "salt://openstack_ha/defaults.yaml"
+
+
+def __virtual__():
+    if "openstack_ha_model.build" not in __utils__:
+        return (False, "openstack_ha: the openstack_ha_model utils module is missing; run saltutil.sync_all")
+    return __virtualname__
+
+
+def _load_defaults():
+    text = __salt__["cp.get_file_str"](DEFAULTS_URL)
+    if not text:
+        raise CommandExecutionError("openstack_ha: cannot read {} from the fileserver".format(DEFAULTS_URL))
+    return salt.utils.yaml.safe_load(text)
+
+
+def _layered_defaults(defaults):
+    """Return the ``openstack_ha`` defaults with this OS family's packages and paths merged in."""
+    os_family = __grains__.get("os_family", "Debian")
+    per_os = (defaults.get("os_family") or {}).get(os_family)
+    if per_os is None:
+        raise CommandExecutionError("openstack_ha: no defaults for os_family {!r} in defaults.yaml".format(os_family))
+    return __utils__["openstack_ha_model.deep_merge"](defaults.get("openstack_ha") or {}, per_os)
+
+
+def model(defaults=None, pillar=None):
+    """
+    Return the merged, validated ``openstack_ha`` model for this minion.
+
+    defaults
+        the parsed ``defaults.yaml`` (``map.jinja`` passes it); read from the fileserver if omitted.
+    pillar
+        a model to check instead of this minion's ``openstack_ha`` pillar.
+
+    The result carries ``local``: this minion's controller entry with its ``index`` (0 for the
+    first controller), or ``None`` when the minion is not one of the site's controllers.
+
+    Raises ``CommandExecutionError`` naming every invalid key path.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call openstack_ha.model
+    """
+    if defaults is None:
+        defaults = _load_defaults()
+    if pillar is None:
+        # Salt 3008 masks pillar values by default; the model needs the real ones.
+        pillar = __salt__["pillar.get"]("openstack_ha", None, unmask=True)
+    try:
+        merged = __utils__["openstack_ha_model.build"](_layered_defaults(defaults), copy.deepcopy(pillar))
+    except Exception as exc:  # ModelError, from a module loaded by Salt's loader
+        if type(exc).__name__ != "ModelError":
+            raise
+        raise CommandExecutionError(str(exc)) from None
+    merged["local"] = None
+    for index, ctrl in enumerate(merged["controllers"]):
+        if ctrl["id"] == __grains__["id"]:
+            merged["local"] = dict(ctrl, index=index)
+    # Templates read plain values; anything printing the model shows redacted secrets.
+    return salt.utils.secret.hide(merged)
+
+
+def validate(pillar=None):
+    """
+    Check this minion's ``openstack_ha`` pillar (or ``pillar``) and say what is wrong.
+
+    Returns a one-line summary when valid; raises ``CommandExecutionError`` listing every
+    problem with its key path otherwise.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha.validate
+    """
+    merged = model(pillar=pillar)
+    return "openstack_ha pillar for site {!r} is valid: {} controllers, {} VIPs, {} services{}".format(
+        merged["site"],
+        len(merged["controllers"]),
+        len(merged["vips"]),
+        len(merged["services"]),
+        "" if merged["local"] else " (this minion is not one of its controllers)",
+    )

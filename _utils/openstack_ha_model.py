@@ -1,0 +1,496 @@
+"""
+The ``openstack_ha`` pillar model: defaults layering and validation, in one place.
+
+:depends: nothing beyond the Python standard library.
+
+Every rendering (HAProxy, keepalived, Galera, RabbitMQ, beacons) and every runner decision
+reads the model returned by :func:`build`. Validation collects every problem it finds and
+names each by its key path (``openstack_ha:services:nova:port``) and what was expected, so an
+operator fixes a pillar in one pass.
+
+This file is plain Python so it can be loaded three ways: as a Salt utils module
+(``__utils__['openstack_ha_model.build']``), by the runner on the master, and directly by the
+unit tests.
+"""
+
+import copy
+import ipaddress
+import re
+
+ROOT = "openstack_ha"
+ENDPOINT_MODES = ("vip", "active_controller")
+SST_METHODS = ("mariabackup", "rsync", "mysqldump")
+INTERFACES = ("public", "internal", "admin")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+MINION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
+IFACE_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
+FQDN_RE = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+# A raw HAProxy line from pillar may not open a new section or smuggle a second line in.
+SECTION_WORDS = ("global", "defaults", "frontend", "backend", "listen", "peers", "resolvers")
+
+
+class ModelError(Exception):
+    """Raised with every problem found in a pillar model, one per line."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__(
+            "invalid openstack_ha pillar ({} problem{}):\n  {}".format(
+                len(self.problems),
+                "" if len(self.problems) == 1 else "s",
+                "\n  ".join(self.problems),
+            )
+        )
+
+
+def deep_merge(base, override):
+    """
+    Return a new dict: ``base`` with ``override`` merged over it, recursively for dicts.
+
+    Lists and scalars in ``override`` replace those in ``base``. Neither input is modified.
+    """
+    result = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = deep_merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _describe(value):
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "nothing"
+    return "{!r} ({})".format(value, type(value).__name__)
+
+
+class _Checker:
+    """Collects problems while walking the model; each helper returns the value if it is valid."""
+
+    def __init__(self):
+        self.problems = []
+
+    def fail(self, path, message):
+        self.problems.append("{}: {}".format(":".join(str(p) for p in path), message))
+
+    def require(self, mapping, key, path):
+        if not isinstance(mapping, dict) or key not in mapping or mapping[key] is None:
+            self.fail(path + [key], "missing (required)")
+            return None
+        return mapping[key]
+
+    def mapping(self, value, path, required=True):
+        if value is None and not required:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(path, "expected a mapping, got {}".format(_describe(value)))
+            return None
+        return value
+
+    def integer(self, value, path, low, high):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.fail(path, "expected an integer {}-{}, got {}".format(low, high, _describe(value)))
+            return None
+        return value
+
+    def number(self, value, path, low, high):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            self.fail(path, "expected a number {}-{}, got {}".format(low, high, _describe(value)))
+            return None
+        return value
+
+    def boolean(self, value, path):
+        if not isinstance(value, bool):
+            self.fail(path, "expected true or false, got {}".format(_describe(value)))
+            return None
+        return value
+
+    def string(self, value, path, pattern=None, what="a string", min_len=1):
+        if not isinstance(value, str) or len(value) < min_len:
+            self.fail(path, "expected {}, got {}".format(what, _describe(value)))
+            return None
+        if pattern is not None and not pattern.match(value):
+            self.fail(path, "expected {}, got {}".format(what, _describe(value)))
+            return None
+        return value
+
+    def secret(self, value, path, min_len):
+        """Check a secret without ever echoing it back."""
+        if not isinstance(value, str) or not value:
+            self.fail(path, "missing (required secret)")
+            return None
+        if len(value) < min_len:
+            self.fail(path, "too short: expected at least {} characters, got {}".format(min_len, len(value)))
+            return None
+        if any(c in value for c in "\n\r\"'\\"):
+            self.fail(path, "must not contain quotes, backslashes or line breaks")
+            return None
+        return value
+
+    def choice(self, value, path, choices):
+        if value not in choices:
+            self.fail(path, "expected one of {}, got {}".format(", ".join(choices), _describe(value)))
+            return None
+        return value
+
+    def address(self, value, path):
+        try:
+            return ipaddress.ip_address(value) if isinstance(value, str) else None
+        except ValueError:
+            pass
+        self.fail(path, "expected an IP address, got {}".format(_describe(value)))
+        return None
+
+    def extra_lines(self, value, path):
+        """Raw HAProxy lines: a list of single-line strings that do not open a section."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(path, "expected a list of HAProxy lines, got {}".format(_describe(value)))
+            return []
+        for index, line in enumerate(value):
+            if not isinstance(line, str) or not line.strip() or "\n" in line or "\r" in line:
+                self.fail(path + [index], "expected one non-empty line, got {}".format(_describe(line)))
+            elif line.split()[0] in SECTION_WORDS:
+                self.fail(path + [index], "may not open a new section ({!r})".format(line.split()[0]))
+        return value
+
+
+def _check_controllers(c, model, network):
+    path = [ROOT, "controllers"]
+    controllers = c.require(model, "controllers", [ROOT])
+    if controllers is None:
+        return []
+    if not isinstance(controllers, list) or not controllers:
+        c.fail(path, "expected a non-empty list of controllers, got {}".format(_describe(controllers)))
+        return []
+    seen_ids, seen_addresses, ids = {}, {}, []
+    for index, ctrl in enumerate(controllers):
+        here = path + [index]
+        if c.mapping(ctrl, here) is None:
+            continue
+        cid = c.string(c.require(ctrl, "id", here), here + ["id"], MINION_ID_RE, "a Salt minion id")
+        address = c.require(ctrl, "address", here)
+        ip = c.address(address, here + ["address"]) if address is not None else None
+        if "interface" in ctrl:
+            c.string(ctrl["interface"], here + ["interface"], IFACE_RE, "an interface name")
+        if cid is not None:
+            if cid in seen_ids:
+                c.fail(here + ["id"], "controller {!r} is listed twice (also at index {})".format(cid, seen_ids[cid]))
+            else:
+                seen_ids[cid] = index
+                ids.append(cid)
+        if ip is not None:
+            if address in seen_addresses:
+                c.fail(here + ["address"], "address {} is already used by controller at index {}".format(address, seen_addresses[address]))
+            seen_addresses.setdefault(address, index)
+            if network is not None and ip not in network:
+                c.fail(here + ["address"], "{} is outside the site network {}".format(address, network))
+    return ids
+
+
+def _check_vips(c, model, network, controller_addresses):
+    path = [ROOT, "vips"]
+    vips = c.mapping(c.require(model, "vips", [ROOT]), path)
+    if not vips:
+        if vips is not None:
+            c.fail(path, "expected at least one VIP")
+        return {}
+    seen_vrid, seen_addr = {}, {}
+    for name, vip in vips.items():
+        here = path + [name]
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            c.fail(here, "VIP names must be short lowercase words")
+        if c.mapping(vip, here) is None:
+            continue
+        address = c.require(vip, "address", here)
+        ip = c.address(address, here + ["address"]) if address is not None else None
+        if ip is not None:
+            if network is not None and ip not in network:
+                c.fail(here + ["address"], "VIP {} is outside the controllers' subnet {}".format(address, network))
+            if address in controller_addresses:
+                c.fail(here + ["address"], "VIP {} is a controller's own address".format(address))
+            if address in seen_addr:
+                c.fail(here + ["address"], "VIP {} is also VIP {!r}".format(address, seen_addr[address]))
+            seen_addr.setdefault(address, name)
+        c.string(c.require(vip, "interface", here), here + ["interface"], IFACE_RE, "an interface name")
+        vrid = c.integer(c.require(vip, "vrid", here), here + ["vrid"], 1, 255)
+        if vrid is not None:
+            if vrid in seen_vrid:
+                c.fail(here + ["vrid"], "VRID {} is also used by VIP {!r}".format(vrid, seen_vrid[vrid]))
+            seen_vrid.setdefault(vrid, name)
+        c.string(c.require(vip, "fqdn", here), here + ["fqdn"], FQDN_RE, "a DNS name")
+    return vips
+
+
+def _check_listener_port(c, ports, vip, port, path, owner):
+    """Record a (VIP, port) listener; two listeners on the same pair is a duplicate."""
+    if vip is None or port is None:
+        return
+    key = (vip, port)
+    if key in ports:
+        c.fail(path, "port {} on VIP {!r} is already used by {}".format(port, vip, ports[key]))
+    else:
+        ports[key] = owner
+
+
+def _check_timing(c, section, path, keys):
+    for key, (low, high) in keys.items():
+        if key in section:
+            c.number(section[key], path + [key], low, high)
+
+
+def _check_services(c, model, vips, ports):
+    path = [ROOT, "services"]
+    services = c.mapping(c.require(model, "services", [ROOT]), path)
+    if not services:
+        if services is not None:
+            c.fail(path, "expected at least one service")
+        return {}
+    for name, svc in services.items():
+        here = path + [name]
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            c.fail(here, "service names must be short lowercase words")
+        if c.mapping(svc, here) is None:
+            continue
+        port = c.integer(c.require(svc, "port", here), here + ["port"], 1, 65535)
+        if "backend_port" in svc:
+            c.integer(svc["backend_port"], here + ["backend_port"], 1, 65535)
+        vip = c.require(svc, "vip", here)
+        if vip is not None and vip not in vips:
+            c.fail(here + ["vip"], "unknown VIP {!r} (known: {})".format(vip, ", ".join(sorted(vips)) or "none"))
+            vip = None
+        _check_listener_port(c, ports, vip, port, here + ["port"], "service {!r}".format(name))
+        check = c.mapping(c.require(svc, "check", here), here + ["check"])
+        if check:
+            path_value = c.require(check, "path", here + ["check"])
+            if path_value is not None and (not isinstance(path_value, str) or not path_value.startswith("/") or any(ch.isspace() for ch in path_value)):
+                c.fail(here + ["check", "path"], "expected an absolute URL path without spaces, got {}".format(_describe(path_value)))
+            c.integer(c.require(check, "status", here + ["check"]), here + ["check", "status"], 100, 599)
+        catalog = c.mapping(c.require(svc, "catalog", here), here + ["catalog"])
+        if catalog:
+            c.string(c.require(catalog, "type", here + ["catalog"]), here + ["catalog", "type"], NAME_RE, "a catalog service type")
+            cpath = catalog.get("path", "")
+            if not isinstance(cpath, str) or (cpath and not cpath.startswith("/")):
+                c.fail(here + ["catalog", "path"], "expected a URL path starting with '/', got {}".format(_describe(cpath)))
+        if "retry_idempotent" in svc:
+            c.boolean(svc["retry_idempotent"], here + ["retry_idempotent"])
+        timeouts = c.mapping(svc.get("timeouts"), here + ["timeouts"], required=False)
+        if timeouts:
+            _check_timing(c, timeouts, here + ["timeouts"], {"connect": (0.1, 60), "server": (1, 86400), "client": (1, 86400), "queue": (0.1, 60)})
+        tls = c.mapping(svc.get("tls"), here + ["tls"], required=False)
+        if tls:
+            c.string(c.require(tls, "certificate", here + ["tls"]), here + ["tls", "certificate"], what="a PEM certificate")
+            c.string(c.require(tls, "key", here + ["tls"]), here + ["tls", "key"], what="a PEM private key")
+        c.extra_lines(svc.get("extra_options"), here + ["extra_options"])
+    return services
+
+
+def _check_cluster_nodes(c, section, path, controller_ids, minimum):
+    nodes = section.get("nodes")
+    if nodes is None:
+        nodes = list(controller_ids)
+    elif not isinstance(nodes, list):
+        c.fail(path + ["nodes"], "expected a list of controller ids, got {}".format(_describe(nodes)))
+        return []
+    seen = set()
+    for index, node in enumerate(nodes):
+        if node not in controller_ids:
+            c.fail(path + ["nodes", index], "unknown controller {!r}".format(node))
+        elif node in seen:
+            c.fail(path + ["nodes", index], "controller {!r} is listed twice".format(node))
+        seen.add(node)
+    if len(nodes) < minimum:
+        c.fail(path + ["nodes"], "expected at least {} nodes for a cluster that survives one loss, got {}".format(minimum, len(nodes)))
+    return nodes
+
+
+def _check_galera(c, model, vips, ports, controller_ids):
+    path = [ROOT, "galera"]
+    galera = c.mapping(c.require(model, "galera", [ROOT]), path)
+    if not galera or not c.boolean(galera.get("enabled", True), path + ["enabled"]):
+        return
+    _check_cluster_nodes(c, galera, path, controller_ids, 3)
+    c.string(c.require(galera, "cluster_name", path), path + ["cluster_name"], re.compile(r"^[A-Za-z0-9_-]{1,32}$"), "a cluster name of letters, digits, '-' and '_'")
+    port = c.integer(c.require(galera, "port", path), path + ["port"], 1, 65535)
+    vip = c.require(galera, "vip", path)
+    if vip is not None and vip not in vips:
+        c.fail(path + ["vip"], "unknown VIP {!r}".format(vip))
+        vip = None
+    _check_listener_port(c, ports, vip, port, path + ["port"], "galera")
+    c.choice(galera.get("sst_method"), path + ["sst_method"], SST_METHODS)
+    for secret in ("sst_password", "monitor_password", "root_password"):
+        c.secret(galera.get(secret), path + [secret], 12)
+    dbs = c.mapping(galera.get("databases"), path + ["databases"], required=False)
+    for dbname, db in (dbs or {}).items():
+        here = path + ["databases", dbname]
+        if c.mapping(db, here) is not None:
+            c.string(c.require(db, "user", here), here + ["user"], re.compile(r"^[A-Za-z0-9_]{1,32}$"), "a database user name")
+            c.secret(db.get("password"), here + ["password"], 12)
+
+
+def _check_rabbitmq(c, model, vips, ports, controller_ids):
+    path = [ROOT, "rabbitmq"]
+    rabbit = c.mapping(c.require(model, "rabbitmq", [ROOT]), path)
+    if not rabbit or not c.boolean(rabbit.get("enabled", True), path + ["enabled"]):
+        return
+    _check_cluster_nodes(c, rabbit, path, controller_ids, 3)
+    c.integer(c.require(rabbit, "port", path), path + ["port"], 1, 65535)
+    cookie = c.secret(rabbit.get("cookie"), path + ["cookie"], 20)
+    if cookie is not None and not re.match(r"^[A-Za-z0-9]+$", cookie):
+        c.fail(path + ["cookie"], "expected only letters and digits")
+    c.choice(rabbit.get("partition_handling"), path + ["partition_handling"], ("pause_minority", "autoheal", "ignore"))
+    users = c.mapping(rabbit.get("users"), path + ["users"], required=False)
+    for uname, user in (users or {}).items():
+        here = path + ["users", uname]
+        if c.mapping(user, here) is not None:
+            c.secret(user.get("password"), here + ["password"], 12)
+            c.string(user.get("vhost", "/"), here + ["vhost"], what="a vhost name")
+    policies = c.mapping(rabbit.get("policies"), path + ["policies"], required=False)
+    for pname, policy in (policies or {}).items():
+        here = path + ["policies", pname]
+        if c.mapping(policy, here) is None:
+            continue
+        c.string(c.require(policy, "pattern", here), here + ["pattern"], what="a queue name regex")
+        definition = c.mapping(c.require(policy, "definition", here), here + ["definition"])
+        if definition is not None and not definition:
+            c.fail(here + ["definition"], "expected at least one key")
+        if definition and "ha-mode" in definition:
+            c.choice(definition["ha-mode"], here + ["definition", "ha-mode"], ("all", "exactly", "nodes"))
+        if definition and "queue-type" in definition:
+            c.choice(definition["queue-type"], here + ["definition", "queue-type"], ("quorum", "classic", "stream"))
+
+
+def _check_keystone(c, model, vips):
+    path = [ROOT, "keystone"]
+    ks = c.mapping(c.require(model, "keystone", [ROOT]), path)
+    if not ks:
+        return
+    c.string(c.require(ks, "region", path), path + ["region"], re.compile(r"^[A-Za-z0-9_.-]{1,64}$"), "a region name")
+    c.choice(ks.get("endpoint_mode"), path + ["endpoint_mode"], ENDPOINT_MODES)
+    c.choice(ks.get("scheme"), path + ["scheme"], ("http", "https"))
+    interfaces = c.mapping(c.require(ks, "interfaces", path), path + ["interfaces"])
+    for iface, vip in (interfaces or {}).items():
+        if iface not in INTERFACES:
+            c.fail(path + ["interfaces", iface], "expected one of {}".format(", ".join(INTERFACES)))
+        elif vip not in vips:
+            c.fail(path + ["interfaces", iface], "unknown VIP {!r}".format(vip))
+
+
+def _check_policy(c, model, controller_count):
+    path = [ROOT, "remediation"]
+    policy = c.mapping(c.require(model, "remediation", [ROOT]), path)
+    if not policy:
+        return
+    c.boolean(policy.get("enabled"), path + ["enabled"])
+    quorum = policy.get("quorum")
+    if quorum != "majority":
+        if c.integer(quorum, path + ["quorum"], 1, 255) is not None and quorum > controller_count:
+            c.fail(path + ["quorum"], "quorum {} is more than the {} controllers".format(quorum, controller_count))
+    _check_timing(c, policy, path, {"cooldown": (0, 86400), "heartbeat": (5, 86400)})
+    probe = c.mapping(policy.get("probe"), path + ["probe"])
+    if probe:
+        _check_timing(c, probe, path + ["probe"], {"interval": (1, 60), "timeout": (0.05, 30)})
+        for key in ("fall", "rise"):
+            c.integer(probe.get(key), path + ["probe", key], 1, 20)
+    checks = c.mapping(policy.get("haproxy_check"), path + ["haproxy_check"])
+    if checks:
+        _check_timing(c, checks, path + ["haproxy_check"], {"inter": (0.1, 60), "timeout": (0.05, 60)})
+        for key in ("fall", "rise"):
+            c.integer(checks.get(key), path + ["haproxy_check", key], 1, 20)
+
+
+def _check_network(c, model):
+    value = c.require(model, "network", [ROOT])
+    if value is None:
+        return None
+    if isinstance(value, str) and "/" in value:
+        try:
+            return ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            pass
+    c.fail([ROOT, "network"], "expected a network in CIDR form like 10.0.0.0/24, got {}".format(_describe(value)))
+    return None
+
+
+def validate(model):
+    """
+    Check a merged ``openstack_ha`` model.
+
+    model
+        the dict under the ``openstack_ha`` pillar key, defaults already merged in.
+
+    Returns the model unchanged when it is valid; raises :class:`ModelError` listing every
+    problem (key path and what was expected) otherwise.
+    """
+    c = _Checker()
+    if not isinstance(model, dict):
+        raise ModelError(["{}: expected a mapping, got {}".format(ROOT, _describe(model))])
+    c.string(c.require(model, "site", [ROOT]), [ROOT, "site"], re.compile(r"^[A-Za-z0-9_-]{1,32}$"), "a site name")
+    network = _check_network(c, model)
+    controller_ids = _check_controllers(c, model, network)
+    addresses = {ctrl.get("address") for ctrl in model.get("controllers") or [] if isinstance(ctrl, dict)}
+    if controller_ids and len(controller_ids) < 2:
+        c.fail([ROOT, "controllers"], "expected at least 2 controllers for high availability, got {}".format(len(controller_ids)))
+    vips = _check_vips(c, model, network, addresses)
+    ports = {}
+    _check_services(c, model, vips, ports)
+    _check_galera(c, model, vips, ports, controller_ids)
+    _check_rabbitmq(c, model, vips, ports, controller_ids)
+    _check_keystone(c, model, vips)
+    _check_policy(c, model, len(controller_ids))
+    haproxy = c.mapping(model.get("haproxy"), [ROOT, "haproxy"])
+    if haproxy:
+        stats = c.mapping(haproxy.get("stats"), [ROOT, "haproxy", "stats"], required=False)
+        if stats and stats.get("enabled"):
+            c.integer(stats.get("port"), [ROOT, "haproxy", "stats", "port"], 1, 65535)
+            c.string(stats.get("user"), [ROOT, "haproxy", "stats", "user"], re.compile(r"^[A-Za-z0-9_]+$"), "a user name")
+            c.secret(stats.get("password"), [ROOT, "haproxy", "stats", "password"], 8)
+        c.extra_lines(haproxy.get("extra_defaults"), [ROOT, "haproxy", "extra_defaults"])
+    keepalived = c.mapping(model.get("keepalived"), [ROOT, "keepalived"])
+    if keepalived:
+        c.number(keepalived.get("advert_int"), [ROOT, "keepalived", "advert_int"], 0.01, 255)
+        c.boolean(keepalived.get("nopreempt"), [ROOT, "keepalived", "nopreempt"])
+        c.integer(keepalived.get("garp_master_repeat"), [ROOT, "keepalived", "garp_master_repeat"], 1, 255)
+        c.number(keepalived.get("garp_master_refresh"), [ROOT, "keepalived", "garp_master_refresh"], 0, 86400)
+    if c.problems:
+        raise ModelError(c.problems)
+    return model
+
+
+def build(defaults, pillar):
+    """
+    Merge the pillar over the defaults and validate the result.
+
+    defaults
+        the ``openstack_ha`` mapping from ``defaults.yaml`` (OS layer already merged).
+    pillar
+        the ``openstack_ha`` mapping from the minion's pillar, or ``None``.
+
+    Returns the merged, validated model. Raises :class:`ModelError` on any problem.
+    """
+    if pillar is None:
+        raise ModelError(["{}: missing: this minion has no openstack_ha pillar (check pillar/top.sls)".format(ROOT)])
+    if not isinstance(pillar, dict):
+        raise ModelError(["{}: expected a mapping, got {}".format(ROOT, _describe(pillar))])
+    return validate(deep_merge(defaults, pillar))
+
+
+def controller(model, minion_id):
+    """Return the controller entry of ``minion_id`` in ``model``, or ``None``."""
+    for ctrl in model["controllers"]:
+        if ctrl["id"] == minion_id:
+            return ctrl
+    return None
+
+
+def quorum_size(model):
+    """The number of controller views that must agree before the runner acts."""
+    quorum = model["remediation"]["quorum"]
+    if quorum == "majority":
+        return len(model["controllers"]) // 2 + 1
+    return int(quorum)

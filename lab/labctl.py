@@ -1,0 +1,453 @@
+"""
+The openstack_ha lab: three controllers on one machine.
+
+Each controller is a network namespace plus its own mount and UTS namespaces: /etc, /var/lib,
+/var/log and /var/cache are overlays of the host's (so installed packages are there, but every
+write stays with that controller), /run is a fresh tmpfs, and the hostname is its own. The three
+are joined by the bridge ``ohabr0``; the salt-master runs on the host on the bridge address,
+with this repository as file_roots and pillar_roots, and one salt-minion runs in each
+controller. A stand-in HTTP API per service per controller answers the health checks of the
+OpenStack services that are not installed.
+
+Usage: labctl.py up | status | shell CTRL [CMD...] | salt ARGS... | run ARGS... | down
+
+Everything it creates is named ``oha-*`` / ``ohabr0`` or lives under ``/srv/openstack-ha-lab``,
+so ``down`` removes it even after a crash of an earlier run.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.join(REPO, ".venv", "bin")
+STATE = "/srv/openstack-ha-lab"
+NS_DIR = os.path.join(STATE, "ns")
+MASTER_DIR = os.path.join(STATE, "master")
+BRIDGE = "ohabr0"
+BRIDGE_ADDR = "10.213.0.1"
+PREFIX = 24
+CONTROLLERS = [("lab-ctrl%d" % i, "10.213.0.%d" % (10 + i)) for i in (1, 2, 3)]
+OVERLAID = ("etc", "var/lib", "var/log", "var/cache")
+
+
+class LabError(Exception):
+    """A lab step failed; the message says which and why."""
+
+
+def run(cmd, check=True, capture=True, timeout=120, input_text=None):
+    """Run ``cmd`` (a list); return its CompletedProcess. Raises LabError naming the command."""
+    try:
+        proc = subprocess.run(cmd, capture_output=capture, text=True, timeout=timeout, input=input_text)
+    except subprocess.TimeoutExpired:
+        raise LabError("timed out after {}s: {}".format(timeout, " ".join(cmd))) from None
+    if check and proc.returncode != 0:
+        raise LabError("failed ({}): {}\n{}".format(proc.returncode, " ".join(cmd), (proc.stderr or proc.stdout or "").strip()))
+    return proc
+
+
+def step(message):
+    print("==> " + message, flush=True)
+
+
+def netns(name):
+    return "oha-" + name.split("-")[-1]
+
+
+def ns_files(name):
+    short = name.split("-")[-1]
+    return os.path.join(NS_DIR, short + ".mnt"), os.path.join(NS_DIR, short + ".uts")
+
+
+def in_ctrl(name, cmd):
+    """The command line that runs ``cmd`` inside controller ``name`` (all three namespaces)."""
+    mnt, uts = ns_files(name)
+    return ["nsenter", "--net=/run/netns/" + netns(name), "--mount=" + mnt, "--uts=" + uts, "--"] + list(cmd)
+
+
+def ctrl_run(name, cmd, **kwargs):
+    return run(in_ctrl(name, cmd), **kwargs)
+
+
+def alive(pid):
+    """True if ``pid`` exists and is not a zombie (PID 1 here reaps late; read /proc, not kill -0)."""
+    try:
+        with open("/proc/%d/status" % pid) as fh:
+            for line in fh:
+                if line.startswith("State:"):
+                    return "Z" not in line.split()[1]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return False
+
+
+def kill_pids(pids, grace=5.0):
+    """SIGTERM then, after ``grace`` seconds, SIGKILL each pid; wait (bounded) until all are gone."""
+    pids = [p for p in set(pids) if p != os.getpid() and alive(p)]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
+            time.sleep(0.1)
+        pids = [p for p in pids if alive(p)]
+        if not pids:
+            return
+    if pids:
+        raise LabError("processes would not die: {}".format(pids))
+
+
+def ns_inode(path):
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def pids_in_namespaces(paths):
+    """PIDs of every process whose net or mount namespace is one of the bind-mounted ``paths``."""
+    inodes = {ino for ino in (ns_inode(p) for p in paths) if ino}
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        for kind in ("net", "mnt"):
+            try:
+                if os.stat("/proc/%s/ns/%s" % (entry, kind)).st_ino in inodes:
+                    found.append(int(entry))
+                    break
+            except OSError:
+                break
+    return found
+
+
+def master_pids():
+    """PIDs of the lab's salt-master processes: those started with the lab's config dir.
+
+    salt-master rewrites its process title, so the whole command line is matched as one string.
+    """
+    marker = "salt-master -c " + os.path.join(MASTER_DIR, "etc")
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as fh:
+                    cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmdline:
+                found.append(int(entry))
+    return found
+
+
+def link_exists(name):
+    return run(["ip", "link", "show", name], check=False).returncode == 0
+
+
+def netns_exists(name):
+    return name in run(["ip", "netns", "list"]).stdout.split()
+
+
+def is_mountpoint(path):
+    return run(["mountpoint", "-q", path], check=False).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------- up
+
+
+def master_config():
+    return {
+        "id": "lab-master",
+        "root_dir": MASTER_DIR,
+        "interface": BRIDGE_ADDR,
+        "user": "root",
+        "log_file": os.path.join(MASTER_DIR, "log", "master"),
+        "log_level_logfile": "info",
+        "pki_dir": os.path.join(MASTER_DIR, "pki"),
+        "cachedir": os.path.join(MASTER_DIR, "cache"),
+        "sock_dir": os.path.join(MASTER_DIR, "run", "sock"),
+        "pidfile": os.path.join(MASTER_DIR, "run", "salt-master.pid"),
+        "file_roots": {"base": [os.path.join(REPO, "states"), REPO]},
+        "pillar_roots": {"base": [os.path.join(REPO, "pillar")]},
+        "runner_dirs": [os.path.join(REPO, "_runners")],
+        "utils_dirs": [os.path.join(REPO, "_utils")],
+        "module_dirs": [os.path.join(REPO, "_modules")],
+        "reactor": [{"salt/beacon/*/openstack_ha_*": [os.path.join(REPO, "reactor", "openstack_ha_beacon.sls")]}],
+        "worker_threads": 4,
+        "timeout": 15,
+        "gather_job_timeout": 15,
+        "state_output": "mixed",
+    }
+
+
+def start_master():
+    etc = os.path.join(MASTER_DIR, "etc")
+    os.makedirs(etc, exist_ok=True)
+    for sub in ("log", "run/sock", "cache", "pki"):
+        os.makedirs(os.path.join(MASTER_DIR, sub), exist_ok=True)
+    with open(os.path.join(etc, "master"), "w") as fh:
+        json.dump(master_config(), fh, indent=1)  # JSON is YAML
+    if master_pids():
+        return False
+    run([os.path.join(VENV_BIN, "salt-master"), "-c", etc, "-d"], timeout=60)
+    wait_for(lambda: os.path.exists(os.path.join(MASTER_DIR, "run", "sock", "master_event_pub.ipc")), 30, "the salt-master's event socket")
+    return True
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise LabError("timed out after {}s waiting for {}".format(timeout, what))
+
+
+def ensure_bridge():
+    if not link_exists(BRIDGE):
+        run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    addrs = run(["ip", "-o", "addr", "show", "dev", BRIDGE]).stdout
+    if BRIDGE_ADDR + "/" not in addrs:
+        run(["ip", "addr", "add", "%s/%d" % (BRIDGE_ADDR, PREFIX), "dev", BRIDGE])
+    run(["ip", "link", "set", BRIDGE, "up"])
+
+
+def ensure_ns_dir():
+    os.makedirs(NS_DIR, exist_ok=True)
+    if not is_mountpoint(NS_DIR):
+        run(["mount", "--bind", NS_DIR, NS_DIR])
+        run(["mount", "--make-private", NS_DIR])
+
+
+def ensure_network(name, address):
+    ns = netns(name)
+    host_if = ns + "-h"
+    if not netns_exists(ns):
+        run(["ip", "netns", "add", ns])
+    if not link_exists(host_if):
+        run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns])
+    run(["ip", "link", "set", host_if, "master", BRIDGE, "up"])
+    nsx = ["ip", "netns", "exec", ns]
+    run(nsx + ["ip", "link", "set", "lo", "up"])
+    run(nsx + ["ip", "link", "set", "eth0", "up"])
+    if address + "/" not in run(nsx + ["ip", "-o", "addr", "show", "dev", "eth0"]).stdout:
+        run(nsx + ["ip", "addr", "add", "%s/%d" % (address, PREFIX), "dev", "eth0"])
+
+
+def ensure_filesystems(name):
+    """Create the controller's mount+UTS namespaces (once) with its overlays and /run."""
+    mnt, uts = ns_files(name)
+    if is_mountpoint(mnt) and is_mountpoint(uts):
+        return False
+    base = os.path.join(STATE, name.split("-")[-1])
+    script = ["set -e", "hostname " + name, "mount --make-rprivate /"]
+    for d in OVERLAID:
+        upper, work = os.path.join(base, "upper", d), os.path.join(base, "work", d)
+        os.makedirs(upper, exist_ok=True)
+        os.makedirs(work, exist_ok=True)
+        script.append("mount -t overlay overlay -o lowerdir=/{d},upperdir={u},workdir={w} /{d}".format(d=d, u=upper, w=work))
+    script += [
+        "mount -t tmpfs -o mode=0755 tmpfs /run",
+        "mkdir -p /run/lock /run/netns /run/haproxy /run/salt",
+        "echo '127.0.1.1 {n}' >> /etc/hosts".format(n=name),
+        "echo {n} > /etc/hostname".format(n=name),
+    ]
+    for path in (mnt, uts):
+        open(path, "a").close()
+    run(["unshare", "--mount=" + mnt, "--uts=" + uts, "--propagation", "private", "sh", "-c", "\n".join(script)])
+    return True
+
+
+def minion_config(name):
+    return {
+        "id": name,
+        "master": BRIDGE_ADDR,
+        "user": "root",
+        "log_level_logfile": "info",
+        "pidfile": "/run/salt-minion.pid",
+        "acceptance_wait_time": 1,
+        "random_reauth_delay": 0,
+        "recon_default": 200,
+        "recon_max": 1000,
+        "auth_timeout": 10,
+        "loop_interval": 1,
+        "startup_states": "",
+    }
+
+
+def start_minion(name):
+    ctrl_run(name, ["mkdir", "-p", "/etc/salt/minion.d"])
+    ctrl_run(name, ["sh", "-c", "cat > /etc/salt/minion.d/lab.conf"], input_text=json.dumps(minion_config(name), indent=1))
+    pid = ctrl_run(name, ["cat", "/run/salt-minion.pid"], check=False).stdout.strip()
+    if pid.isdigit() and alive(int(pid)):
+        return False
+    ctrl_run(name, [os.path.join(VENV_BIN, "salt-minion"), "-d"], timeout=60)
+    return True
+
+
+def lab_services():
+    """(service, backend port, check path) for each API in the lab pillar, read with the master's eyes."""
+    import yaml
+
+    with open(os.path.join(REPO, "pillar", "openstack_ha", "services.sls")) as fh:
+        services = yaml.safe_load(fh)["openstack_ha"]["services"]
+    return [(svc, spec.get("backend_port", spec["port"])) for svc, spec in sorted(services.items())]
+
+
+def start_standins(name, address):
+    """Start one stand-in API per service on this controller (skipped where one already runs)."""
+    started = 0
+    for service, port in lab_services():
+        pidfile = "/run/standin-%s.pid" % service
+        pid = ctrl_run(name, ["cat", pidfile], check=False).stdout.strip()
+        if pid.isdigit() and alive(int(pid)):
+            continue
+        ctrl_run(name, ["sh", "-c", 'nohup "$0" "$@" >/var/log/standin-{s}.log 2>&1 &'.format(s=service),
+                        os.path.join(VENV_BIN, "python"), os.path.join(REPO, "lab", "standin_api.py"),
+                        "--service", service, "--address", address, "--port", str(port), "--pidfile", pidfile])
+        started += 1
+    return started
+
+
+def salt_cmd(tool, *args, timeout=300, check=True):
+    cmd = [os.path.join(VENV_BIN, tool), "-c", os.path.join(MASTER_DIR, "etc")] + list(args)
+    return run(cmd, timeout=timeout, check=check)
+
+
+def accept_keys():
+    ids = [name for name, _ in CONTROLLERS]
+
+    def all_pending_or_accepted():
+        keys = json.loads(salt_cmd("salt-key", "-L", "--out=json").stdout)
+        known = set(keys.get("minions", [])) | set(keys.get("minions_pre", []))
+        return all(i in known for i in ids)
+
+    wait_for(all_pending_or_accepted, 60, "the three minions to present their keys")
+    for i in ids:
+        salt_cmd("salt-key", "-y", "-a", i, check=False)
+
+    def all_answer():
+        out = salt_cmd("salt", "--out=json", "--static", "-t", "5", "lab-ctrl*", "test.ping", check=False).stdout
+        try:
+            return all(json.loads(out or "{}").get(i) is True for i in ids)
+        except ValueError:
+            return False
+
+    wait_for(all_answer, 90, "all three minions to answer test.ping")
+
+
+def up():
+    for tool in ("ip", "nsenter", "unshare", "mountpoint"):
+        run(["sh", "-c", "command -v " + tool])
+    if not os.path.exists(os.path.join(VENV_BIN, "salt-master")):
+        raise LabError("no salt in {}: run scripts/setup.sh first".format(VENV_BIN))
+    step("bridge {} on {}/{}".format(BRIDGE, BRIDGE_ADDR, PREFIX))
+    ensure_bridge()
+    ensure_ns_dir()
+    for name, address in CONTROLLERS:
+        step("controller {} ({}): namespaces, overlays, link".format(name, address))
+        ensure_network(name, address)
+        ensure_filesystems(name)
+    step("salt-master on {}".format(BRIDGE_ADDR) + ("" if start_master() else " (already running)"))
+    for name, address in CONTROLLERS:
+        started = start_minion(name)
+        count = start_standins(name, address)
+        step("{}: salt-minion {}, {} stand-in APIs started".format(name, "started" if started else "already running", count))
+    step("accepting minion keys and waiting for all three to answer")
+    accept_keys()
+    step("syncing custom modules to the controllers")
+    salt_cmd("salt", "lab-ctrl*", "saltutil.sync_all")
+    step("lab is up: {}".format(", ".join(n for n, _ in CONTROLLERS)))
+
+
+# -------------------------------------------------------------------------------------- down
+
+
+def down():
+    """Remove every process, mount, namespace and link of the lab, whatever state it is in."""
+    paths = ["/run/netns/" + netns(n) for n, _ in CONTROLLERS] + [p for n, _ in CONTROLLERS for p in ns_files(n)]
+    pids = pids_in_namespaces(paths) + master_pids()
+    step("stopping {} lab processes".format(len(pids)))
+    kill_pids(pids)
+    for name, _ in CONTROLLERS:
+        for path in ns_files(name):
+            if is_mountpoint(path):
+                run(["umount", path])
+        ns = netns(name)
+        if netns_exists(ns):
+            run(["ip", "netns", "del", ns])
+        if link_exists(ns + "-h"):
+            run(["ip", "link", "del", ns + "-h"])
+    if link_exists(BRIDGE):
+        run(["ip", "link", "del", BRIDGE])
+    if os.path.isdir(NS_DIR) and is_mountpoint(NS_DIR):
+        run(["umount", NS_DIR])
+    if os.path.isdir(STATE):
+        run(["rm", "-rf", "--one-file-system", STATE])
+    step("lab is down")
+
+
+# ------------------------------------------------------------------------------------ status
+
+
+def controller_facts(name):
+    """What one controller looks like from the host: its namespace, minion and addresses."""
+    facts = {"id": name, "netns": netns_exists(netns(name)), "minion": "-", "addresses": []}
+    if not facts["netns"] or not all(is_mountpoint(p) for p in ns_files(name)):
+        return facts
+    pid = ctrl_run(name, ["cat", "/run/salt-minion.pid"], check=False).stdout.strip()
+    facts["minion"] = "running" if pid.isdigit() and alive(int(pid)) else "stopped"
+    out = ctrl_run(name, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"], check=False).stdout
+    facts["addresses"] = [line.split()[3] for line in out.splitlines()]
+    return facts
+
+
+def status():
+    rows = [controller_facts(name) for name, _ in CONTROLLERS]
+    print("{:<10} {:<6} {:<8} {}".format("CONTROLLER", "NETNS", "MINION", "ADDRESSES (eth0)"))
+    for r in rows:
+        print("{:<10} {:<6} {:<8} {}".format(r["id"], "yes" if r["netns"] else "no", r["minion"], " ".join(r["addresses"]) or "-"))
+    print("salt-master: {}".format("running" if master_pids() else "stopped"))
+    return 0 if all(r["minion"] == "running" for r in rows) and master_pids() else 1
+
+
+def main(argv):
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    if os.geteuid() != 0:
+        print("labctl: must run as root (namespaces, mounts, links)", file=sys.stderr)
+        return 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "up":
+            up()
+        elif command == "down":
+            down()
+        elif command == "status":
+            return status()
+        elif command == "shell":
+            if not rest:
+                raise LabError("usage: labctl.py shell CTRL [CMD...]")
+            name = rest[0] if rest[0].startswith("lab-") else "lab-" + rest[0]
+            cmd = rest[1:] or [os.environ.get("SHELL", "/bin/bash")]
+            return subprocess.call(in_ctrl(name, cmd))
+        elif command in ("salt", "run", "key"):
+            tool = {"salt": "salt", "run": "salt-run", "key": "salt-key"}[command]
+            return subprocess.call([os.path.join(VENV_BIN, tool), "-c", os.path.join(MASTER_DIR, "etc")] + rest)
+        else:
+            raise LabError("unknown command {!r}; see --help".format(command))
+    except LabError as exc:
+        print("labctl {}: {}".format(command, exc), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

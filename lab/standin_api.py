@@ -1,0 +1,64 @@
+"""
+A stand-in OpenStack API for the lab: answers every GET/HEAD with 200 and a small JSON body
+naming the service and the controller that served it, and every POST with 201.
+
+Usage: standin_api.py --service NAME --address ADDR --port PORT [--pidfile FILE]
+"""
+
+import argparse
+import json
+import os
+import socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def make_handler(service):
+    body_for = lambda method: json.dumps({"service": service, "controller": socket.gethostname(), "method": method}).encode() + b"\n"
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self, status, method):
+            body = body_for(method)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if method != "HEAD":
+                self.wfile.write(body)
+
+        def do_GET(self):
+            self._answer(200, "GET")
+
+        def do_HEAD(self):
+            self._answer(200, "HEAD")
+
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            self._answer(201, "POST")
+
+        def log_message(self, fmt, *args):  # quiet: the lab runs 21 of these
+            pass
+
+    return Handler
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--service", required=True)
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--pidfile")
+    args = parser.parse_args()
+    ThreadingHTTPServer.allow_reuse_address = True
+    ThreadingHTTPServer.daemon_threads = True
+    server = ThreadingHTTPServer((args.address, args.port), make_handler(args.service))
+    if args.pidfile:
+        with open(args.pidfile, "w") as fh:
+            fh.write("%d\n" % os.getpid())
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install everything openstack_ha's lab and tests need on a Debian 12 machine. Idempotent:
+# a second run only checks. Needs root (apt, and later namespaces and mounts).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+packages=(haproxy keepalived iproute2 procps curl util-linux psmisc)
+
+if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root" >&2; exit 1; fi
+
+# Keep package postinst scripts from starting services on the host's default ports.
+if [ ! -x /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 0755 /usr/sbin/policy-rc.d
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> apt-get install ${missing[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+venv="$repo/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "==> creating $venv"
+  python3 -m venv "$venv"
+fi
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum "$repo/requirements.txt" | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "==> pip install -r requirements.txt (salt builds from source: a few minutes the first time)"
+  "$venv/bin/pip" install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+  "$venv/bin/pip" install -q -r "$repo/requirements.txt" 2>&1 | grep -v '^WARNING: Location' || true
+  "$venv/bin/python" -c 'import salt, saltfactories, yaml, jinja2, requests' 
+  echo "$want" > "$stamp"
+fi
