@@ -1,0 +1,216 @@
+"""
+HAProxy on a controller through its runtime API (the admin stats socket), in one place.
+
+:depends: HAProxy >= 2.0 running in master-worker mode with
+    ``stats socket <path> level admin`` and ``server-state-file`` in its global section, as
+    rendered by the ``openstack_ha.haproxy`` state.
+
+Every function that talks to HAProxy goes through :func:`_command`, which raises
+``CommandExecutionError`` with HAProxy's own words when the socket is missing, refuses, times
+out or answers with an error.
+"""
+
+import csv
+import io
+import logging
+import os
+import signal
+import socket
+import time
+
+from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "openstack_ha_haproxy"
+
+DEFAULT_SOCKET = "/run/haproxy/admin.sock"
+DEFAULT_STATE_FILE = "/var/lib/haproxy/server-state"
+DEFAULT_PIDFILE = "/run/haproxy.pid"
+# Runtime-API answers that mean the command failed.
+_ERROR_PREFIXES = ("No such", "Unknown command", "Require", "Permission denied", "'set server", "Invalid")
+ADMIN_STATES = ("ready", "drain", "maint")
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _command(command, socket_path=None, timeout=2.0):
+    """
+    Send one runtime-API ``command`` and return HAProxy's answer as text.
+
+    Raises ``CommandExecutionError`` when HAProxy cannot be reached or rejects the command.
+    """
+    path = socket_path or DEFAULT_SOCKET
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    except (OSError, socket.timeout) as exc:
+        raise CommandExecutionError("HAProxy runtime API at {} failed for {!r}: {}".format(path, command.split()[0:3], exc)) from None
+    finally:
+        sock.close()
+    answer = b"".join(chunks).decode(errors="replace")
+    if answer.strip().startswith(_ERROR_PREFIXES):
+        raise CommandExecutionError("HAProxy refused {!r}: {}".format(command, answer.strip()))
+    return answer
+
+
+def is_serving(socket_path=None):
+    """
+    Return True when the local HAProxy worker answers on its admin socket.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_haproxy.is_serving
+    """
+    try:
+        return "Pid:" in _command("show info", socket_path, timeout=1.0)
+    except CommandExecutionError:
+        return False
+
+
+def servers(socket_path=None):
+    """
+    Return every server of every backend as ``{backend: {server: {status, admin, address, ...}}}``.
+
+    ``status`` is HAProxy's operational view (UP, DOWN, MAINT, DRAIN, no check); ``admin`` is
+    the administrative state set through the runtime API: ``ready``, ``drain`` or ``maint``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_haproxy.servers
+    """
+    admin = _admin_states(socket_path)
+    text = _command("show stat", socket_path)
+    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+    result = {}
+    for row in rows:
+        if row.get("svname") in ("FRONTEND", "BACKEND", None):
+            continue
+        result.setdefault(row["pxname"], {})[row["svname"]] = {
+            "status": row.get("status", ""),
+            "admin": admin.get((row["pxname"], row["svname"]), "ready"),
+            "address": row.get("addr", ""),
+            "check": row.get("check_status", ""),
+            "sessions": int(row.get("scur") or 0),
+            "total": int(row.get("stot") or 0),
+        }
+    return result
+
+
+def _admin_states(socket_path=None):
+    """Map (backend, server) to the administrative state forced through the runtime API."""
+    states = {}
+    lines = _command("show servers state", socket_path).splitlines()
+    for line in lines[2:]:
+        fields = line.split()
+        if len(fields) < 7 or line.startswith("#"):
+            continue
+        bits = int(fields[6])
+        # srv_admin_state bits: 0x01 forced maintenance, 0x08 forced drain.
+        states[(fields[1], fields[3])] = "maint" if bits & 0x01 else "drain" if bits & 0x08 else "ready"
+    return states
+
+
+def set_server_state(backend, server, state, socket_path=None):
+    """
+    Set ``server`` of ``backend`` to ``state`` (``ready``, ``drain`` or ``maint``).
+
+    Idempotent: returns ``{'changed': bool, 'old': ..., 'new': ...}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lab-ctrl1 openstack_ha_haproxy.set_server_state nova lab-ctrl2 drain
+    """
+    if state not in ADMIN_STATES:
+        raise CommandExecutionError("state must be one of {}, got {!r}".format(", ".join(ADMIN_STATES), state))
+    current = servers(socket_path).get(backend, {}).get(server)
+    if current is None:
+        raise CommandExecutionError("HAProxy has no server {!r} in backend {!r}".format(server, backend))
+    if current["admin"] == state:
+        return {"changed": False, "old": state, "new": state}
+    _command("set server {}/{} state {}".format(backend, server, state), socket_path)
+    return {"changed": True, "old": current["admin"], "new": state}
+
+
+def save_server_state(socket_path=None, state_file=None):
+    """
+    Write HAProxy's current server states (including runtime drains) to the server-state file,
+    atomically, so the process started by the next reload loads them.
+
+    Returns the path written. Raises ``CommandExecutionError`` when HAProxy cannot be asked.
+    """
+    path = state_file or DEFAULT_STATE_FILE
+    text = _command("show servers state", socket_path)
+    tmp = "{}.tmp.{}".format(path, os.getpid())
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
+def master_pid(pidfile=None):
+    """Return the PID of the HAProxy master process from its pidfile, or None when not running."""
+    try:
+        with open(pidfile or DEFAULT_PIDFILE) as fh:
+            pid = int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        with open("/proc/{}/status".format(pid)) as fh:
+            if any(line.startswith("State:") and "Z" in line.split()[1] for line in fh):
+                return None
+    except OSError:
+        return None
+    return pid
+
+
+def _worker_pid(socket_path):
+    try:
+        for line in _command("show info", socket_path, timeout=1.0).splitlines():
+            if line.startswith("Pid:"):
+                return int(line.split(":", 1)[1])
+    except (CommandExecutionError, ValueError):
+        return None
+    return None
+
+
+def reload(socket_path=None, state_file=None, pidfile=None, timeout=10):
+    """
+    Reload HAProxy without dropping connections and without forgetting runtime drains.
+
+    Saves the server state, then asks the master process to re-execute (SIGUSR2): it keeps its
+    listening sockets and starts a new worker that loads the saved state, while the old worker
+    finishes its connections. Waits (bounded by ``timeout``) until a new worker answers.
+
+    Returns ``{'saved': path, 'old_worker': pid, 'new_worker': pid}``.
+    """
+    pid = master_pid(pidfile)
+    if pid is None:
+        raise CommandExecutionError("HAProxy is not running (no live master in {}); start it instead".format(pidfile or DEFAULT_PIDFILE))
+    old_worker = _worker_pid(socket_path)
+    saved = save_server_state(socket_path, state_file)
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new_worker = _worker_pid(socket_path)
+        if new_worker and new_worker != old_worker:
+            return {"saved": saved, "old_worker": old_worker, "new_worker": new_worker}
+        time.sleep(0.1)
+    raise CommandExecutionError("HAProxy did not start a new worker within {}s after reload; see its log".format(timeout))

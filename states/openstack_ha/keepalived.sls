@@ -1,0 +1,54 @@
+{%- from 'openstack_ha/map.jinja' import oha, me with context %}
+{%- if me is none %}
+openstack_ha-keepalived-not-a-controller:
+  test.fail_without_changes:
+    - name: "{{ grains['id'] }} is not a controller of site {{ oha.site }} (openstack_ha:controllers)"
+{%- else %}
+include:
+  - openstack_ha.haproxy
+
+openstack_ha-keepalived-package:
+  pkg.installed:
+    - name: {{ oha.packages.keepalived }}
+
+openstack_ha-keepalived-track-script:
+  file.managed:
+    - name: {{ oha.paths.keepalived_scripts }}/haproxy_serving
+    - source: salt://openstack_ha/files/haproxy_serving.jinja
+    - template: jinja
+    - context:
+        oha: {{ oha | json }}
+        timeout: 0.5
+    - user: root
+    - group: root
+    - mode: '0700'
+    - makedirs: True
+
+# keepalived -t must accept the rendered file before it replaces the live one.
+openstack_ha-keepalived-config:
+  file.managed:
+    - name: {{ oha.paths.keepalived_config }}
+    - source: salt://openstack_ha/files/keepalived.conf.jinja
+    - template: jinja
+    - context:
+        oha: {{ oha | json }}
+        me: {{ me | json }}
+    - user: root
+    - group: root
+    - mode: '0640'
+    - check_cmd: /usr/sbin/keepalived -l -t -f
+    - require:
+      - pkg: openstack_ha-keepalived-package
+      - file: openstack_ha-keepalived-track-script
+
+openstack_ha-keepalived-running:
+  service.running:
+    - name: keepalived
+    - enable: True
+    - reload: True
+    - require:
+      - openstack_ha_haproxy: openstack_ha-haproxy-running
+    - watch:
+      - file: openstack_ha-keepalived-config
+      - file: openstack_ha-keepalived-track-script
+{%- endif %}
