@@ -102,3 +102,29 @@ def validate(pillar=None):
         len(merged["services"]),
         "" if merged["local"] else " (this minion is not one of its controllers)",
     )
+
+
+def live_pid(pidfile):
+    """
+    Return the PID in ``pidfile`` if that process is alive (not a zombie), else ``None``.
+
+    Controllers may share a PID space with other hosts' processes (containers, the lab's
+    namespaces), so liveness comes from the service's own pidfile, never from a process-name
+    search.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha.live_pid /run/keepalived.pid
+    """
+    try:
+        with open(pidfile) as fh:
+            pid = int(fh.read().split()[0])
+        with open("/proc/{}/status".format(pid)) as fh:
+            for line in fh:
+                if line.startswith("State:"):
+                    return None if "Z" in line.split()[1] else pid
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

@@ -166,19 +166,8 @@ def save_server_state(socket_path=None, state_file=None):
 
 
 def master_pid(pidfile=None):
-    """Return the PID of the HAProxy master process from its pidfile, or None when not running."""
-    try:
-        with open(pidfile or DEFAULT_PIDFILE) as fh:
-            pid = int(fh.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    try:
-        with open("/proc/{}/status".format(pid)) as fh:
-            if any(line.startswith("State:") and "Z" in line.split()[1] for line in fh):
-                return None
-    except OSError:
-        return None
-    return pid
+    """Return the PID of the live HAProxy master process from its pidfile, or None."""
+    return __salt__["openstack_ha.live_pid"](pidfile or DEFAULT_PIDFILE)
 
 
 def _worker_pid(socket_path):

@@ -383,7 +383,7 @@ def down():
         if netns_exists(ns):
             run(["ip", "netns", "del", ns])
         if link_exists(ns + "-h"):
-            run(["ip", "link", "del", ns + "-h"])
+            run(["ip", "link", "del", ns + "-h"], check=False)  # may already be gone with its netns
     if link_exists(BRIDGE):
         run(["ip", "link", "del", BRIDGE])
     if os.path.isdir(NS_DIR) and is_mountpoint(NS_DIR):

@@ -57,12 +57,16 @@ openstack_ha-haproxy-config:
       - pkg: openstack_ha-haproxy-package
       - sysctl: openstack_ha-haproxy-nonlocal-bind
 
+# Reload = save server state (drains included), then a seamless master-worker reload.
 openstack_ha-haproxy-running:
-  openstack_ha_haproxy.running:
+  openstack_ha_service.running:
     - name: haproxy
-    - socket: {{ oha.haproxy.socket }}
-    - state_file: {{ oha.haproxy.state_file }}
     - pidfile: {{ oha.paths.haproxy_pidfile }}
+    - reload_function: openstack_ha_haproxy.reload
+    - reload_kwargs:
+        socket_path: {{ oha.haproxy.socket }}
+        state_file: {{ oha.haproxy.state_file }}
+        pidfile: {{ oha.paths.haproxy_pidfile }}
     - require:
       - file: openstack_ha-haproxy-run-dir
     - watch:

@@ -42,12 +42,11 @@ openstack_ha-keepalived-config:
       - file: openstack_ha-keepalived-track-script
 
 openstack_ha-keepalived-running:
-  service.running:
+  openstack_ha_service.running:
     - name: keepalived
-    - enable: True
-    - reload: True
+    - pidfile: {{ oha.paths.keepalived_pidfile }}
     - require:
-      - openstack_ha_haproxy: openstack_ha-haproxy-running
+      - openstack_ha_service: openstack_ha-haproxy-running
     - watch:
       - file: openstack_ha-keepalived-config
       - file: openstack_ha-keepalived-track-script

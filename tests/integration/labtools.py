@@ -1,0 +1,70 @@
+"""Small helpers the lab tests share: run salt on the lab master, look inside a controller."""
+
+import json
+import subprocess
+import time
+
+from lab import labctl
+
+CTRLS = [name for name, _ in labctl.CONTROLLERS]
+ADDRESS = dict(labctl.CONTROLLERS)
+VIPS = {"public": "10.213.0.100", "internal": "10.213.0.101"}
+
+
+def salt(target, *args, timeout=300):
+    """Run ``salt TARGET ARGS`` on the lab master; return (retcode, parsed JSON by minion).
+
+    Not ``--static``: it loses the minions' retcode. Each minion prints its own JSON document.
+    """
+    proc = labctl.salt_cmd("salt", "--out=json", "-t", "60", target, *args, timeout=timeout, check=False)
+    decoder, text, data = json.JSONDecoder(), proc.stdout.strip(), {}
+    try:
+        while text:
+            doc, end = decoder.raw_decode(text)
+            data.update(doc)
+            text = text[end:].strip()
+    except ValueError:
+        raise AssertionError("salt printed no JSON (rc {}): {}\n{}".format(proc.returncode, proc.stdout, proc.stderr))
+    return proc.returncode, data
+
+
+def apply(target="lab-ctrl*", *extra):
+    return salt(target, "state.apply", "openstack_ha", *extra)
+
+
+def changed_states(result):
+    """The state ids that reported changes in one minion's state.apply result."""
+    return sorted(key.split("_|-")[1] for key, ret in result.items() if ret.get("changes"))
+
+
+def sh(ctrl, script, check=True):
+    """Run a shell script inside a controller; return its stdout."""
+    return labctl.ctrl_run(ctrl, ["sh", "-c", script], check=check).stdout
+
+
+def vip_holders(address):
+    return [c for c in CTRLS if (" %s/" % address) in sh(c, "ip -o -4 addr show dev eth0")]
+
+
+def wait_until(predicate, timeout, what, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out after {}s waiting for {}".format(timeout, what))
+
+
+def pidfile_pid(ctrl, path):
+    out = sh(ctrl, "cat %s 2>/dev/null || true" % path).split()
+    return int(out[0]) if out and out[0].isdigit() else None
+
+
+def http_get(address, port, timeout=3):
+    """GET http://address:port/ from the host (the bridge); returns the JSON body or None."""
+    proc = subprocess.run(["curl", "-s", "-m", str(timeout), "http://%s:%d/" % (address, port)], capture_output=True, text=True)
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        return None

@@ -1,0 +1,131 @@
+"""HAProxy and keepalived in the lab: every API behind a moving VIP, reloads that drop nothing."""
+
+import os
+import signal
+
+import pytest
+
+from tests.integration import labtools
+from tests.integration.labtools import ADDRESS, CTRLS, VIPS, changed_states, pidfile_pid, sh, vip_holders, wait_until
+
+SERVICES = {"keystone": 5000, "glance": 9292, "designate": 9001, "neutron": 9696, "nova": 8774, "placement": 8778, "proxy": 5668}
+
+
+def haproxy_servers(ctrl):
+    rc, result = labtools.salt(ctrl, "openstack_ha_haproxy.servers")
+    assert rc == 0, result
+    return result[ctrl]
+
+
+def holder(vip="public"):
+    return wait_until(lambda: (lambda h: h[0] if len(h) == 1 else None)(vip_holders(VIPS[vip])), 10, "exactly one holder of the %s VIP" % vip)
+
+
+def test_every_controller_runs_haproxy_and_keepalived(applied):
+    for ctrl in CTRLS:
+        assert pidfile_pid(ctrl, "/run/haproxy.pid"), ctrl
+        assert pidfile_pid(ctrl, "/run/keepalived.pid"), ctrl
+        assert sh(ctrl, "sysctl -n net.ipv4.ip_nonlocal_bind").strip() == "1"
+        assert sh(ctrl, "stat -c %a /run/haproxy/admin.sock").strip() == "600"
+
+
+def test_exactly_one_controller_holds_each_vip(applied):
+    for vip, address in VIPS.items():
+        # highest priority (first controller) wins once VRRP has settled (a few adverts)
+        wait_until(lambda: vip_holders(address) == ["lab-ctrl1"], 10, "lab-ctrl1 alone to hold %s" % vip)
+
+
+def test_each_service_answers_on_the_vip_from_every_backend(applied):
+    for service, port in SERVICES.items():
+        seen = set()
+        for _ in range(6):
+            body = labtools.http_get(VIPS["public"], port)
+            assert body and body["service"] == service, (service, body)
+            seen.add(body["controller"])
+        assert seen == set(CTRLS), (service, seen)  # round robin over all three backends
+
+
+def test_second_apply_changes_nothing(applied):
+    rc, result = labtools.apply()
+    assert rc == 0
+    assert {c: changed_states(result[c]) for c in CTRLS} == {c: [] for c in CTRLS}
+
+
+def test_test_mode_reports_what_would_change_and_changes_nothing(applied):
+    override = 'pillar={"openstack_ha": {"haproxy": {"maxconn": 5000}}}'
+    before = sh("lab-ctrl2", "sha256sum /etc/haproxy/haproxy.cfg")
+    worker = sh("lab-ctrl2", "cat /run/haproxy.pid")
+    rc, result = labtools.apply("lab-ctrl2", override, "test=True")
+    assert rc == 0
+    ret = result["lab-ctrl2"]
+    pending = {key.split("_|-")[1]: r for key, r in ret.items() if r["result"] is None}
+    assert set(pending) == {"openstack_ha-haproxy-config", "openstack_ha-haproxy-running"}, pending
+    assert "would have been reloaded" in pending["openstack_ha-haproxy-running"]["comment"]
+    assert sh("lab-ctrl2", "sha256sum /etc/haproxy/haproxy.cfg") == before
+    assert sh("lab-ctrl2", "cat /run/haproxy.pid") == worker
+
+
+def test_invalid_rendered_config_fails_and_the_old_haproxy_keeps_serving(applied):
+    before = sh("lab-ctrl1", "sha256sum /etc/haproxy/haproxy.cfg")
+    pid = pidfile_pid("lab-ctrl1", "/run/haproxy.pid")
+    rc, result = labtools.apply("lab-ctrl1", 'pillar={"openstack_ha": {"services": {"nova": {"extra_options": ["option httpchk-bogus GET /"]}}}}')
+    assert rc != 0
+    config = [r for k, r in result["lab-ctrl1"].items() if "openstack_ha-haproxy-config" in k][0]
+    assert config["result"] is False
+    assert "unknown option 'httpchk-bogus'" in config["comment"]  # HAProxy's own message
+    assert sh("lab-ctrl1", "sha256sum /etc/haproxy/haproxy.cfg") == before
+    assert pidfile_pid("lab-ctrl1", "/run/haproxy.pid") == pid
+    assert labtools.http_get(VIPS["public"], SERVICES["nova"])["service"] == "nova"
+
+
+def test_a_runtime_drain_survives_a_config_change_reload(applied):
+    rc, result = labtools.salt("lab-ctrl1", "openstack_ha_haproxy.set_server_state", "nova", "lab-ctrl2", "drain")
+    assert rc == 0 and result["lab-ctrl1"]["changed"] is True
+    try:
+        rc, result = labtools.apply("lab-ctrl1", 'pillar={"openstack_ha": {"haproxy": {"maxconn": 5000}}}')
+        assert rc == 0
+        reload = [r for k, r in result["lab-ctrl1"].items() if "openstack_ha-haproxy-running" in k][0]
+        assert "reloaded" in reload["changes"].get("haproxy", ""), reload
+        assert "maxconn 5000" in sh("lab-ctrl1", "cat /etc/haproxy/haproxy.cfg")
+        assert haproxy_servers("lab-ctrl1")["nova"]["lab-ctrl2"]["admin"] == "drain"
+        # The drained backend gets no new requests through this HAProxy.
+        seen = {labtools.http_get(VIPS["public"], SERVICES["nova"])["controller"] for _ in range(6)}
+        assert seen == {"lab-ctrl1", "lab-ctrl3"}
+    finally:
+        labtools.salt("lab-ctrl1", "openstack_ha_haproxy.set_server_state", "nova", "lab-ctrl2", "ready")
+        rc, _ = labtools.apply("lab-ctrl1")
+        assert rc == 0
+
+
+def test_killing_haproxy_on_the_holder_moves_the_vip(applied):
+    old = holder()
+    master = pidfile_pid(old, "/run/haproxy.pid")
+    workers = sh(old, "pgrep -P %d || true" % master).split()  # children of this master only
+    for pid in [master] + [int(w) for w in workers]:
+        os.kill(pid, signal.SIGKILL)
+    new = wait_until(lambda: (lambda h: h[0] if len(h) == 1 and h[0] != old else None)(vip_holders(VIPS["public"])), 10, "the VIP to move")
+    assert new != old
+    assert labtools.http_get(VIPS["public"], SERVICES["keystone"])["service"] == "keystone"
+    # Salt heals it: the next apply starts HAProxy again and the first controller takes the VIP back.
+    rc, _ = labtools.apply(old)
+    assert rc == 0
+    wait_until(lambda: vip_holders(VIPS["public"]) == [old], 15, "%s to take the VIP back" % old)
+
+
+def test_killing_keepalived_hard_on_the_holder_moves_the_vip(applied):
+    old = holder()
+    # Namespaces share the PID space: only this controller's pidfiles name its processes.
+    for pid in (pidfile_pid(old, "/run/keepalived.pid"), pidfile_pid(old, "/run/vrrp.pid")):
+        if pid and labtools.labctl.alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    try:
+        wait_until(lambda: any(h != old for h in vip_holders(VIPS["public"])), 10, "another controller to take the VIP")
+    finally:
+        # keepalived killed with SIGKILL cannot remove its addresses: the test removes them.
+        for vip in VIPS.values():
+            sh(old, "ip addr del %s/24 dev eth0 2>/dev/null || true" % vip)
+        sh(old, "rm -f /run/keepalived.pid /run/vrrp.pid")
+    assert len(vip_holders(VIPS["public"])) == 1
+    rc, _ = labtools.apply(old)
+    assert rc == 0
+    wait_until(lambda: vip_holders(VIPS["public"]) == [old], 15, "%s to take the VIP back" % old)

@@ -1,0 +1,148 @@
+"""The pillar validator: every kind of mistake gets its own message naming the key path."""
+
+import pytest
+
+from tests.conftest import build, defaults, example_pillar, model_lib
+
+ModelError = model_lib.ModelError
+
+
+@pytest.mark.parametrize("site", ["eqiad1", "codfw1dev", "lab"])
+def test_example_sites_are_valid(site):
+    model = build(site)
+    assert len(model["controllers"]) == 3
+    assert set(model["services"]) == {"keystone", "glance", "designate", "neutron", "nova", "placement", "proxy"}
+
+
+def test_two_example_sites_have_different_controllers_and_vips():
+    a, b = build("eqiad1"), build("codfw1dev")
+    assert {c["id"] for c in a["controllers"]}.isdisjoint({c["id"] for c in b["controllers"]})
+    assert {v["address"] for v in a["vips"].values()}.isdisjoint({v["address"] for v in b["vips"].values()})
+
+
+def test_services_use_their_real_ports():
+    ports = {name: svc["port"] for name, svc in build()["services"].items()}
+    assert ports == {"keystone": 5000, "glance": 9292, "designate": 9001, "neutron": 9696,
+                     "nova": 8774, "placement": 8778, "proxy": 5668}
+
+
+def test_pillar_overrides_defaults_and_defaults_fill_gaps():
+    model = build(mutate=lambda p: p.setdefault("keepalived", {}).update(advert_int=1))
+    assert model["keepalived"]["advert_int"] == 1
+    assert model["keepalived"]["garp_master_repeat"] == defaults()["keepalived"]["garp_master_repeat"]
+    assert model["paths"]["haproxy_config"] == "/etc/haproxy/haproxy.cfg"
+
+
+def problems(mutate, site="eqiad1"):
+    with pytest.raises(ModelError) as info:
+        build(site, mutate)
+    return info.value.problems
+
+
+def set_path(pillar, path, value):
+    node = pillar
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+def delete_path(pillar, path):
+    node = pillar
+    for key in path[:-1]:
+        node = node[key]
+    del node[path[-1]]
+
+
+CASES = [
+    # (what to break, expected message)
+    (lambda p: set_path(p, ["services", "nova", "port"], "http"),
+     "openstack_ha:services:nova:port: expected an integer 1-65535, got 'http'"),
+    (lambda p: set_path(p, ["services", "nova", "port"], 70000),
+     "openstack_ha:services:nova:port: expected an integer 1-65535, got 70000 (int)"),
+    (lambda p: set_path(p, ["services", "nova", "port"], True),
+     "openstack_ha:services:nova:port: expected an integer 1-65535, got True (bool)"),
+    (lambda p: delete_path(p, ["services", "glance", "check"]),
+     "openstack_ha:services:glance:check: missing (required)"),
+    (lambda p: delete_path(p, ["site"]),
+     "openstack_ha:site: missing (required)"),
+    (lambda p: set_path(p, ["services", "neutron", "port"], 5000),
+     "openstack_ha:services:neutron:port: port 5000 on VIP 'public' is already used by service 'keystone'"),
+    (lambda p: set_path(p, ["vips", "public", "address"], "10.99.0.100"),
+     "openstack_ha:vips:public:address: VIP 10.99.0.100 is outside the controllers' subnet 10.64.20.0/24"),
+    (lambda p: set_path(p, ["services", "nova", "vip"], "external"),
+     "openstack_ha:services:nova:vip: unknown VIP 'external' (known: internal, public)"),
+    (lambda p: set_path(p, ["galera", "nodes"], ["cloudcontrol1005.wikimedia.org", "cloudcontrol1006.wikimedia.org"]),
+     "openstack_ha:galera:nodes: expected at least 3 nodes for a cluster that survives one loss, got 2"),
+    (lambda p: set_path(p, ["galera", "nodes"], ["cloudcontrol1005.wikimedia.org", "cloudcontrol1006.wikimedia.org", "cloudcontrol9999.wikimedia.org"]),
+     "openstack_ha:galera:nodes:2: unknown controller 'cloudcontrol9999.wikimedia.org'"),
+    (lambda p: p["controllers"].append(dict(p["controllers"][0], address="10.64.20.9")),
+     "openstack_ha:controllers:3:id: controller 'cloudcontrol1005.wikimedia.org' is listed twice (also at index 0)"),
+    (lambda p: set_path(p, ["controllers", 1, "address"], "10.64.20.5"),
+     "openstack_ha:controllers:1:address: address 10.64.20.5 is already used by controller at index 0"),
+    (lambda p: set_path(p, ["controllers", 2, "address"], "not-an-ip"),
+     "openstack_ha:controllers:2:address: expected an IP address, got 'not-an-ip'"),
+    (lambda p: set_path(p, ["controllers"], {"a": 1}),
+     "openstack_ha:controllers: expected a non-empty list of controllers, got {'a': 1} (dict)"),
+    (lambda p: set_path(p, ["vips", "internal", "vrid"], 51),
+     "openstack_ha:vips:internal:vrid: VRID 51 is also used by VIP 'public'"),
+    (lambda p: set_path(p, ["vips", "public", "address"], "10.64.20.5"),
+     "openstack_ha:vips:public:address: VIP 10.64.20.5 is a controller's own address"),
+    (lambda p: set_path(p, ["network"], "10.64.20.0"),
+     "openstack_ha:network: expected a network in CIDR form like 10.0.0.0/24, got '10.64.20.0'"),
+    (lambda p: set_path(p, ["services", "keystone", "check", "path"], "v3"),
+     "openstack_ha:services:keystone:check:path: expected an absolute URL path without spaces, got 'v3'"),
+    (lambda p: set_path(p, ["services", "keystone", "check", "status"], 99),
+     "openstack_ha:services:keystone:check:status: expected an integer 100-599, got 99 (int)"),
+    (lambda p: set_path(p, ["galera", "sst_method"], "xtrabackup"),
+     "openstack_ha:galera:sst_method: expected one of mariabackup, rsync, mysqldump, got 'xtrabackup'"),
+    (lambda p: delete_path(p, ["galera", "sst_password"]),
+     "openstack_ha:galera:sst_password: missing (required secret)"),
+    (lambda p: set_path(p, ["rabbitmq", "cookie"], "short"),
+     "openstack_ha:rabbitmq:cookie: too short: expected at least 20 characters, got 5"),
+    (lambda p: set_path(p, ["rabbitmq", "policies", "notifications-ha", "definition"], {"ha-mode": "most"}),
+     "openstack_ha:rabbitmq:policies:notifications-ha:definition:ha-mode: expected one of all, exactly, nodes, got 'most'"),
+    (lambda p: set_path(p, ["keystone", "endpoint_mode"], "dns"),
+     "openstack_ha:keystone:endpoint_mode: expected one of vip, active_controller, got 'dns'"),
+    (lambda p: set_path(p, ["keystone", "interfaces"], {"public": "public", "private": "internal"}),
+     "openstack_ha:keystone:interfaces:private: expected one of public, internal, admin"),
+    (lambda p: set_path(p, ["remediation"], {"quorum": 5}),
+     "openstack_ha:remediation:quorum: quorum 5 is more than the 3 controllers"),
+    (lambda p: set_path(p, ["services", "nova", "extra_options"], ["backend evil"]),
+     "openstack_ha:services:nova:extra_options:0: may not open a new section ('backend')"),
+    (lambda p: set_path(p, ["services", "nova", "extra_options"], ["option httplog\nlisten x"]),
+     "openstack_ha:services:nova:extra_options:0: expected one non-empty line, got 'option httplog\\nlisten x'"),
+    (lambda p: set_path(p, ["keepalived"], {"advert_int": 0}),
+     "openstack_ha:keepalived:advert_int: expected a number 0.01-255, got 0 (int)"),
+    (lambda p: set_path(p, ["haproxy", "stats", "password"], "abc"),
+     "openstack_ha:haproxy:stats:password: too short: expected at least 8 characters, got 3"),
+]
+
+
+@pytest.mark.parametrize("mutate,message", CASES, ids=[m.split(": ")[0] + ":" + m.split(": ")[1][:24] for _, m in CASES])
+def test_each_mistake_has_its_own_clear_message(mutate, message):
+    assert message in problems(mutate)
+
+
+def test_all_problems_are_reported_at_once():
+    def break_two(p):
+        p["services"]["nova"]["port"] = "http"
+        p["vips"]["public"]["vrid"] = 300
+    found = problems(break_two)
+    assert len(found) == 2
+    assert str(ModelError(found)).startswith("invalid openstack_ha pillar (2 problems):")
+
+
+def test_secrets_are_never_echoed_in_errors():
+    found = problems(lambda p: p["galera"].update(root_password="short'pw"))
+    assert found == ["openstack_ha:galera:root_password: too short: expected at least 12 characters, got 8"]
+    assert "short'pw" not in str(ModelError(found))
+
+
+def test_missing_pillar_is_explained():
+    with pytest.raises(ModelError, match="this minion has no openstack_ha pillar"):
+        model_lib.build(defaults(), None)
+
+
+def test_quorum_size():
+    assert model_lib.quorum_size(build()) == 2
+    assert model_lib.quorum_size(build(mutate=lambda p: p.setdefault("remediation", {}).update(quorum=3))) == 3
