@@ -128,3 +128,26 @@ def live_pid(pidfile):
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def controller_report():
+    """
+    This controller's own view for ``salt-run openstack_ha.status``: its HAProxy backends,
+    which VIPs it holds, and whether HAProxy and keepalived run.
+
+    Returns ``{'id', 'site', 'haproxy': {'running', 'serving', 'servers'}, 'keepalived':
+    {'running'}, 'vips': [names held]}``; never secrets.
+    """
+    merged = model()
+    paths, report = merged["paths"], {"id": __grains__["id"], "site": merged["site"]}
+    report["haproxy"] = {
+        "running": live_pid(paths["haproxy_pidfile"]) is not None,
+        "serving": __salt__["openstack_ha_haproxy.is_serving"](merged["haproxy"]["socket"]),
+        "servers": {},
+    }
+    if report["haproxy"]["serving"]:
+        report["haproxy"]["servers"] = __salt__["openstack_ha_haproxy.servers"](merged["haproxy"]["socket"])
+    report["keepalived"] = {"running": live_pid(paths["keepalived_pidfile"]) is not None}
+    addresses = __salt__["cmd.run"]("ip -o addr show", python_shell=False)
+    report["vips"] = sorted(name for name, vip in merged["vips"].items() if " {}/".format(vip["address"]) in addresses)
+    return report

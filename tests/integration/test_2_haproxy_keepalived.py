@@ -129,3 +129,17 @@ def test_killing_keepalived_hard_on_the_holder_moves_the_vip(applied):
     rc, _ = labtools.apply(old)
     assert rc == 0
     wait_until(lambda: vip_holders(VIPS["public"]) == [old], 15, "%s to take the VIP back" % old)
+
+
+def test_status_shows_every_backend_on_every_haproxy_and_the_vip_holder(applied):
+    wait_until(lambda: vip_holders(VIPS["public"]) == ["lab-ctrl1"], 15, "lab-ctrl1 to hold the VIP")
+    table = labtools.labctl.salt_cmd("salt-run", "openstack_ha.status").stdout
+    assert "VIP public     held by lab-ctrl1" in table
+    for service in SERVICES:
+        for server in CTRLS:
+            row = [line for line in table.splitlines() if line.startswith("%s/%s " % (service, server))]
+            assert row and row[0].split()[1:] == ["UP", "UP", "UP"], (service, server, table)
+    import json
+    data = json.loads(labtools.labctl.salt_cmd("salt-run", "--out=json", "openstack_ha.status").stdout)
+    assert data["lab"]["backends"]["nova"]["lab-ctrl2"] == {c: "UP" for c in CTRLS}
+    assert data["lab"]["vip_holders"] == {"public": ["lab-ctrl1"], "internal": ["lab-ctrl1"]}
