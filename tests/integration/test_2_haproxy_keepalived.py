@@ -115,7 +115,7 @@ def test_killing_haproxy_on_the_holder_moves_the_vip(applied):
 def test_killing_keepalived_hard_on_the_holder_moves_the_vip(applied):
     old = holder()
     # Namespaces share the PID space: only this controller's pidfiles name its processes.
-    for pid in (pidfile_pid(old, "/run/keepalived.pid"), pidfile_pid(old, "/run/vrrp.pid")):
+    for pid in (pidfile_pid(old, "/run/vrrp.pid"), pidfile_pid(old, "/run/keepalived.pid")):  # VRRP child first: no graceful resign
         if pid and labtools.labctl.alive(pid):
             os.kill(pid, signal.SIGKILL)
     try:
