@@ -1,5 +1,6 @@
 """
-Operator commands for openstack_ha, run on the master.
+The master's side of openstack_ha: the remediation loop's verify-decide-act, and the operator
+commands.
 
 :depends: the ``openstack_ha`` execution module synced to the controllers; the master's pillar
     (``pillar/top.sls``) naming each controller's site.
@@ -8,14 +9,29 @@ Operator commands for openstack_ha, run on the master.
 
     salt-run openstack_ha.status               # one table per site
     salt-run openstack_ha.status --out json    # the same, machine-readable
+    salt-run openstack_ha.drain host=lab-ctrl2 # planned maintenance of a whole controller
+    salt-run openstack_ha.drain service=nova backend=lab-ctrl2
+    salt-run openstack_ha.undrain host=lab-ctrl2
+
+The reactor calls :func:`handle_event` with every ``openstack_ha_*`` beacon event. An event is
+a hint, never proof: the runner re-asks every controller of the reporter's site (targeted
+calls whose returns Salt authenticates) and acts only on what a quorum of them reports now.
 """
 
+import contextlib
+import fcntl
 import logging
+import os
+import time
 
+import salt.cache
 import salt.client
 import salt.key
 import salt.pillar
+import salt.utils.event
+import salt.utils.secret
 import salt.utils.minions
+from salt.exceptions import SaltInvocationError
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +42,287 @@ def __virtual__():
     return __virtualname__
 
 
+MAX_DECISIONS = 200
+
+
+def _pillar_model(minion):
+    """The ``openstack_ha`` pillar the master compiles for ``minion`` (trusted), or {}."""
+    _, grains, _ = salt.utils.minions.get_minion_data(minion, __opts__)
+    pillar = salt.pillar.get_pillar(__opts__, grains or {}, minion, saltenv="base").compile_pillar()
+    return salt.utils.secret.expose(pillar.get("openstack_ha") or {})
+
+
+def _site_model(minion):
+    """The validated model of the site ``minion`` is a controller of, or None if it is not one."""
+    raw = _pillar_model(minion)
+    ids = [c.get("id") for c in raw.get("controllers") or [] if isinstance(c, dict)]
+    if minion not in ids:
+        return None
+    return __utils__["openstack_ha_model.build"](_defaults(), raw)
+
+
+def _defaults():
+    import salt.fileclient
+    import salt.utils.yaml
+
+    with salt.fileclient.get_file_client(__opts__) as client:
+        path = client.cache_file("salt://openstack_ha/defaults.yaml")
+    with open(path) as fh:
+        raw = salt.utils.yaml.safe_load(fh)
+    return __utils__["openstack_ha_model.deep_merge"](raw["openstack_ha"], raw["os_family"]["Debian"])
+
+
 def _sites():
-    """Map site name to its sorted controller ids, from the pillar the master compiles."""
+    """Map site name to its controller ids, from the pillar the master compiles."""
     sites = {}
     accepted = salt.key.get_key(__opts__).list_status("accepted").get("minions", [])
     for minion in accepted:
-        _, grains, _ = salt.utils.minions.get_minion_data(minion, __opts__)
-        pillar = salt.pillar.get_pillar(__opts__, grains or {}, minion, saltenv="base").compile_pillar()
-        model = pillar.get("openstack_ha") or {}
+        model = _pillar_model(minion)
         ids = [c.get("id") for c in model.get("controllers") or [] if isinstance(c, dict)]
         if minion in ids and model.get("site"):
             sites.setdefault(model["site"], ids)
     return sites
+
+
+# ------------------------------------------------------------------- records (master cache)
+
+
+def _cache():
+    return salt.cache.factory(__opts__)
+
+
+def _load(site):
+    data = _cache().fetch("openstack_ha/" + site, "records") or {}
+    data.setdefault("backends", {})
+    data.setdefault("maintenance", [])
+    data.setdefault("decisions", [])
+    return data
+
+
+def _store(site, data):
+    data["decisions"] = data["decisions"][-MAX_DECISIONS:]
+    _cache().store("openstack_ha/" + site, "records", data)
+
+
+@contextlib.contextmanager
+def _site_lock(site):
+    """One decision at a time per site on this master (the reactor runs events in parallel)."""
+    path = os.path.join(__opts__["cachedir"], "openstack_ha-{}.lock".format(site))
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _fire(tag, data):
+    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
+        bus.fire_event(data, tag)
+
+
+# ------------------------------------------------------------------------- verify and act
+
+
+def _ask(controllers, fun, args=(), timeout=5):
+    """Call ``fun`` on every controller; return the dict answers of those that answered."""
+    client = salt.client.LocalClient(mopts=__opts__)
+    returns = client.cmd(controllers, fun, list(args), tgt_type="list", timeout=timeout)
+    return {c: r for c, r in returns.items() if c in controllers and isinstance(r, dict)}
+
+
+def _backends(model, service=None, backend=None):
+    keys = {}
+    for name in sorted(model["services"]):
+        if service is None or name == service:
+            for ctrl in model["controllers"]:
+                if backend is None or ctrl["id"] == backend:
+                    keys["{}/{}".format(name, ctrl["id"])] = name
+    return keys
+
+
+def _act(model, controllers, action, who, reporter):
+    state = "drain" if action["action"] == "drain" else "ready"
+    service, backend = action["service"], action["backend"]
+    answers = _ask(controllers, "openstack_ha_haproxy.set_server_state", (service, backend, state))
+    missing = sorted(set(controllers) - set(answers))
+    return {
+        "what": action["action"], "service": service, "backend": backend, "state": state,
+        "why": action["reason"], "evidence": action["evidence"], "decided_by": who,
+        "reported_by": reporter, "time": time.time(),
+        "applied": {c: bool(a.get("changed")) for c, a in sorted(answers.items())},
+        "not_applied": missing,
+    }
+
+
+def _reconcile(model, reporter, service=None, backend=None, who="remediation"):
+    """Verify every backend in scope with every controller, decide, act, record, announce."""
+    site = model["site"]
+    controllers = [c["id"] for c in model["controllers"]]
+    quorum = __utils__["openstack_ha_model.quorum_size"](model)
+    with _site_lock(site):
+        views = _ask(controllers, "openstack_ha_probe.service_view", (service,) if service else ())
+        records = _load(site)
+        actions = __utils__["openstack_ha_decide.decide"](
+            _backends(model, service, backend), views, quorum, records["backends"], time.time(),
+            model["remediation"]["cooldown"], maintenance=records["maintenance"])
+        done = []
+        for action in actions:
+            if action["action"] in ("drain", "restore"):
+                entry = _act(model, controllers, action, who, reporter)
+                records["backends"][action["key"]] = {"state": entry["state"], "by": "remediation", "time": entry["time"]}
+                tag = "openstack_ha/backend/" + ("drained" if action["action"] == "drain" else "restored")
+            else:
+                entry = {"what": action["action"], "alert": action.get("alert"), "service": action["service"],
+                         "backend": action["backend"], "why": action["reason"], "evidence": action["evidence"],
+                         "decided_by": who, "reported_by": reporter, "time": time.time()}
+                tag = "openstack_ha/alert/" + action["alert"] if action["action"] == "alert" else None
+            records["decisions"].append(dict(entry, site=site))
+            done.append(entry)
+            if tag:
+                _fire(tag, dict(entry, site=site))
+        if done:
+            _store(site, records)
+    return done
+
+
+def handle_event(tag, data):
+    """
+    The reactor's single entry point: ``tag`` and ``data`` of one beacon event.
+
+    The event only says where to look: the reporter named in the tag must be a controller of
+    a site in the master's pillar (else the event is ignored), the service named in the data
+    must exist in that site (else the whole site is checked), and the decision rests on fresh,
+    authenticated answers from the site's controllers.
+    """
+    parts = str(tag).split("/")
+    if len(parts) < 4 or parts[0] != "salt" or parts[1] != "beacon":
+        return {"ignored": "not a beacon event"}
+    reporter, beacon = parts[2], parts[3]
+    model = _site_model(reporter)
+    if model is None:
+        log.warning("openstack_ha: ignoring %s: %r is not a controller of any site", beacon, reporter)
+        return {"ignored": "{!r} is not a controller".format(reporter)}
+    if not model["remediation"]["enabled"]:
+        return {"ignored": "remediation disabled for site " + model["site"]}
+    if beacon == "openstack_ha_vip":
+        return {"site": model["site"], "decisions": _check_vips(model, reporter)}
+    services = set()
+    if isinstance(data, dict) and data.get("kind") == "change":
+        for change in data.get("changes") or []:
+            if isinstance(change, dict) and change.get("service") in model["services"]:
+                services.add(change["service"])
+    if len(services) == 1:
+        return {"site": model["site"], "decisions": _reconcile(model, reporter, service=services.pop())}
+    return {"site": model["site"], "decisions": _reconcile(model, reporter)}
+
+
+def _check_vips(model, reporter):
+    """Ask every controller which VIPs it holds; alert on a split brain or an orphaned VIP."""
+    controllers = [c["id"] for c in model["controllers"]]
+    client = salt.client.LocalClient(mopts=__opts__)
+    answers = client.cmd(controllers, "openstack_ha_probe.vips_held", tgt_type="list", timeout=5)
+    held = {c: a for c, a in answers.items() if isinstance(a, list)}
+    decisions = []
+    for vip in sorted(model["vips"]):
+        holders = sorted(c for c, names in held.items() if vip in names)
+        if len(holders) == 1:
+            continue
+        kind = "split_brain" if len(holders) > 1 else "vip_orphaned"
+        entry = {"what": "alert", "alert": kind, "vip": vip, "holders": holders, "evidence": held,
+                 "why": "VIP {} is held by {}".format(vip, ", ".join(holders) or "nobody"),
+                 "decided_by": "remediation", "reported_by": reporter, "time": time.time(), "site": model["site"]}
+        _fire("openstack_ha/alert/" + kind, entry)
+        decisions.append(entry)
+    if decisions:
+        with _site_lock(model["site"]):
+            records = _load(model["site"])
+            records["decisions"].extend(decisions)
+            _store(model["site"], records)
+    return decisions
+
+
+# ------------------------------------------------------------------- planned maintenance
+
+
+def _maintenance(site, host, service, backend, drain, force):
+    sites = _sites()
+    if site is None and len(sites) == 1:
+        site = next(iter(sites))
+    if site not in sites:
+        raise SaltInvocationError("unknown site {!r}; known: {}".format(site, ", ".join(sorted(sites)) or "none"))
+    model = _site_model(sites[site][0])
+    backend = backend or host
+    if backend is None:
+        raise SaltInvocationError("name a backend (host=CONTROLLER, or service=NAME backend=CONTROLLER)")
+    if backend not in sites[site]:
+        raise SaltInvocationError("{!r} is not a controller of site {}".format(backend, site))
+    if service is not None and service not in model["services"]:
+        raise SaltInvocationError("unknown service {!r} in site {}".format(service, site))
+    controllers = sites[site]
+    keys = _backends(model, service, backend)
+    who = "operator (salt-run openstack_ha.{}{})".format("drain" if drain else "undrain", ", force" if force else "")
+    results = []
+    with _site_lock(site):
+        records = _load(site)
+        views = _ask(controllers, "openstack_ha_probe.service_view", (service,) if service else ())
+        for key, svc in keys.items():
+            if drain and not force:
+                others = [k for k, s in _backends(model, svc).items() if k != key]
+                quorum = __utils__["openstack_ha_model.quorum_size"](model)
+                healthy = [k for k in others if k not in records["maintenance"] and __utils__["openstack_ha_decide.healthy"](k, views, quorum)]
+                if not healthy:
+                    entry = {"what": "alert", "alert": "last_backend", "service": svc, "backend": backend,
+                             "why": "refused: {} is the last healthy backend of {} (use force=True)".format(backend, svc),
+                             "decided_by": who, "time": time.time(), "site": site}
+                    _fire("openstack_ha/alert/last_backend", entry)
+                    records["decisions"].append(entry)
+                    results.append(entry)
+                    continue
+            if force:
+                log.warning("openstack_ha: %s of %s forced by the operator", "drain" if drain else "undrain", key)
+            entry = _act(model, controllers, {"action": "drain" if drain else "restore", "service": svc, "backend": backend,
+                                              "reason": "planned maintenance", "evidence": {}}, who, "operator")
+            records["backends"][key] = {"state": entry["state"], "by": "operator", "time": entry["time"]}
+            if drain and key not in records["maintenance"]:
+                records["maintenance"].append(key)
+            if not drain and key in records["maintenance"]:
+                records["maintenance"].remove(key)
+            records["decisions"].append(dict(entry, site=site))
+            _fire("openstack_ha/backend/" + ("drained" if drain else "restored"), dict(entry, site=site))
+            results.append(entry)
+        _store(site, records)
+    return results
+
+
+def drain(host=None, service=None, backend=None, site=None, force=False):
+    """
+    Planned maintenance: drain ``backend`` (or every service's backend on ``host``) on every
+    HAProxy of the site, and keep the remediation loop from restoring it until
+    :func:`undrain`. Refuses to drain the last healthy backend of a service unless
+    ``force=True`` (which is logged).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run openstack_ha.drain host=lab-ctrl2
+        salt-run openstack_ha.drain service=nova backend=lab-ctrl2
+    """
+    return _maintenance(site, host, service, backend, True, bool(force))
+
+
+def undrain(host=None, service=None, backend=None, site=None, force=False):
+    """
+    End planned maintenance: set the backend(s) ready on every HAProxy again.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run openstack_ha.undrain host=lab-ctrl2
+    """
+    return _maintenance(site, host, service, backend, False, bool(force))
 
 
 def _collect(site, controllers, timeout):

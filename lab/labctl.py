@@ -178,6 +178,7 @@ def master_config():
         "runner_dirs": [os.path.join(REPO, "_runners")],
         "utils_dirs": [os.path.join(REPO, "_utils")],
         "module_dirs": [os.path.join(REPO, "_modules")],
+        "reactor": [{"salt/beacon/*/openstack_ha_*": [os.path.join(REPO, "reactor", "openstack_ha_beacon.sls")]}],
         "worker_threads": 4,
         "timeout": 15,
         "gather_job_timeout": 15,

@@ -3,3 +3,4 @@
 include:
   - openstack_ha.haproxy
   - openstack_ha.keepalived
+  - openstack_ha.beacons

@@ -1,0 +1,96 @@
+"""
+Report the health of every OpenStack API backend, as this controller sees it.
+
+:depends: the ``openstack_ha_probe`` execution module.
+
+Each tick probes every backend of every service concurrently (the pillar's health check
+against each controller's address) with a short timeout, so a hung backend costs one timeout,
+never a stalled minion. A probe that connects but does not answer in time is a failure.
+
+Edge-triggered: an event fires only when a backend changes state, after ``fall`` failed or
+``rise`` good probes in a row; plus a heartbeat with the full view every ``heartbeat``
+seconds, so the master resyncs after a lost event or a restart.
+
+Event tags: ``salt/beacon/<minion id>/openstack_ha_backends/change`` and
+``salt/beacon/<minion id>/openstack_ha_backends/heartbeat``.
+
+Data keys:
+    ``kind``: ``change`` or ``heartbeat``;
+    ``changes`` (change only): list of ``{service, backend, state: up|down, detail}``;
+    ``view``: ``{'<service>/<backend>': 'up'|'down'}`` for every backend;
+    ``time``: the probe time (epoch seconds).
+
+Options (written by the ``openstack_ha.beacons`` state from the pillar model):
+
+.. code-block:: yaml
+
+    beacons:
+      openstack_ha_backends:
+        - interval: 1        # seconds between ticks (Salt's minimum is 1)
+        - timeout: 0.5       # per probe, seconds
+        - fall: 1            # failed probes in a row before a backend is reported down
+        - rise: 2            # good probes in a row before it is reported up again
+        - heartbeat: 30      # seconds between full-view reports
+        - targets:           # one per service backend
+          - {service: nova, backend: ctrl1, address: 10.0.0.11, port: 8774, path: /, status: 200}
+"""
+
+import time
+
+__virtualname__ = "openstack_ha_backends"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _config(config):
+    merged = {}
+    for item in config if isinstance(config, list) else [config]:
+        merged.update(item)
+    return merged
+
+
+def validate(config):
+    """Check the beacon configuration; returns (bool, message)."""
+    conf = _config(config)
+    targets = conf.get("targets")
+    if not isinstance(targets, list) or not targets:
+        return False, "openstack_ha_backends: 'targets' must be a non-empty list"
+    for index, target in enumerate(targets):
+        missing = {"service", "backend", "address", "port", "path", "status"} - set(target)
+        if missing:
+            return False, "openstack_ha_backends: targets:{} lacks {}".format(index, ", ".join(sorted(missing)))
+    return True, "valid"
+
+
+def beacon(config):
+    conf = _config(config)
+    fall, rise = int(conf.get("fall", 1)), int(conf.get("rise", 2))
+    now = time.time()
+    results = __salt__["openstack_ha_probe.probe_targets"](conf["targets"], conf.get("timeout", 0.5))
+    memory = __context__.setdefault("openstack_ha_backends", {"state": {}, "streak": {}, "heartbeat": 0})
+    changes = []
+    for key, result in sorted(results.items()):
+        streak = memory["streak"].get(key, (None, 0))
+        streak = (result["up"], streak[1] + 1 if streak[0] == result["up"] else 1)
+        memory["streak"][key] = streak
+        current = memory["state"].get(key)
+        if result["up"] and current != "up" and (streak[1] >= rise or current is None):
+            new = "up"
+        elif not result["up"] and current != "down" and streak[1] >= fall:
+            new = "down"
+        else:
+            continue
+        memory["state"][key] = new
+        if current is not None or new == "down":
+            service, backend = key.split("/", 1)
+            changes.append({"service": service, "backend": backend, "state": new, "detail": result["detail"]})
+    view = dict(memory["state"])
+    events = []
+    if changes:
+        events.append({"tag": "change", "kind": "change", "changes": changes, "view": view, "time": now})
+    if now - memory["heartbeat"] >= float(conf.get("heartbeat", 30)):
+        memory["heartbeat"] = now
+        events.append({"tag": "heartbeat", "kind": "heartbeat", "view": view, "time": now})
+    return events

@@ -1,0 +1,68 @@
+"""
+Report when this controller gains or loses one of its site's VIPs.
+
+:depends: ``ip`` (iproute2).
+
+Event tag: ``salt/beacon/<minion id>/openstack_ha_vip/change`` (and ``.../heartbeat``).
+
+Data keys:
+    ``kind``: ``change`` or ``heartbeat``;
+    ``gained`` / ``lost`` (change only): lists of ``{vip, address, interface}``;
+    ``held``: the VIP names this controller holds now;
+    ``time``: epoch seconds.
+
+Options (written by the ``openstack_ha.beacons`` state):
+
+.. code-block:: yaml
+
+    beacons:
+      openstack_ha_vip:
+        - interval: 1
+        - heartbeat: 30
+        - vips:
+            public: {address: 10.0.0.100, interface: eth0}
+"""
+
+import subprocess
+import time
+
+__virtualname__ = "openstack_ha_vip"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _config(config):
+    merged = {}
+    for item in config if isinstance(config, list) else [config]:
+        merged.update(item)
+    return merged
+
+
+def validate(config):
+    vips = _config(config).get("vips")
+    if not isinstance(vips, dict) or not vips:
+        return False, "openstack_ha_vip: 'vips' must be a mapping of VIP name to {address, interface}"
+    return True, "valid"
+
+
+def beacon(config):
+    conf = _config(config)
+    now = time.time()
+    out = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, timeout=2).stdout
+    held = sorted(name for name, vip in conf["vips"].items() if " {}/".format(vip["address"]) in out)
+    memory = __context__.setdefault("openstack_ha_vip", {"held": None, "heartbeat": 0})
+    events = []
+    if memory["held"] is not None and held != memory["held"]:
+        describe = lambda names: [dict(conf["vips"][n], vip=n) for n in names]
+        events.append({
+            "tag": "change", "kind": "change", "held": held, "time": now,
+            "gained": describe(sorted(set(held) - set(memory["held"]))),
+            "lost": describe(sorted(set(memory["held"]) - set(held))),
+        })
+    memory["held"] = held
+    if now - memory["heartbeat"] >= float(conf.get("heartbeat", 30)):
+        memory["heartbeat"] = now
+        events.append({"tag": "heartbeat", "kind": "heartbeat", "held": held, "time": now})
+    return events

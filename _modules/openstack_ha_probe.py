@@ -1,0 +1,116 @@
+"""
+Health probes of the OpenStack API backends, as a controller sees them, in one place.
+
+:depends: nothing beyond the Python standard library and the ``openstack_ha`` module.
+
+The backend beacon probes through :func:`probe_targets` every tick; the runner's verification
+asks every controller for :func:`service_view` (fresh probes plus the local HAProxy's
+administrative state) before it acts. A probe that connects but gets no answer within its
+timeout is a failure: a hung API is as dead to clients as a crashed one.
+"""
+
+import concurrent.futures
+import socket
+import time
+
+__virtualname__ = "openstack_ha_probe"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _probe(address, port, path, status, timeout):
+    """GET ``path`` from ``address:port``; return (healthy, detail). Never raises."""
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as sock:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            sock.sendall("GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: openstack_ha-probe\r\n\r\n".format(path, address).encode())
+            head = b""
+            while b"\r\n" not in head and len(head) < 1024:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(1024)
+                if not chunk:
+                    break
+                head += chunk
+    except socket.timeout:
+        return False, "timeout"
+    except ConnectionRefusedError:
+        return False, "refused"
+    except OSError as exc:
+        return False, exc.strerror or type(exc).__name__
+    parts = head.split(b"\r\n", 1)[0].split()
+    if len(parts) < 2 or not parts[1].isdigit():
+        return False, "no HTTP answer"
+    code = int(parts[1])
+    return code == status, "status {}".format(code)
+
+
+def probe_targets(targets, timeout=0.5):
+    """
+    Probe every target concurrently; the whole call takes about ``timeout`` at most.
+
+    targets
+        list of ``{'service', 'backend', 'address', 'port', 'path', 'status'}``.
+
+    Returns ``{'<service>/<backend>': {'up': bool, 'detail': str}}``.
+    """
+    results = {}
+    if not targets:
+        return results
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
+        futures = {
+            pool.submit(_probe, t["address"], int(t["port"]), t["path"], int(t["status"]), float(timeout)): "{}/{}".format(t["service"], t["backend"])
+            for t in targets
+        }
+        for future, key in futures.items():
+            up, detail = future.result()
+            results[key] = {"up": up, "detail": detail}
+    return results
+
+
+def targets(model=None):
+    """The probe targets of every service backend in this controller's site model."""
+    model = model or __salt__["openstack_ha.model"]()
+    found = []
+    for name, svc in sorted(model["services"].items()):
+        for ctrl in model["controllers"]:
+            found.append({
+                "service": name,
+                "backend": ctrl["id"],
+                "address": ctrl["address"],
+                "port": svc.get("backend_port", svc["port"]),
+                "path": svc["check"]["path"],
+                "status": svc["check"]["status"],
+            })
+    return found
+
+
+def service_view(service=None):
+    """
+    This controller's fresh view, for the runner's verification: a new probe of every backend
+    (of ``service``, or of all services) and its HAProxy's administrative state of each.
+
+    Returns ``{'probes': {'svc/backend': {'up', 'detail'}}, 'admin': {'svc/backend': state},
+    'haproxy': bool}``.
+    """
+    model = __salt__["openstack_ha.model"]()
+    wanted = [t for t in targets(model) if service is None or t["service"] == service]
+    view = {"probes": probe_targets(wanted, model["remediation"]["probe"]["timeout"]), "admin": {}, "haproxy": False}
+    try:
+        servers = __salt__["openstack_ha_haproxy.servers"](model["haproxy"]["socket"])
+        view["haproxy"] = True
+    except Exception:  # a controller whose HAProxy is down still reports its probes
+        servers = {}
+    for backend, members in servers.items():
+        for server, info in members.items():
+            view["admin"]["{}/{}".format(backend, server)] = info["admin"]
+    return view
+
+
+def vips_held():
+    """The names of the VIPs of this controller's site that are on its interfaces now."""
+    model = __salt__["openstack_ha.model"]()
+    addresses = __salt__["cmd.run"]("ip -o addr show", python_shell=False)
+    return sorted(name for name, vip in model["vips"].items() if " {}/".format(vip["address"]) in addresses)

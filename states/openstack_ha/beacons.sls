@@ -1,0 +1,24 @@
+{%- from 'openstack_ha/map.jinja' import oha, me with context %}
+{%- set probe = oha.remediation.probe %}
+# The controller's reports to the master's remediation loop, configured from the model.
+openstack_ha-beacon-backends:
+  openstack_ha_beacon.configured:
+    - name: openstack_ha_backends
+    - config:
+      - interval: {{ probe.interval }}
+      - timeout: {{ probe.timeout }}
+      - fall: {{ probe.fall }}
+      - rise: {{ probe.rise }}
+      - heartbeat: {{ oha.remediation.heartbeat }}
+      - targets: {{ salt['openstack_ha_probe.targets'](oha) | json }}
+
+openstack_ha-beacon-vip:
+  openstack_ha_beacon.configured:
+    - name: openstack_ha_vip
+    - config:
+      - interval: 1
+      - heartbeat: {{ oha.remediation.heartbeat }}
+      - vips:
+{%- for name, vip in oha.vips | dictsort %}
+          {{ name }}: {address: {{ vip.address }}, interface: {{ vip.interface }}}
+{%- endfor %}
