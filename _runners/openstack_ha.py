@@ -378,23 +378,39 @@ def _table(summary):
         lines.append("VIP {:<10} held by {}".format(vip, ", ".join(summary["vip_holders"].get(vip, [])) or "NOBODY"))
     for problem in summary["problems"]:
         lines.append("PROBLEM: " + problem)
+    if summary.get("maintenance"):
+        lines.append("planned maintenance: " + ", ".join(summary["maintenance"]))
+    if summary.get("recent"):
+        lines += ["", "RECENT DECISIONS"]
+        for d in summary["recent"]:
+            what = d.get("alert") and "alert " + d["alert"] or d["what"]
+            target = "{}/{}".format(d.get("service"), d.get("backend")) if d.get("service") else d.get("vip", "")
+            lines.append("{}  {:<20} {:<24} {}".format(time.strftime("%H:%M:%S", time.localtime(d["time"])), what, target, d.get("why", "")))
     return "\n".join(lines)
 
 
-def status(site=None, timeout=10):
+def status(site=None, timeout=10, recent=8):
     """
     Is the control plane healthy? One table per site: every backend as each controller's
     HAProxy sees it (UP, DOWN, DRAIN, MAINT), who holds each VIP, and any problem found.
 
     site
         only this site (default: every site the master's pillar defines).
+    recent
+        how many of the latest decisions to show.
 
     Returns the table as text, or the data itself with ``--out json``/``--out yaml``.
     """
     sites = _sites()
     if site is not None:
         sites = {site: sites[site]} if site in sites else {}
-    summaries = [_summarise(name, ctrls, _collect(name, ctrls, timeout)) for name, ctrls in sorted(sites.items())]
+    summaries = []
+    for name, ctrls in sorted(sites.items()):
+        summary = _summarise(name, ctrls, _collect(name, ctrls, timeout))
+        records = _load(name)
+        summary["maintenance"] = records["maintenance"]
+        summary["recent"] = records["decisions"][-int(recent):]
+        summaries.append(summary)
     if __opts__.get("output") in ("json", "yaml", "pprint", "raw"):
         return {s["site"]: s for s in summaries}
     if not summaries:

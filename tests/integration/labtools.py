@@ -68,3 +68,53 @@ def http_get(address, port, timeout=3):
         return json.loads(proc.stdout)
     except ValueError:
         return None
+
+
+def runner(*args):
+    """Run ``salt-run ARGS --out json`` on the lab master; return the parsed result."""
+    proc = labctl.salt_cmd("salt-run", "--out=json", *args, check=False)
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError("salt-run printed no JSON (rc {}): {}\n{}".format(proc.returncode, proc.stdout, proc.stderr))
+
+
+def admin_states(service, backend):
+    """{controller: administrative state of service/backend in that controller's HAProxy}."""
+    rc, result = salt("lab-ctrl*", "openstack_ha_haproxy.servers")
+    return {c: (result.get(c) or {}).get(service, {}).get(backend, {}).get("admin") for c in CTRLS}
+
+
+def decisions():
+    return runner("openstack_ha.status", "recent=200")["lab"]["recent"]
+
+
+class MasterEvents:
+    """Listen to the lab master's event bus from the test process (tags matched by prefix)."""
+
+    def __init__(self):
+        import salt.config
+        import salt.utils.event
+
+        opts = salt.config.master_config(labctl.os.path.join(labctl.MASTER_DIR, "etc", "master"))
+        self.bus = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+        self.bus.subscribe("")
+
+    def wait(self, prefix, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            event = self.bus.get_event(wait=max(0.05, deadline - time.monotonic()), full=True)
+            if event and event["tag"].startswith(prefix):
+                return event
+        return None
+
+    def close(self):
+        self.bus.destroy()
+
+
+def standin_pid(ctrl, service):
+    return pidfile_pid(ctrl, "/run/standin-%s.pid" % service)
+
+
+def start_standins(ctrl):
+    labctl.start_standins(ctrl, ADDRESS[ctrl])

@@ -1,0 +1,190 @@
+"""The remediation loop in the lab: real beacons, reactor, runner and HAProxy admin sockets."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.integration import labtools
+from tests.integration.labtools import ADDRESS, CTRLS, VIPS, admin_states, sh, standin_pid, wait_until
+
+NOVA = 8774
+
+
+@pytest.fixture
+def remediating(applied):
+    """The lab with the beacons running and every nova backend up, ready and out of cooldown."""
+    for ctrl in CTRLS:
+        pid = standin_pid(ctrl, "nova")
+        if pid and labtools.labctl.alive(pid):
+            os.kill(pid, signal.SIGCONT)
+        labtools.start_standins(ctrl)
+    for backend in CTRLS:
+        wait_until(lambda: set(admin_states("nova", backend).values()) == {"ready"}, 45, "nova/%s ready everywhere" % backend, interval=1)
+    time.sleep(1)
+    yield
+    for ctrl in CTRLS:
+        pid = standin_pid(ctrl, "nova")
+        if pid and labtools.labctl.alive(pid):
+            os.kill(pid, signal.SIGCONT)
+        labtools.start_standins(ctrl)
+
+
+def drained_everywhere(backend, service="nova"):
+    return set(admin_states(service, backend).values()) == {"drain"}
+
+
+def ready_everywhere(backend, service="nova"):
+    return set(admin_states(service, backend).values()) == {"ready"}
+
+
+def test_crashed_backend_is_drained_everywhere_and_restored(remediating):
+    os.kill(standin_pid("lab-ctrl2", "nova"), signal.SIGKILL)
+    wait_until(lambda: drained_everywhere("lab-ctrl2"), 10, "nova/lab-ctrl2 drained on all three HAProxies", interval=0.2)
+    labtools.start_standins("lab-ctrl2")
+    wait_until(lambda: ready_everywhere("lab-ctrl2"), 45, "nova/lab-ctrl2 restored everywhere", interval=0.5)
+    kinds = [d["what"] for d in labtools.decisions() if d.get("backend") == "lab-ctrl2" and d.get("service") == "nova"
+             and d["what"] in ("drain", "restore")]
+    assert kinds[-2:] == ["drain", "restore"], kinds
+
+
+def test_hung_backend_is_drained_everywhere_and_restored(remediating):
+    pid = standin_pid("lab-ctrl3", "nova")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: drained_everywhere("lab-ctrl3"), 10, "hung nova/lab-ctrl3 drained everywhere", interval=0.2)
+        evidence = [d for d in labtools.decisions() if d["what"] == "drain" and d.get("backend") == "lab-ctrl3"][-1]["evidence"]
+        assert {e["detail"] for e in evidence.values()} == {"timeout"}
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: ready_everywhere("lab-ctrl3"), 45, "nova/lab-ctrl3 restored after SIGCONT", interval=0.5)
+
+
+@pytest.fixture
+def intruder(lab, tmp_path_factory):
+    """A minion that is not a controller: on the host, accepted by the lab's master."""
+    root = tmp_path_factory.mktemp("intruder")
+    conf = root / "minion"
+    conf.write_text(json.dumps({"id": "intruder", "master": labtools.labctl.BRIDGE_ADDR, "root_dir": str(root),
+                                "pidfile": str(root / "minion.pid"), "user": "root",
+                                "acceptance_wait_time": 1, "random_reauth_delay": 0}))
+    subprocess.run([os.path.join(labtools.labctl.VENV_BIN, "salt-minion"), "-c", str(root), "-d"], check=True)
+    try:
+        wait_until(lambda: "intruder" in labtools.labctl.salt_cmd("salt-key", "-L").stdout, 30, "the intruder's key")
+        labtools.labctl.salt_cmd("salt-key", "-y", "-a", "intruder")
+        wait_until(lambda: labtools.salt("intruder", "test.ping")[1].get("intruder") is True, 30, "the intruder to answer")
+        yield "intruder"
+    finally:
+        pid = int((root / "minion.pid").read_text()) if (root / "minion.pid").exists() else None
+        if pid:
+            labtools.labctl.kill_pids([pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()])
+        labtools.labctl.salt_cmd("salt-key", "-y", "-d", "intruder", check=False)
+
+
+FORGED = {"kind": "change", "changes": [{"service": "nova", "backend": "lab-ctrl3", "state": "down", "detail": "refused"}],
+          "view": {"nova/lab-ctrl3": "down"}}
+
+
+def forge(sender, tag, data):
+    rc, result = labtools.salt(sender, "event.send", tag, "data=" + json.dumps(data))
+    assert rc == 0 and result[sender] is True, result
+
+
+def test_forged_and_spoofed_events_drain_nothing(remediating, intruder):
+    events = labtools.MasterEvents()
+    try:
+        before = len(labtools.decisions())
+        # A non-controller claiming to be a controller's beacon.
+        forge(intruder, "salt/beacon/lab-ctrl2/openstack_ha_backends/change", FORGED)
+        # A controller's beacon payload carrying a spoofed id, and template/YAML metacharacters.
+        nasty = dict(FORGED, id="lab-ctrl1", note="{{ salt['cmd.run']('touch /tmp/oha-pwned') }} {% raw %} !!python/object: x\n- a: b")
+        nasty["changes"] = [dict(FORGED["changes"][0], service="nova\"}}{{7*7}}")] + FORGED["changes"]
+        forge("lab-ctrl1", "salt/beacon/lab-ctrl1/openstack_ha_backends/change", nasty)
+        # And one straight from the intruder's own id.
+        forge(intruder, "salt/beacon/intruder/openstack_ha_backends/change", FORGED)
+        assert events.wait("openstack_ha/backend/drained", 8) is None
+    finally:
+        events.close()
+    assert ready_everywhere("lab-ctrl3")
+    assert not os.path.exists("/tmp/oha-pwned")
+    assert not [d for d in labtools.decisions()[before:] if d["what"] == "drain"]
+
+
+def test_the_last_backend_of_a_service_is_never_drained(remediating):
+    events = labtools.MasterEvents()
+    pids = {}
+    try:
+        for ctrl in ("lab-ctrl3", "lab-ctrl2"):
+            pids[ctrl] = standin_pid(ctrl, "nova")
+            os.kill(pids[ctrl], signal.SIGKILL)
+            wait_until(lambda: drained_everywhere(ctrl), 10, "nova/%s drained" % ctrl, interval=0.2)
+        os.kill(standin_pid("lab-ctrl1", "nova"), signal.SIGKILL)
+        alert = events.wait("openstack_ha/alert/last_backend", 10)
+        assert alert is not None
+        assert alert["data"]["backend"] == "lab-ctrl1" and alert["data"]["service"] == "nova"
+        assert set(alert["data"]["evidence"]) == set(CTRLS)
+        time.sleep(2)
+        assert ready_everywhere("lab-ctrl1")
+    finally:
+        events.close()
+
+
+def test_a_flapping_backend_is_acted_on_at_most_once_per_cooldown(remediating):
+    start = time.time()
+    deadline = time.monotonic() + 30
+    flips = 0
+    while time.monotonic() < deadline and flips < 40:
+        pid = standin_pid("lab-ctrl2", "nova")
+        os.kill(pid, signal.SIGSTOP if flips % 2 == 0 else signal.SIGCONT)
+        flips += 1
+        time.sleep(1)
+    os.kill(standin_pid("lab-ctrl2", "nova"), signal.SIGCONT)
+    actions = [d for d in labtools.decisions() if d["time"] >= start and d.get("backend") == "lab-ctrl2"
+               and d["what"] in ("drain", "restore")]
+    cooldown = 10
+    assert 1 <= len(actions) <= 30 // cooldown + 1, actions
+    for first, second in zip(actions, actions[1:]):
+        assert second["time"] - first["time"] >= cooldown - 0.5
+
+
+def test_master_restart_while_a_backend_is_down_resyncs_from_the_heartbeat(remediating):
+    labtools.labctl.kill_pids(labtools.labctl.master_pids())
+    os.kill(standin_pid("lab-ctrl3", "nova"), signal.SIGKILL)
+    time.sleep(3)  # the change event is lost: no master to receive it
+    labtools.labctl.start_master()
+    wait_until(lambda: labtools.salt("lab-ctrl*", "test.ping")[1] == {c: True for c in CTRLS}, 60, "minions back", interval=1)
+    wait_until(lambda: drained_everywhere("lab-ctrl3"), 40, "the heartbeat to resync and drain nova/lab-ctrl3", interval=1)
+
+
+def test_planned_maintenance_of_a_whole_host(remediating):
+    result = labtools.runner("openstack_ha.drain", "host=lab-ctrl2")
+    try:
+        assert {(r["service"], r["what"]) for r in result} == {(s, "drain") for s in ("designate", "glance", "keystone", "neutron", "nova", "placement", "proxy")}
+        for service in ("keystone", "nova", "glance"):
+            assert drained_everywhere("lab-ctrl2", service)
+        served = {labtools.http_get(VIPS["public"], port)["controller"] for port in (5000, 8774, 9292) for _ in range(4)}
+        assert served == {"lab-ctrl1", "lab-ctrl3"}
+        assert "nova/lab-ctrl2" in labtools.runner("openstack_ha.status")["lab"]["maintenance"]
+        # The loop does not undo an operator's drain on the next heartbeat.
+        time.sleep(2)
+        assert drained_everywhere("lab-ctrl2", "nova")
+    finally:
+        labtools.runner("openstack_ha.undrain", "host=lab-ctrl2")
+    assert ready_everywhere("lab-ctrl2", "nova") and ready_everywhere("lab-ctrl2", "keystone")
+
+
+def test_draining_the_last_healthy_backend_needs_force(remediating):
+    labtools.runner("openstack_ha.drain", "service=nova", "backend=lab-ctrl1")
+    labtools.runner("openstack_ha.drain", "service=nova", "backend=lab-ctrl2")
+    try:
+        refused = labtools.runner("openstack_ha.drain", "service=nova", "backend=lab-ctrl3")
+        assert refused[0]["alert"] == "last_backend" and ready_everywhere("lab-ctrl3")
+        forced = labtools.runner("openstack_ha.drain", "service=nova", "backend=lab-ctrl3", "force=True")
+        assert forced[0]["what"] == "drain" and "force" in forced[0]["decided_by"]
+    finally:
+        for ctrl in CTRLS:
+            labtools.runner("openstack_ha.undrain", "service=nova", "backend=" + ctrl)
+    assert all(ready_everywhere(c) for c in CTRLS)
