@@ -4,8 +4,11 @@ Report the health of every OpenStack API backend, as this controller sees it.
 :depends: the ``openstack_ha_probe`` execution module.
 
 Each tick probes every backend of every service concurrently (the pillar's health check
-against each controller's address) with a short timeout, so a hung backend costs one timeout,
-never a stalled minion. A probe that connects but does not answer in time is a failure.
+against each controller's address) in a pool of threads that outlives the tick: the tick waits
+at most ``budget`` seconds for answers, and a probe still waiting on a hung backend finishes
+(or times out after ``timeout``) in the background and is counted at the next tick. So a hung
+or blackholed backend never stalls the minion's loop. A probe that connects but does not
+answer within ``timeout`` is a failure.
 
 Edge-triggered: an event fires only when a backend changes state, after ``fall`` failed or
 ``rise`` good probes in a row; plus a heartbeat with the full view every ``heartbeat``
@@ -28,6 +31,7 @@ Options (written by the ``openstack_ha.beacons`` state from the pillar model):
       openstack_ha_backends:
         - interval: 1        # seconds between ticks (Salt's minimum is 1)
         - timeout: 0.5       # per probe, seconds
+        - budget: 0.2        # longest a tick waits for probe answers, seconds
         - fall: 1            # failed probes in a row before a backend is reported down
         - rise: 2            # good probes in a row before it is reported up again
         - heartbeat: 30      # seconds between full-view reports
@@ -35,6 +39,7 @@ Options (written by the ``openstack_ha.beacons`` state from the pillar model):
           - {service: nova, backend: ctrl1, address: 10.0.0.11, port: 8774, path: /, status: 200}
 """
 
+import concurrent.futures
 import time
 
 __virtualname__ = "openstack_ha_backends"
@@ -64,12 +69,36 @@ def validate(config):
     return True, "valid"
 
 
+def _probe_round(memory, conf):
+    """Start a probe for every target not already in flight; return the answers that arrive
+    within the tick's budget, keyed ``service/backend``."""
+    targets = conf["targets"]
+    pool = memory.get("pool")
+    if pool is None:
+        pool = memory["pool"] = concurrent.futures.ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="oha-probe")
+    inflight = memory["inflight"]
+    for target in targets:
+        key = "{}/{}".format(target["service"], target["backend"])
+        if key not in inflight:
+            inflight[key] = pool.submit(__salt__["openstack_ha_probe.probe_targets"], [target], conf.get("timeout", 0.5))
+    concurrent.futures.wait(list(inflight.values()), timeout=float(conf.get("budget", 0.2)))
+    results = {}
+    for key, future in list(inflight.items()):
+        if future.done():
+            del inflight[key]
+            try:
+                results.update(future.result())
+            except Exception as exc:  # a probe must never take the beacon down
+                results[key] = {"up": False, "detail": "probe error: {}".format(exc)}
+    return results
+
+
 def beacon(config):
     conf = _config(config)
     fall, rise = int(conf.get("fall", 1)), int(conf.get("rise", 2))
     now = time.time()
-    results = __salt__["openstack_ha_probe.probe_targets"](conf["targets"], conf.get("timeout", 0.5))
-    memory = __context__.setdefault("openstack_ha_backends", {"state": {}, "streak": {}, "heartbeat": 0})
+    memory = __context__.setdefault("openstack_ha_backends", {"state": {}, "streak": {}, "heartbeat": 0, "inflight": {}})
+    results = _probe_round(memory, conf)
     changes = []
     for key, result in sorted(results.items()):
         streak = memory["streak"].get(key, (None, 0))
