@@ -6,7 +6,9 @@ Report the health of every OpenStack API backend, as this controller sees it.
 Each tick probes every backend of every service concurrently (the pillar's health check
 against each controller's address) in a pool of threads that outlives the tick: the tick waits
 at most ``budget`` seconds for answers, and a probe still waiting on a hung backend finishes
-(or times out after ``timeout``) in the background and is counted at the next tick. So a hung
+(or times out after ``timeout``) in the background and is counted at the next tick. With
+``budget`` just above ``timeout`` (as the state sets it), a hung backend is reported in the
+tick that probed it, and a blackholed one costs a tick no more than ``budget``. So a hung
 or blackholed backend never stalls the minion's loop. A probe that connects but does not
 answer within ``timeout`` is a failure.
 
@@ -31,7 +33,7 @@ Options (written by the ``openstack_ha.beacons`` state from the pillar model):
       openstack_ha_backends:
         - interval: 1        # seconds between ticks (Salt's minimum is 1)
         - timeout: 0.5       # per probe, seconds
-        - budget: 0.2        # longest a tick waits for probe answers, seconds
+        - budget: 0.3        # longest a tick waits for probe answers, seconds
         - fall: 1            # failed probes in a row before a backend is reported down
         - rise: 2            # good probes in a row before it is reported up again
         - heartbeat: 30      # seconds between full-view reports
@@ -42,6 +44,8 @@ Options (written by the ``openstack_ha.beacons`` state from the pillar model):
 import concurrent.futures
 import time
 
+import salt.utils.beacons
+
 __virtualname__ = "openstack_ha_backends"
 
 
@@ -49,16 +53,9 @@ def __virtual__():
     return __virtualname__
 
 
-def _config(config):
-    merged = {}
-    for item in config if isinstance(config, list) else [config]:
-        merged.update(item)
-    return merged
-
-
 def validate(config):
     """Check the beacon configuration; returns (bool, message)."""
-    conf = _config(config)
+    conf = salt.utils.beacons.list_to_dict(config)
     targets = conf.get("targets")
     if not isinstance(targets, list) or not targets:
         return False, "openstack_ha_backends: 'targets' must be a non-empty list"
@@ -81,7 +78,7 @@ def _probe_round(memory, conf):
         key = "{}/{}".format(target["service"], target["backend"])
         if key not in inflight:
             inflight[key] = pool.submit(__salt__["openstack_ha_probe.probe_targets"], [target], conf.get("timeout", 0.5))
-    concurrent.futures.wait(list(inflight.values()), timeout=float(conf.get("budget", 0.2)))
+    concurrent.futures.wait(list(inflight.values()), timeout=float(conf.get("budget", 0.3)))
     results = {}
     for key, future in list(inflight.items()):
         if future.done():
@@ -94,7 +91,7 @@ def _probe_round(memory, conf):
 
 
 def beacon(config):
-    conf = _config(config)
+    conf = salt.utils.beacons.list_to_dict(config)
     fall, rise = int(conf.get("fall", 1)), int(conf.get("rise", 2))
     now = time.time()
     memory = __context__.setdefault("openstack_ha_backends", {"state": {}, "streak": {}, "heartbeat": 0, "inflight": {}})

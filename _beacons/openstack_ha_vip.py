@@ -26,6 +26,8 @@ Options (written by the ``openstack_ha.beacons`` state):
 import subprocess
 import time
 
+import salt.utils.beacons
+
 __virtualname__ = "openstack_ha_vip"
 
 
@@ -33,22 +35,15 @@ def __virtual__():
     return __virtualname__
 
 
-def _config(config):
-    merged = {}
-    for item in config if isinstance(config, list) else [config]:
-        merged.update(item)
-    return merged
-
-
 def validate(config):
-    vips = _config(config).get("vips")
+    vips = salt.utils.beacons.list_to_dict(config).get("vips")
     if not isinstance(vips, dict) or not vips:
         return False, "openstack_ha_vip: 'vips' must be a mapping of VIP name to {address, interface}"
     return True, "valid"
 
 
 def beacon(config):
-    conf = _config(config)
+    conf = salt.utils.beacons.list_to_dict(config)
     now = time.time()
     out = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, timeout=2).stdout
     held = sorted(name for name, vip in conf["vips"].items() if " {}/".format(vip["address"]) in out)

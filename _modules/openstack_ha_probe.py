@@ -71,35 +71,29 @@ def probe_targets(targets, timeout=0.5):
 
 
 def targets(model=None):
-    """The probe targets of every service backend in this controller's site model."""
-    model = model or __salt__["openstack_ha.model"]()
-    found = []
-    for name, svc in sorted(model["services"].items()):
-        for ctrl in model["controllers"]:
-            found.append({
-                "service": name,
-                "backend": ctrl["id"],
-                "address": ctrl["address"],
-                "port": svc.get("backend_port", svc["port"]),
-                "path": svc["check"]["path"],
-                "status": svc["check"]["status"],
-            })
-    return found
+    """The probe targets of every service backend in ``model`` (default: this controller's)."""
+    return __utils__["openstack_ha_model.probe_targets"](model or __salt__["openstack_ha.model"]())
 
 
-def service_view(service=None):
+def service_view(service=None, targets_=None, timeout=None, socket_path=None):
     """
     This controller's fresh view, for the runner's verification: a new probe of every backend
     (of ``service``, or of all services) and its HAProxy's administrative state of each.
 
+    The runner passes ``targets_``, ``timeout`` and ``socket_path`` from the model it already
+    holds, which spares this call reading the model; without them the local model is used.
+
     Returns ``{'probes': {'svc/backend': {'up', 'detail'}}, 'admin': {'svc/backend': state},
     'haproxy': bool}``.
     """
-    model = __salt__["openstack_ha.model"]()
-    wanted = [t for t in targets(model) if service is None or t["service"] == service]
-    view = {"probes": probe_targets(wanted, model["remediation"]["probe"]["timeout"]), "admin": {}, "haproxy": False}
+    if targets_ is None:
+        model = __salt__["openstack_ha.model"]()
+        targets_ = targets(model)
+        timeout, socket_path = model["remediation"]["probe"]["timeout"], model["haproxy"]["socket"]
+    wanted = [t for t in targets_ if service is None or t["service"] == service]
+    view = {"probes": probe_targets(wanted, timeout or 0.5), "admin": {}, "haproxy": False}
     try:
-        servers = __salt__["openstack_ha_haproxy.servers"](model["haproxy"]["socket"])
+        servers = __salt__["openstack_ha_haproxy.servers"](socket_path)
         view["haproxy"] = True
     except Exception:  # a controller whose HAProxy is down still reports its probes
         servers = {}

@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 import time
 
 import salt.cache
@@ -52,13 +53,24 @@ def _pillar_model(minion):
     return salt.utils.secret.expose(pillar.get("openstack_ha") or {})
 
 
+_MODEL_CACHE = {}
+MODEL_TTL = 30  # seconds a compiled site model is reused by the reactor's runner calls
+
+
 def _site_model(minion):
-    """The validated model of the site ``minion`` is a controller of, or None if it is not one."""
+    """The validated model of the site ``minion`` is a controller of, or None if it is not one.
+
+    Compiling pillar takes a good part of a second; the reactor calls this for every event, so
+    a result is reused for ``MODEL_TTL`` seconds (a pillar change is seen after that).
+    """
+    cached = _MODEL_CACHE.get(minion)
+    if cached and time.monotonic() - cached[0] < MODEL_TTL:
+        return cached[1]
     raw = _pillar_model(minion)
     ids = [c.get("id") for c in raw.get("controllers") or [] if isinstance(c, dict)]
-    if minion not in ids:
-        return None
-    return __utils__["openstack_ha_model.build"](_defaults(), raw)
+    model = __utils__["openstack_ha_model.build"](_defaults(), raw) if minion in ids else None
+    _MODEL_CACHE[minion] = (time.monotonic(), model)
+    return model
 
 
 def _defaults():
@@ -124,11 +136,35 @@ def _fire(tag, data):
 # ------------------------------------------------------------------------- verify and act
 
 
+_CLIENT = {}
+_CLIENT_LOCK = threading.Lock()
+
+
+def _publish(controllers, fun, args=(), timeout=5):
+    """Call ``fun`` on ``controllers`` in one publish; return {controller: answer}.
+
+    The reactor runs this module in one long-lived process: its LocalClient (and the
+    connections it sets up, more than half a second the first time) is kept and reused.
+    """
+    with _CLIENT_LOCK:
+        client = _CLIENT.get("local")
+        if client is None:
+            client = _CLIENT["local"] = salt.client.LocalClient(mopts=__opts__)
+        returns = client.cmd(controllers, fun, list(args), tgt_type="list", timeout=timeout)
+    return {c: r for c, r in returns.items() if c in controllers}
+
+
 def _ask(controllers, fun, args=(), timeout=5):
     """Call ``fun`` on every controller; return the dict answers of those that answered."""
-    client = salt.client.LocalClient(mopts=__opts__)
-    returns = client.cmd(controllers, fun, list(args), tgt_type="list", timeout=timeout)
-    return {c: r for c, r in returns.items() if c in controllers and isinstance(r, dict)}
+    return {c: r for c, r in _publish(controllers, fun, args, timeout).items() if isinstance(r, dict)}
+
+
+def _verify(model, service=None):
+    """Every controller's fresh view of ``service`` (or of all services), from the model we hold."""
+    targets = __utils__["openstack_ha_model.probe_targets"](model, service)
+    controllers = [c["id"] for c in model["controllers"]]
+    return _ask(controllers, "openstack_ha_probe.service_view",
+                (service, targets, model["remediation"]["probe"]["timeout"], model["haproxy"]["socket"]))
 
 
 def _backends(model, service=None, backend=None):
@@ -155,13 +191,26 @@ def _act(model, controllers, action, who, reporter):
     }
 
 
-def _reconcile(model, reporter, service=None, backend=None, who="remediation"):
-    """Verify every backend in scope with every controller, decide, act, record, announce."""
+_LAST_VERIFY = {}
+
+
+def _reconcile(model, reporter, service=None, backend=None, who="remediation", arrived=None):
+    """Verify every backend in scope with every controller, decide, act, record, announce.
+
+    Coalesces: when another verification of the same scope (or of the whole site) started
+    after this event arrived, it already saw a fresher state, and this one does nothing.
+    """
     site = model["site"]
     controllers = [c["id"] for c in model["controllers"]]
     quorum = __utils__["openstack_ha_model.quorum_size"](model)
     with _site_lock(site):
-        views = _ask(controllers, "openstack_ha_probe.service_view", (service,) if service else ())
+        last = _LAST_VERIFY.get(site, {})
+        if arrived is not None and max(last.get(None, 0), last.get(service, 0)) > arrived:
+            return []
+        started = time.monotonic()
+        _LAST_VERIFY.setdefault(site, {})[service] = started
+        views = _verify(model, service)
+        verified = time.monotonic()
         records = _load(site)
         actions = __utils__["openstack_ha_decide.decide"](
             _backends(model, service, backend), views, quorum, records["backends"], time.time(),
@@ -170,6 +219,8 @@ def _reconcile(model, reporter, service=None, backend=None, who="remediation"):
         for action in actions:
             if action["action"] in ("drain", "restore"):
                 entry = _act(model, controllers, action, who, reporter)
+                entry["timing"] = {"queued": round(started - arrived, 3) if arrived else None,
+                                   "verify": round(verified - started, 3), "act": round(time.monotonic() - verified, 3)}
                 records["backends"][action["key"]] = {"state": entry["state"], "by": "remediation", "time": entry["time"]}
                 tag = "openstack_ha/backend/" + ("drained" if action["action"] == "drain" else "restored")
             else:
@@ -195,6 +246,7 @@ def handle_event(tag, data):
     must exist in that site (else the whole site is checked), and the decision rests on fresh,
     authenticated answers from the site's controllers.
     """
+    arrived = time.monotonic()
     parts = str(tag).split("/")
     if len(parts) < 4 or parts[0] != "salt" or parts[1] != "beacon":
         return {"ignored": "not a beacon event"}
@@ -207,22 +259,32 @@ def handle_event(tag, data):
         return {"ignored": "remediation disabled for site " + model["site"]}
     if beacon == "openstack_ha_vip":
         return {"site": model["site"], "decisions": _check_vips(model, reporter)}
+    if isinstance(data, dict) and data.get("kind") == "heartbeat" and not _heartbeat_needs_work(model, data):
+        return {"site": model["site"], "decisions": []}
     services = set()
     if isinstance(data, dict) and data.get("kind") == "change":
         for change in data.get("changes") or []:
             if isinstance(change, dict) and change.get("service") in model["services"]:
                 services.add(change["service"])
     if len(services) == 1:
-        return {"site": model["site"], "decisions": _reconcile(model, reporter, service=services.pop())}
-    return {"site": model["site"], "decisions": _reconcile(model, reporter)}
+        return {"site": model["site"], "decisions": _reconcile(model, reporter, service=services.pop(), arrived=arrived)}
+    return {"site": model["site"], "decisions": _reconcile(model, reporter, arrived=arrived)}
+
+
+def _heartbeat_needs_work(model, data):
+    """A heartbeat is worth a full check when its view reports a backend down (or is not a
+    view), or when the loop has drained a backend it may have to restore."""
+    view = data.get("view")
+    if not isinstance(view, dict) or any(state != "up" for state in view.values()):
+        return True
+    records = _load(model["site"])
+    return any(r.get("by") == "remediation" and r.get("state") == "drain" for r in records["backends"].values())
 
 
 def _check_vips(model, reporter):
     """Ask every controller which VIPs it holds; alert on a split brain or an orphaned VIP."""
     controllers = [c["id"] for c in model["controllers"]]
-    client = salt.client.LocalClient(mopts=__opts__)
-    answers = client.cmd(controllers, "openstack_ha_probe.vips_held", tgt_type="list", timeout=5)
-    held = {c: a for c, a in answers.items() if isinstance(a, list)}
+    held = {c: a for c, a in _publish(controllers, "openstack_ha_probe.vips_held").items() if isinstance(a, list)}
     decisions = []
     for vip in sorted(model["vips"]):
         holders = sorted(c for c, names in held.items() if vip in names)
@@ -265,7 +327,7 @@ def _maintenance(site, host, service, backend, drain, force):
     results = []
     with _site_lock(site):
         records = _load(site)
-        views = _ask(controllers, "openstack_ha_probe.service_view", (service,) if service else ())
+        views = _verify(model, service)
         for key, svc in keys.items():
             if drain and not force:
                 others = [k for k, s in _backends(model, svc).items() if k != key]
@@ -326,8 +388,7 @@ def undrain(host=None, service=None, backend=None, site=None, force=False):
 
 
 def _collect(site, controllers, timeout):
-    client = salt.client.LocalClient(mopts=__opts__)
-    returns = client.cmd(controllers, "openstack_ha.controller_report", tgt_type="list", timeout=timeout)
+    returns = _publish(controllers, "openstack_ha.controller_report", timeout=timeout)
     views = {}
     for ctrl in controllers:
         answer = returns.get(ctrl)

@@ -494,3 +494,22 @@ def quorum_size(model):
     if quorum == "majority":
         return len(model["controllers"]) // 2 + 1
     return int(quorum)
+
+
+def probe_targets(model, service=None):
+    """The health-probe targets of every backend (of ``service``, or of all services):
+    ``[{service, backend, address, port, path, status}]``, services sorted, controllers in order."""
+    found = []
+    for name, svc in sorted(model["services"].items()):
+        if service is not None and name != service:
+            continue
+        for ctrl in model["controllers"]:
+            found.append({
+                "service": name,
+                "backend": ctrl["id"],
+                "address": ctrl["address"],
+                "port": svc.get("backend_port", svc["port"]),
+                "path": svc["check"]["path"],
+                "status": svc["check"]["status"],
+            })
+    return found

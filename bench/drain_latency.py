@@ -1,0 +1,217 @@
+"""
+The remediation loop against HAProxy's own checks, in the lab.
+
+1. Time from a backend failure to that backend out of rotation on all three HAProxies:
+   crash (SIGKILL) and hang (SIGSTOP) of nova's backend on lab-ctrl3, N runs each, median and
+   p95, for: the project (beacons + reactor + runner drain it), HAProxy's checks alone at the
+   anchors' settings (inter 2 s fall 3; Kolla's inter 2 s fall 5), and HAProxy alone at this
+   project's own check settings (the remediation loop off, so what it adds is visible).
+2. Failed client requests through the VIP at 100 requests/s for 20 s while one backend is
+   killed at 5 s: the project against HAProxy's checks alone.
+
+Usage: lab/labctl up && lab/labctl salt '*ctrl*' state.apply openstack_ha &&
+       .venv/bin/python bench/drain_latency.py [--runs 10] [--load-runs 3]
+"""
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lab import labctl  # noqa: E402
+
+CTRLS = [n for n, _ in labctl.CONTROLLERS]
+VICTIM = "lab-ctrl3"
+SERVICE, PORT, VIP = "nova", 8774, "10.213.0.100"
+COOLDOWN = 10  # the default remediation:cooldown
+
+
+def salt(*args):
+    proc = labctl.salt_cmd("salt", "--out=json", *args, check=False)
+    if proc.returncode != 0:
+        raise SystemExit("salt {} failed: {}".format(" ".join(args), proc.stdout[-1500:] + proc.stderr[-500:]))
+
+
+def configure(inter, fall, remediation):
+    pillar = json.dumps({"openstack_ha": {"remediation": {"haproxy_check": {"inter": inter, "fall": fall}}}})
+    salt("lab-ctrl*", "state.apply", "openstack_ha.haproxy", "pillar=" + pillar)
+    salt("lab-ctrl*", "beacons.enable_beacon" if remediation else "beacons.disable_beacon", "openstack_ha_backends")
+
+
+def sockets():
+    """Each controller's HAProxy admin socket, reached through its master's mount namespace."""
+    out = {}
+    for ctrl in CTRLS:
+        pid = labctl.ctrl_run(ctrl, ["cat", "/run/haproxy.pid"]).stdout.split()[0]
+        out[ctrl] = "/proc/{}/root/run/haproxy/admin.sock".format(pid)
+    return out
+
+
+def ask(path, command):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(1)
+    sock.connect(path)
+    sock.sendall(command.encode() + b"\n")
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    return data.decode()
+
+
+def out_of_rotation(path):
+    """True when HAProxy sends no new request to the victim: drained, in maintenance or DOWN."""
+    for line in ask(path, "show servers state {}".format(SERVICE)).splitlines()[2:]:
+        f = line.split()
+        if len(f) > 6 and f[3] == VICTIM:
+            return f[5] == "0" or int(f[6]) & 0x09 != 0  # op state stopped, or forced maint/drain
+    return False
+
+
+def back_in_rotation(path):
+    for line in ask(path, "show servers state {}".format(SERVICE)).splitlines()[2:]:
+        f = line.split()
+        if len(f) > 6 and f[3] == VICTIM:
+            return f[5] == "2" and int(f[6]) & 0x09 == 0
+    return False
+
+
+def pid_of_backend():
+    out = labctl.ctrl_run(VICTIM, ["cat", "/run/standin-%s.pid" % SERVICE], check=False).stdout.split()
+    return int(out[0]) if out else None
+
+
+def wait(predicate, timeout, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def recover(kind, pid):
+    if kind == "hang":
+        os.kill(pid, signal.SIGCONT)
+    else:
+        labctl.start_standins(VICTIM, dict(labctl.CONTROLLERS)[VICTIM])
+    paths = sockets()
+    if not wait(lambda: all(back_in_rotation(p) for p in paths.values()), 60, 0.2):
+        raise SystemExit("the backend did not come back into rotation within 60 s")
+    time.sleep(COOLDOWN + 0.5)  # out of the remediation's cooldown, so every run starts alike
+
+
+def one_failure(kind):
+    paths = sockets()
+    pid = pid_of_backend()
+    start = time.monotonic()
+    os.kill(pid, signal.SIGKILL if kind == "crash" else signal.SIGSTOP)
+    if not wait(lambda: all(out_of_rotation(p) for p in paths.values()), 60):
+        raise SystemExit("backend never left rotation")
+    elapsed = time.monotonic() - start
+    recover(kind, pid)
+    return elapsed
+
+
+def p95(samples):
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+def load_run(rate=100, seconds=20, kill_at=5):
+    """Send ``rate`` GETs a second through the VIP; kill the victim at ``kill_at``. Returns bad count."""
+    bad, lock, threads = [0], threading.Lock(), []
+
+    def request():
+        t0 = time.monotonic()
+        ok = False
+        try:
+            conn = http.client.HTTPConnection(VIP, PORT, timeout=2)
+            conn.request("GET", "/")
+            ok = conn.getresponse().status == 200
+            conn.close()
+        except (OSError, http.client.HTTPException):
+            ok = False
+        if not ok or time.monotonic() - t0 > 2:
+            with lock:
+                bad[0] += 1
+
+    pid = pid_of_backend()
+    start = time.monotonic()
+    killed = False
+    for i in range(rate * seconds):
+        target = start + i / rate
+        time.sleep(max(0, target - time.monotonic()))
+        if not killed and time.monotonic() - start >= kill_at:
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+        thread = threading.Thread(target=request)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join(5)
+    recover("crash", pid)
+    return bad[0]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--load-runs", type=int, default=3)
+    parser.add_argument("--only", choices=("project", "anchors", "kolla"), help="measure one setting (no ratio, no load phase)")
+    args = parser.parse_args()
+    configs = [
+        ("project (reactor drain; checks inter 2 s fall 3)", 2, 3, True),
+        ("HAProxy alone, anchors (inter 2 s fall 3)", 2, 3, False),
+        ("HAProxy alone, Kolla (inter 2 s fall 5)", 2, 5, False),
+    ]
+    if args.only:
+        configs = [c for c in configs if args.only in c[0].lower()]
+        args.load_runs = 0
+    rows = []
+    load = []
+    try:
+        for label, inter, fall, remediation in configs:
+            configure(inter, fall, remediation)
+            time.sleep(3)
+            for kind in ("crash", "hang"):
+                samples = []
+                for i in range(args.runs):
+                    samples.append(one_failure(kind))
+                    print("  {:<52} {:<5} run {:>2}: {:.2f} s".format(label, kind, i + 1, samples[-1]), flush=True)
+                rows.append((label, kind, statistics.median(samples), p95(samples)))
+        for label, remediation in (("project (reactor drain)", True), ("HAProxy checks alone (inter 2 s fall 3)", False)):
+            if not args.load_runs:
+                break
+            configure(2, 3, remediation)
+            time.sleep(3)
+            counts = [load_run() for _ in range(args.load_runs)]
+            print("  load, {}: {}".format(label, counts), flush=True)
+            load.append((label, counts))
+    finally:
+        configure(2, 3, True)
+    print("\nbackend out of rotation on all three HAProxies, {} runs each (seconds)".format(args.runs))
+    print("{:<52} {:<6} {:>7} {:>7}".format("settings", "kind", "median", "p95"))
+    for label, kind, med, high in rows:
+        print("{:<52} {:<6} {:>7.2f} {:>7.2f}".format(label, kind, med, high))
+    for kind in ("crash", "hang") if not args.only else ():
+        ours = [r[2] for r in rows if r[1] == kind and r[0].startswith("project")][0]
+        anchors = [r[2] for r in rows if r[1] == kind and "anchors" in r[0]][0]
+        print("ratio anchors/project, {}: {:.1f}x".format(kind, anchors / ours))
+    print("\nfailed or >2 s requests of 2,000 (100/s for 20 s, backend SIGKILLed at 5 s)")
+    for label, counts in load:
+        print("{:<52} runs {} median {}".format(label, counts, statistics.median(counts)))
+
+
+if __name__ == "__main__":
+    main()
