@@ -133,6 +133,13 @@ def _fire(tag, data):
         bus.fire_event(data, tag)
 
 
+def _announce(records, site, entry, tag=None):
+    """Append one decision to the site's records and, when it has a ``tag``, fire it as an event."""
+    records["decisions"].append(dict(entry, site=site))
+    if tag:
+        _fire(tag, dict(entry, site=site))
+
+
 # ------------------------------------------------------------------------- verify and act
 
 
@@ -228,10 +235,8 @@ def _reconcile(model, reporter, service=None, backend=None, who="remediation", a
                          "backend": action["backend"], "why": action["reason"], "evidence": action["evidence"],
                          "decided_by": who, "reported_by": reporter, "time": time.time()}
                 tag = "openstack_ha/alert/" + action["alert"] if action["action"] == "alert" else None
-            records["decisions"].append(dict(entry, site=site))
+            _announce(records, site, entry, tag)
             done.append(entry)
-            if tag:
-                _fire(tag, dict(entry, site=site))
         if done:
             _store(site, records)
     return done
@@ -325,20 +330,20 @@ def _maintenance(site, host, service, backend, drain, force):
     keys = _backends(model, service, backend)
     who = "operator (salt-run openstack_ha.{}{})".format("drain" if drain else "undrain", ", force" if force else "")
     results = []
+    quorum = __utils__["openstack_ha_model.quorum_size"](model)
     with _site_lock(site):
         records = _load(site)
-        views = _verify(model, service)
+        # Only a guarded drain needs to know which other backends are healthy.
+        views = _verify(model, service) if drain and not force else {}
         for key, svc in keys.items():
             if drain and not force:
                 others = [k for k, s in _backends(model, svc).items() if k != key]
-                quorum = __utils__["openstack_ha_model.quorum_size"](model)
                 healthy = [k for k in others if k not in records["maintenance"] and __utils__["openstack_ha_decide.healthy"](k, views, quorum)]
                 if not healthy:
                     entry = {"what": "alert", "alert": "last_backend", "service": svc, "backend": backend,
                              "why": "refused: {} is the last healthy backend of {} (use force=True)".format(backend, svc),
                              "decided_by": who, "time": time.time(), "site": site}
-                    _fire("openstack_ha/alert/last_backend", entry)
-                    records["decisions"].append(entry)
+                    _announce(records, site, entry, "openstack_ha/alert/last_backend")
                     results.append(entry)
                     continue
             if force:
@@ -350,8 +355,7 @@ def _maintenance(site, host, service, backend, drain, force):
                 records["maintenance"].append(key)
             if not drain and key in records["maintenance"]:
                 records["maintenance"].remove(key)
-            records["decisions"].append(dict(entry, site=site))
-            _fire("openstack_ha/backend/" + ("drained" if drain else "restored"), dict(entry, site=site))
+            _announce(records, site, entry, "openstack_ha/backend/" + ("drained" if drain else "restored"))
             results.append(entry)
         _store(site, records)
     return results
