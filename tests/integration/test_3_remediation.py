@@ -134,18 +134,23 @@ def test_the_last_backend_of_a_service_is_never_drained(remediating):
 
 def test_a_flapping_backend_is_acted_on_at_most_once_per_cooldown(remediating):
     start = time.time()
+    # Down long enough for the first drain to be certain, then flapping every second for 30 s
+    # (a flip can land between the beacon's report and the runner's check, so it alone may not
+    # give a quorum every time).
+    os.kill(standin_pid("lab-ctrl2", "nova"), signal.SIGSTOP)
+    wait_until(lambda: drained_everywhere("lab-ctrl2"), 10, "the first drain", interval=0.2)
     deadline = time.monotonic() + 30
     flips = 0
     while time.monotonic() < deadline and flips < 40:
         pid = standin_pid("lab-ctrl2", "nova")
-        os.kill(pid, signal.SIGSTOP if flips % 2 == 0 else signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT if flips % 2 == 0 else signal.SIGSTOP)
         flips += 1
         time.sleep(1)
     os.kill(standin_pid("lab-ctrl2", "nova"), signal.SIGCONT)
     actions = [d for d in labtools.decisions() if d["time"] >= start and d.get("backend") == "lab-ctrl2"
                and d["what"] in ("drain", "restore")]
     cooldown = 10
-    assert 1 <= len(actions) <= 30 // cooldown + 1, actions
+    assert 1 <= len(actions) <= (time.time() - start) // cooldown + 1, actions
     for first, second in zip(actions, actions[1:]):
         assert second["time"] - first["time"] >= cooldown - 0.5
 
