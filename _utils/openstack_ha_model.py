@@ -238,10 +238,22 @@ def _check_listener_port(c, ports, vip, port, path, owner):
         ports[key] = owner
 
 
-def _check_timing(c, section, path, keys):
+def _check_timing(c, section, path, keys, closed=False):
+    """Check the numbers (seconds) of ``section`` against ``keys`` {key: (low, high)}; with
+    ``closed`` an unknown key (a typo that would silently change nothing) is an error too."""
     for key, (low, high) in keys.items():
         if key in section:
             c.number(section[key], path + [key], low, high)
+    if closed:
+        for key in section:
+            if key not in keys:
+                c.fail(path + [key], "unknown timeout (known: {})".format(", ".join(sorted(keys))))
+
+
+# HAProxy timeouts in seconds: `response` is how long a GET/HEAD waits for a backend's first
+# byte before HAProxy retries it on another backend (see the README's "Hung backends").
+HAPROXY_TIMEOUTS = {"connect": (0.1, 60), "server": (1, 86400), "client": (1, 86400), "queue": (0.1, 60),
+                    "response": (0.1, 3600)}
 
 
 def _check_services(c, model, vips, ports):
@@ -281,7 +293,7 @@ def _check_services(c, model, vips, ports):
             c.boolean(svc["retry_idempotent"], here + ["retry_idempotent"])
         timeouts = c.mapping(svc.get("timeouts"), here + ["timeouts"], required=False)
         if timeouts:
-            _check_timing(c, timeouts, here + ["timeouts"], {"connect": (0.1, 60), "server": (1, 86400), "client": (1, 86400), "queue": (0.1, 60)})
+            _check_timing(c, timeouts, here + ["timeouts"], HAPROXY_TIMEOUTS, closed=True)
         tls = c.mapping(svc.get("tls"), here + ["tls"], required=False)
         if tls:
             c.string(c.require(tls, "certificate", here + ["tls"]), here + ["tls", "certificate"], what="a PEM certificate")
@@ -451,6 +463,13 @@ def validate(model):
             c.string(stats.get("user"), [ROOT, "haproxy", "stats", "user"], re.compile(r"^[A-Za-z0-9_]+$"), "a user name")
             c.secret(stats.get("password"), [ROOT, "haproxy", "stats", "password"], 8)
         c.extra_lines(haproxy.get("extra_defaults"), [ROOT, "haproxy", "extra_defaults"])
+        timeouts = c.mapping(haproxy.get("timeouts"), [ROOT, "haproxy", "timeouts"])
+        if timeouts:
+            for key in HAPROXY_TIMEOUTS:
+                c.require(timeouts, key, [ROOT, "haproxy", "timeouts"])
+            _check_timing(c, timeouts, [ROOT, "haproxy", "timeouts"], HAPROXY_TIMEOUTS, closed=True)
+        c.integer(haproxy.get("retries"), [ROOT, "haproxy", "retries"], 0, 10)
+        c.integer(haproxy.get("redispatch"), [ROOT, "haproxy", "redispatch"], -10, 10)
     keepalived = c.mapping(model.get("keepalived"), [ROOT, "keepalived"])
     if keepalived:
         c.number(keepalived.get("advert_int"), [ROOT, "keepalived", "advert_int"], 0.01, 255)

@@ -14,18 +14,16 @@ Usage: lab/labctl up && lab/labctl salt '*ctrl*' state.apply openstack_ha &&
 """
 
 import argparse
-import http.client
 import json
 import os
 import signal
 import socket
 import statistics
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from lab import labctl  # noqa: E402
+from lab import labctl, loadgen  # noqa: E402
 
 CTRLS = [n for n, _ in labctl.CONTROLLERS]
 VICTIM = "lab-ctrl3"
@@ -39,9 +37,15 @@ def salt(*args):
         raise SystemExit("salt {} failed: {}".format(" ".join(args), proc.stdout[-1500:] + proc.stderr[-500:]))
 
 
-def configure(inter, fall, remediation):
-    pillar = json.dumps({"openstack_ha": {"remediation": {"haproxy_check": {"inter": inter, "fall": fall}}}})
-    salt("lab-ctrl*", "state.apply", "openstack_ha.haproxy", "pillar=" + pillar)
+def configure(inter, fall, remediation, haproxy=None, services=None):
+    """Apply openstack_ha.haproxy with these check settings (plus optional ``haproxy`` and
+    ``services`` pillar overrides) and switch the backend beacons on or off."""
+    override = {"remediation": {"haproxy_check": {"inter": inter, "fall": fall}}}
+    if haproxy:
+        override["haproxy"] = haproxy
+    if services:
+        override["services"] = services
+    salt("lab-ctrl*", "state.apply", "openstack_ha.haproxy", "pillar=" + json.dumps({"openstack_ha": override}))
     salt("lab-ctrl*", "beacons.enable_beacon" if remediation else "beacons.disable_beacon", "openstack_ha_backends")
 
 
@@ -128,40 +132,14 @@ def p95(samples):
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
-def load_run(rate=100, seconds=20, kill_at=5):
-    """Send ``rate`` GETs a second through the VIP; kill the victim at ``kill_at``. Returns bad count."""
-    bad, lock, threads = [0], threading.Lock(), []
-
-    def request():
-        t0 = time.monotonic()
-        ok = False
-        try:
-            conn = http.client.HTTPConnection(VIP, PORT, timeout=2)
-            conn.request("GET", "/")
-            ok = conn.getresponse().status == 200
-            conn.close()
-        except (OSError, http.client.HTTPException):
-            ok = False
-        if not ok or time.monotonic() - t0 > 2:
-            with lock:
-                bad[0] += 1
-
+def load_run(rate=100, seconds=20, fail_at=5, kind="crash"):
+    """Send ``rate`` GETs a second through the VIP; SIGKILL (crash) or SIGSTOP (hang) the victim
+    at ``fail_at`` s. Returns the requests that failed or took over 2 s, and the results."""
     pid = pid_of_backend()
-    start = time.monotonic()
-    killed = False
-    for i in range(rate * seconds):
-        target = start + i / rate
-        time.sleep(max(0, target - time.monotonic()))
-        if not killed and time.monotonic() - start >= kill_at:
-            os.kill(pid, signal.SIGKILL)
-            killed = True
-        thread = threading.Thread(target=request)
-        thread.start()
-        threads.append(thread)
-    for thread in threads:
-        thread.join(5)
-    recover("crash", pid)
-    return bad[0]
+    results = loadgen.run(VIP, PORT, rate, seconds, timeout=2.5,
+                          events={fail_at: lambda: os.kill(pid, signal.SIGKILL if kind == "crash" else signal.SIGSTOP)})
+    recover(kind, pid)
+    return sum(1 for r in results if r.bad()), results
 
 
 def main():
@@ -195,7 +173,7 @@ def main():
                 break
             configure(2, 3, remediation)
             time.sleep(3)
-            counts = [load_run() for _ in range(args.load_runs)]
+            counts = [load_run()[0] for _ in range(args.load_runs)]
             print("  load, {}: {}".format(label, counts), flush=True)
             load.append((label, counts))
     finally:

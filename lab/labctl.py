@@ -313,7 +313,8 @@ def start_standins(name, address):
             continue
         ctrl_run(name, ["sh", "-c", 'nohup "$0" "$@" >/var/log/standin-{s}.log 2>&1 &'.format(s=service),
                         os.path.join(VENV_BIN, "python"), os.path.join(REPO, "lab", "standin_api.py"),
-                        "--service", service, "--address", address, "--port", str(port), "--pidfile", pidfile])
+                        "--service", service, "--address", address, "--port", str(port), "--pidfile", pidfile,
+                        "--journal", "/var/log/standin-%s-posts.log" % service])
         started += 1
     return started
 

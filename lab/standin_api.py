@@ -1,8 +1,10 @@
 """
 A stand-in OpenStack API for the lab: answers every GET/HEAD with 200 and a small JSON body
-naming the service and the controller that served it, and every POST with 201.
+naming the service and the controller that served it, and every POST with 201. Each POST's
+X-Request-Id is appended to a journal file, so a test can tell whether a request was
+executed, and where, and how many times (a replayed POST shows up twice).
 
-Usage: standin_api.py --service NAME --address ADDR --port PORT [--pidfile FILE]
+Usage: standin_api.py --service NAME --address ADDR --port PORT [--pidfile FILE] [--journal FILE]
 """
 
 import argparse
@@ -12,7 +14,7 @@ import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def make_handler(service):
+def make_handler(service, journal=None):
     body_for = lambda method: json.dumps({"service": service, "controller": socket.gethostname(), "method": method}).encode() + b"\n"
 
     class Handler(BaseHTTPRequestHandler):
@@ -36,6 +38,9 @@ def make_handler(service):
         def do_POST(self):
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
+            if journal:
+                with open(journal, "a") as fh:
+                    fh.write("{}\n".format(self.headers.get("X-Request-Id", "-")))
             self._answer(201, "POST")
 
         def log_message(self, fmt, *args):  # quiet: the lab runs 21 of these
@@ -50,10 +55,11 @@ def main():
     parser.add_argument("--address", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--pidfile")
+    parser.add_argument("--journal", help="append each POST's X-Request-Id to this file")
     args = parser.parse_args()
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
-    server = ThreadingHTTPServer((args.address, args.port), make_handler(args.service))
+    server = ThreadingHTTPServer((args.address, args.port), make_handler(args.service, args.journal))
     if args.pidfile:
         with open(args.pidfile, "w") as fh:
             fh.write("%d\n" % os.getpid())

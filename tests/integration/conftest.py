@@ -1,9 +1,14 @@
 """The lab as a pytest fixture: brought up once per session, torn down after, also on failure."""
 
+import os
+import signal
+import time
+
 import pytest
 
 from lab import labctl
 from tests.integration import labtools
+from tests.integration.labtools import COOLDOWN, CTRLS, admin_states, standin_pid, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +28,24 @@ def applied(lab):
     assert rc == 0, result
     assert sorted(result) == labtools.CTRLS
     return result
+
+
+@pytest.fixture
+def remediating(applied):
+    """The lab with the beacons running and every nova backend up, ready and out of cooldown."""
+    for ctrl in CTRLS:
+        pid = standin_pid(ctrl, "nova")
+        if pid and labtools.labctl.alive(pid):
+            os.kill(pid, signal.SIGCONT)
+        labtools.start_standins(ctrl)
+    for backend in CTRLS:
+        wait_until(lambda: set(admin_states("nova", backend).values()) == {"ready"}, 45, "nova/%s ready everywhere" % backend, interval=1)
+    # A restore a moment ago starts a cooldown in which a new drain is only suppressed: wait it out.
+    acted = [d["time"] for d in labtools.decisions() if d.get("service") == "nova" and d["what"] in ("drain", "restore")]
+    time.sleep(max(1.0, (max(acted) + COOLDOWN + 0.5 - time.time()) if acted else 1.0))
+    yield
+    for ctrl in CTRLS:
+        pid = standin_pid(ctrl, "nova")
+        if pid and labtools.labctl.alive(pid):
+            os.kill(pid, signal.SIGCONT)
+        labtools.start_standins(ctrl)

@@ -9,6 +9,7 @@ from lab import labctl
 CTRLS = [name for name, _ in labctl.CONTROLLERS]
 ADDRESS = dict(labctl.CONTROLLERS)
 VIPS = {"public": "10.213.0.100", "internal": "10.213.0.101"}
+COOLDOWN = 10  # remediation:cooldown in defaults.yaml
 
 
 def salt(target, *args, timeout=300):
@@ -118,3 +119,11 @@ def standin_pid(ctrl, service):
 
 def start_standins(ctrl):
     labctl.start_standins(ctrl, ADDRESS[ctrl])
+
+
+def drained_everywhere(backend, service="nova"):
+    return set(admin_states(service, backend).values()) == {"drain"}
+
+
+def ready_everywhere(backend, service="nova"):
+    return set(admin_states(service, backend).values()) == {"ready"}

@@ -9,36 +9,10 @@ import time
 import pytest
 
 from tests.integration import labtools
-from tests.integration.labtools import ADDRESS, CTRLS, VIPS, admin_states, sh, standin_pid, wait_until
+from tests.integration.labtools import (ADDRESS, COOLDOWN, CTRLS, VIPS, admin_states, drained_everywhere, ready_everywhere,
+                                        sh, standin_pid, wait_until)
 
 NOVA = 8774
-
-
-@pytest.fixture
-def remediating(applied):
-    """The lab with the beacons running and every nova backend up, ready and out of cooldown."""
-    for ctrl in CTRLS:
-        pid = standin_pid(ctrl, "nova")
-        if pid and labtools.labctl.alive(pid):
-            os.kill(pid, signal.SIGCONT)
-        labtools.start_standins(ctrl)
-    for backend in CTRLS:
-        wait_until(lambda: set(admin_states("nova", backend).values()) == {"ready"}, 45, "nova/%s ready everywhere" % backend, interval=1)
-    time.sleep(1)
-    yield
-    for ctrl in CTRLS:
-        pid = standin_pid(ctrl, "nova")
-        if pid and labtools.labctl.alive(pid):
-            os.kill(pid, signal.SIGCONT)
-        labtools.start_standins(ctrl)
-
-
-def drained_everywhere(backend, service="nova"):
-    return set(admin_states(service, backend).values()) == {"drain"}
-
-
-def ready_everywhere(backend, service="nova"):
-    return set(admin_states(service, backend).values()) == {"ready"}
 
 
 def test_crashed_backend_is_drained_everywhere_and_restored(remediating):
@@ -149,10 +123,9 @@ def test_a_flapping_backend_is_acted_on_at_most_once_per_cooldown(remediating):
     os.kill(standin_pid("lab-ctrl2", "nova"), signal.SIGCONT)
     actions = [d for d in labtools.decisions() if d["time"] >= start and d.get("backend") == "lab-ctrl2"
                and d["what"] in ("drain", "restore")]
-    cooldown = 10
-    assert 1 <= len(actions) <= (time.time() - start) // cooldown + 1, actions
+    assert 1 <= len(actions) <= (time.time() - start) // COOLDOWN + 1, actions
     for first, second in zip(actions, actions[1:]):
-        assert second["time"] - first["time"] >= cooldown - 0.5
+        assert second["time"] - first["time"] >= COOLDOWN - 0.5
 
 
 def test_master_restart_while_a_backend_is_down_resyncs_from_the_heartbeat(remediating):

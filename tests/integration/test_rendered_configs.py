@@ -35,6 +35,14 @@ def test_haproxy_config_passes_haproxy_c(site, tmp_path):
             assert "frontend %s\n    bind %s:%d" % (name, model["vips"][svc["vip"]]["address"], svc["port"]) in text
         assert "option redispatch" in text and "timeout check" in text
         assert text.count(" backup on-marked-down shutdown-sessions") == 2  # Galera: one writer
+        # Hung backends: GET/HEAD replayed elsewhere after the response timeout; nothing else
+        # that reached a backend is replayed; glance (slow uploads) opts out of L7 retries.
+        nova, glance = (text.split("\nbackend %s\n" % name)[1].split("\nbackend ")[0] for name in ("nova", "glance"))
+        assert "retry-on conn-failure empty-response response-timeout" in nova
+        assert "http-request disable-l7-retry unless METH_GET" in nova
+        assert "http-request set-timeout server 1500ms if METH_GET" in nova
+        assert "retry-on conn-failure\n" in glance and "set-timeout" not in glance and "empty-response" not in glance
+        assert "option redispatch 1\n" in text
 
 
 @pytest.fixture

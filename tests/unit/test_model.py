@@ -115,6 +115,14 @@ CASES = [
      "openstack_ha:keepalived:advert_int: expected a number 0.01-255, got 0 (int)"),
     (lambda p: set_path(p, ["haproxy", "stats", "password"], "abc"),
      "openstack_ha:haproxy:stats:password: too short: expected at least 8 characters, got 3"),
+    (lambda p: set_path(p, ["services", "nova", "timeouts"], {"respone": 2}),
+     "openstack_ha:services:nova:timeouts:respone: unknown timeout (known: client, connect, queue, response, server)"),
+    (lambda p: set_path(p, ["services", "nova", "timeouts"], {"response": 0}),
+     "openstack_ha:services:nova:timeouts:response: expected a number 0.1-3600, got 0 (int)"),
+    (lambda p: p.setdefault("haproxy", {}).update(retries="3"),
+     "openstack_ha:haproxy:retries: expected an integer 0-10, got '3'"),
+    (lambda p: p.setdefault("haproxy", {}).setdefault("timeouts", {}).update(connect="1s"),
+     "openstack_ha:haproxy:timeouts:connect: expected a number 0.1-60, got '1s'"),
 ]
 
 

@@ -35,3 +35,6 @@ openstack_ha:
     endpoint_mode: vip
   haproxy:
     stats: {enabled: true, port: 8404, user: admin, password: lab-stats-secret}
+    # The stand-in APIs answer in milliseconds: a request still unanswered after 10 s is hung,
+    # so a POST stuck on a stopped backend fails (504) in 10 s instead of 120 s.
+    timeouts: {server: 10}
