@@ -136,7 +136,8 @@ def controller_report():
     which VIPs it holds, and whether HAProxy and keepalived run.
 
     Returns ``{'id', 'site', 'haproxy': {'running', 'serving', 'servers'}, 'keepalived':
-    {'running'}, 'vips': [names held]}``; never secrets.
+    {'running'}, 'vips': [names held]}`` and, on a Galera node, ``'galera'`` (its wsrep state,
+    cluster size and UUID, health); never secrets.
     """
     merged = model()
     paths, report = merged["paths"], {"id": __grains__["id"], "site": merged["site"]}
@@ -150,4 +151,8 @@ def controller_report():
     report["keepalived"] = {"running": live_pid(paths["keepalived_pidfile"]) is not None}
     addresses = __salt__["cmd.run"]("ip -o addr show", python_shell=False)
     report["vips"] = sorted(name for name, vip in merged["vips"].items() if " {}/".format(vip["address"]) in addresses)
+    if any(n["id"] == __grains__["id"] for n in __utils__["openstack_ha_model.galera_nodes"](merged)):
+        status = __salt__["openstack_ha_galera.local_status"](merged) or {"reason": "health daemon not answering"}
+        report["galera"] = {k: status.get(k) for k in ("running", "state", "cluster_status", "cluster_size", "cluster_uuid",
+                                                        "healthy", "reason", "last_committed", "maintenance")}
     return report

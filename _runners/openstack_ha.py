@@ -175,10 +175,11 @@ def _verify(model, service=None):
 
 
 def _backends(model, service=None, backend=None):
+    """{"service/server": service} for every watched backend in scope (Galera included)."""
     keys = {}
-    for name in sorted(model["services"]):
+    for name, svc in sorted(__utils__["openstack_ha_model.backend_services"](model).items()):
         if service is None or name == service:
-            for ctrl in model["controllers"]:
+            for ctrl in svc["servers"]:
                 if backend is None or ctrl["id"] == backend:
                     keys["{}/{}".format(name, ctrl["id"])] = name
     return keys
@@ -264,12 +265,18 @@ def handle_event(tag, data):
         return {"ignored": "remediation disabled for site " + model["site"]}
     if beacon == "openstack_ha_vip":
         return {"site": model["site"], "decisions": _check_vips(model, reporter)}
+    if beacon == "openstack_ha_galera":
+        if reporter not in [n["id"] for n in __utils__["openstack_ha_model.galera_nodes"](model)]:
+            return {"ignored": "{!r} is not a Galera node".format(reporter)}
+        if isinstance(data, dict) and data.get("kind") == "heartbeat" and data.get("healthy") is True and not _loop_drained(model, "galera"):
+            return {"site": model["site"], "decisions": []}
+        return {"site": model["site"], "decisions": _reconcile(model, reporter, service="galera", arrived=arrived)}
     if isinstance(data, dict) and data.get("kind") == "heartbeat" and not _heartbeat_needs_work(model, data):
         return {"site": model["site"], "decisions": []}
     services = set()
     if isinstance(data, dict) and data.get("kind") == "change":
         for change in data.get("changes") or []:
-            if isinstance(change, dict) and change.get("service") in model["services"]:
+            if isinstance(change, dict) and change.get("service") in __utils__["openstack_ha_model.backend_services"](model):
                 services.add(change["service"])
     if len(services) == 1:
         return {"site": model["site"], "decisions": _reconcile(model, reporter, service=services.pop(), arrived=arrived)}
@@ -282,8 +289,14 @@ def _heartbeat_needs_work(model, data):
     view = data.get("view")
     if not isinstance(view, dict) or any(state != "up" for state in view.values()):
         return True
+    return _loop_drained(model)
+
+
+def _loop_drained(model, service=None):
+    """True when the remediation loop holds a drain (of ``service``) it may have to undo."""
     records = _load(model["site"])
-    return any(r.get("by") == "remediation" and r.get("state") == "drain" for r in records["backends"].values())
+    return any(r.get("by") == "remediation" and r.get("state") == "drain"
+               and (service is None or key.split("/")[0] == service) for key, r in records["backends"].items())
 
 
 def _check_vips(model, reporter):
@@ -324,7 +337,7 @@ def _maintenance(site, host, service, backend, drain, force):
         raise SaltInvocationError("name a backend (host=CONTROLLER, or service=NAME backend=CONTROLLER)")
     if backend not in sites[site]:
         raise SaltInvocationError("{!r} is not a controller of site {}".format(backend, site))
-    if service is not None and service not in model["services"]:
+    if service is not None and service not in __utils__["openstack_ha_model.backend_services"](model):
         raise SaltInvocationError("unknown service {!r} in site {}".format(service, site))
     controllers = sites[site]
     keys = _backends(model, service, backend)
@@ -424,7 +437,15 @@ def _summarise(site, controllers, views):
     for backend, servers in backends.items():
         if not any(c == "UP" for cells in servers.values() for c in cells.values()):
             problems.append("backend {} has no UP server on any HAProxy".format(backend))
-    return {"site": site, "controllers": controllers, "vip_holders": vips, "backends": backends,
+    galera = {ctrl: view["galera"] for ctrl, view in views.items() if isinstance(view.get("galera"), dict)}
+    if galera:
+        uuids = sorted({g.get("cluster_uuid") for g in galera.values() if g.get("running") and g.get("cluster_uuid")})
+        if len(uuids) > 1:
+            problems.append("Galera split: nodes report different cluster UUIDs ({})".format(", ".join(uuids)))
+        for ctrl, g in sorted(galera.items()):
+            if not g.get("healthy"):
+                problems.append("Galera on {}: {}".format(ctrl, g.get("reason") or "unhealthy"))
+    return {"site": site, "controllers": controllers, "vip_holders": vips, "backends": backends, "galera": galera,
             "healthy": not problems, "problems": problems}
 
 
@@ -439,6 +460,16 @@ def _table(summary):
             lines.append("{:<24}".format("{}/{}".format(backend, server)[:24])
                          + "".join(" {:<{w}}".format(cells.get(c, "-"), w=width) for c in ctrls))
     lines.append("")
+    if summary.get("galera"):
+        sizes = sorted({g.get("cluster_size") for g in summary["galera"].values() if g.get("running")})
+        uuids = sorted({g.get("cluster_uuid") for g in summary["galera"].values() if g.get("running")})
+        lines.append("GALERA  cluster size {}  state UUID {}".format("/".join(str(x) for x in sizes) or "-", ", ".join(uuids) or "-"))
+        for ctrl in ctrls:
+            g = summary["galera"].get(ctrl)
+            if g is not None:
+                state = (g.get("state") or "") + ("" if g.get("cluster_status") in (None, "Primary") else " " + g["cluster_status"])
+                lines.append("  {:<{w}} {:<22} {}".format(ctrl, state.strip() if g.get("running") else "DOWN", g.get("reason") or "", w=width))
+        lines.append("")
     for vip in sorted(summary["vip_holders"]) or ["(none)"]:
         lines.append("VIP {:<10} held by {}".format(vip, ", ".join(summary["vip_holders"].get(vip, [])) or "NOBODY"))
     for problem in summary["problems"]:
@@ -481,3 +512,92 @@ def status(site=None, timeout=10, recent=8):
     if not summaries:
         return "no openstack_ha site has an accepted controller{}".format("" if site is None else " named " + site)
     return "\n\n".join(_table(s) for s in summaries)
+
+
+# ------------------------------------------------------------------------- Galera recovery
+
+
+def _progress(message):
+    """Show ``message`` while a long runner works (salt-run prints progress events)."""
+    log.warning("openstack_ha: %s", message)
+    jid_event = globals().get("__jid_event__")
+    if jid_event is not None:
+        jid_event.fire_event({"message": message}, "progress")
+
+
+def galera_recover(site=None, confirm=False, timeout=None):
+    """
+    Bring a Galera cluster back after every node went down (power loss, all killed).
+
+    Asks every node for its last committed position (``mariadbd --wsrep-recover`` where the
+    server is down), picks the node with the highest seqno, writes its grastate.dat (uuid,
+    seqno and safe_to_bootstrap together), bootstraps the cluster there, then starts the
+    other nodes one at a time, each Synced (by IST when the survivor's gcache has their gap)
+    before the next.
+
+    site
+        the site (default: the only one).
+    confirm
+        without ``confirm=True`` only the plan is shown and nothing changes.
+
+    Refuses when a node still runs a Primary component (nothing to recover), when fewer
+    than a quorum of the Galera nodes answer, or when the nodes disagree on the cluster UUID.
+    Returns the plan (and, when confirmed, what was done).
+    """
+    sites = _sites()
+    if site is None and len(sites) == 1:
+        site = next(iter(sites))
+    if site not in sites:
+        raise SaltInvocationError("unknown site {!r}; known: {}".format(site, ", ".join(sorted(sites)) or "none"))
+    model = _site_model(sites[site][0])
+    nodes = [n["id"] for n in __utils__["openstack_ha_model.galera_nodes"](model)]
+    if not nodes:
+        raise SaltInvocationError("Galera is not enabled in site {}".format(site))
+    wait = float(timeout or model["galera"]["startup_timeout"]) + 30
+    quorum = len(nodes) // 2 + 1
+    statuses = _publish(nodes, "openstack_ha_galera.local_status", timeout=15)
+    primary = sorted(n for n, s in statuses.items() if isinstance(s, dict) and s.get("running") and s.get("cluster_status") == "Primary")
+    if primary:
+        return {"refused": "the cluster is running (Primary on {}): nothing to recover; a stopped node rejoins with "
+                           "`salt {} state.apply openstack_ha`".format(", ".join(primary), "<node>")}
+    _progress("recovering the last committed position of {}".format(", ".join(nodes)))
+    positions = {n: p for n, p in _publish(nodes, "openstack_ha_galera.recover_position", timeout=300).items() if isinstance(p, dict)}
+    if len(positions) < quorum:
+        return {"refused": "only {} of {} Galera nodes answered ({}); a recovery needs {}: the missing ones may hold "
+                           "newer commits".format(len(positions), len(nodes), ", ".join(sorted(positions)) or "none", quorum)}
+    try:
+        plan = __utils__["openstack_ha_galera_plan.recovery_plan"](nodes, positions)
+    except ValueError as exc:
+        return {"refused": str(exc), "positions": positions}
+    steps = ["write grastate.dat on {bootstrap} (uuid {uuid}, seqno {seqno}, safe_to_bootstrap 1)".format(**plan),
+             "bootstrap the cluster on {}".format(plan["bootstrap"])]
+    steps += ["start {} and wait until Synced".format(n) for n in plan["then"]]
+    result = {"site": site, "positions": positions, "plan": steps, "missing": plan["missing"]}
+    if plan["missing"]:
+        result["warning"] = "{} did not answer and may hold newer commits".format(", ".join(plan["missing"]))
+    if not confirm:
+        result["confirm"] = "nothing changed: run again with confirm=True to carry out this plan"
+        return result
+    done = []
+    with _site_lock(site):
+        stopped = _publish(nodes, "openstack_ha_galera.stop", timeout=180)
+        done.append("stopped leftover servers: {}".format(", ".join(n for n, was in stopped.items() if was is True) or "none"))
+        answer = _publish([plan["bootstrap"]], "openstack_ha_galera.write_grastate", (plan["uuid"], plan["seqno"], True), timeout=30)
+        if not isinstance(answer.get(plan["bootstrap"]), dict):
+            return dict(result, failed="grastate.dat not written on {}: {}".format(plan["bootstrap"], answer.get(plan["bootstrap"])), done=done)
+        done.append(steps[0])
+        for node, bootstrap in [(plan["bootstrap"], True)] + [(n, False) for n in plan["then"]]:
+            _progress("{} {}".format("bootstrapping on" if bootstrap else "starting", node))
+            answer = _publish([node], "openstack_ha_galera.start", ("bootstrap={}".format(bootstrap),), timeout=wait).get(node)
+            if not isinstance(answer, dict) or answer.get("state_code") != 4:
+                return dict(result, failed="{} did not become Synced: {}".format(node, answer), done=done)
+            done.append("{} {}: {} (cluster size {}, UUID {})".format(
+                "bootstrapped" if bootstrap else "started", node, answer.get("state"), answer.get("cluster_size"), answer.get("cluster_uuid")))
+            _progress(done[-1])
+    entry = {"what": "galera_recover", "why": "full-cluster recovery from {} (seqno {})".format(plan["bootstrap"], plan["seqno"]),
+             "evidence": positions, "decided_by": "operator (salt-run openstack_ha.galera_recover)", "time": time.time()}
+    with _site_lock(site):
+        records = _load(site)
+        _announce(records, site, entry, "openstack_ha/galera/recovered")
+        _store(site, records)
+    return dict(result, done=done)

@@ -337,8 +337,31 @@ def _check_galera(c, model, vips, ports, controller_ids):
     c.choice(galera.get("sst_method"), path + ["sst_method"], SST_METHODS)
     for secret in ("sst_password", "monitor_password", "root_password"):
         c.secret(galera.get(secret), path + [secret], 12)
+    for user in ("sst_user", "monitor_user"):
+        c.string(c.require(galera, user, path), path + [user], re.compile(r"^[A-Za-z0-9_]{1,32}$"), "a database user name")
+    c.number(c.require(galera, "startup_timeout", path), path + ["startup_timeout"], 10, 86400)
+    health = c.integer(c.require(galera, "health_port", path), path + ["health_port"], 1, 65535)
+    if health is not None and health == port:
+        c.fail(path + ["health_port"], "must differ from the database port {}".format(port))
+    sizes = c.mapping(galera.get("sizes"), path + ["sizes"], required=False)
+    for key, value in (sizes or {}).items():
+        if key == "max_connections":
+            c.integer(value, path + ["sizes", key], 10, 100000)
+        elif key in ("innodb_buffer_pool_size", "gcache_size"):
+            c.string(value, path + ["sizes", key], re.compile(r"^[0-9]+[KMG]?$"), "a size like 256M")
+        else:
+            c.fail(path + ["sizes", key], "unknown size (known: gcache_size, innodb_buffer_pool_size, max_connections)")
+    options = c.mapping(galera.get("provider_options"), path + ["provider_options"], required=False)
+    for key, value in (options or {}).items():
+        if not isinstance(key, str) or not re.match(r"^[a-z_]+(\.[a-z_]+)+$", key):
+            c.fail(path + ["provider_options", key], "expected a Galera provider option like evs.suspect_timeout")
+        elif isinstance(value, bool) or not isinstance(value, (str, int, float)) or ";" in str(value) or not str(value).strip():
+            c.fail(path + ["provider_options", key], "expected a plain value without ';', got {}".format(_describe(value)))
     dbs = c.mapping(galera.get("databases"), path + ["databases"], required=False)
     for dbname, db in (dbs or {}).items():
+        if not isinstance(dbname, str) or not re.match(r"^[A-Za-z0-9_]{1,64}$", dbname):
+            c.fail(path + ["databases", dbname], "database names are letters, digits and '_'")
+            continue
         here = path + ["databases", dbname]
         if c.mapping(db, here) is not None:
             c.string(c.require(db, "user", here), here + ["user"], re.compile(r"^[A-Za-z0-9_]{1,32}$"), "a database user name")
@@ -515,20 +538,44 @@ def quorum_size(model):
     return int(quorum)
 
 
+def galera_nodes(model):
+    """The controllers (entries, in controller order) that are Galera nodes; [] when disabled."""
+    galera = model.get("galera") or {}
+    if not galera.get("enabled"):
+        return []
+    wanted = galera.get("nodes") or [c["id"] for c in model["controllers"]]
+    return [c for c in model["controllers"] if c["id"] in wanted]
+
+
+def backend_services(model):
+    """Every HAProxy backend the remediation loop watches: ``{name: {port, path, status,
+    servers}}`` with ``servers`` the controller entries behind it. The OpenStack APIs, plus
+    ``galera`` (its health endpoint, which answers 200 only on a Synced, writable node) when
+    Galera is enabled."""
+    found = {}
+    for name, svc in model["services"].items():
+        found[name] = {"port": svc.get("backend_port", svc["port"]), "path": svc["check"]["path"],
+                       "status": svc["check"]["status"], "servers": list(model["controllers"])}
+    nodes = galera_nodes(model)
+    if nodes:
+        found["galera"] = {"port": model["galera"]["health_port"], "path": "/", "status": 200, "servers": nodes}
+    return found
+
+
 def probe_targets(model, service=None):
     """The health-probe targets of every backend (of ``service``, or of all services):
     ``[{service, backend, address, port, path, status}]``, services sorted, controllers in order."""
     found = []
-    for name, svc in sorted(model["services"].items()):
+    for name, svc in sorted(backend_services(model).items()):
         if service is not None and name != service:
             continue
-        for ctrl in model["controllers"]:
+        for ctrl in svc["servers"]:
             found.append({
                 "service": name,
                 "backend": ctrl["id"],
                 "address": ctrl["address"],
-                "port": svc.get("backend_port", svc["port"]),
-                "path": svc["check"]["path"],
-                "status": svc["check"]["status"],
+                "port": svc["port"],
+                "path": svc["path"],
+                "status": svc["status"],
             })
     return found

@@ -31,7 +31,7 @@ BRIDGE = "ohabr0"
 BRIDGE_ADDR = "10.213.0.1"
 PREFIX = 24
 CONTROLLERS = [("lab-ctrl%d" % i, "10.213.0.%d" % (10 + i)) for i in (1, 2, 3)]
-OVERLAID = ("etc", "var/lib", "var/log", "var/cache")
+OVERLAID = ("etc", "usr/local", "var/lib", "var/log", "var/cache")
 
 
 class LabError(Exception):

@@ -3,7 +3,8 @@
 # a second run only checks. Needs root (apt, and later namespaces and mounts).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-packages=(haproxy keepalived iproute2 procps curl util-linux psmisc)
+packages=(haproxy keepalived iproute2 procps curl util-linux psmisc
+          mariadb-server mariadb-backup galera-4 socat rabbitmq-server)
 
 if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root" >&2; exit 1; fi
 

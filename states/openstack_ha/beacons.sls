@@ -23,3 +23,14 @@ openstack_ha-beacon-vip:
 {%- for name, vip in oha.vips | dictsort %}
           {{ name }}: {address: {{ vip.address }}, interface: {{ vip.interface }}}
 {%- endfor %}
+{%- if me is not none and me.id in salt['openstack_ha_galera.node_ids'](oha) %}
+
+openstack_ha-beacon-galera:
+  openstack_ha_beacon.configured:
+    - name: openstack_ha_galera
+    - config:
+      - interval: 1
+      - url: http://{{ me.address }}:{{ oha.galera.health_port }}/status
+      - timeout: 0.5
+      - heartbeat: {{ oha.remediation.heartbeat }}
+{%- endif %}

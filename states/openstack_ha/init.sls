@@ -3,4 +3,5 @@
 include:
   - openstack_ha.haproxy
   - openstack_ha.keepalived
+  - openstack_ha.galera
   - openstack_ha.beacons

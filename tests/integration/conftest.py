@@ -13,6 +13,9 @@ from tests.integration.labtools import COOLDOWN, CTRLS, admin_states, standin_pi
 
 @pytest.fixture(scope="session")
 def lab():
+    if os.environ.get("OHA_REUSE_LAB") == "1":  # development: run against a lab that is already up
+        yield labctl
+        return
     labctl.down()  # whatever an earlier crashed run left behind
     try:
         labctl.up()

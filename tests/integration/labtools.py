@@ -71,6 +71,15 @@ def http_get(address, port, timeout=3):
         return None
 
 
+def http_json(address, port, path="/", timeout=3):
+    """GET http://address:port/path from the host; the parsed JSON body, or None."""
+    proc = subprocess.run(["curl", "-s", "-m", str(timeout), "http://%s:%d%s" % (address, port, path)], capture_output=True, text=True)
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        return None
+
+
 def runner(*args):
     """Run ``salt-run ARGS --out json`` on the lab master; return the parsed result."""
     proc = labctl.salt_cmd("salt-run", "--out=json", *args, check=False)
@@ -101,11 +110,13 @@ class MasterEvents:
         self.bus = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
         self.bus.subscribe("")
 
-    def wait(self, prefix, timeout):
+    def wait(self, prefix, timeout, match=None):
+        """The first event (since this listener opened) whose tag starts with ``prefix`` and,
+        if given, for which ``match(event)`` is true; None after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             event = self.bus.get_event(wait=max(0.05, deadline - time.monotonic()), full=True)
-            if event and event["tag"].startswith(prefix):
+            if event and event["tag"].startswith(prefix) and (match is None or match(event)):
                 return event
         return None
 

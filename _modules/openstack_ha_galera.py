@@ -1,0 +1,393 @@
+"""
+MariaDB Galera on a controller: status, start/join/bootstrap, position recovery, users.
+
+:depends: mariadb-server, galera-4 (the ``openstack_ha.galera`` state installs them) and the
+    node health daemon it runs (``/status`` on ``galera:health_port``).
+
+Every SQL statement goes to the local server over its unix socket as root (socket
+authentication, no password), on stdin, so no secret ever appears in a process list;
+errors are reported with secrets masked.
+"""
+
+import ipaddress
+import json
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "openstack_ha_galera"
+
+RECOVERED_RE = re.compile(r"WSREP: Recovered position:\s*([0-9a-f-]{36}):(-?\d+)")
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _model(model=None):
+    return model or __salt__["openstack_ha.model"]()
+
+
+def _nodes(model):
+    return __utils__["openstack_ha_model.galera_nodes"](model)
+
+
+def node_ids(model=None):
+    """The ids of the site's Galera nodes (empty when Galera is disabled)."""
+    return [n["id"] for n in _nodes(_model(model))]
+
+
+def _me(model):
+    me = model.get("local")
+    if not me or me["id"] not in [n["id"] for n in _nodes(model)]:
+        raise CommandExecutionError("{} is not a Galera node of site {}".format(__grains__["id"], model["site"]))
+    return me
+
+
+def _get_status(address, port, timeout):
+    try:
+        with urllib.request.urlopen("http://{}:{}/status".format(address, port), timeout=timeout) as response:
+            return json.loads(response.read().decode())
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+
+
+def local_status(model=None, timeout=2.0):
+    """
+    This node's Galera status from its health daemon: ``running``, ``state``, ``state_code``,
+    ``cluster_status``, ``cluster_size``, ``cluster_uuid``, ``last_committed``, ``healthy``,
+    ``reason``, ``grastate`` ({uuid, seqno, safe_to_bootstrap} or None), ``sst_ready``.
+    ``None`` when the daemon does not answer.
+    """
+    model = _model(model)
+    me = _me(model)
+    return _get_status(me["address"], model["galera"]["health_port"], timeout)
+
+
+def statuses(model=None, timeout=2.0):
+    """Every Galera node's status (see :func:`local_status`), asked in parallel:
+    ``{node id: status or None}`` (None: its health daemon did not answer)."""
+    model = _model(model)
+    out = {}
+
+    def ask(node):
+        out[node["id"]] = _get_status(node["address"], model["galera"]["health_port"], timeout)
+
+    threads = [threading.Thread(target=ask, args=(n,), daemon=True) for n in _nodes(model)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout + 1)
+    return {n["id"]: out.get(n["id"]) for n in _nodes(model)}
+
+
+def plan(model=None):
+    """What ``openstack_ha.galera`` would do on this node now: ``{action, reason, statuses}``."""
+    model = _model(model)
+    me = _me(model)
+    seen = statuses(model)
+    if seen.get(me["id"]) is None and running(model):
+        # The server runs but its health daemon is (re)starting: never "join" a running node.
+        seen[me["id"]] = {"running": True, "cluster_status": "unknown: the health daemon is not answering yet"}
+    action, reason = __utils__["openstack_ha_galera_plan.start_plan"](me["id"], [n["id"] for n in _nodes(model)], seen)
+    return {"action": action, "reason": reason, "statuses": seen}
+
+
+# ----------------------------------------------------------------------------- SQL
+
+
+def _secrets(model):
+    g = model["galera"]
+    found = [g.get("sst_password"), g.get("monitor_password"), g.get("root_password")]
+    found += [db.get("password") for db in (g.get("databases") or {}).values()]
+    return [s for s in found if s]
+
+
+def _mask(text, model):
+    for secret in _secrets(model):
+        text = text.replace(secret, "**********")
+    return text
+
+
+def quote(value):
+    """A SQL string literal for ``value`` (backslashes and quotes escaped)."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def sql(statements, model=None, timeout=30):
+    """
+    Run ``statements`` on the local server (root over the unix socket, SQL on stdin).
+
+    Returns the rows as lists of strings. Raises CommandExecutionError with the server's
+    message, secrets masked.
+    """
+    model = _model(model)
+    cmd = ["mariadb", "--no-defaults", "-u", "root", "--socket=" + model["paths"]["galera_socket"],
+           "-N", "-B", "--connect-timeout=5"]
+    try:
+        proc = subprocess.run(cmd, input=statements, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise CommandExecutionError("mariadb did not answer within {} s".format(timeout)) from None
+    if proc.returncode != 0:
+        raise CommandExecutionError("mariadb failed: " + _mask(proc.stderr.strip(), model))
+    return [line.split("\t") for line in proc.stdout.splitlines()]
+
+
+def _network_host(model):
+    """The controllers' network as a MariaDB host pattern (``10.0.0.0/255.255.255.0``)."""
+    net = ipaddress.ip_network(model["network"], strict=False)
+    return "{}/{}".format(net.network_address, net.netmask)
+
+
+def wanted_users(model=None):
+    """
+    The accounts the model asks for: ``[{user, host, password, grants: [statement, ...],
+    database}]``. SST (local, for mariabackup), monitoring (local and the controllers'
+    network), root (socket or password, local) and one per OpenStack database.
+    """
+    model = _model(model)
+    g = model["galera"]
+    network = _network_host(model)
+    users = [
+        {"user": g["sst_user"], "host": "localhost", "password": g["sst_password"],
+         "grants": ["RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.*"]},
+        {"user": g["monitor_user"], "host": "localhost", "password": g["monitor_password"],
+         "grants": ["PROCESS, BINLOG MONITOR ON *.*"]},
+        {"user": g["monitor_user"], "host": network, "password": g["monitor_password"],
+         "grants": ["PROCESS, BINLOG MONITOR ON *.*"]},
+    ]
+    for name, db in sorted((g.get("databases") or {}).items()):
+        users.append({"user": db["user"], "host": network, "password": db["password"], "database": name,
+                      "grants": ["ALL PRIVILEGES ON `{}`.*".format(name)]})
+    return users
+
+
+def _password_matches(model, user, host, password):
+    rows = sql("SELECT PASSWORD({}); SHOW CREATE USER {}@{};".format(quote(password), quote(user), quote(host)), model)
+    digest = rows[0][0]
+    return any(digest in " ".join(row) for row in rows[1:])
+
+
+def _user_exists(model, user, host):
+    rows = sql("SELECT COUNT(*) FROM mysql.user WHERE User = {} AND Host = {};".format(quote(user), quote(host)), model)
+    return rows[0][0] != "0"
+
+
+def _grants(model, user, host):
+    return sorted(" ".join(r) for r in sql("SHOW GRANTS FOR {}@{};".format(quote(user), quote(host)), model))
+
+
+def ensure_users(model=None, test=False, only_sst=False):
+    """
+    Create or fix the databases and accounts of :func:`wanted_users` and root's password
+    (root keeps socket authentication). Needs this node in the Primary component; the
+    statements replicate to the other nodes.
+
+    Returns ``{"user@host": "created" | "password updated" | "grants updated" | ...}`` for what
+    changed (or would change with ``test``); passwords never appear.
+    """
+    model = _model(model)
+    changes = {}
+    wanted = wanted_users(model)[:1] if only_sst else wanted_users(model)
+    for account in wanted:
+        label = "{}@{}".format(account["user"], account["host"])
+        who = "{}@{}".format(quote(account["user"]), quote(account["host"]))
+        if account.get("database"):
+            exists = sql("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};".format(quote(account["database"])), model)
+            if exists[0][0] == "0":
+                changes["database " + account["database"]] = "created"
+                if not test:
+                    sql("CREATE DATABASE IF NOT EXISTS `{}`;".format(account["database"]), model)
+        if not _user_exists(model, account["user"], account["host"]):
+            changes[label] = "created"
+            if not test:
+                sql("CREATE USER {} IDENTIFIED BY {};".format(who, quote(account["password"])), model)
+        elif not _password_matches(model, account["user"], account["host"], account["password"]):
+            changes[label] = "password updated"
+            if not test:
+                sql("ALTER USER {} IDENTIFIED BY {};".format(who, quote(account["password"])), model)
+        if test and label in changes:
+            continue
+        before = _grants(model, account["user"], account["host"]) if label not in changes else []
+        if not test:
+            sql("".join("GRANT {} TO {};".format(grant, who) for grant in account["grants"]), model)
+            if label not in changes and _grants(model, account["user"], account["host"]) != before:
+                changes[label] = "grants updated"
+    if not only_sst:
+        root_pw = model["galera"]["root_password"]
+        if not _password_matches(model, "root", "localhost", root_pw):
+            changes["root@localhost"] = "password set (socket authentication kept)"
+            if not test:
+                sql("ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD({});".format(quote(root_pw)), model)
+    return changes
+
+
+# ----------------------------------------------------------------------- processes
+
+
+def running(model=None):
+    """True when this node's mariadbd (from its pidfile) is alive."""
+    model = _model(model)
+    return __salt__["openstack_ha.live_pid"](model["paths"]["galera_pidfile"]) is not None
+
+
+def wait_synced(model=None, timeout=None):
+    """Wait until this node is Synced in a Primary component; return its status. Raises
+    CommandExecutionError with the last state seen when ``timeout`` (default: the model's
+    ``galera:startup_timeout``) passes first."""
+    model = _model(model)
+    deadline = time.monotonic() + float(timeout or model["galera"]["startup_timeout"])
+    status = None
+    while time.monotonic() < deadline:
+        status = local_status(model)
+        if status and status.get("running") and status.get("state_code") == 4 and status.get("cluster_status") == "Primary":
+            return status
+        time.sleep(0.5)
+    raise CommandExecutionError("{} did not become Synced: {}".format(__grains__["id"], (status or {}).get("reason", "health daemon not answering")))
+
+
+def start(bootstrap=False, model=None, timeout=None):
+    """
+    Start this node's MariaDB through its init system, or bootstrap a new cluster from it
+    (``bootstrap=True``: ``galera_new_cluster`` under systemd, the init script's
+    ``bootstrap`` otherwise). mysqld_safe/the unit recovers the node's position first
+    (``--wsrep-recover``), so a node that was part of the cluster catches up by IST.
+    Waits until the node is Synced and returns its status.
+    """
+    model = _model(model)
+    service = model["paths"]["galera_service"]
+    if running(model):
+        return wait_synced(model, timeout)
+    if bootstrap:
+        if __grains__.get("init") == "systemd":
+            cmd = ["galera_new_cluster"]
+        else:
+            cmd = ["/etc/init.d/" + service, "bootstrap"]
+    else:
+        cmd = None
+    log.info("openstack_ha: %s MariaDB on %s", "bootstrapping" if bootstrap else "starting", __grains__["id"])
+    if cmd:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=float(model["galera"]["startup_timeout"]) + 60)
+        ok = proc.returncode == 0
+        detail = (proc.stdout + proc.stderr).strip()[-500:]
+    else:
+        ok = __salt__["service.start"](service)
+        detail = ""
+    if not ok and not running(model):
+        raise CommandExecutionError("MariaDB failed to {} on {}: {} (see /var/log/mysql/error.log)".format(
+            "bootstrap" if bootstrap else "start", __grains__["id"], detail or "the init script failed"))
+    return wait_synced(model, timeout)
+
+
+def stop(model=None, timeout=120):
+    """Stop this node's MariaDB cleanly (``mariadb-admin shutdown``), falling back to
+    SIGTERM/SIGKILL of the pidfile's process. Returns True when it was running."""
+    model = _model(model)
+    pidfile = model["paths"]["galera_pidfile"]
+    pid = __salt__["openstack_ha.live_pid"](pidfile)
+    if pid is None:
+        return False
+    subprocess.run(["mariadb-admin", "--no-defaults", "-u", "root", "--socket=" + model["paths"]["galera_socket"],
+                    "shutdown"], capture_output=True, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and __salt__["openstack_ha.live_pid"](pidfile) == pid:
+        time.sleep(0.2)
+    if __salt__["openstack_ha.live_pid"](pidfile) == pid:
+        os.kill(pid, 9)
+    return True
+
+
+def recover_position(model=None):
+    """
+    This node's last committed position, ``{"uuid", "seqno", "source"}``: from the running
+    server when it runs, else from ``mariadbd --wsrep-recover`` (reads InnoDB, changes
+    nothing), else from grastate.dat.
+    """
+    model = _model(model)
+    if running(model):
+        status = local_status(model) or {}
+        if status.get("running"):
+            return {"uuid": status.get("cluster_uuid"), "seqno": status.get("last_committed", -1), "source": "running server"}
+    with tempfile.NamedTemporaryFile(prefix="wsrep-recover-", suffix=".log", dir="/tmp", delete=False) as fh:
+        logfile = fh.name
+    try:
+        os.chmod(logfile, 0o666)
+        proc = subprocess.run(["mariadbd", "--user=mysql", "--wsrep-recover", "--log-error=" + logfile],
+                              capture_output=True, text=True, timeout=300)
+        with open(logfile) as fh:
+            text = fh.read()
+    finally:
+        os.unlink(logfile)
+    found = RECOVERED_RE.findall(text)
+    if found:
+        uuid, seqno = found[-1]
+        return {"uuid": uuid, "seqno": int(seqno), "source": "wsrep-recover"}
+    grastate = _read_grastate(model)
+    if grastate:
+        return dict(grastate, source="grastate.dat")
+    raise CommandExecutionError("could not recover the position of {} (rc {}): {}".format(
+        __grains__["id"], proc.returncode, text.strip().splitlines()[-3:] if text.strip() else proc.stderr[-300:]))
+
+
+def _read_grastate(model):
+    path = os.path.join(model["paths"]["galera_datadir"], "grastate.dat")
+    if not os.path.exists(path):
+        return None
+    values = {}
+    with open(path) as fh:
+        for line in fh:
+            key, sep, value = line.partition(":")
+            if sep:
+                values[key.strip()] = value.strip()
+    return {"uuid": values.get("uuid"), "seqno": int(values.get("seqno", "-1")),
+            "safe_to_bootstrap": values.get("safe_to_bootstrap") == "1"}
+
+
+def write_grastate(uuid, seqno, safe_to_bootstrap=True, model=None):
+    """
+    Write grastate.dat with ``uuid``, ``seqno`` and ``safe_to_bootstrap`` together, atomically
+    (a new file renamed over the old, owned by mysql), so a recovery never leaves a node
+    half-marked. Refuses while MariaDB runs.
+    """
+    model = _model(model)
+    if running(model):
+        raise CommandExecutionError("MariaDB is running on {}: grastate.dat is not written under a live server".format(__grains__["id"]))
+    if not re.match(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", str(uuid)):
+        raise CommandExecutionError("not a cluster UUID: {!r}".format(uuid))
+    path = os.path.join(model["paths"]["galera_datadir"], "grastate.dat")
+    text = "# GALERA saved state\nversion: 2.1\nuuid:    {}\nseqno:   {}\nsafe_to_bootstrap: {}\n".format(uuid, int(seqno), 1 if safe_to_bootstrap else 0)
+    tmp = path + ".openstack-ha"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    stat = os.stat(model["paths"]["galera_datadir"])
+    os.chown(tmp, stat.st_uid, stat.st_gid)
+    os.chmod(tmp, 0o660)
+    os.replace(tmp, path)
+    return _read_grastate(model)
+
+
+def last_join(model=None, lines=400):
+    """How this node last caught up with the cluster, from the tail of its error log:
+    ``"IST"``, ``"SST"`` or ``None``."""
+    try:
+        with open("/var/log/mysql/error.log", errors="replace") as fh:
+            tail = fh.readlines()[-lines:]
+    except OSError:
+        return None
+    kind = None
+    for line in tail:
+        if "IST received" in line or "Receiving IST" in line:
+            kind = "IST"
+        elif "SST received" in line or "State transfer required" in line and "SST" in line:
+            kind = "SST"
+    return kind

@@ -1,0 +1,160 @@
+#!/usr/bin/python3
+"""
+openstack-ha-galera-health: the Galera node's health, over HTTP, for HAProxy and the
+openstack_ha beacons (managed by Salt: openstack_ha.galera; do not edit).
+
+GET /        200 "synced" only when this node is Synced (wsrep_local_state 4), in the Primary
+             component, ready, not read-only and not in maintenance; 503 with the reason
+             otherwise (HAProxy moves the single writer to the next node).
+GET /status  200 and a JSON document, also while the database is down: the wsrep status,
+             grastate.dat (uuid, seqno, safe_to_bootstrap) and whether the SST user exists.
+             The openstack_ha.galera state reads it from every node before it starts one.
+
+Runs as the ``mysql`` user and talks to the local server over its unix socket (no password).
+The maintenance switch is a file: while it exists the node reports 503.
+Standard library only, so it runs on the distribution's python3.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+STATES = {1: "Joining", 2: "Donor/Desynced", 3: "Joined", 4: "Synced"}
+ZERO_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+def read_grastate(datadir):
+    """grastate.dat as {uuid, seqno, safe_to_bootstrap}, or None when there is none."""
+    path = os.path.join(datadir, "grastate.dat")
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("uuid", "seqno", "safe_to_bootstrap"):
+            out[key.strip()] = value.strip()
+    try:
+        return {"uuid": out.get("uuid", ZERO_UUID), "seqno": int(out.get("seqno", "-1")),
+                "safe_to_bootstrap": out.get("safe_to_bootstrap", "0") == "1"}
+    except ValueError:
+        return {"uuid": out.get("uuid", ZERO_UUID), "seqno": -1, "safe_to_bootstrap": False}
+
+
+class Probe:
+    """Asks the local server, at most every ``cache`` seconds however many clients ask."""
+
+    def __init__(self, args):
+        self.args = args
+        self.lock = threading.Lock()
+        self.cached, self.at = None, 0.0
+
+    def _sql(self, query):
+        cmd = ["mariadb", "--no-defaults", "--socket=" + self.args.socket, "-u", "mysql", "-N", "-B",
+               "--connect-timeout=1", "-e", query]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=2)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "mariadb failed")
+        return [line.split("\t") for line in proc.stdout.splitlines()]
+
+    def status(self):
+        with self.lock:
+            if self.cached is not None and time.monotonic() - self.at < self.args.cache:
+                return self.cached
+            self.cached, self.at = self._status(), time.monotonic()
+            return self.cached
+
+    def _status(self):
+        out = {"node": self.args.node, "running": False, "healthy": False, "reason": "",
+               "maintenance": os.path.exists(self.args.maintenance_file),
+               "grastate": read_grastate(self.args.datadir)}
+        try:
+            rows = self._sql("SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_local_state_comment',"
+                             " 'wsrep_cluster_status', 'wsrep_cluster_size', 'wsrep_cluster_state_uuid', 'wsrep_ready',"
+                             " 'wsrep_connected', 'wsrep_last_committed', 'wsrep_local_index');"
+                             " SELECT 'read_only', @@global.read_only;"
+                             " SELECT 'sst_user', COUNT(*) FROM mysql.user WHERE User = '{}';".format(self.args.sst_user.replace("'", "")))
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            out["reason"] = "database not answering: {}".format(exc)
+            return out
+        values = {row[0].lower(): row[1] for row in rows if len(row) == 2}
+        out.update(running=True,
+                   state_code=int(values.get("wsrep_local_state", "0") or 0),
+                   state=values.get("wsrep_local_state_comment", ""),
+                   cluster_status=values.get("wsrep_cluster_status", ""),
+                   cluster_size=int(values.get("wsrep_cluster_size", "0") or 0),
+                   cluster_uuid=values.get("wsrep_cluster_state_uuid", ""),
+                   ready=values.get("wsrep_ready") == "ON",
+                   last_committed=int(values.get("wsrep_last_committed", "-1") or -1),
+                   read_only=values.get("read_only") == "1",
+                   sst_ready=values.get("sst_user", "0") != "0")
+        if out["cluster_status"] != "Primary":
+            out["reason"] = "not in the Primary component ({})".format(out["cluster_status"] or "no cluster")
+        elif out["state_code"] != 4:
+            out["reason"] = "not Synced ({})".format(out["state"] or STATES.get(out["state_code"], out["state_code"]))
+        elif not out["ready"]:
+            out["reason"] = "wsrep not ready"
+        elif out["read_only"]:
+            out["reason"] = "read-only"
+        elif out["maintenance"]:
+            out["reason"] = "maintenance ({} exists)".format(self.args.maintenance_file)
+        else:
+            out.update(healthy=True, reason="synced")
+        return out
+
+
+def make_handler(probe):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def _send(self, code, body, kind):
+            data = body.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        def do_GET(self):
+            status = probe.status()
+            if self.path.split("?")[0] == "/status":
+                self._send(200, json.dumps(status, sort_keys=True) + "\n", "application/json")
+            elif self.path.split("?")[0] == "/":
+                self._send(200 if status["healthy"] else 503, status["reason"] + "\n", "text/plain")
+            else:
+                self._send(404, "not found\n", "text/plain")
+
+        do_HEAD = do_GET
+
+        def log_message(self, fmt, *args):
+            pass
+
+    return Handler
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--node", required=True)
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--port", type=int, default=9200)
+    parser.add_argument("--socket", default="/run/mysqld/mysqld.sock")
+    parser.add_argument("--datadir", default="/var/lib/mysql")
+    parser.add_argument("--maintenance-file", default="/etc/mysql/openstack-ha-maintenance")
+    parser.add_argument("--sst-user", default="sst")
+    parser.add_argument("--cache", type=float, default=0.2, help="seconds one answer is reused")
+    args = parser.parse_args()
+    ThreadingHTTPServer.allow_reuse_address = True
+    ThreadingHTTPServer.daemon_threads = True
+    server = ThreadingHTTPServer((args.address, args.port), make_handler(Probe(args)))
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

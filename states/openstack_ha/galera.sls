@@ -1,0 +1,81 @@
+{%- from 'openstack_ha/map.jinja' import oha, me with context %}
+{%- set g = oha.galera %}
+{%- set node_ids = salt['openstack_ha_galera.node_ids'](oha) %}
+{%- if g.enabled and me is not none and me.id in node_ids %}
+# MariaDB Galera on this node: packages, wsrep configuration, the health daemon HAProxy and
+# the beacons ask, then membership (join, or bootstrap only where it cannot split the
+# cluster), then the accounts.
+
+openstack_ha-galera-packages:
+  pkg.installed:
+    - pkgs: {{ oha.packages.galera | json }}
+
+openstack_ha-galera-defaults:
+  file.managed:
+    - name: {{ oha.paths.galera_defaults }}
+    - source: salt://openstack_ha/files/mariadb.default.jinja
+    - template: jinja
+    - context:
+        oha: {{ oha | json }}
+    - mode: '0644'
+    - require:
+      - pkg: openstack_ha-galera-packages
+
+# Holds the SST password: readable by mysqld (group mysql), never shown in the output.
+# A change applies at the node's next start: restart nodes one at a time, each back to
+# Synced before the next (a state never restarts a cluster member by itself).
+openstack_ha-galera-config:
+  file.managed:
+    - name: {{ oha.paths.galera_config }}
+    - source: salt://openstack_ha/files/galera.cnf.jinja
+    - template: jinja
+    - context:
+        oha: {{ oha | json }}
+        me: {{ me | json }}
+    - user: root
+    - group: mysql
+    - mode: '0640'
+    - show_changes: False
+    - require:
+      - pkg: openstack_ha-galera-packages
+
+openstack_ha-galera-health-script:
+  file.managed:
+    - name: {{ oha.paths.galera_health }}
+    - source: salt://openstack_ha/files/galera_health.py
+    - mode: '0755'
+
+openstack_ha-galera-health-init:
+  file.managed:
+    - name: /etc/init.d/{{ oha.paths.galera_health_service }}
+    - source: salt://openstack_ha/files/galera-health.init.jinja
+    - template: jinja
+    - context:
+        oha: {{ oha | json }}
+        me: {{ me | json }}
+    - mode: '0755'
+
+openstack_ha-galera-health-running:
+  openstack_ha_service.running:
+    - name: {{ oha.paths.galera_health_service }}
+    - pidfile: {{ oha.paths.galera_health_pidfile }}
+    - require:
+      - pkg: openstack_ha-galera-packages
+    - watch:
+      - file: openstack_ha-galera-health-script
+      - file: openstack_ha-galera-health-init
+
+openstack_ha-galera-member:
+  openstack_ha_galera.member:
+    - name: {{ me.id }}
+    - require:
+      - file: openstack_ha-galera-config
+      - file: openstack_ha-galera-defaults
+      - openstack_ha_service: openstack_ha-galera-health-running
+
+openstack_ha-galera-accounts:
+  openstack_ha_galera.users:
+    - name: {{ g.cluster_name }}
+    - require:
+      - openstack_ha_galera: openstack_ha-galera-member
+{%- endif %}
