@@ -235,10 +235,16 @@ def ensure_users(model=None, test=False, only_sst=False):
 # ----------------------------------------------------------------------- processes
 
 
+def pidfile(model=None):
+    """This node's mariadbd pid file (``paths:galera_pidfile`` with ``{node}`` = its id)."""
+    model = _model(model)
+    return model["paths"]["galera_pidfile"].replace("{node}", _me(model)["id"])
+
+
 def running(model=None):
     """True when this node's mariadbd (from its pidfile) is alive."""
     model = _model(model)
-    return __salt__["openstack_ha.live_pid"](model["paths"]["galera_pidfile"]) is not None
+    return __salt__["openstack_ha.live_pid"](pidfile(model)) is not None
 
 
 def wait_synced(model=None, timeout=None):
@@ -293,16 +299,16 @@ def stop(model=None, timeout=120):
     """Stop this node's MariaDB cleanly (``mariadb-admin shutdown``), falling back to
     SIGTERM/SIGKILL of the pidfile's process. Returns True when it was running."""
     model = _model(model)
-    pidfile = model["paths"]["galera_pidfile"]
-    pid = __salt__["openstack_ha.live_pid"](pidfile)
+    path = pidfile(model)
+    pid = __salt__["openstack_ha.live_pid"](path)
     if pid is None:
         return False
     subprocess.run(["mariadb-admin", "--no-defaults", "-u", "root", "--socket=" + model["paths"]["galera_socket"],
                     "shutdown"], capture_output=True, timeout=timeout)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and __salt__["openstack_ha.live_pid"](pidfile) == pid:
+    while time.monotonic() < deadline and __salt__["openstack_ha.live_pid"](path) == pid:
         time.sleep(0.2)
-    if __salt__["openstack_ha.live_pid"](pidfile) == pid:
+    if __salt__["openstack_ha.live_pid"](path) == pid:
         os.kill(pid, 9)
     return True
 

@@ -44,6 +44,11 @@ def __virtual__():
 
 
 MAX_DECISIONS = 200
+# Seconds the loop waits for the controllers' answers. A probe round takes at most the probe
+# timeout and an admin-socket command milliseconds: a controller silent this long is
+# unreachable, and the quorum of the others decides without it.
+VERIFY_TIMEOUT = 2
+ACT_TIMEOUT = 3
 
 
 def _pillar_model(minion):
@@ -148,17 +153,32 @@ _CLIENT_LOCK = threading.Lock()
 
 
 def _publish(controllers, fun, args=(), timeout=5):
-    """Call ``fun`` on ``controllers`` in one publish; return {controller: answer}.
+    """Call ``fun`` on ``controllers`` in one publish; return {controller: answer} of those
+    that answered within ``timeout`` seconds (a hard deadline: an unreachable controller
+    costs exactly ``timeout``, never Salt's extra find_job rounds).
 
     The reactor runs this module in one long-lived process: its LocalClient (and the
     connections it sets up, more than half a second the first time) is kept and reused.
     """
+    returns = {}
     with _CLIENT_LOCK:
         client = _CLIENT.get("local")
         if client is None:
             client = _CLIENT["local"] = salt.client.LocalClient(mopts=__opts__)
-        returns = client.cmd(controllers, fun, list(args), tgt_type="list", timeout=timeout)
-    return {c: r for c, r in returns.items() if c in controllers}
+        pub = client.run_job(controllers, fun, list(args), tgt_type="list", timeout=timeout, listen=True)
+        if not pub or not pub.get("jid"):
+            log.warning("openstack_ha: could not publish %s to %s", fun, ", ".join(controllers))
+            return {}
+        expected = set(pub.get("minions") or controllers) & set(controllers)
+        deadline = time.monotonic() + timeout
+        for raw in client.get_returns_no_block("salt/job/{}/ret".format(pub["jid"]), "startswith"):
+            if raw is not None:
+                data = raw.get("data") or {}
+                if data.get("id") in expected and "return" in data:
+                    returns[data["id"]] = data["return"]
+            if set(returns) >= expected or time.monotonic() >= deadline:
+                break
+    return returns
 
 
 def _ask(controllers, fun, args=(), timeout=5):
@@ -171,7 +191,7 @@ def _verify(model, service=None):
     targets = __utils__["openstack_ha_model.probe_targets"](model, service)
     controllers = [c["id"] for c in model["controllers"]]
     return _ask(controllers, "openstack_ha_probe.service_view",
-                (service, targets, model["remediation"]["probe"]["timeout"], model["haproxy"]["socket"]))
+                (service, targets, model["remediation"]["probe"]["timeout"], model["haproxy"]["socket"]), timeout=VERIFY_TIMEOUT)
 
 
 def _backends(model, service=None, backend=None):
@@ -188,7 +208,7 @@ def _backends(model, service=None, backend=None):
 def _act(model, controllers, action, who, reporter):
     state = "drain" if action["action"] == "drain" else "ready"
     service, backend = action["service"], action["backend"]
-    answers = _ask(controllers, "openstack_ha_haproxy.set_server_state", (service, backend, state))
+    answers = _ask(controllers, "openstack_ha_haproxy.set_server_state", (service, backend, state), timeout=ACT_TIMEOUT)
     missing = sorted(set(controllers) - set(answers))
     return {
         "what": action["action"], "service": service, "backend": backend, "state": state,
@@ -226,6 +246,11 @@ def _reconcile(model, reporter, service=None, backend=None, who="remediation", a
         done = []
         for action in actions:
             if action["action"] in ("drain", "restore"):
+                # Write-ahead: the loop's ownership of this drain is on disk before any HAProxy
+                # changes, so a runner killed mid-action (a master restart) still restores it.
+                records["backends"][action["key"]] = {"state": "drain" if action["action"] == "drain" else "ready",
+                                                      "by": "remediation", "time": time.time()}
+                _store(site, records)
                 entry = _act(model, controllers, action, who, reporter)
                 entry["timing"] = {"queued": round(started - arrived, 3) if arrived else None,
                                    "verify": round(verified - started, 3), "act": round(time.monotonic() - verified, 3)}
@@ -302,7 +327,7 @@ def _loop_drained(model, service=None):
 def _check_vips(model, reporter):
     """Ask every controller which VIPs it holds; alert on a split brain or an orphaned VIP."""
     controllers = [c["id"] for c in model["controllers"]]
-    held = {c: a for c, a in _publish(controllers, "openstack_ha_probe.vips_held").items() if isinstance(a, list)}
+    held = {c: a for c, a in _publish(controllers, "openstack_ha_probe.vips_held", timeout=VERIFY_TIMEOUT).items() if isinstance(a, list)}
     decisions = []
     for vip in sorted(model["vips"]):
         holders = sorted(c for c, names in held.items() if vip in names)
@@ -485,7 +510,7 @@ def _table(summary):
     return "\n".join(lines)
 
 
-def status(site=None, timeout=10, recent=8):
+def status(site=None, timeout=5, recent=8):
     """
     Is the control plane healthy? One table per site: every backend as each controller's
     HAProxy sees it (UP, DOWN, DRAIN, MAINT), who holds each VIP, and any problem found.
@@ -519,7 +544,7 @@ def status(site=None, timeout=10, recent=8):
 
 def _progress(message):
     """Show ``message`` while a long runner works (salt-run prints progress events)."""
-    log.warning("openstack_ha: %s", message)
+    log.info("openstack_ha: %s", message)
     jid_event = globals().get("__jid_event__")
     if jid_event is not None:
         jid_event.fire_event({"message": message}, "progress")

@@ -277,6 +277,13 @@ def minion_config(name):
         "recon_max": 1000,
         "auth_timeout": 10,
         "loop_interval": 1,
+        # A controller cut off (a partition test) notices a dead master connection in ~10 s
+        # and reconnects when the link returns, instead of after the kernel's 2 hours.
+        "tcp_keepalive": True,
+        "tcp_keepalive_idle": 5,
+        "tcp_keepalive_cnt": 3,
+        "tcp_keepalive_intvl": 2,
+        "master_alive_interval": 10,
         # Jobs as threads, not forked processes: the verify and act calls of the remediation
         # loop answer in tens of milliseconds instead of hundreds (see README, "Latency").
         "multiprocessing": False,

@@ -10,6 +10,15 @@ openstack_ha-galera-packages:
   pkg.installed:
     - pkgs: {{ oha.packages.galera | json }}
 
+openstack_ha-galera-log-dir:
+  file.directory:
+    - name: /var/log/mysql
+    - user: mysql
+    - group: adm
+    - mode: '2750'
+    - require:
+      - pkg: openstack_ha-galera-packages
+
 openstack_ha-galera-defaults:
   file.managed:
     - name: {{ oha.paths.galera_defaults }}
@@ -71,6 +80,7 @@ openstack_ha-galera-member:
     - require:
       - file: openstack_ha-galera-config
       - file: openstack_ha-galera-defaults
+      - file: openstack_ha-galera-log-dir
       - openstack_ha_service: openstack_ha-galera-health-running
 
 openstack_ha-galera-accounts:

@@ -8,7 +8,7 @@ import pytest
 
 from lab import labctl
 from tests.integration import labtools
-from tests.integration.labtools import COOLDOWN, CTRLS, admin_states, standin_pid, wait_until
+from tests.integration.labtools import CTRLS, admin_states, standin_pid, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +44,8 @@ def remediating(applied):
     for backend in CTRLS:
         wait_until(lambda: set(admin_states("nova", backend).values()) == {"ready"}, 45, "nova/%s ready everywhere" % backend, interval=1)
     # A restore a moment ago starts a cooldown in which a new drain is only suppressed: wait it out.
-    acted = [d["time"] for d in labtools.decisions() if d.get("service") == "nova" and d["what"] in ("drain", "restore")]
-    time.sleep(max(1.0, (max(acted) + COOLDOWN + 0.5 - time.time()) if acted else 1.0))
+    time.sleep(1)
+    labtools.wait_out_cooldown("nova")
     yield
     for ctrl in CTRLS:
         pid = standin_pid(ctrl, "nova")

@@ -44,7 +44,7 @@ def all_synced(size=3):
 
 
 def mariadbd_pid(ctrl):
-    return labtools.pidfile_pid(ctrl, "/run/mysqld/mysqld.pid")
+    return labtools.pidfile_pid(ctrl, "/run/mysqld/mysqld-%s.pid" % ctrl)
 
 
 def parent_of(pid):

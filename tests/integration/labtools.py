@@ -81,18 +81,36 @@ def http_json(address, port, path="/", timeout=3):
 
 
 def runner(*args):
-    """Run ``salt-run ARGS --out json`` on the lab master; return the parsed result."""
+    """Run ``salt-run ARGS --out json`` on the lab master; return the parsed result (the last
+    JSON document printed: long runners print progress events before it)."""
     proc = labctl.salt_cmd("salt-run", "--out=json", *args, check=False)
+    decoder, text, doc = json.JSONDecoder(), proc.stdout.strip(), None
     try:
-        return json.loads(proc.stdout)
+        while text:
+            doc, end = decoder.raw_decode(text)
+            text = text[end:].strip()
+        if doc is None:
+            raise ValueError("empty")
+        return doc
     except ValueError:
         raise AssertionError("salt-run printed no JSON (rc {}): {}\n{}".format(proc.returncode, proc.stdout, proc.stderr))
 
 
-def admin_states(service, backend):
-    """{controller: administrative state of service/backend in that controller's HAProxy}."""
-    rc, result = salt("lab-ctrl*", "openstack_ha_haproxy.servers")
-    return {c: (result.get(c) or {}).get(service, {}).get(backend, {}).get("admin") for c in CTRLS}
+def admin_states(service, backend, ctrls=None):
+    """{controller: administrative state of service/backend in that controller's HAProxy}
+    for every controller (or only ``ctrls``); None for a controller that did not answer."""
+    ctrls = ctrls or CTRLS
+    rc, result = salt(",".join(ctrls), "-L", "openstack_ha_haproxy.servers") if ctrls != CTRLS else salt("lab-ctrl*", "openstack_ha_haproxy.servers")
+    return {c: result[c].get(service, {}).get(backend, {}).get("admin") if isinstance(result.get(c), dict) else None
+            for c in ctrls}
+
+
+def wait_out_cooldown(service=None):
+    """Sleep until no backend (of ``service``) was acted on within the remediation cooldown,
+    so the next failure is acted on at once rather than suppressed."""
+    acted = [d["time"] for d in decisions() if (service is None or d.get("service") == service) and d["what"] in ("drain", "restore")]
+    if acted:
+        time.sleep(max(0.0, max(acted) + COOLDOWN + 0.5 - time.time()))
 
 
 def decisions():
