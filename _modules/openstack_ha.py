@@ -155,4 +155,8 @@ def controller_report():
         status = __salt__["openstack_ha_galera.local_status"](merged) or {"reason": "health daemon not answering"}
         report["galera"] = {k: status.get(k) for k in ("running", "state", "cluster_status", "cluster_size", "cluster_uuid",
                                                         "healthy", "reason", "last_committed", "maintenance")}
+    if __grains__["id"] in __salt__["openstack_ha_rabbitmq.node_ids"](merged):
+        rabbit = __salt__["openstack_ha_rabbitmq.report"](merged)
+        report["rabbitmq"] = {k: rabbit.get(k) for k in ("node", "running", "app_running", "members", "running_nodes",
+                                                          "partitions", "alarms")}
     return report

@@ -290,6 +290,8 @@ def handle_event(tag, data):
         return {"ignored": "remediation disabled for site " + model["site"]}
     if beacon == "openstack_ha_vip":
         return {"site": model["site"], "decisions": _check_vips(model, reporter)}
+    if beacon == "openstack_ha_rabbitmq":
+        return {"site": model["site"], "decisions": _check_rabbitmq(model, reporter, data if isinstance(data, dict) else {})}
     if beacon == "openstack_ha_galera":
         if reporter not in [n["id"] for n in __utils__["openstack_ha_model.galera_nodes"](model)]:
             return {"ignored": "{!r} is not a Galera node".format(reporter)}
@@ -344,6 +346,86 @@ def _check_vips(model, reporter):
             records = _load(model["site"])
             records["decisions"].extend(decisions)
             _store(model["site"], records)
+    return decisions
+
+
+# ---------------------------------------------------------------------------- RabbitMQ
+
+
+def _rabbit_healthy(view, expected):
+    return (view.get("running") and view.get("app_running") and not any((view.get("partitions") or {}).values())
+            and not view.get("alarms") and sorted(view.get("running_nodes") or []) == sorted(expected))
+
+
+def _check_rabbitmq(model, reporter, data):
+    """
+    Ask every RabbitMQ node of the site for its view of the cluster; alert on partitions
+    (``rabbitmq_partition``), resource alarms (``rabbitmq_alarm``) and nodes that are down or
+    paused (``rabbitmq_node_down``); with ``rabbitmq:heal_partitions``, restart the app of
+    one partitioned minority node (never two at once, never within the cooldown).
+    """
+    nodes = [n["id"] for n in model["controllers"] if n["id"] in (model["rabbitmq"].get("nodes") or [c["id"] for c in model["controllers"]])]
+    if not model["rabbitmq"].get("enabled") or reporter not in nodes:
+        return []
+    expected = data.get("expected") or []
+    if data.get("kind") == "heartbeat" and _rabbit_healthy(data, expected):
+        return []
+    views = _ask(nodes, "openstack_ha_rabbitmq.report", timeout=30)
+    expected = sorted({n for v in views.values() for n in v.get("expected") or []}) or expected
+    problems = []
+    partitioned = {n: v["partitions"] for n, v in views.items() if any((v.get("partitions") or {}).values())}
+    if partitioned:
+        problems.append(("rabbitmq_partition", "partitions seen by {}".format(", ".join(sorted(partitioned))), sorted(partitioned)))
+    alarms = sorted({a for v in views.values() for a in v.get("alarms") or []})
+    if alarms:
+        problems.append(("rabbitmq_alarm", "resource alarms: " + "; ".join(alarms), alarms))
+    running = sorted({n for v in views.values() if v.get("app_running") for n in v.get("running_nodes") or []})
+    down = sorted(set(expected) - set(running))
+    if down:
+        problems.append(("rabbitmq_node_down", "not running (down, paused or unreachable): " + ", ".join(down), down))
+    decisions = []
+    site = model["site"]
+    with _site_lock(site):
+        records = _load(site)
+        seen = records.setdefault("rabbitmq", {})
+        now = time.time()
+        for kind, why, subject in problems:
+            last = seen.get(kind) or {}
+            if last.get("subject") == subject and now - last.get("time", 0) < 4 * model["remediation"]["heartbeat"]:
+                continue  # the same condition, already announced
+            seen[kind] = {"subject": subject, "time": now}
+            entry = {"what": "alert", "alert": kind, "service": "rabbitmq", "why": why, "evidence": views,
+                     "decided_by": "remediation", "reported_by": reporter, "time": now}
+            _announce(records, site, entry, "openstack_ha/alert/" + kind)
+            decisions.append(entry)
+        for kind in [k for k in list(seen) if k.startswith("rabbitmq_") and k not in {p[0] for p in problems}]:
+            del seen[kind]
+        majority = len(nodes) // 2 + 1
+        minority = [n for n in nodes if n in partitioned and views[n].get("app_running") and len(views[n].get("running_nodes") or []) < majority]
+        dead = [n for n in nodes if n in views and not views[n].get("running")]
+        todo = None
+        if model["rabbitmq"].get("heal_partitions", True) and minority and now - seen.get("heal_time", 0) >= model["remediation"]["cooldown"]:
+            seen["heal_time"] = now
+            todo = ("heal", minority[0], "openstack_ha_rabbitmq.restart_app", "openstack_ha/rabbitmq/healed",
+                    "{} is on the minority side of a partition: its app restarted to rejoin the majority".format(minority[0]))
+        elif dead and now - seen.get("restart_time", 0) >= model["remediation"]["cooldown"]:
+            # Its controller answers but its RabbitMQ does not run at all (killed, crashed):
+            # start it again; it rejoins its cluster by itself. One node per cooldown.
+            seen["restart_time"] = now
+            todo = ("restart", dead[0], "openstack_ha_rabbitmq.start", "openstack_ha/rabbitmq/restarted",
+                    "RabbitMQ is not running on {} while its controller answers: started again".format(dead[0]))
+        _store(site, records)
+    if todo:
+        # Outside the site lock: a RabbitMQ restart takes seconds, drains must not wait for it.
+        what, target, fun, tag, why = todo
+        answer = _publish([target], fun, timeout=150).get(target)
+        entry = {"what": what, "service": "rabbitmq", "backend": target, "why": why, "evidence": views, "result": answer,
+                 "decided_by": "remediation", "reported_by": reporter, "time": time.time()}
+        with _site_lock(site):
+            records = _load(site)
+            _announce(records, site, entry, tag)
+            _store(site, records)
+        decisions.append(entry)
     return decisions
 
 
@@ -470,8 +552,16 @@ def _summarise(site, controllers, views):
         for ctrl, g in sorted(galera.items()):
             if not g.get("healthy"):
                 problems.append("Galera on {}: {}".format(ctrl, g.get("reason") or "unhealthy"))
+    rabbit = {ctrl: view["rabbitmq"] for ctrl, view in views.items() if isinstance(view.get("rabbitmq"), dict)}
+    for ctrl, r in sorted(rabbit.items()):
+        if not r.get("app_running"):
+            problems.append("RabbitMQ on {} is {}".format(ctrl, "paused or stopped" if r.get("running") else "down"))
+        if any((r.get("partitions") or {}).values()):
+            problems.append("RabbitMQ partition seen by {}: {}".format(ctrl, r["partitions"]))
+        for alarm in r.get("alarms") or []:
+            problems.append("RabbitMQ alarm: " + alarm)
     return {"site": site, "controllers": controllers, "vip_holders": vips, "backends": backends, "galera": galera,
-            "healthy": not problems, "problems": problems}
+            "rabbitmq": rabbit, "healthy": not problems, "problems": sorted(set(problems), key=problems.index)}
 
 
 def _table(summary):
@@ -495,6 +585,20 @@ def _table(summary):
                 state = (g.get("state") or "") + ("" if g.get("cluster_status") in (None, "Primary") else " " + g["cluster_status"])
                 lines.append("  {:<{w}} {:<22} {}".format(ctrl, state.strip() if g.get("running") else "DOWN", g.get("reason") or "", w=width))
         lines.append("")
+    if summary.get("rabbitmq"):
+        members = sorted({m for r in summary["rabbitmq"].values() for m in r.get("members") or []})
+        lines.append("RABBITMQ  members {}".format(", ".join(members) or "-"))
+        for ctrl in ctrls:
+            r = summary["rabbitmq"].get(ctrl)
+            if r is not None:
+                state = "running" if r.get("app_running") else ("paused" if r.get("running") else "DOWN")
+                extra = []
+                if any((r.get("partitions") or {}).values()):
+                    extra.append("partitions {}".format(r["partitions"]))
+                if r.get("alarms"):
+                    extra.append("alarms " + "; ".join(r["alarms"]))
+                lines.append("  {:<{w}} {:<9} sees {} running  {}".format(ctrl, state, len(r.get("running_nodes") or []), " ".join(extra), w=width))
+        lines.append("")
     for vip in sorted(summary["vip_holders"]) or ["(none)"]:
         lines.append("VIP {:<10} held by {}".format(vip, ", ".join(summary["vip_holders"].get(vip, [])) or "NOBODY"))
     for problem in summary["problems"]:
@@ -505,12 +609,12 @@ def _table(summary):
         lines += ["", "RECENT DECISIONS"]
         for d in summary["recent"]:
             what = d.get("alert") and "alert " + d["alert"] or d["what"]
-            target = "{}/{}".format(d.get("service"), d.get("backend")) if d.get("service") else d.get("vip", "")
+            target = ("{}/{}".format(d["service"], d["backend"]) if d.get("backend") else d["service"]) if d.get("service") else d.get("vip", "")
             lines.append("{}  {:<20} {:<24} {}".format(time.strftime("%H:%M:%S", time.localtime(d["time"])), what, target, d.get("why", "")))
     return "\n".join(lines)
 
 
-def status(site=None, timeout=5, recent=8):
+def status(site=None, timeout=10, recent=8):
     """
     Is the control plane healthy? One table per site: every backend as each controller's
     HAProxy sees it (UP, DOWN, DRAIN, MAINT), who holds each VIP, and any problem found.

@@ -33,6 +33,12 @@ def __virtual__():
     return __virtualname__
 
 
+def _stagger(model, name):
+    """Seconds this node lets the nodes before it in the Galera list go first (4 s each)."""
+    ids = __salt__["openstack_ha_galera.node_ids"](model)
+    return 4.0 * ids.index(name) if name in ids else 0.0
+
+
 def member(name, timeout=None, interval=2):
     """
     Ensure this node runs in the site's one Galera cluster.
@@ -47,6 +53,7 @@ def member(name, timeout=None, interval=2):
     model = __salt__["openstack_ha.model"]()
     deadline = time.monotonic() + float(timeout or model["galera"]["startup_timeout"])
     seen = []
+    joined_once = False
     while True:
         plan = __salt__["openstack_ha_galera.plan"](model)
         action, reason = plan["action"], plan["reason"]
@@ -62,6 +69,12 @@ def member(name, timeout=None, interval=2):
             ret.update(result=None, comment="{}: would {}: {}".format(name, action if action != "wait" else "wait and then join", reason),
                        changes={name: action if action != "wait" else "join"})
             return ret
+        if action == "join" and not joined_once:
+            # Nodes applied together would all ask the one bootstrapped node for a state
+            # transfer at once; each waits a little longer than the node before it.
+            joined_once = True
+            time.sleep(_stagger(model, name))
+            continue
         if action in ("join", "bootstrap"):
             try:
                 status = __salt__["openstack_ha_galera.start"](bootstrap=action == "bootstrap", model=model)
@@ -69,8 +82,14 @@ def member(name, timeout=None, interval=2):
                     # Joiners wait for the SST account before they ask for a state transfer.
                     __salt__["openstack_ha_galera.ensure_users"](model, only_sst=True)
             except CommandExecutionError as exc:
-                ret.update(result=False, comment="{}: {} failed: {}".format(name, action, exc))
-                return ret
+                if action == "bootstrap" or time.monotonic() >= deadline:
+                    ret.update(result=False, comment="{}: {} failed: {}".format(name, action, exc))
+                    return ret
+                # A join can fail when another node asked the same donor at the same moment:
+                # look again (the plan waits out a transfer in progress) and retry.
+                seen.append("join failed ({}), retrying".format(exc))
+                time.sleep(interval + _stagger(model, name))
+                continue
             ret["changes"] = {name: {"action": "bootstrapped a new cluster" if action == "bootstrap" else "joined",
                                      "state": status.get("state"), "cluster_size": status.get("cluster_size"),
                                      "cluster_uuid": status.get("cluster_uuid")}}

@@ -42,6 +42,11 @@ def start_plan(me, nodes, statuses):
     if mine and mine.get("running"):
         return "wait", "running but not (yet) in a Primary component ({})".format(mine.get("cluster_status") or "no cluster")
     donors = [n for n in nodes if n != me and in_primary(statuses.get(n))]
+    busy = [n for n in donors if statuses[n].get("state_code", 4) != 4]
+    if busy:
+        # One state transfer at a time: a donor serves one joiner, and a second joiner asking
+        # at the same moment fails its transfer.
+        return "wait", "a state transfer is in progress ({})".format(", ".join("{} {}".format(n, statuses[n].get("state")) for n in busy))
     ready = [n for n in donors if statuses[n].get("sst_ready")]
     if ready:
         return "join", "joins the running cluster (Primary on {})".format(", ".join(ready))

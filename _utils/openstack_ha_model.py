@@ -340,6 +340,7 @@ def _check_galera(c, model, vips, ports, controller_ids):
     for user in ("sst_user", "monitor_user"):
         c.string(c.require(galera, user, path), path + [user], re.compile(r"^[A-Za-z0-9_]{1,32}$"), "a database user name")
     c.number(c.require(galera, "startup_timeout", path), path + ["startup_timeout"], 10, 86400)
+    c.choice(galera.get("check", "health"), path + ["check"], ("health", "tcp"))
     health = c.integer(c.require(galera, "health_port", path), path + ["health_port"], 1, 65535)
     if health is not None and health == port:
         c.fail(path + ["health_port"], "must differ from the database port {}".format(port))
@@ -385,6 +386,13 @@ def _check_rabbitmq(c, model, vips, ports, controller_ids):
         if c.mapping(user, here) is not None:
             c.secret(user.get("password"), here + ["password"], 12)
             c.string(user.get("vhost", "/"), here + ["vhost"], what="a vhost name")
+    release = None
+    match = re.match(r"^(\d+)\.(\d+)", str(rabbit.get("release", "")))
+    if match:
+        release = (int(match.group(1)), int(match.group(2)))
+    else:
+        c.fail(path + ["release"], "expected a RabbitMQ release like \"3.10\", got {}".format(_describe(rabbit.get("release"))))
+    c.boolean(rabbit.get("heal_partitions", True), path + ["heal_partitions"])
     policies = c.mapping(rabbit.get("policies"), path + ["policies"], required=False)
     for pname, policy in (policies or {}).items():
         here = path + ["policies", pname]
@@ -395,7 +403,11 @@ def _check_rabbitmq(c, model, vips, ports, controller_ids):
         if definition is not None and not definition:
             c.fail(here + ["definition"], "expected at least one key")
         if definition and "ha-mode" in definition:
-            c.choice(definition["ha-mode"], here + ["definition", "ha-mode"], ("all", "exactly", "nodes"))
+            if release is not None and release >= (4, 0):
+                c.fail(here + ["definition", "ha-mode"], "classic queue mirroring was removed in RabbitMQ 4.0 (release {}): "
+                       "use quorum queues for this vhost instead".format(rabbit.get("release")))
+            else:
+                c.choice(definition["ha-mode"], here + ["definition", "ha-mode"], ("all", "exactly", "nodes"))
         if definition and "queue-type" in definition:
             c.choice(definition["queue-type"], here + ["definition", "queue-type"], ("quorum", "classic", "stream"))
 

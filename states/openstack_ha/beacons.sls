@@ -34,3 +34,12 @@ openstack_ha-beacon-galera:
       - timeout: 0.5
       - heartbeat: {{ oha.remediation.heartbeat }}
 {%- endif %}
+{%- if me is not none and me.id in salt['openstack_ha_rabbitmq.node_ids'](oha) %}
+
+openstack_ha-beacon-rabbitmq:
+  openstack_ha_beacon.configured:
+    - name: openstack_ha_rabbitmq
+    - config:
+      - interval: 10
+      - heartbeat: 60
+{%- endif %}

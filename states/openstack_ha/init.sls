@@ -4,4 +4,5 @@ include:
   - openstack_ha.haproxy
   - openstack_ha.keepalived
   - openstack_ha.galera
+  - openstack_ha.rabbitmq
   - openstack_ha.beacons

@@ -69,3 +69,9 @@ def test_recovery_refuses_two_histories():
         plan.recovery_plan(NODES, {"n1": {"uuid": UUID, "seqno": 5}, "n2": {"uuid": other, "seqno": 9}})
     with pytest.raises(ValueError, match="no node recovered"):
         plan.recovery_plan(NODES, {})
+
+
+def test_one_state_transfer_at_a_time():
+    donor = dict(primary(), state="Donor/Desynced", state_code=2)
+    action, reason = plan.start_plan("n3", NODES, {"n1": donor, "n2": down(), "n3": down()})
+    assert action == "wait" and "state transfer is in progress" in reason

@@ -3,7 +3,8 @@
 openstack-ha-galera-health: the Galera node's health, over HTTP, for HAProxy and the
 openstack_ha beacons (managed by Salt: openstack_ha.galera; do not edit).
 
-GET /        200 "synced" only when this node is Synced (wsrep_local_state 4), in the Primary
+GET /        200 "synced" only when this node is Synced (wsrep_local_state 4; or a Donor with
+             --available-when-donor, as a mariabackup donor keeps serving), in the Primary
              component, ready, not read-only and not in maintenance; 503 with the reason
              otherwise (HAProxy moves the single writer to the next node).
 GET /status  200 and a JSON document, also while the database is down: the wsrep status,
@@ -96,7 +97,7 @@ class Probe:
                    sst_ready=values.get("sst_user", "0") != "0")
         if out["cluster_status"] != "Primary":
             out["reason"] = "not in the Primary component ({})".format(out["cluster_status"] or "no cluster")
-        elif out["state_code"] != 4:
+        elif out["state_code"] != 4 and not (out["state_code"] == 2 and self.args.available_when_donor):
             out["reason"] = "not Synced ({})".format(out["state"] or STATES.get(out["state_code"], out["state_code"]))
         elif not out["ready"]:
             out["reason"] = "wsrep not ready"
@@ -105,7 +106,7 @@ class Probe:
         elif out["maintenance"]:
             out["reason"] = "maintenance ({} exists)".format(self.args.maintenance_file)
         else:
-            out.update(healthy=True, reason="synced")
+            out.update(healthy=True, reason="synced" if out["state_code"] == 4 else "donor (mariabackup keeps serving)")
         return out
 
 
@@ -149,6 +150,8 @@ def main():
     parser.add_argument("--maintenance-file", default="/etc/mysql/openstack-ha-maintenance")
     parser.add_argument("--sst-user", default="sst")
     parser.add_argument("--cache", type=float, default=0.2, help="seconds one answer is reused")
+    parser.add_argument("--available-when-donor", action="store_true",
+                        help="a Donor/Desynced node stays healthy (a mariabackup donor keeps serving)")
     args = parser.parse_args()
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True

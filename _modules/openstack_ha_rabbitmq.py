@@ -1,0 +1,276 @@
+"""
+RabbitMQ on a controller: cluster status, membership, users, vhosts, permissions, policies,
+and the ``transport_url`` the OpenStack services use.
+
+:depends: rabbitmq-server (installed by the ``openstack_ha.rabbitmq`` state).
+
+Every call goes through ``rabbitmqctl --formatter json`` with a timeout; passwords go on stdin,
+never on a command line.
+"""
+
+import fcntl
+import json
+import logging
+import subprocess
+import time
+import urllib.parse
+
+from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "openstack_ha_rabbitmq"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _model(model=None):
+    return model or __salt__["openstack_ha.model"]()
+
+
+def nodes(model=None):
+    """The controllers (entries, in order) that are RabbitMQ nodes; [] when disabled."""
+    model = _model(model)
+    rabbit = model.get("rabbitmq") or {}
+    if not rabbit.get("enabled"):
+        return []
+    wanted = rabbit.get("nodes") or [c["id"] for c in model["controllers"]]
+    return [c for c in model["controllers"] if c["id"] in wanted]
+
+
+def node_ids(model=None):
+    return [n["id"] for n in nodes(model)]
+
+
+def short(node_id):
+    """The host part of a RabbitMQ node name for a controller id (``rabbit@<short>``)."""
+    return node_id.split(".")[0]
+
+
+def node_name(node_id):
+    return "rabbit@" + short(node_id)
+
+
+def ctl(*args, stdin=None, timeout=60, check=True):
+    """Run ``rabbitmqctl ARGS``; return its stdout. Raises CommandExecutionError naming the
+    command (never its stdin) and RabbitMQ's own message."""
+    cmd = ["rabbitmqctl", "-q"] + list(args)
+    try:
+        proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise CommandExecutionError("rabbitmqctl {} did not answer within {} s".format(args[0], timeout)) from None
+    if check and proc.returncode != 0:
+        message = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        raise CommandExecutionError("rabbitmqctl {} failed: {}".format(" ".join(args[:2]), " ".join(message[-3:])))
+    return proc.stdout
+
+
+def _json(*args, timeout=30):
+    out = ctl(*(list(args) + ["--formatter", "json"]), timeout=timeout)
+    return json.loads(out) if out.strip() else None
+
+
+def cluster_status(timeout=15):
+    """
+    This node's view of the cluster: ``{running, members, running_nodes, partitions, alarms,
+    cluster_name}``; ``running`` False (and the reason) when the node does not answer.
+    """
+    try:
+        data = _json("cluster_status", timeout=timeout)
+    except (CommandExecutionError, ValueError) as exc:
+        return {"running": False, "reason": str(exc), "members": [], "running_nodes": [], "partitions": {}, "alarms": []}
+    partitions = data.get("partitions") or {}
+    if isinstance(partitions, list):
+        partitions = {p.get("node"): p.get("partitions", []) for p in partitions if isinstance(p, dict)}
+    alarms = []
+    for alarm in data.get("alarms") or []:
+        if isinstance(alarm, dict):
+            alarms.append("{} on {}".format(alarm.get("type") or alarm.get("resource") or "alarm", alarm.get("node", "?")))
+        else:
+            alarms.append(str(alarm))
+    return {"running": True, "cluster_name": data.get("cluster_name"),
+            "members": sorted((data.get("disk_nodes") or []) + (data.get("ram_nodes") or [])),
+            "running_nodes": sorted(data.get("running_nodes") or []), "partitions": partitions, "alarms": sorted(alarms)}
+
+
+def app_running(timeout=15):
+    """True when the rabbit application runs on this node (not paused, not stopped)."""
+    try:
+        ctl("await_startup", "--timeout", "1", timeout=timeout)
+        return True
+    except CommandExecutionError:
+        return False
+
+
+def report(model=None):
+    """What the beacon and ``salt-run openstack_ha.status`` show for this node: its cluster
+    view, whether its app runs (a paused minority does not), and the expected members."""
+    model = _model(model)
+    status = cluster_status()
+    status["node"] = node_name(__grains__["id"])
+    status["app_running"] = status["running"] and app_running()
+    status["expected"] = sorted(node_name(n) for n in node_ids(model))
+    return status
+
+
+def join(seed, timeout=120):
+    """Make this (fresh or lost) node a member of ``seed``'s cluster: stop its app, reset it,
+    join and start again. Only for a node that holds nothing the cluster needs."""
+    ctl("stop_app", timeout=timeout)
+    ctl("reset", timeout=timeout)
+    ctl("join_cluster", seed, timeout=timeout)
+    ctl("start_app", timeout=timeout)
+    ctl("await_startup", "--timeout", str(timeout), timeout=timeout + 10)
+    return cluster_status()
+
+
+def restart_app(timeout=120):
+    """Restart the rabbit application on this node (heals a paused or partitioned minority)."""
+    ctl("stop_app", timeout=timeout)
+    ctl("start_app", timeout=timeout)
+    return cluster_status()
+
+
+# ----------------------------------------------------------------- users and policies
+
+
+def _users():
+    return {u["user"]: sorted(u.get("tags") or []) for u in (_json("list_users") or [])}
+
+
+def _vhosts():
+    return sorted(v["name"] for v in (_json("list_vhosts", "name") or []))
+
+
+def _permissions(vhost):
+    return {p["user"]: [p["configure"], p["write"], p["read"]] for p in (_json("list_permissions", "-p", vhost) or [])}
+
+
+def _policies(vhost):
+    found = {}
+    for p in _json("list_policies", "-p", vhost) or []:
+        definition = p.get("definition")
+        if isinstance(definition, str):
+            definition = json.loads(definition)
+        found[p["name"]] = {"pattern": p["pattern"], "apply-to": p.get("apply-to", "all"),
+                            "priority": int(p.get("priority", 0)), "definition": definition}
+    return found
+
+
+def _password_ok(user, password):
+    try:
+        ctl("authenticate_user", user, stdin=password + "\n", timeout=30)
+        return True
+    except CommandExecutionError:
+        return False
+
+
+def ensure_accounts(model=None, test=False):
+    """
+    Make users, vhosts, permissions and policies match the model's ``rabbitmq`` section.
+    Policies are compared as data (pattern, apply-to, priority, definition), not as strings.
+    Returns ``{what: change}`` for what changed (or would with ``test``); no password ever.
+    """
+    model = _model(model)
+    rabbit = model["rabbitmq"]
+    changes = {}
+    users, vhosts = _users(), _vhosts()
+    wanted_vhosts = sorted({u.get("vhost", "/") for u in (rabbit.get("users") or {}).values()}
+                           | {p.get("vhost", "/") for p in (rabbit.get("policies") or {}).values()})
+    for vhost in wanted_vhosts:
+        if vhost not in vhosts:
+            changes["vhost " + vhost] = "created"
+            if not test:
+                ctl("add_vhost", vhost)
+    for name, user in sorted((rabbit.get("users") or {}).items()):
+        if name not in users:
+            changes["user " + name] = "created"
+            if not test:
+                ctl("add_user", name, stdin=user["password"] + "\n")
+        elif not _password_ok(name, user["password"]):
+            changes["user " + name] = "password updated"
+            if not test:
+                ctl("change_password", name, stdin=user["password"] + "\n")
+        tags = sorted(user.get("tags") or [])
+        if users.get(name, []) != tags and name in users:
+            changes["user {} tags".format(name)] = tags
+            if not test:
+                ctl("set_user_tags", name, *tags)
+        vhost = user.get("vhost", "/")
+        perms = _permissions(vhost) if vhost in vhosts else {}
+        if perms.get(name) != [".*", ".*", ".*"]:
+            changes["permissions {} on {}".format(name, vhost)] = "configure/write/read .*"
+            if not test:
+                ctl("set_permissions", "-p", vhost, name, ".*", ".*", ".*")
+    for name, policy in sorted((rabbit.get("policies") or {}).items()):
+        vhost = policy.get("vhost", "/")
+        want = {"pattern": policy["pattern"], "apply-to": policy.get("apply-to", "all"),
+                "priority": int(policy.get("priority", 0)), "definition": policy["definition"]}
+        have = (_policies(vhost) if vhost in vhosts else {}).get(name)
+        if have != want:
+            changes["policy {} on {}".format(name, vhost)] = "created" if have is None else "updated"
+            if not test:
+                ctl("set_policy", "-p", vhost, "--priority", str(want["priority"]), "--apply-to", want["apply-to"],
+                    name, want["pattern"], json.dumps(want["definition"], sort_keys=True))
+    return changes
+
+
+def transport_url(model=None, user=None):
+    """
+    The oslo.messaging ``transport_url`` for the OpenStack services: every RabbitMQ node of
+    the site, ``rabbit://USER:PASSWORD@host1:port,USER:PASSWORD@host2:port/VHOST``. ``user``
+    defaults to the first user in the pillar.
+    """
+    model = _model(model)
+    rabbit = model["rabbitmq"]
+    users = rabbit.get("users") or {}
+    if not users:
+        raise CommandExecutionError("openstack_ha:rabbitmq:users is empty: no account for a transport_url")
+    name = user or sorted(users)[0]
+    if name not in users:
+        raise CommandExecutionError("unknown RabbitMQ user {!r} (known: {})".format(name, ", ".join(sorted(users))))
+    cred = "{}:{}".format(urllib.parse.quote(name, safe=""), urllib.parse.quote(users[name]["password"], safe=""))
+    hosts = ",".join("{}@{}:{}".format(cred, n["address"], rabbit["port"]) for n in nodes(model))
+    vhost = users[name].get("vhost", "/")
+    return "rabbit://{}/{}".format(hosts, urllib.parse.quote(vhost.lstrip("/") if vhost != "/" else "", safe=""))
+
+
+def wait_running(timeout=120):
+    """Wait until this node's app runs; return its cluster status or raise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if app_running(timeout=10):
+            return cluster_status()
+        time.sleep(1)
+    raise CommandExecutionError("RabbitMQ did not start on {} within {} s".format(__grains__["id"], timeout))
+
+
+def _beam_alive():
+    """True when this node's Erlang VM runs (from the init script's pid file)."""
+    return __salt__["openstack_ha.live_pid"](PIDFILE) is not None
+
+
+PIDFILE = "/run/rabbitmq/pid"
+LOCKFILE = "/run/openstack-ha-rabbitmq-start.lock"
+
+
+def start(timeout=120):
+    """
+    Start this node's RabbitMQ through its init system when it is not running at all, and
+    wait until its app runs; return the cluster status. A paused node is left alone (it
+    resumes by itself). Callers (the state, the remediation loop) are serialised by a lock
+    file: two init-script starts at once make the loser delete the winner's pid file.
+    """
+    with open(LOCKFILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if cluster_status(timeout=10)["running"]:
+                return cluster_status()
+            if not _beam_alive():
+                if not __salt__["service.start"]("rabbitmq-server") and not _beam_alive():
+                    raise CommandExecutionError("the rabbitmq-server init script failed on {}".format(__grains__["id"]))
+            return wait_running(timeout)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

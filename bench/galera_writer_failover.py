@@ -1,0 +1,187 @@
+"""
+Write unavailability through the Galera VIP when the writer dies, in the lab.
+
+A writer inserts a row through HAProxy's Galera listener (internal VIP, port 3306) every
+20 ms, one connection each, as an OpenStack service reconnecting would. The current writer
+node's mariadbd is SIGKILLed; measured: seconds from the kill until the first write that
+started after it has committed. N runs per setting, median and p95, all in one run:
+
+  project            the node health daemon as HAProxy's check, Galera's failure detection
+                     tuned (suspect 1.5 s), the remediation loop draining the dead writer;
+  HAProxy alone      the same HAProxy and Galera settings, the loop off;
+  anchors            a plain TCP check (inter 2 s, fall 3) and Galera's default failure
+                     detection (evs.suspect_timeout 5 s), the loop off.
+
+After each run the killed node is started again by the state (it rejoins by IST) and the
+cluster must be back to three Synced nodes with the same state UUID; rows committed before
+each kill are counted on every node at the end (none may be lost).
+
+Usage: lab/labctl up && lab/labctl salt '*ctrl*' state.apply openstack_ha &&
+       .venv/bin/python bench/galera_writer_failover.py [--runs 10]
+"""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lab import labctl  # noqa: E402
+
+CTRLS = [n for n, _ in labctl.CONTROLLERS]
+ADDRESS = dict(labctl.CONTROLLERS)
+VIP, USER, PASSWORD, DB = "10.213.0.101", "keystone", "lab-keystone-db-secret", "keystone"
+GALERA_DEFAULTS = {"evs.keepalive_period": "PT1S", "evs.suspect_timeout": "PT5S", "evs.inactive_timeout": "PT15S",
+                   "evs.inactive_check_period": "PT0.5S", "evs.install_timeout": "PT7.5S", "gmcast.peer_timeout": "PT3S"}
+SETTINGS = [
+    ("project (health check + loop, Galera tuned)", {}, True),
+    ("HAProxy alone, project's settings", {}, False),
+    ("anchors (TCP check inter 2 s fall 3, Galera defaults)", {"galera": {"check": "tcp", "provider_options": GALERA_DEFAULTS}}, False),
+]
+
+
+def salt(*args, timeout=900):
+    proc = labctl.salt_cmd("salt", "--out=json", "--static", "-t", "120", *args, check=False, timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit("salt {} failed: {}".format(" ".join(args), (proc.stdout + proc.stderr)[-2000:]))
+    return json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+
+def sql(query, timeout=1):
+    try:
+        proc = subprocess.run(["mariadb", "--no-defaults", "-h", VIP, "-u", USER, "-p" + PASSWORD, "--connect-timeout=%d" % timeout,
+                               "-N", "-B", DB, "-e", query], capture_output=True, text=True, timeout=timeout + 4)
+    except subprocess.TimeoutExpired:
+        return False, ""
+    return proc.returncode == 0, proc.stdout
+
+
+def status(ctrl):
+    proc = subprocess.run(["curl", "-s", "-m", "2", "http://%s:9200/status" % ADDRESS[ctrl]], capture_output=True, text=True)
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        return None
+
+
+def wait(predicate, timeout, what, step=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise SystemExit("timed out waiting for " + what)
+
+
+def synced_everywhere():
+    found = [status(c) for c in CTRLS]
+    return all(s and s.get("state_code") == 4 and s.get("cluster_size") == 3 for s in found)
+
+
+def writer_node():
+    """The node HAProxy's Galera listener sends new connections to, from the VIP holder."""
+    ok, out = sql("SELECT @@wsrep_node_name")
+    return out.strip() if ok else None
+
+
+def configure(override, loop):
+    """Apply the HAProxy and Galera settings; restart the nodes one at a time when the Galera
+    provider options change (they are read at start), each back to Synced before the next."""
+    pillar = "pillar=" + json.dumps({"openstack_ha": override})
+    before = salt("lab-ctrl*", "cmd.run", "sha256sum /etc/mysql/mariadb.conf.d/60-openstack-ha-galera.cnf")
+    salt("lab-ctrl*", "state.apply", "openstack_ha.haproxy", pillar)
+    salt("lab-ctrl*", "state.sls", "openstack_ha.galera", pillar)
+    after = salt("lab-ctrl*", "cmd.run", "sha256sum /etc/mysql/mariadb.conf.d/60-openstack-ha-galera.cnf")
+    for ctrl in CTRLS:
+        if before.get(ctrl) != after.get(ctrl):
+            print("  restarting {} for the new Galera settings".format(ctrl), flush=True)
+            salt(ctrl, "openstack_ha_galera.stop")
+            salt(ctrl, "state.sls", "openstack_ha.galera", pillar)
+            wait(synced_everywhere, 300, "three Synced nodes")
+    for beacon in ("openstack_ha_backends", "openstack_ha_galera"):
+        salt("lab-ctrl*", "beacons.enable_beacon" if loop else "beacons.disable_beacon", beacon)
+    return pillar
+
+
+def one_run(pillar, marker):
+    victim = writer_node()
+    if victim not in CTRLS:
+        raise SystemExit("no writer answers through the VIP")
+    pid = int(labctl.ctrl_run(victim, ["cat", "/run/mysqld/mysqld-%s.pid" % victim]).stdout.split()[0])
+    results, stop = [], threading.Event()
+
+    def write():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            start = time.monotonic()
+            ok, _ = sql("INSERT INTO oha_bench VALUES (NULL, '%s-%d')" % (marker, n))
+            results.append((start, time.monotonic(), ok))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    time.sleep(2)
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    deadline = killed + 60
+    while time.monotonic() < deadline and not any(s > killed and ok for s, _, ok in results):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    stop.set()
+    thread.join(10)
+    after = [end for start, end, ok in results if start > killed and ok]
+    if not after:
+        raise SystemExit("no write succeeded within 60 s of the kill")
+    committed = sum(1 for _, _, ok in results if ok)
+    salt(victim, "state.sls", "openstack_ha.galera", pillar)  # rejoin (IST)
+    wait(synced_everywhere, 300, "three Synced nodes after the rejoin")
+    time.sleep(12)  # HAProxy's checks (rise) and the loop's restore, then out of its cooldown
+    return victim, min(after) - killed, committed
+
+
+def p95(samples):
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    ok, _ = sql("CREATE TABLE IF NOT EXISTS oha_bench (id BIGINT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(64)) ENGINE=InnoDB")
+    if not ok:
+        raise SystemExit("cannot create the bench table through the VIP")
+    uuid = status(CTRLS[0])["cluster_uuid"]
+    rows, committed = [], 0
+    try:
+        for label, override, loop in SETTINGS:
+            print(label, flush=True)
+            pillar = configure(override, loop)
+            samples = []
+            for i in range(args.runs):
+                victim, seconds, n = one_run(pillar, "r%d" % i)
+                samples.append(seconds)
+                committed += n
+                print("  run {:>2}: writer {} killed, writes back after {:.2f} s".format(i + 1, victim, seconds), flush=True)
+            rows.append((label, statistics.median(samples), p95(samples)))
+    finally:
+        configure({}, True)
+    counts = {c: labctl.ctrl_run(c, ["mariadb", "-N", "-B", "-e", "SELECT COUNT(*) FROM keystone.oha_bench"]).stdout.strip() for c in CTRLS}
+    uuids = {c: (status(c) or {}).get("cluster_uuid") for c in CTRLS}
+    print("\nwrite unavailability after the writer's SIGKILL, {} runs each (seconds)".format(args.runs))
+    print("{:<56} {:>7} {:>7}".format("settings", "median", "p95"))
+    for label, med, high in rows:
+        print("{:<56} {:>7.2f} {:>7.2f}".format(label, med, high))
+    print("ratio anchors/project (median): {:.1f}x".format(rows[-1][1] / rows[0][1]))
+    print("rows on each node: {} (writes committed during the runs: {}); state UUID {} (was {})".format(
+        counts, committed, sorted(set(uuids.values())), uuid))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""RabbitMQ in the lab: a real 3-node cluster formed by the state, losing a node, a partition."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pika
+import pytest
+
+from tests.integration import labtools
+from tests.integration.labtools import ADDRESS, CTRLS, changed_states, sh, wait_until
+
+USER, PASSWORD, VHOST = "openstack", "lab-rabbit-secret-0001", "/openstack"  # pillar/openstack_ha/sites/lab.sls
+QUORUM_Q, MIRRORED_Q, COUNT = "oha-quorum-test", "notifications.oha-test", 1000
+
+
+def ctl(ctrl, *args):
+    """rabbitmqctl on one controller; parsed JSON output."""
+    out = labtools.labctl.ctrl_run(ctrl, ["rabbitmqctl", "-q"] + list(args) + ["--formatter", "json"]).stdout
+    return json.loads(out) if out.strip() else None
+
+
+def running_nodes(ctrl):
+    try:
+        return sorted(ctl(ctrl, "cluster_status").get("running_nodes") or [])
+    except Exception:  # noqa: BLE001 - a paused or stopped node does not answer
+        return []
+
+
+ALL = sorted("rabbit@" + c for c in CTRLS)
+
+
+@pytest.fixture(scope="module")
+def cluster(applied):
+    for ctrl in CTRLS:
+        wait_until(lambda: running_nodes(ctrl) == ALL, 120, "RabbitMQ on %s to see all three nodes" % ctrl, interval=2)
+    return ALL
+
+
+def channel(ctrl):
+    params = pika.ConnectionParameters(host=ADDRESS[ctrl], port=5672, virtual_host=VHOST,
+                                       credentials=pika.PlainCredentials(USER, PASSWORD), connection_attempts=3, retry_delay=1,
+                                       socket_timeout=5, blocked_connection_timeout=30)
+    conn = pika.BlockingConnection(params)
+    return conn, conn.channel()
+
+
+def test_one_cluster_with_users_vhosts_and_policies(cluster):
+    users = {u["user"] for u in ctl("lab-ctrl2", "list_users")}
+    assert "openstack" in users
+    policies = {p["name"]: p for p in ctl("lab-ctrl3", "list_policies", "-p", VHOST)}
+    definition = policies["notifications-ha"]["definition"]
+    assert (json.loads(definition) if isinstance(definition, str) else definition) == {"ha-mode": "all", "ha-sync-mode": "automatic"}
+    assert sh("lab-ctrl1", "stat -c '%a %U' /var/lib/rabbitmq/.erlang.cookie").split() == ["400", "rabbitmq"]
+    rc, result = labtools.salt("lab-ctrl*", "state.apply", "openstack_ha.rabbitmq")
+    assert rc == 0
+    assert {c: changed_states(result[c]) for c in CTRLS} == {c: [] for c in CTRLS}
+    url = labtools.salt("lab-ctrl1", "openstack_ha_rabbitmq.transport_url")[1]["lab-ctrl1"]
+    assert url == "rabbit://" + ",".join("openstack:lab-rabbit-secret-0001@%s:5672" % ADDRESS[c] for c in CTRLS) + "/openstack"
+
+
+def beam_pid(ctrl):
+    """The node's Erlang VM: from its pid file, else the beam.smp living in this controller's
+    network namespace (PIDs are shared between controllers; namespaces are not)."""
+    pid = labtools.pidfile_pid(ctrl, "/run/rabbitmq/pid")
+    if pid:
+        return pid
+    netns = os.stat("/run/netns/" + labtools.labctl.netns(ctrl)).st_ino
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                exe = open("/proc/%s/cmdline" % entry, "rb").read().split(b"\0")[0]
+                same_ns = os.stat("/proc/%s/ns/net" % entry).st_ino == netns
+            except OSError:
+                continue
+            if exe.endswith(b"beam.smp") and same_ns:
+                return int(entry)
+    return None
+
+
+def test_messages_survive_the_loss_of_the_leaders_node(cluster):
+    conn, ch = channel("lab-ctrl2")
+    try:
+        ch.confirm_delivery()
+        ch.queue_declare(QUORUM_Q, durable=True, arguments={"x-queue-type": "quorum"})
+        ch.queue_declare(MIRRORED_Q, durable=True)
+        ch.queue_purge(QUORUM_Q)
+        ch.queue_purge(MIRRORED_Q)
+        for queue in (QUORUM_Q, MIRRORED_Q):
+            for i in range(COUNT):
+                ch.basic_publish("", queue, ("%s-%d" % (queue, i)).encode(), pika.BasicProperties(delivery_mode=2))
+    finally:
+        conn.close()
+    leaders = {q["name"]: q.get("leader") or q.get("pid", "") for q in ctl("lab-ctrl1", "list_queues", "-p", VHOST, "name", "leader", "pid")}
+    leader = str(leaders[QUORUM_Q]).split("@")[-1].split(".")[0].strip("<>'")
+    assert leader in CTRLS, leaders
+    victim_pid = beam_pid(leader)
+    os.kill(victim_pid, signal.SIGKILL)
+    wait_until(lambda: not labtools.labctl.alive(victim_pid), 10, "the killed node's VM to exit")
+    survivor = next(c for c in CTRLS if c != leader)
+    got = {QUORUM_Q: set(), MIRRORED_Q: set()}
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and any(len(v) < COUNT for v in got.values()):
+        # A client does what oslo.messaging does: reconnect and retry while the survivors
+        # elect a new leader (quorum queue) or promote a mirror (classic mirrored queue).
+        try:
+            conn, ch = channel(survivor)
+            try:
+                for queue, seen in got.items():
+                    while len(seen) < COUNT:
+                        method, _, body = ch.basic_get(queue, auto_ack=False)
+                        if method is None:
+                            break
+                        seen.add(body)
+                        ch.basic_ack(method.delivery_tag)
+            finally:
+                if conn.is_open:
+                    conn.close()
+        except pika.exceptions.AMQPError:
+            pass
+        if any(len(v) < COUNT for v in got.values()):
+            time.sleep(1)
+    got = {q: len(v) for q, v in got.items()}
+    assert got == {QUORUM_Q: COUNT, MIRRORED_Q: COUNT}
+    # The killed node comes back without anyone touching it: the loop sees RabbitMQ down on a
+    # controller that answers, starts it, and it rejoins its cluster.
+    wait_until(lambda: running_nodes(survivor) == ALL, 120, "%s back in the cluster" % leader, interval=3)
+    kinds = [d["what"] for d in labtools.decisions() if d.get("service") == "rabbitmq" and d.get("backend") == leader]
+    assert "restart" in kinds
+
+
+def test_a_partitioned_node_pauses_alerts_and_heals(cluster):
+    link = "oha-ctrl3-h"
+    events = labtools.MasterEvents()
+    try:
+        subprocess.run(["ip", "link", "set", link, "down"], check=True)
+        try:
+            # pause_minority: lab-ctrl3, alone, stops its app; the majority carries on.
+            wait_until(lambda: running_nodes("lab-ctrl1") == sorted(["rabbit@lab-ctrl1", "rabbit@lab-ctrl2"]), 90,
+                       "the majority to drop lab-ctrl3", interval=2)
+            wait_until(lambda: running_nodes("lab-ctrl3") == [], 90, "lab-ctrl3 to pause", interval=2)
+            alert = events.wait("openstack_ha/alert/rabbitmq_", 60)
+            assert alert is not None and "lab-ctrl3" in json.dumps(alert["data"]["why"])
+        finally:
+            subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        for ctrl in CTRLS:
+            wait_until(lambda: running_nodes(ctrl) == ALL, 180, "the cluster to heal on %s" % ctrl, interval=3)
+    finally:
+        events.close()
+
+
+def test_bad_pillar_fails_before_anything_is_written(cluster):
+    before = sh("lab-ctrl1", "sha256sum /etc/rabbitmq/rabbitmq.conf /var/lib/rabbitmq/.erlang.cookie")
+    for bad, message in (({"cookie": "short"}, "openstack_ha:rabbitmq:cookie: too short"),
+                         ({"policies": {"bad": {"vhost": VHOST, "pattern": "^x", "definition": {"ha-mode": "most"}}}},
+                          "openstack_ha:rabbitmq:policies:bad:definition:ha-mode: expected one of all, exactly, nodes")):
+        rc, result = labtools.salt("lab-ctrl1", "state.apply", "openstack_ha.rabbitmq", "pillar=" + json.dumps({"openstack_ha": {"rabbitmq": bad}}))
+        assert rc != 0 and message in str(result["lab-ctrl1"]), result
+    assert sh("lab-ctrl1", "sha256sum /etc/rabbitmq/rabbitmq.conf /var/lib/rabbitmq/.erlang.cookie") == before
