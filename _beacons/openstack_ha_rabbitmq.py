@@ -11,8 +11,8 @@ Data keys:
     ``partitions``: {node: [nodes it is partitioned from]}; ``alarms``: list of text;
     ``time``: epoch seconds.
 
-Each call of ``rabbitmqctl`` starts an Erlang VM (about a second of CPU), so the default
-interval is 10 s. The master's runner raises ``openstack_ha/alert/rabbitmq_*`` and may heal
+Each call of ``rabbitmqctl`` starts an Erlang VM (about a second of CPU), so the state
+configures a 20 s interval. The master's runner raises ``openstack_ha/alert/rabbitmq_*`` and may heal
 a partitioned minority (see the runner).
 
 Options (written by the ``openstack_ha.beacons`` state):
@@ -21,7 +21,7 @@ Options (written by the ``openstack_ha.beacons`` state):
 
     beacons:
       openstack_ha_rabbitmq:
-        - interval: 10
+        - interval: 20
         - heartbeat: 60
 """
 

@@ -110,7 +110,9 @@ def report(model=None):
     model = _model(model)
     status = cluster_status()
     status["node"] = node_name(__grains__["id"])
-    status["app_running"] = status["running"] and app_running()
+    # One rabbitmqctl call (each starts an Erlang VM): a node whose app is stopped or paused
+    # answers, but is not among the running nodes it reports.
+    status["app_running"] = status["running"] and status["node"] in status["running_nodes"]
     status["expected"] = sorted(node_name(n) for n in node_ids(model))
     return status
 

@@ -31,6 +31,9 @@ BRIDGE = "ohabr0"
 BRIDGE_ADDR = "10.213.0.1"
 PREFIX = 24
 CONTROLLERS = [("lab-ctrl%d" % i, "10.213.0.%d" % (10 + i)) for i in (1, 2, 3)]
+# The repository root is a file root (for _modules and friends): keep the virtualenv, git and
+# the test/lab trees out of the master's file list, or every sync walks tens of thousands of files.
+FILE_IGNORE = [r"(^|/)\.venv(/|$)", r"(^|/)\.git(/|$)", r"(^|/)__pycache__(/|$)", r"^(tests|bench|lab|scripts|\.ci)(/|$)"]
 OVERLAID = ("etc", "usr/local", "var/lib", "var/log", "var/cache")
 
 
@@ -174,6 +177,7 @@ def master_config():
         "sock_dir": os.path.join(MASTER_DIR, "run", "sock"),
         "pidfile": os.path.join(MASTER_DIR, "run", "salt-master.pid"),
         "file_roots": {"base": [os.path.join(REPO, "states"), REPO]},
+        "file_ignore_regex": FILE_IGNORE,
         "pillar_roots": {"base": [os.path.join(REPO, "pillar")]},
         "runner_dirs": [os.path.join(REPO, "_runners")],
         "utils_dirs": [os.path.join(REPO, "_utils")],

@@ -40,6 +40,6 @@ openstack_ha-beacon-rabbitmq:
   openstack_ha_beacon.configured:
     - name: openstack_ha_rabbitmq
     - config:
-      - interval: 10
+      - interval: 20
       - heartbeat: 60
 {%- endif %}

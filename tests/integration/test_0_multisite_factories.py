@@ -7,6 +7,8 @@ import shutil
 
 import pytest
 
+from lab import labctl
+
 from tests.conftest import REPO
 
 ROOT = "/srv/openstack-ha-factories"  # salt-factories ignores --basetemp: its root_dir is set here
@@ -23,6 +25,7 @@ def salt_factories_config():
 def master(salt_factories):
     overrides = {
         "file_roots": {"base": [os.path.join(REPO, "states"), REPO]},
+        "file_ignore_regex": labctl.FILE_IGNORE,
         "pillar_roots": {"base": [os.path.join(REPO, "pillar")]},
         "utils_dirs": [os.path.join(REPO, "_utils")],
         "runner_dirs": [os.path.join(REPO, "_runners")],
@@ -42,7 +45,7 @@ def minions(master):
         factory.start()
     try:
         cli = master.salt_cli(timeout=60)
-        ret = cli.run("saltutil.sync_all", minion_tgt="*", _timeout=120)
+        ret = cli.run("saltutil.sync_all", minion_tgt="*", _timeout=300)
         assert ret.returncode == 0, ret
         yield cli
     finally:
