@@ -276,3 +276,14 @@ def start(timeout=120):
             return wait_running(timeout)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def oslo_messaging(model=None, user=None):
+    """
+    The oslo.messaging settings an OpenStack service on this site should use:
+    ``{"transport_url": ..., "rabbit_quorum_queue": True, "amqp_durable_queues": True,
+    "rabbit_ha_queues": False}``. Quorum queues are declared by the clients (RabbitMQ 3.x has
+    no per-vhost default queue type), so this is where the OpenStack vhost gets them.
+    """
+    return {"transport_url": transport_url(model, user), "rabbit_quorum_queue": True,
+            "amqp_durable_queues": True, "rabbit_ha_queues": False}

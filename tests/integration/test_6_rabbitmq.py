@@ -59,6 +59,8 @@ def test_one_cluster_with_users_vhosts_and_policies(cluster):
     assert {c: changed_states(result[c]) for c in CTRLS} == {c: [] for c in CTRLS}
     url = labtools.salt("lab-ctrl1", "openstack_ha_rabbitmq.transport_url")[1]["lab-ctrl1"]
     assert url == "rabbit://" + ",".join("openstack:lab-rabbit-secret-0001@%s:5672" % ADDRESS[c] for c in CTRLS) + "/openstack"
+    oslo = labtools.salt("lab-ctrl2", "openstack_ha_rabbitmq.oslo_messaging")[1]["lab-ctrl2"]
+    assert oslo == {"transport_url": url, "rabbit_quorum_queue": True, "amqp_durable_queues": True, "rabbit_ha_queues": False}
 
 
 def beam_pid(ctrl):
