@@ -369,8 +369,14 @@ def _check_rabbitmq(model, reporter, data):
         return []
     expected = data.get("expected") or []
     if data.get("kind") == "heartbeat" and _rabbit_healthy(data, expected):
+        if any(k.startswith("rabbitmq_") for k in (_load(model["site"]).get("rabbitmq") or {})):
+            with _site_lock(model["site"]):  # healthy again: the next problem is news
+                records = _load(model["site"])
+                for kind in [k for k in records.get("rabbitmq", {}) if k.startswith("rabbitmq_")]:
+                    del records["rabbitmq"][kind]
+                _store(model["site"], records)
         return []
-    views = _ask(nodes, "openstack_ha_rabbitmq.report", timeout=30)
+    views = _ask(nodes, "openstack_ha_rabbitmq.report", timeout=12)
     expected = sorted({n for v in views.values() for n in v.get("expected") or []}) or expected
     problems = []
     partitioned = {n: v["partitions"] for n, v in views.items() if any((v.get("partitions") or {}).values())}

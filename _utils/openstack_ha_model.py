@@ -393,6 +393,7 @@ def _check_rabbitmq(c, model, vips, ports, controller_ids):
     else:
         c.fail(path + ["release"], "expected a RabbitMQ release like \"3.10\", got {}".format(_describe(rabbit.get("release"))))
     c.boolean(rabbit.get("heal_partitions", True), path + ["heal_partitions"])
+    c.integer(rabbit.get("net_ticktime", 60), path + ["net_ticktime"], 5, 600)
     policies = c.mapping(rabbit.get("policies"), path + ["policies"], required=False)
     for pname, policy in (policies or {}).items():
         here = path + ["policies", pname]

@@ -287,7 +287,6 @@ def minion_config(name):
         "tcp_keepalive_idle": 5,
         "tcp_keepalive_cnt": 3,
         "tcp_keepalive_intvl": 2,
-        "master_alive_interval": 10,
         # Jobs as threads, not forked processes: the verify and act calls of the remediation
         # loop answer in tens of milliseconds instead of hundreds (see README, "Latency").
         "multiprocessing": False,
