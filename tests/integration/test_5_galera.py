@@ -27,7 +27,7 @@ def healthy_cluster(uuid):
     found = wait_until(all_synced, 180, "three Synced Galera nodes")
     assert {s["cluster_uuid"] for s in found.values()} == {uuid}, found
     for ctrl in CTRLS:
-        wait_until(lambda: set(admin_states("galera", ctrl).values()) == {"ready"}, 45, "galera/%s ready on every HAProxy" % ctrl, interval=0.5)
+        wait_until(lambda: set(admin_states("galera", ctrl).values()) == {"ready"}, 90, "galera/%s ready on every HAProxy" % ctrl, interval=0.5)
 
 
 def test_apply_forms_one_cluster_of_three(cluster):

@@ -49,12 +49,32 @@ def read_grastate(datadir):
 
 
 class Probe:
-    """Asks the local server, at most every ``cache`` seconds however many clients ask."""
+    """Asks the local server every ``interval`` seconds in a background thread; answers come
+    from the last result at once, so a check never waits for the database (a hung or busy
+    server shows up as a stale result instead, which is reported as unhealthy)."""
 
     def __init__(self, args):
         self.args = args
         self.lock = threading.Lock()
         self.cached, self.at = None, 0.0
+        threading.Thread(target=self._refresh_forever, daemon=True).start()
+
+    def _refresh_forever(self):
+        while True:
+            started = time.monotonic()
+            result = self._status()
+            with self.lock:
+                self.cached, self.at = result, time.monotonic()
+            time.sleep(max(0.05, self.args.interval - (time.monotonic() - started)))
+
+    def status(self):
+        with self.lock:
+            cached, age = self.cached, time.monotonic() - self.at
+        if cached is None:
+            return self._status()
+        if age > self.args.stale:
+            return dict(cached, healthy=False, reason="no fresh answer from the database for {:.1f} s".format(age))
+        return cached
 
     def _sql(self, query):
         cmd = ["mariadb", "--no-defaults", "--socket=" + self.args.socket, "-u", "mysql", "-N", "-B",
@@ -63,13 +83,6 @@ class Probe:
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "mariadb failed")
         return [line.split("\t") for line in proc.stdout.splitlines()]
-
-    def status(self):
-        with self.lock:
-            if self.cached is not None and time.monotonic() - self.at < self.args.cache:
-                return self.cached
-            self.cached, self.at = self._status(), time.monotonic()
-            return self.cached
 
     def _status(self):
         out = {"node": self.args.node, "running": False, "healthy": False, "reason": "",
@@ -149,7 +162,8 @@ def main():
     parser.add_argument("--datadir", default="/var/lib/mysql")
     parser.add_argument("--maintenance-file", default="/etc/mysql/openstack-ha-maintenance")
     parser.add_argument("--sst-user", default="sst")
-    parser.add_argument("--cache", type=float, default=0.2, help="seconds one answer is reused")
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between two looks at the database")
+    parser.add_argument("--stale", type=float, default=3.0, help="an answer older than this is unhealthy")
     parser.add_argument("--available-when-donor", action="store_true",
                         help="a Donor/Desynced node stays healthy (a mariabackup donor keeps serving)")
     args = parser.parse_args()
