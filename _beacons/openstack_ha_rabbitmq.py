@@ -25,6 +25,7 @@ Options (written by the ``openstack_ha.beacons`` state):
         - heartbeat: 60
 """
 
+import concurrent.futures
 import time
 
 import salt.utils.beacons
@@ -43,11 +44,26 @@ def validate(config):
 
 
 def beacon(config):
+    """One tick: never waits for rabbitmqctl. A beacon runs inside the minion's main loop,
+    where a 2-3 s CLI call would stall every job the master sends meanwhile (the remediation
+    loop's verification among them); the report runs in a worker thread and the tick looks at
+    the last one that finished."""
     conf = salt.utils.beacons.list_to_dict(config)
     now = time.time()
-    report = __salt__["openstack_ha_rabbitmq.report"]()
+    memory = __context__.setdefault("openstack_ha_rabbitmq", {"last": None, "heartbeat": 0, "future": None,
+                                                              "pool": concurrent.futures.ThreadPoolExecutor(max_workers=1)})
+    future = memory["future"]
+    if future is None:
+        memory["future"] = memory["pool"].submit(__salt__["openstack_ha_rabbitmq.report"])
+        return []
+    if not future.done():
+        return []
+    memory["future"] = memory["pool"].submit(__salt__["openstack_ha_rabbitmq.report"])
+    try:
+        report = future.result()
+    except Exception as exc:  # noqa: BLE001 - a failed report is a node that does not answer
+        report = {"running": False, "app_running": False, "reason": str(exc)}
     summary = {k: report.get(k) for k in KEYS}
-    memory = __context__.setdefault("openstack_ha_rabbitmq", {"last": None, "heartbeat": 0})
     data = {k: report.get(k) for k in ("node", "running", "app_running", "members", "running_nodes", "expected", "partitions", "alarms")}
     data["time"] = now
     events = []
