@@ -152,19 +152,23 @@ _CLIENT = {}
 _CLIENT_LOCK = threading.Lock()
 
 
-def _publish(controllers, fun, args=(), timeout=5):
+def _publish(controllers, fun, args=(), timeout=5, channel="local"):
     """Call ``fun`` on ``controllers`` in one publish; return {controller: answer} of those
     that answered within ``timeout`` seconds (a hard deadline: an unreachable controller
     costs exactly ``timeout``, never Salt's extra find_job rounds).
 
     The reactor runs this module in one long-lived process: its LocalClient (and the
-    connections it sets up, more than half a second the first time) is kept and reused.
+    connections it sets up, more than half a second the first time) is kept and reused, one
+    per ``channel`` (slow questions, like RabbitMQ's reports, use their own channel so that
+    they never hold up a drain).
     """
     returns = {}
     with _CLIENT_LOCK:
-        client = _CLIENT.get("local")
+        lock = _CLIENT.setdefault("lock:" + channel, threading.Lock())
+    with lock:
+        client = _CLIENT.get(channel)
         if client is None:
-            client = _CLIENT["local"] = salt.client.LocalClient(mopts=__opts__)
+            client = _CLIENT[channel] = salt.client.LocalClient(mopts=__opts__)
         pub = client.run_job(controllers, fun, list(args), tgt_type="list", timeout=timeout, listen=True)
         if not pub or not pub.get("jid"):
             log.warning("openstack_ha: could not publish %s to %s", fun, ", ".join(controllers))
@@ -181,9 +185,9 @@ def _publish(controllers, fun, args=(), timeout=5):
     return returns
 
 
-def _ask(controllers, fun, args=(), timeout=5):
+def _ask(controllers, fun, args=(), timeout=5, channel="local"):
     """Call ``fun`` on every controller; return the dict answers of those that answered."""
-    return {c: r for c, r in _publish(controllers, fun, args, timeout).items() if isinstance(r, dict)}
+    return {c: r for c, r in _publish(controllers, fun, args, timeout, channel).items() if isinstance(r, dict)}
 
 
 def _verify(model, service=None):
@@ -376,7 +380,7 @@ def _check_rabbitmq(model, reporter, data):
                     del records["rabbitmq"][kind]
                 _store(model["site"], records)
         return []
-    views = _ask(nodes, "openstack_ha_rabbitmq.report", timeout=12)
+    views = _ask(nodes, "openstack_ha_rabbitmq.report", timeout=12, channel="slow")
     expected = sorted({n for v in views.values() for n in v.get("expected") or []}) or expected
     problems = []
     partitioned = {n: v["partitions"] for n, v in views.items() if any((v.get("partitions") or {}).values())}
@@ -424,7 +428,7 @@ def _check_rabbitmq(model, reporter, data):
     if todo:
         # Outside the site lock: a RabbitMQ restart takes seconds, drains must not wait for it.
         what, target, fun, tag, why = todo
-        answer = _publish([target], fun, timeout=150).get(target)
+        answer = _publish([target], fun, timeout=150, channel="slow").get(target)
         entry = {"what": what, "service": "rabbitmq", "backend": target, "why": why, "evidence": views, "result": answer,
                  "decided_by": "remediation", "reported_by": reporter, "time": time.time()}
         with _site_lock(site):
