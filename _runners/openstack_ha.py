@@ -442,13 +442,19 @@ def _check_rabbitmq(model, reporter, data):
 # ------------------------------------------------------------------- planned maintenance
 
 
-def _maintenance(site, host, service, backend, drain, force):
+def _resolve_site(site):
+    """The site an operator command means (the only one when ``site`` is None): returns
+    (site, {site: controller ids}, its model). Raises SaltInvocationError for an unknown site."""
     sites = _sites()
     if site is None and len(sites) == 1:
         site = next(iter(sites))
     if site not in sites:
         raise SaltInvocationError("unknown site {!r}; known: {}".format(site, ", ".join(sorted(sites)) or "none"))
-    model = _site_model(sites[site][0])
+    return site, sites, _site_model(sites[site][0])
+
+
+def _maintenance(site, host, service, backend, drain, force):
+    site, sites, model = _resolve_site(site)
     backend = backend or host
     if backend is None:
         raise SaltInvocationError("name a backend (host=CONTROLLER, or service=NAME backend=CONTROLLER)")
@@ -683,12 +689,7 @@ def galera_recover(site=None, confirm=False, timeout=None):
     than a quorum of the Galera nodes answer, or when the nodes disagree on the cluster UUID.
     Returns the plan (and, when confirmed, what was done).
     """
-    sites = _sites()
-    if site is None and len(sites) == 1:
-        site = next(iter(sites))
-    if site not in sites:
-        raise SaltInvocationError("unknown site {!r}; known: {}".format(site, ", ".join(sorted(sites)) or "none"))
-    model = _site_model(sites[site][0])
+    site, sites, model = _resolve_site(site)
     nodes = [n["id"] for n in __utils__["openstack_ha_model.galera_nodes"](model)]
     if not nodes:
         raise SaltInvocationError("Galera is not enabled in site {}".format(site))
