@@ -30,7 +30,9 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from drain_latency import p95  # noqa: E402
 from lab import labctl  # noqa: E402
 
 CTRLS = [n for n, _ in labctl.CONTROLLERS]
@@ -144,10 +146,6 @@ def one_run(pillar, marker):
     time.sleep(12)  # HAProxy's checks (rise) and the loop's restore, then out of its cooldown
     return victim, min(after) - killed, committed
 
-
-def p95(samples):
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
 def main():

@@ -28,7 +28,9 @@ import time
 
 import pika
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from drain_latency import p95  # noqa: E402
 from lab import labctl  # noqa: E402
 
 CTRLS = [n for n, _ in labctl.CONTROLLERS]
@@ -117,10 +119,6 @@ def one_run(kind, home, other, queue):
     after = [t for t in confirmed if t > killed + 0.05]
     return (min(after) - killed) if after else float(CAP)
 
-
-def p95(samples):
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
 def main():
