@@ -104,6 +104,15 @@ def validate(pillar=None):
     )
 
 
+def listen_vips(merged, service):
+    """
+    The VIP names HAProxy binds ``service`` on, from a model returned by :func:`model`: the
+    service's own ``vip`` and every VIP a Keystone catalog interface points at (so each
+    endpoint of the ``vip`` mode reaches the service). Used by the HAProxy template.
+    """
+    return __utils__["openstack_ha_model.listen_vips"](merged, service)
+
+
 def live_pid(pidfile):
     """
     Return the PID in ``pidfile`` if that process is alive (not a zombie), else ``None``.

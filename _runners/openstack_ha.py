@@ -293,7 +293,7 @@ def handle_event(tag, data):
     if not model["remediation"]["enabled"]:
         return {"ignored": "remediation disabled for site " + model["site"]}
     if beacon == "openstack_ha_vip":
-        return {"site": model["site"], "decisions": _check_vips(model, reporter)}
+        return {"site": model["site"], "decisions": _check_vips(model, reporter, data if isinstance(data, dict) else {})}
     if beacon == "openstack_ha_rabbitmq":
         return {"site": model["site"], "decisions": _check_rabbitmq(model, reporter, data if isinstance(data, dict) else {})}
     if beacon == "openstack_ha_galera":
@@ -330,27 +330,45 @@ def _loop_drained(model, service=None):
                and (service is None or key.split("/")[0] == service) for key, r in records["backends"].items())
 
 
-def _check_vips(model, reporter):
-    """Ask every controller which VIPs it holds; alert on a split brain or an orphaned VIP."""
+def _vip_view(model):
+    """Ask every controller which VIPs it holds. Returns (answers {controller: [vip names]},
+    holders {vip: [controllers]}, quorum reached)."""
     controllers = [c["id"] for c in model["controllers"]]
     held = {c: a for c, a in _publish(controllers, "openstack_ha_probe.vips_held", timeout=VERIFY_TIMEOUT).items() if isinstance(a, list)}
+    holders = {vip: sorted(c for c, names in held.items() if vip in names) for vip in sorted(model["vips"])}
+    return held, holders, len(held) >= __utils__["openstack_ha_model.quorum_size"](model)
+
+
+def _check_vips(model, reporter, data=None):
+    """
+    Ask every controller which VIPs it holds; alert on a split brain, an orphaned VIP or too
+    few answers (``no_quorum``). With a quorum and one holder per VIP, make the Keystone
+    catalog follow: repoint every endpoint to the new holder (``active_controller`` mode) or
+    repair drift (``vip`` mode); never while the view is split or short of a quorum.
+    """
+    held, holders, quorum = _vip_view(model)
     decisions = []
-    for vip in sorted(model["vips"]):
-        holders = sorted(c for c, names in held.items() if vip in names)
-        if len(holders) == 1:
-            continue
-        kind = "split_brain" if len(holders) > 1 else "vip_orphaned"
-        entry = {"what": "alert", "alert": kind, "vip": vip, "holders": holders, "evidence": held,
-                 "why": "VIP {} is held by {}".format(vip, ", ".join(holders) or "nobody"),
-                 "decided_by": "remediation", "reported_by": reporter, "time": time.time(), "site": model["site"]}
-        _fire("openstack_ha/alert/" + kind, entry)
-        decisions.append(entry)
+    now = time.time()
+    base = {"what": "alert", "decided_by": "remediation", "reported_by": reporter, "time": now, "site": model["site"], "evidence": held}
+    if not quorum:
+        decisions.append(dict(base, alert="no_quorum", vip=", ".join(sorted(model["vips"])),
+                              why="only {} of {} controllers answered about the VIPs ({}): no repointing".format(
+                                  len(held), len(model["controllers"]), ", ".join(sorted(held)) or "none")))
+    else:
+        for vip, who in holders.items():
+            if len(who) != 1:
+                kind = "split_brain" if len(who) > 1 else "vip_orphaned"
+                decisions.append(dict(base, alert=kind, vip=vip, holders=who,
+                                      why="VIP {} is held by {}".format(vip, ", ".join(who) or "nobody")))
+    for entry in decisions:
+        _fire("openstack_ha/alert/" + entry["alert"], entry)
     if decisions:
         with _site_lock(model["site"]):
             records = _load(model["site"])
             records["decisions"].extend(decisions)
             _store(model["site"], records)
-    return decisions
+        return decisions
+    return _follow_catalog(model, {vip: who[0] for vip, who in holders.items()}, held, reporter, data or {})
 
 
 # ---------------------------------------------------------------------------- RabbitMQ
@@ -437,6 +455,203 @@ def _check_rabbitmq(model, reporter, data):
             _store(site, records)
         decisions.append(entry)
     return decisions
+
+
+# ------------------------------------------------------------------------- Keystone catalog
+
+
+_KEYSTONE = {}
+
+
+def _keystone_admin(site):
+    """The site's Keystone admin account from the master config (``openstack_ha_keystone:
+    <site>``), or None when this master does not manage that site's catalog."""
+    admin = (__opts__.get("openstack_ha_keystone") or {}).get(site)
+    return admin if isinstance(admin, dict) else None
+
+
+def _keystone_urls(model, admin):
+    """Where the runner reaches Keystone: ``auth_url`` from the admin config, else the
+    identity service on its VIP (through HAProxy), then on each controller directly."""
+    if admin.get("auth_url"):
+        return admin["auth_url"] if isinstance(admin["auth_url"], list) else [admin["auth_url"]]
+    identity = [n for n, svc in sorted(model["services"].items()) if svc["catalog"]["type"] == "identity"]
+    if not identity:
+        raise SaltInvocationError("site {} has no service of catalog type identity: set openstack_ha_keystone:{}:auth_url".format(
+            model["site"], model["site"]))
+    svc, scheme = model["services"][identity[0]], model["keystone"]["scheme"]
+    urls = ["{}://{}:{}/v3".format(scheme, model["vips"][svc["vip"]]["address"], svc["port"])]
+    return urls + ["{}://{}:{}/v3".format(scheme, c["address"], svc.get("backend_port", svc["port"])) for c in model["controllers"]]
+
+
+def _keystone(model):
+    """The site's Keystone session, kept between calls (its token too). Raises
+    SaltInvocationError when the master config has no admin account for the site."""
+    site = model["site"]
+    admin = _keystone_admin(site)
+    if admin is None or not admin.get("username") or not admin.get("password"):
+        raise SaltInvocationError("no Keystone admin account for site {0} in the master config: set "
+                                  "openstack_ha_keystone:{0}:username and :password (and :project)".format(site))
+    urls = _keystone_urls(model, admin)
+    key = (tuple(urls), admin["username"], str(admin["password"]), admin.get("project", "admin"),
+           admin.get("user_domain", "Default"), admin.get("project_domain", "Default"), model["keystone"]["timeout"])
+    cached = _KEYSTONE.get(site)
+    if cached is None or cached[0] != key:
+        cached = _KEYSTONE[site] = (key, __utils__["openstack_ha_keystone.connect"](
+            urls, admin["username"], str(admin["password"]), key[3], key[4], key[5], key[6]))
+    return cached[1]
+
+
+def _catalog_sync(model, holders, test=False):
+    """
+    Make the site's Keystone catalog match the model (``holders``: {vip: controller} for the
+    ``active_controller`` mode). Reads the whole catalog before it changes anything, so a
+    refused token or an unreachable Keystone changes nothing.
+
+    Returns ``{"result", "changes", "comment", "repointed": [{service, interface, region,
+    old, new}], "failed": {what: why}}``; ``result`` is None in test mode when something
+    would change. Raises KeystoneError (the util's) and ValueError (no holder for a VIP).
+    """
+    wanted = __utils__["openstack_ha_model.catalog_endpoints"](model, holders)
+    client = _keystone(model)
+    regions, services, endpoints = client.regions(), client.services(), client.endpoints()
+    changes = __utils__["openstack_ha_catalog.plan"](wanted, regions, services, endpoints)
+    described = __utils__["openstack_ha_catalog.describe"](changes)
+    summary = "{} endpoints of {} services in region {} ({} mode)".format(
+        len(wanted), len(model["services"]), model["keystone"]["region"], model["keystone"]["endpoint_mode"])
+    if not described:
+        return {"result": True, "changes": {}, "comment": "the catalog is as wanted: " + summary, "repointed": [], "failed": {}}
+    if test:
+        return {"result": None, "changes": described, "repointed": [], "failed": {},
+                "comment": "{} catalog change(s) would be made: {}".format(len(described), summary)}
+    outcome = __utils__["openstack_ha_catalog.apply"](client, changes)
+    done = set(outcome["done"])
+    applied = {k: v for k, v in described.items() if k in done}
+    repointed = [{k: e[k] for k in ("service", "interface", "region", "old", "new")}
+                 for e in changes["update"] if "{}/{}".format(e["service"], e["interface"]) in done]
+    if outcome["failed"]:
+        comment = "{} of {} catalog change(s) failed (the next check retries them): {}".format(
+            len(outcome["failed"]), len(described), "; ".join("{}: {}".format(k, v) for k, v in sorted(outcome["failed"].items())))
+        return {"result": False, "changes": applied, "comment": comment, "repointed": repointed, "failed": outcome["failed"]}
+    return {"result": True, "changes": applied, "repointed": repointed, "failed": {},
+            "comment": "{} catalog change(s) made: {}".format(len(applied), summary)}
+
+
+def _follow_catalog(model, holders, evidence, reporter, data):
+    """
+    After a quorum agreed on one holder per VIP: sync the catalog when the holders changed
+    since the last sync, when the last sync failed, on a VIP change event, or when the last
+    check is older than the heartbeat (drift repair). Fires ``openstack_ha/endpoint/repointed``
+    with the old and new URLs, or an alert (``catalog_auth``, ``catalog_unreachable``,
+    ``catalog_api``) when Keystone could not be brought in line; the next event retries.
+    """
+    site = model["site"]
+    if _keystone_admin(site) is None:
+        return []  # this master does not manage the site's catalog
+    with _site_lock(site + "-catalog"):
+        records = _load(site)
+        last = records.get("catalog") or {}
+        now = time.time()
+        due = (last.get("holders") != holders or not last.get("ok") or data.get("kind") == "change"
+               or now - last.get("checked", 0) >= model["remediation"]["heartbeat"])
+        if not due:
+            return []
+        started = time.monotonic()
+        entry = {"decided_by": "remediation", "reported_by": reporter, "evidence": evidence, "holders": holders, "site": site}
+        try:
+            outcome = _catalog_sync(model, holders)
+        except Exception as exc:  # KeystoneError from the util, ValueError: no holder
+            kind = __utils__["openstack_ha_keystone.error_kind"](exc)
+            if kind is None and not isinstance(exc, (ValueError, SaltInvocationError)):
+                raise
+            outcome = {"result": False, "comment": str(exc), "repointed": [], "alert": "catalog_" + (kind or "unplanned")}
+        took = round(time.monotonic() - started, 3)
+        records = _load(site)
+        records["catalog"] = {"holders": holders, "ok": outcome["result"] is True, "checked": time.time(),
+                              "comment": outcome["comment"], "mode": model["keystone"]["endpoint_mode"]}
+        decisions = []
+        if outcome["repointed"]:
+            decisions.append(dict(entry, what="repoint", service="keystone", time=time.time(), took=took,
+                                  endpoints=outcome["repointed"], mode=model["keystone"]["endpoint_mode"],
+                                  why="{} endpoint(s) repointed: {}".format(len(outcome["repointed"]), ", ".join(sorted(
+                                      {"{} -> {}".format(e["old"], e["new"]) for e in outcome["repointed"]})))))
+            _announce(records, site, decisions[-1], "openstack_ha/endpoint/repointed")
+        if outcome["result"] is not True:
+            kind = outcome.get("alert") or "catalog_api"
+            decisions.append(dict(entry, what="alert", alert=kind, service="keystone", time=time.time(),
+                                  why="catalog not brought in line (retried on the next event): " + outcome["comment"]))
+            _announce(records, site, decisions[-1], "openstack_ha/alert/" + kind)
+        _store(site, records)
+    return decisions
+
+
+def catalog(site=None, test=False):
+    """
+    Make the site's Keystone catalog match the pillar model: every service, for every
+    interface, in the region; created where missing, a drifted URL updated in place. In
+    ``active_controller`` mode the endpoints name the controller that holds each VIP now
+    (a quorum of controllers must agree on it).
+
+    site
+        the site (default: the only one).
+    test
+        only report what would change.
+
+    Returns ``{"result", "changes", "comment"}`` (as a state does). The admin credentials
+    come from the master config (``openstack_ha_keystone:<site>``), never from pillar.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run openstack_ha.catalog test=True
+        salt-run openstack_ha.catalog
+    """
+    site, _, model = _resolve_site(site)
+    holders = {}
+    if model["keystone"]["endpoint_mode"] == "active_controller":
+        held, who, quorum = _vip_view(model)
+        if not quorum or any(len(c) != 1 for c in who.values()):
+            __context__["retcode"] = 1
+            return {"result": False, "changes": {},
+                    "comment": "refused: the controllers do not agree on one holder per VIP ({}): no repointing".format(
+                        "; ".join("{}: {}".format(v, ", ".join(c) or "nobody") for v, c in who.items()) if quorum else
+                        "only {} controllers answered".format(len(held)))}
+        holders = {vip: c[0] for vip, c in who.items()}
+    try:
+        with _site_lock(site + "-catalog"):
+            outcome = _catalog_sync(model, holders, test=bool(test))
+    except Exception as exc:
+        if __utils__["openstack_ha_keystone.error_kind"](exc) is None and not isinstance(exc, ValueError):
+            raise
+        outcome = {"result": False, "changes": {}, "comment": "nothing changed: " + str(exc), "repointed": []}
+    if outcome["repointed"] and not test:
+        entry = {"what": "repoint", "service": "keystone", "endpoints": outcome["repointed"], "decided_by": "operator (salt-run openstack_ha.catalog)",
+                 "holders": holders, "time": time.time(), "why": "{} endpoint(s) repointed by the operator".format(len(outcome["repointed"]))}
+        with _site_lock(site):
+            records = _load(site)
+            _announce(records, site, entry, "openstack_ha/endpoint/repointed")
+            _store(site, records)
+    if outcome["result"] is False:
+        __context__["retcode"] = 1
+    return {k: outcome[k] for k in ("result", "changes", "comment")}
+
+
+def _catalog_view(model, holders):
+    """For the status table: the catalog as Keystone holds it against what the model wants.
+    Returns None when this master does not manage the site's catalog."""
+    if _keystone_admin(model["site"]) is None:
+        return None
+    try:
+        outcome = _catalog_sync(model, holders, test=True)
+    except Exception as exc:
+        if __utils__["openstack_ha_keystone.error_kind"](exc) is None and not isinstance(exc, (ValueError, SaltInvocationError)):
+            raise
+        return {"ok": False, "mode": model["keystone"]["endpoint_mode"], "problem": str(exc), "endpoints": {}}
+    return {"ok": outcome["result"] is True, "mode": model["keystone"]["endpoint_mode"], "comment": outcome["comment"],
+            "drift": outcome["changes"],
+            "endpoints": {"{}/{}".format(e["service"], e["interface"]): e["url"]
+                          for e in __utils__["openstack_ha_model.catalog_endpoints"](model, holders)}}
 
 
 # ------------------------------------------------------------------- planned maintenance
@@ -615,6 +830,17 @@ def _table(summary):
                     extra.append("alarms " + "; ".join(r["alarms"]))
                 lines.append("  {:<{w}} {:<9} sees {} running  {}".format(ctrl, state, len(r.get("running_nodes") or []), " ".join(extra), w=width))
         lines.append("")
+    catalog = summary.get("catalog")
+    if catalog is not None:
+        if catalog.get("problem"):
+            lines.append("KEYSTONE CATALOG ({} mode)  UNREACHABLE: {}".format(catalog["mode"], catalog["problem"]))
+        else:
+            lines.append("KEYSTONE CATALOG ({} mode)  {}".format(catalog["mode"], "as wanted" if catalog["ok"] else "DRIFT"))
+            hosts = sorted({url.split("/")[2] for url in catalog["endpoints"].values()})
+            lines.append("  {} endpoints, pointing at {}".format(len(catalog["endpoints"]), ", ".join(hosts)))
+            for key, change in sorted(catalog["drift"].items()):
+                lines.append("  {:<24} is {}  wanted {}".format(key, change["old"] or "MISSING", change["new"] or "(removed)"))
+        lines.append("")
     for vip in sorted(summary["vip_holders"]) or ["(none)"]:
         lines.append("VIP {:<10} held by {}".format(vip, ", ".join(summary["vip_holders"].get(vip, [])) or "NOBODY"))
     for problem in summary["problems"]:
@@ -648,6 +874,14 @@ def status(site=None, timeout=10, recent=8):
     summaries = []
     for name, ctrls in sorted(sites.items()):
         summary = _summarise(name, ctrls, _collect(name, ctrls, timeout))
+        model = _site_model(ctrls[0])
+        if model is not None:
+            holders = {vip: who[0] for vip, who in summary["vip_holders"].items() if len(who) == 1}
+            summary["catalog"] = _catalog_view(model, holders)
+            if summary["catalog"] is not None and not summary["catalog"]["ok"]:
+                summary["problems"].append("Keystone catalog: " + (summary["catalog"].get("problem") or "{} endpoint(s) not as wanted".format(
+                    len(summary["catalog"]["drift"]))))
+                summary["healthy"] = False
         records = _load(name)
         summary["maintenance"] = records["maintenance"]
         summary["recent"] = records["decisions"][-int(recent):]

@@ -178,6 +178,8 @@ def _check_controllers(c, model, network):
         ip = c.address(address, here + ["address"]) if address is not None else None
         if "interface" in ctrl:
             c.string(ctrl["interface"], here + ["interface"], IFACE_RE, "an interface name")
+        if "fqdn" in ctrl:
+            c.string(ctrl["fqdn"], here + ["fqdn"], FQDN_RE, "a DNS name")
         if cid is not None:
             if cid in seen_ids:
                 c.fail(here + ["id"], "controller {!r} is listed twice (also at index {})".format(cid, seen_ids[cid]))
@@ -256,6 +258,19 @@ HAPROXY_TIMEOUTS = {"connect": (0.1, 60), "server": (1, 86400), "client": (1, 86
                     "response": (0.1, 3600)}
 
 
+def _published_vips(model, own_vip, vips):
+    """The VIPs a service listens on: its own ``vip`` first, then those the Keystone catalog's
+    interfaces point at (unknown names skipped; the keystone check reports them)."""
+    found = [own_vip] if own_vip is not None else []
+    interfaces = ((model.get("keystone") or {}).get("interfaces") or {}) if isinstance(model.get("keystone"), dict) else {}
+    if isinstance(interfaces, dict):
+        for iface in INTERFACES:
+            name = interfaces.get(iface)
+            if isinstance(name, str) and name in vips and name not in found:
+                found.append(name)
+    return found
+
+
 def _check_services(c, model, vips, ports):
     path = [ROOT, "services"]
     services = c.mapping(c.require(model, "services", [ROOT]), path)
@@ -276,7 +291,9 @@ def _check_services(c, model, vips, ports):
         if vip is not None and vip not in vips:
             c.fail(here + ["vip"], "unknown VIP {!r} (known: {})".format(vip, ", ".join(sorted(vips)) or "none"))
             vip = None
-        _check_listener_port(c, ports, vip, port, here + ["port"], "service {!r}".format(name))
+        # The service listens on its own VIP and on every VIP its catalog endpoints name.
+        for listen_vip in _published_vips(model, vip, vips):
+            _check_listener_port(c, ports, listen_vip, port, here + ["port"], "service {!r}".format(name))
         check = c.mapping(c.require(svc, "check", here), here + ["check"])
         if check:
             path_value = c.require(check, "path", here + ["check"])
@@ -427,6 +444,9 @@ def _check_keystone(c, model, vips):
             c.fail(path + ["interfaces", iface], "expected one of {}".format(", ".join(INTERFACES)))
         elif vip not in vips:
             c.fail(path + ["interfaces", iface], "unknown VIP {!r}".format(vip))
+    if interfaces is not None and not interfaces:
+        c.fail(path + ["interfaces"], "expected at least one of {}".format(", ".join(INTERFACES)))
+    c.number(ks.get("timeout"), path + ["timeout"], 0.1, 120)
 
 
 def _check_policy(c, model, controller_count):
@@ -591,4 +611,55 @@ def probe_targets(model, service=None):
                 "path": svc["path"],
                 "status": svc["status"],
             })
+    return found
+
+
+def listen_vips(model, service):
+    """The VIP names HAProxy binds ``service`` on: its own ``vip`` and every VIP a catalog
+    interface points at, so each endpoint URL of the ``vip`` mode reaches the service."""
+    return _published_vips(model, model["services"][service]["vip"], model["vips"])
+
+
+def endpoint_host(model, interface, holders):
+    """The host part of ``interface``'s endpoint URLs: the VIP's FQDN in ``vip`` mode; in
+    ``active_controller`` mode the FQDN (or address) of the controller that holds that VIP
+    now, from ``holders`` ({vip name: controller id}). None when no controller holds it."""
+    keystone = model["keystone"]
+    vip = keystone["interfaces"][interface]
+    if keystone["endpoint_mode"] == "vip":
+        return model["vips"][vip]["fqdn"]
+    ctrl = controller(model, holders.get(vip)) if holders.get(vip) else None
+    if ctrl is None:
+        return None
+    return ctrl.get("fqdn") or ctrl["address"]
+
+
+def catalog_endpoints(model, holders=None):
+    """The Keystone catalog the model asks for: ``[{service, type, interface, region, url}]``,
+    services sorted, interfaces in public/internal/admin order.
+
+    holders
+        {vip name: controller id}: who holds each VIP now (``active_controller`` mode only).
+
+    In ``vip`` mode the URL port is the service's HAProxy port; in ``active_controller``
+    mode it is the API's own port on the controller (``backend_port``). Raises ValueError
+    when an interface's VIP has no holder in ``active_controller`` mode.
+    """
+    keystone = model["keystone"]
+    holders = holders or {}
+    found = []
+    for name, svc in sorted(model["services"].items()):
+        for interface in INTERFACES:
+            if interface not in keystone["interfaces"]:
+                continue
+            host = endpoint_host(model, interface, holders)
+            if host is None:
+                raise ValueError("no controller holds VIP {!r} (interface {}): no endpoint can point at it".format(
+                    keystone["interfaces"][interface], interface))
+            port = svc["port"] if keystone["endpoint_mode"] == "vip" else svc.get("backend_port", svc["port"])
+            if ":" in host:
+                host = "[{}]".format(host)
+            found.append({"service": name, "type": svc["catalog"]["type"], "interface": interface,
+                          "region": keystone["region"],
+                          "url": "{}://{}:{}{}".format(keystone["scheme"], host, port, svc["catalog"].get("path") or "")})
     return found

@@ -9,7 +9,10 @@ with this repository as file_roots and pillar_roots, and one salt-minion runs in
 controller. A stand-in HTTP API per service per controller answers the health checks of the
 OpenStack services that are not installed.
 
-Usage: labctl.py up | status | shell CTRL [CMD...] | salt ARGS... | run ARGS... | down
+Usage: labctl.py up | keystone | status | shell CTRL [CMD...] | salt ARGS... | run ARGS... | down
+
+``keystone`` (after ``state.apply openstack_ha``: it needs the Galera cluster) replaces the
+Keystone stand-ins with a real Keystone on every controller (see lab/keystone.py).
 
 Everything it creates is named ``oha-*`` / ``ohabr0`` or lives under ``/srv/openstack-ha-lab``,
 so ``down`` removes it even after a crash of an earlier run.
@@ -35,6 +38,11 @@ CONTROLLERS = [("lab-ctrl%d" % i, "10.213.0.%d" % (10 + i)) for i in (1, 2, 3)]
 # the test/lab trees out of the master's file list, or every sync walks tens of thousands of files.
 FILE_IGNORE = [r"(^|/)\.venv(/|$)", r"(^|/)\.git(/|$)", r"(^|/)__pycache__(/|$)", r"^(tests|bench|lab|scripts|\.ci)(/|$)"]
 OVERLAID = ("etc", "usr/local", "var/lib", "var/log", "var/cache")
+# A second pillar root searched before the repository's: a test puts a changed copy of a site
+# file here (the first root holding a file wins) and removes it afterwards.
+PILLAR_OVERRIDES = os.path.join(STATE, "pillar")
+# The lab Keystone's admin account: on the master only (master config), like a real site's.
+KEYSTONE_ADMIN = {"username": "admin", "password": "lab-keystone-admin-secret", "project": "admin"}
 
 
 class LabError(Exception):
@@ -178,8 +186,9 @@ def master_config():
         "pidfile": os.path.join(MASTER_DIR, "run", "salt-master.pid"),
         "file_roots": {"base": [os.path.join(REPO, "states"), REPO]},
         "file_ignore_regex": FILE_IGNORE,
-        "pillar_roots": {"base": [os.path.join(REPO, "pillar")]},
+        "pillar_roots": {"base": [PILLAR_OVERRIDES, os.path.join(REPO, "pillar")]},
         "runner_dirs": [os.path.join(REPO, "_runners")],
+        "states_dirs": [os.path.join(REPO, "_states")],
         "utils_dirs": [os.path.join(REPO, "_utils")],
         "module_dirs": [os.path.join(REPO, "_modules")],
         "reactor": [{"salt/beacon/*/openstack_ha_*": [os.path.join(REPO, "reactor", "openstack_ha_beacon.sls")]}],
@@ -187,6 +196,7 @@ def master_config():
         "timeout": 15,
         "gather_job_timeout": 15,
         "state_output": "mixed",
+        "openstack_ha_keystone": {"lab": dict(KEYSTONE_ADMIN)},
     }
 
 
@@ -195,6 +205,7 @@ def start_master():
     os.makedirs(etc, exist_ok=True)
     for sub in ("log", "run/sock", "cache", "pki"):
         os.makedirs(os.path.join(MASTER_DIR, sub), exist_ok=True)
+    os.makedirs(PILLAR_OVERRIDES, exist_ok=True)
     with open(os.path.join(etc, "master"), "w") as fh:
         json.dump(master_config(), fh, indent=1)  # JSON is YAML
     if master_pids():
@@ -317,6 +328,8 @@ def start_standins(name, address):
     """Start one stand-in API per service on this controller (skipped where one already runs)."""
     started = 0
     for service, port in lab_services():
+        if service == "keystone" and keystone_running(name):
+            continue  # the real Keystone (lab/keystone.py) serves here
         pidfile = "/run/standin-%s.pid" % service
         pid = ctrl_run(name, ["cat", pidfile], check=False).stdout.strip()
         if pid.isdigit() and alive(int(pid)):
@@ -327,6 +340,12 @@ def start_standins(name, address):
                         "--journal", "/var/log/standin-%s-posts.log" % service])
         started += 1
     return started
+
+
+def keystone_running(name):
+    """True when the real Keystone (lab/keystone.py) runs on controller ``name``."""
+    pid = ctrl_run(name, ["cat", "/run/keystone.pid"], check=False).stdout.strip()
+    return pid.isdigit() and alive(int(pid))
 
 
 def salt_cmd(tool, *args, timeout=300, check=True):
@@ -444,6 +463,11 @@ def main(argv):
             up()
         elif command == "down":
             down()
+        elif command == "keystone":
+            sys.path.insert(0, REPO)
+            from lab import keystone_lab
+
+            keystone_lab.deploy()
         elif command == "status":
             return status()
         elif command == "shell":

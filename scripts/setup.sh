@@ -38,3 +38,16 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$venv/bin/python" -c 'import salt, saltfactories, yaml, jinja2, requests' 
   echo "$want" > "$stamp"
 fi
+
+# The lab's real Keystone lives in a virtualenv of its own (its pins are not openstack_ha's).
+ks=/opt/openstack-ha/keystone
+ks_stamp="$ks/.requirements.sha256"
+ks_want=$(sha256sum "$repo/lab/keystone-requirements.txt" | cut -d' ' -f1)
+if [ ! -f "$ks_stamp" ] || [ "$(cat "$ks_stamp")" != "$ks_want" ]; then
+  echo "==> pip install Keystone into $ks (a minute or two the first time)"
+  [ -x "$ks/bin/python" ] || python3 -m venv "$ks"
+  "$ks/bin/pip" install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+  "$ks/bin/pip" install -q -r "$repo/lab/keystone-requirements.txt" 2>&1 | grep -v '^WARNING: Location' || true
+  "$ks/bin/python" -c 'import keystone.server.wsgi, pymysql, gunicorn'
+  echo "$ks_want" > "$ks_stamp"
+fi

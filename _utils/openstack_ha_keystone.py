@@ -1,0 +1,180 @@
+"""
+A small client of Keystone's v3 API: a token, and the catalog's regions, services and endpoints.
+
+:depends: ``requests``.
+
+Used by the runner on the master, where the admin credentials live; it never runs on a
+controller. Every failure raises :class:`KeystoneError` with a ``kind`` the runner turns into
+an alert (``auth``: the credentials were refused; ``unreachable``: no Keystone answered;
+``api``: Keystone answered with an error) and a message that names the Keystone URL and what
+went wrong, never the password.
+
+Plain Python, so the unit tests and the benchmarks load it directly too.
+"""
+
+import calendar
+import time
+
+import requests
+
+# A Keystone that does not accept a connection within this many seconds is skipped for the
+# next candidate URL (a dead controller must not hold up a repoint).
+CONNECT_TIMEOUT = 1.0
+# A token is renewed this long before Keystone says it expires.
+TOKEN_MARGIN = 300
+
+
+class KeystoneError(Exception):
+    """A Keystone request failed. ``kind``: ``auth``, ``unreachable`` or ``api``."""
+
+    def __init__(self, kind, message):
+        self.kind = kind
+        super().__init__(message)
+
+
+def _expiry(text):
+    """Seconds since the epoch of a Keystone ``expires_at`` (``2026-11-22T10:00:00.000000Z``)."""
+    try:
+        return calendar.timegm(time.strptime(text.split(".")[0].rstrip("Z"), "%Y-%m-%dT%H:%M:%S"))
+    except (AttributeError, ValueError):
+        return time.time() + 600
+
+
+class Keystone:
+    """
+    One admin session with Keystone.
+
+    urls
+        candidate base URLs of the v3 API (``http://10.0.0.100:5000/v3``), tried in order; the
+        first that answers is used until it stops answering.
+    username, password, project, user_domain, project_domain
+        the admin account (password scope on ``project``).
+    timeout
+        seconds a request may take once connected.
+    """
+
+    def __init__(self, urls, username, password, project="admin", user_domain="Default",
+                 project_domain="Default", timeout=5.0):
+        if isinstance(urls, str):
+            urls = [urls]
+        if not urls:
+            raise KeystoneError("api", "no Keystone URL to talk to")
+        self.urls = [u.rstrip("/") for u in urls]
+        self._auth = {"identity": {"methods": ["password"], "password": {"user": {
+            "name": username, "password": password, "domain": {"name": user_domain}}}},
+            "scope": {"project": {"name": project, "domain": {"name": project_domain}}}}
+        self.timeout = float(timeout)
+        self.session = requests.Session()
+        self.url = None
+        self.token = None
+        self.expires = 0.0
+        self.catalog = None
+
+    # ------------------------------------------------------------------ token
+
+    def authenticate(self, force=False):
+        """Get a token from the first candidate URL that answers (kept until near its expiry).
+        Returns the base URL used. Raises KeystoneError (``auth`` on refused credentials:
+        no other URL is tried then; ``unreachable`` when none answered)."""
+        if not force and self.token and time.time() < self.expires - TOKEN_MARGIN:
+            return self.url
+        failures = []
+        ordered = ([self.url] if self.url else []) + [u for u in self.urls if u != self.url]
+        for url in ordered:
+            try:
+                resp = self.session.post(url + "/auth/tokens", json={"auth": self._auth},
+                                         timeout=(CONNECT_TIMEOUT, self.timeout))
+            except requests.RequestException as exc:
+                failures.append("{}: {}".format(url, type(exc).__name__))
+                continue
+            if resp.status_code == 401:
+                raise KeystoneError("auth", "Keystone at {} refused the admin credentials (401): check "
+                                            "openstack_ha_keystone in the master config".format(url))
+            if resp.status_code >= 500:
+                failures.append("{}: HTTP {}".format(url, resp.status_code))
+                continue
+            if resp.status_code != 201 or "X-Subject-Token" not in resp.headers:
+                raise KeystoneError("api", "Keystone at {} answered the token request with HTTP {}: {}".format(
+                    url, resp.status_code, _message(resp)))
+            body = resp.json().get("token") or {}
+            self.url, self.token = url, resp.headers["X-Subject-Token"]
+            self.expires = _expiry(body.get("expires_at"))
+            self.catalog = body.get("catalog")
+            return url
+        self.token = None
+        raise KeystoneError("unreachable", "no Keystone answered ({})".format("; ".join(failures)))
+
+    def fresh_catalog(self):
+        """The catalog a client sees: a new token request's ``catalog`` (what an OpenStack
+        client would use). Returns ``[{type, name, endpoints: [{interface, region, url}]}]``."""
+        self.authenticate(force=True)
+        return self.catalog
+
+    # ------------------------------------------------------------------ requests
+
+    def request(self, method, path, body=None, ok=(200,)):
+        """One API call on ``path`` (``/endpoints``) with the admin token; renews an expired
+        token once, moves to the next URL when this one stops answering. Returns the JSON
+        body (or None). Raises KeystoneError."""
+        for attempt in (1, 2):
+            self.authenticate(force=attempt == 2)
+            try:
+                resp = self.session.request(method, self.url + path, json=body, headers={"X-Auth-Token": self.token},
+                                            timeout=(CONNECT_TIMEOUT, self.timeout))
+            except requests.RequestException as exc:
+                if attempt == 1:
+                    self.url = None  # this one stopped answering: authenticate() tries the others
+                    self.token = None
+                    continue
+                raise KeystoneError("unreachable", "{} {}{} failed: {}".format(method, self.url, path, type(exc).__name__)) from None
+            if resp.status_code == 401 and attempt == 1:
+                continue
+            if resp.status_code not in ok:
+                raise KeystoneError("api", "{} {}{} answered HTTP {}: {}".format(method, self.url, path, resp.status_code, _message(resp)))
+            return resp.json() if resp.content else None
+        raise KeystoneError("auth", "Keystone at {} keeps refusing a fresh token (401)".format(self.url))
+
+    def regions(self):
+        return self.request("GET", "/regions")["regions"]
+
+    def services(self):
+        return self.request("GET", "/services")["services"]
+
+    def endpoints(self):
+        return self.request("GET", "/endpoints")["endpoints"]
+
+    def create_region(self, region):
+        return self.request("POST", "/regions", {"region": {"id": region}}, ok=(201,))["region"]
+
+    def create_service(self, name, stype):
+        return self.request("POST", "/services", {"service": {"name": name, "type": stype, "enabled": True}}, ok=(201,))["service"]
+
+    def create_endpoint(self, service_id, interface, region, url):
+        return self.request("POST", "/endpoints", {"endpoint": {
+            "service_id": service_id, "interface": interface, "region_id": region, "url": url, "enabled": True}}, ok=(201,))["endpoint"]
+
+    def update_endpoint(self, endpoint_id, url):
+        """Change an endpoint's URL in place (same id: clients caching it see the new URL)."""
+        return self.request("PATCH", "/endpoints/" + endpoint_id, {"endpoint": {"url": url, "enabled": True}})["endpoint"]
+
+    def delete_endpoint(self, endpoint_id):
+        self.request("DELETE", "/endpoints/" + endpoint_id, ok=(204,))
+
+
+def _message(resp):
+    """Keystone's own error message of a failed response, short."""
+    try:
+        return str((resp.json().get("error") or {}).get("message") or resp.text)[:200]
+    except ValueError:
+        return resp.text[:200]
+
+
+def connect(urls, username, password, project="admin", user_domain="Default", project_domain="Default", timeout=5.0):
+    """A :class:`Keystone` session (not yet authenticated); the loader-visible constructor."""
+    return Keystone(urls, username, password, project, user_domain, project_domain, timeout)
+
+
+def error_kind(exc):
+    """``auth``, ``unreachable`` or ``api`` for a :class:`KeystoneError`, else None (Salt's
+    loader gives each caller its own copy of this module, so ``isinstance`` is unreliable)."""
+    return getattr(exc, "kind", None) if type(exc).__name__ == "KeystoneError" else None

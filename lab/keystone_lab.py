@@ -1,0 +1,149 @@
+"""
+A real Keystone on every lab controller, its database on the Galera cluster through the VIP.
+
+Keystone comes from PyPI (``lab/keystone-requirements.txt``, installed by scripts/setup.sh
+into /opt/openstack-ha/keystone) and runs under gunicorn on each controller's address at the
+identity service's port, where the lab's stand-in answered before; HAProxy's ``keystone``
+backend on every controller balances across the three. Fernet and credential keys are made
+once and copied to every controller (any controller validates any token). The catalog is
+left empty: ``salt-run state.orchestrate openstack_ha.orch.catalog`` fills it from the pillar.
+
+Idempotent: the schema migration, the keys and the admin account are only created where
+missing, and a controller whose Keystone already runs is left alone.
+"""
+
+import os
+import subprocess
+import time
+import urllib.request
+
+import yaml
+
+from lab import labctl
+
+VENV = "/opt/openstack-ha/keystone"
+PIDFILE = "/run/keystone.pid"
+CONF = "/etc/keystone/keystone.conf"
+
+
+def lab_pillar():
+    """The lab site's pillar file, read as the master reads it (plain YAML)."""
+    with open(os.path.join(labctl.REPO, "pillar", "openstack_ha", "sites", "lab.sls")) as fh:
+        return yaml.safe_load(fh)["openstack_ha"]
+
+
+def identity_port():
+    with open(os.path.join(labctl.REPO, "pillar", "openstack_ha", "services.sls")) as fh:
+        svc = yaml.safe_load(fh)["openstack_ha"]["services"]["keystone"]
+    return svc.get("backend_port", svc["port"])
+
+
+def config_text(pillar):
+    """keystone.conf for every controller: the Galera cluster through its VIP, fernet tokens."""
+    galera = pillar["galera"]
+    db = galera["databases"]["keystone"]
+    vip = pillar["vips"][galera["vip"]]["address"]
+    return "\n".join([
+        "# Written by lab/keystone_lab.py: the lab's real Keystone.",
+        "[DEFAULT]",
+        "log_dir = /var/log/keystone",
+        "[database]",
+        "connection = mysql+pymysql://{}:{}@{}:3306/keystone".format(db["user"], db["password"], vip),
+        "connection_recycle_time = 60",
+        "max_retries = -1",
+        "[token]",
+        "provider = fernet",
+        "[fernet_tokens]",
+        "key_repository = /etc/keystone/fernet-keys",
+        "[credential]",
+        "key_repository = /etc/keystone/credential-keys",
+        "[identity]",
+        "# bcrypt's cost: the lab's admin logs in often (tests, benchmarks); 4 is bcrypt's minimum.",
+        "password_hash_rounds = 4",
+        "",
+    ])
+
+
+def manage(name, *args, timeout=600):
+    return labctl.ctrl_run(name, [os.path.join(VENV, "bin", "keystone-manage"), "--config-file", CONF] + list(args), timeout=timeout)
+
+
+def copy_dir(source, targets, path):
+    """Copy directory ``path`` from controller ``source`` to each of ``targets`` (own /etc each)."""
+    packed = subprocess.run(labctl.in_ctrl(source, ["tar", "-C", os.path.dirname(path), "-cf", "-", os.path.basename(path)]),
+                            capture_output=True, timeout=60)
+    if packed.returncode != 0:
+        raise labctl.LabError("reading {} on {} failed: {}".format(path, source, packed.stderr.decode(errors="replace")))
+    for target in targets:
+        labctl.ctrl_run(target, ["rm", "-rf", path])
+        proc = subprocess.run(labctl.in_ctrl(target, ["tar", "-C", os.path.dirname(path), "-xf", "-"]),
+                              input=packed.stdout, capture_output=True, timeout=60)
+        if proc.returncode != 0:
+            raise labctl.LabError("copying {} to {} failed: {}".format(path, target, proc.stderr.decode(errors="replace")))
+
+
+def answers(address, port):
+    try:
+        with urllib.request.urlopen("http://{}:{}/v3".format(address, port), timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def start(name, address, port):
+    """Start Keystone under gunicorn on controller ``name`` (stopping its stand-in first)."""
+    if labctl.keystone_running(name):
+        return False
+    standin = labctl.ctrl_run(name, ["cat", "/run/standin-keystone.pid"], check=False).stdout.strip()
+    if standin.isdigit():
+        labctl.kill_pids([int(standin)])
+    labctl.ctrl_run(name, [os.path.join(VENV, "bin", "gunicorn"), "--daemon", "--pid", PIDFILE,
+                           "--bind", "{}:{}".format(address, port), "--workers", "2", "--timeout", "60",
+                           "--error-logfile", "/var/log/keystone/gunicorn.log", "--chdir", "/",
+                           "keystone.wsgi.api:application"], timeout=60)
+    return True
+
+
+def stop(name):
+    """Stop the real Keystone on controller ``name`` (by its pidfile); True if it ran."""
+    pid = labctl.ctrl_run(name, ["cat", PIDFILE], check=False).stdout.strip()
+    if pid.isdigit() and labctl.alive(int(pid)):
+        labctl.kill_pids([int(pid)])
+        return True
+    return False
+
+
+def deploy():
+    """Bring a real Keystone up on every lab controller (see the module docstring)."""
+    if not os.path.exists(os.path.join(VENV, "bin", "keystone-manage")):
+        raise labctl.LabError("no Keystone in {}: run scripts/setup.sh first".format(VENV))
+    pillar, port = lab_pillar(), identity_port()
+    names = [n for n, _ in labctl.CONTROLLERS]
+    first = names[0]
+    labctl.step("Keystone: configuration on {}".format(", ".join(names)))
+    for name in names:
+        labctl.ctrl_run(name, ["mkdir", "-p", "/etc/keystone", "/var/log/keystone"])
+        labctl.ctrl_run(name, ["sh", "-c", "umask 027; cat > " + CONF], input_text=config_text(pillar))
+    labctl.step("Keystone: schema on the Galera cluster (keystone-manage db_sync)")
+    manage(first, "db_sync")
+    if labctl.ctrl_run(first, ["test", "-e", "/etc/keystone/fernet-keys/0"], check=False).returncode != 0:
+        manage(first, "fernet_setup", "--keystone-user", "root", "--keystone-group", "root")
+        manage(first, "credential_setup", "--keystone-user", "root", "--keystone-group", "root")
+    labctl.step("Keystone: the same fernet and credential keys on every controller")
+    for path in ("/etc/keystone/fernet-keys", "/etc/keystone/credential-keys"):
+        copy_dir(first, names[1:], path)
+    labctl.step("Keystone: admin account (keystone-manage bootstrap; no endpoints: the catalog state makes them)")
+    admin = labctl.KEYSTONE_ADMIN
+    manage(first, "bootstrap", "--bootstrap-password", admin["password"], "--bootstrap-username", admin["username"],
+           "--bootstrap-project-name", admin["project"], "--bootstrap-role-name", "admin")
+    for name, address in labctl.CONTROLLERS:
+        started = start(name, address, port)
+        labctl.step("Keystone on {}:{} {}".format(address, port, "started" if started else "already running"))
+    deadline = time.monotonic() + 90
+    waiting = dict(labctl.CONTROLLERS)
+    while waiting and time.monotonic() < deadline:
+        waiting = {n: a for n, a in waiting.items() if not answers(a, port)}
+        time.sleep(0.5)
+    if waiting:
+        raise labctl.LabError("Keystone does not answer on {} (see /var/log/keystone/ there)".format(", ".join(sorted(waiting))))
+    labctl.step("Keystone answers on every controller")
