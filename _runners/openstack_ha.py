@@ -502,11 +502,12 @@ def _keystone(model):
     return cached[1]
 
 
-def _catalog_sync(model, holders, test=False):
+def _catalog_sync(model, holders, test=False, repoint_only=False):
     """
     Make the site's Keystone catalog match the model (``holders``: {vip: controller} for the
     ``active_controller`` mode). Reads the whole catalog before it changes anything, so a
-    refused token or an unreachable Keystone changes nothing.
+    refused token or an unreachable Keystone changes nothing. With ``repoint_only`` only the
+    URLs of existing endpoints are changed.
 
     Returns ``{"result", "changes", "comment", "repointed": [{service, interface, region,
     old, new}], "failed": {what: why}}``; ``result`` is None in test mode when something
@@ -516,6 +517,10 @@ def _catalog_sync(model, holders, test=False):
     client = _keystone(model)
     regions, services, endpoints = client.regions(), client.services(), client.endpoints()
     changes = __utils__["openstack_ha_catalog.plan"](wanted, regions, services, endpoints)
+    if repoint_only:
+        # The automatic path only moves URLs of endpoints that exist; creating the catalog (and
+        # removing duplicates) is the catalog state's job, run by an operator.
+        changes = dict(changes, regions=[], services=[], create=[], delete=[])
     described = __utils__["openstack_ha_catalog.describe"](changes)
     summary = "{} endpoints of {} services in region {} ({} mode)".format(
         len(wanted), len(model["services"]), model["keystone"]["region"], model["keystone"]["endpoint_mode"])
@@ -540,8 +545,9 @@ def _catalog_sync(model, holders, test=False):
 def _follow_catalog(model, holders, evidence, reporter, data):
     """
     After a quorum agreed on one holder per VIP: sync the catalog when the holders changed
-    since the last sync, when the last sync failed, on a VIP change event, or when the last
-    check is older than the heartbeat (drift repair). Fires ``openstack_ha/endpoint/repointed``
+    since the last sync, when the last sync failed, or on a VIP change event (a VIP moved:
+    drift is repaired then too). Only URLs of existing endpoints are
+    changed (creating the catalog is the catalog state's job). Fires ``openstack_ha/endpoint/repointed``
     with the old and new URLs, or an alert (``catalog_auth``, ``catalog_unreachable``,
     ``catalog_api``) when Keystone could not be brought in line; the next event retries.
     """
@@ -551,15 +557,13 @@ def _follow_catalog(model, holders, evidence, reporter, data):
     with _site_lock(site + "-catalog"):
         records = _load(site)
         last = records.get("catalog") or {}
-        now = time.time()
-        due = (last.get("holders") != holders or not last.get("ok") or data.get("kind") == "change"
-               or now - last.get("checked", 0) >= model["remediation"]["heartbeat"])
+        due = last.get("holders") != holders or not last.get("ok") or data.get("kind") == "change"
         if not due:
             return []
         started = time.monotonic()
         entry = {"decided_by": "remediation", "reported_by": reporter, "evidence": evidence, "holders": holders, "site": site}
         try:
-            outcome = _catalog_sync(model, holders)
+            outcome = _catalog_sync(model, holders, repoint_only=True)
         except Exception as exc:  # KeystoneError from the util, ValueError: no holder
             kind = __utils__["openstack_ha_keystone.error_kind"](exc)
             if kind is None and not isinstance(exc, (ValueError, SaltInvocationError)):
@@ -836,7 +840,7 @@ def _table(summary):
             lines.append("KEYSTONE CATALOG ({} mode)  UNREACHABLE: {}".format(catalog["mode"], catalog["problem"]))
         else:
             lines.append("KEYSTONE CATALOG ({} mode)  {}".format(catalog["mode"], "as wanted" if catalog["ok"] else "DRIFT"))
-            hosts = sorted({url.split("/")[2] for url in catalog["endpoints"].values()})
+            hosts = sorted({url.split("/")[2].rsplit(":", 1)[0] for url in catalog["endpoints"].values()})
             lines.append("  {} endpoints, pointing at {}".format(len(catalog["endpoints"]), ", ".join(hosts)))
             for key, change in sorted(catalog["drift"].items()):
                 lines.append("  {:<24} is {}  wanted {}".format(key, change["old"] or "MISSING", change["new"] or "(removed)"))

@@ -24,6 +24,16 @@ from lab import labctl
 VENV = "/opt/openstack-ha/keystone"
 PIDFILE = "/run/keystone.pid"
 CONF = "/etc/keystone/keystone.conf"
+# Keystone parses the process's command line (oslo.config) when its app loads: under gunicorn
+# that is gunicorn's own options, which it rejects (the workers exit with code 2). This entry
+# point hides them first.
+WSGI = "/etc/keystone/lab_wsgi.py"
+WSGI_TEXT = """# Written by lab/keystone_lab.py: Keystone's WSGI app without gunicorn's command line.
+import sys
+
+sys.argv = sys.argv[:1]
+from keystone.wsgi.api import application  # noqa: E402,F401
+"""
 
 
 def lab_pillar():
@@ -57,6 +67,11 @@ def config_text(pillar):
         "key_repository = /etc/keystone/fernet-keys",
         "[credential]",
         "key_repository = /etc/keystone/credential-keys",
+        "[cache]",
+        "# Each worker caches tokens and catalog lookups in its memory (real sites use memcached):",
+        "# without it every request re-reads the token's roles and project from the database.",
+        "enabled = true",
+        "backend = dogpile.cache.memory",
         "[identity]",
         "# bcrypt's cost: the lab's admin logs in often (tests, benchmarks); 4 is bcrypt's minimum.",
         "password_hash_rounds = 4",
@@ -100,7 +115,7 @@ def start(name, address, port):
     labctl.ctrl_run(name, [os.path.join(VENV, "bin", "gunicorn"), "--daemon", "--pid", PIDFILE,
                            "--bind", "{}:{}".format(address, port), "--workers", "2", "--timeout", "60",
                            "--error-logfile", "/var/log/keystone/gunicorn.log", "--chdir", "/",
-                           "keystone.wsgi.api:application"], timeout=60)
+                           "--pythonpath", os.path.dirname(WSGI), "lab_wsgi:application"], timeout=60)
     return True
 
 
@@ -124,6 +139,7 @@ def deploy():
     for name in names:
         labctl.ctrl_run(name, ["mkdir", "-p", "/etc/keystone", "/var/log/keystone"])
         labctl.ctrl_run(name, ["sh", "-c", "umask 027; cat > " + CONF], input_text=config_text(pillar))
+        labctl.ctrl_run(name, ["sh", "-c", "cat > " + WSGI], input_text=WSGI_TEXT)
     labctl.step("Keystone: schema on the Galera cluster (keystone-manage db_sync)")
     manage(first, "db_sync")
     if labctl.ctrl_run(first, ["test", "-e", "/etc/keystone/fernet-keys/0"], check=False).returncode != 0:
@@ -147,3 +163,34 @@ def deploy():
     if waiting:
         raise labctl.LabError("Keystone does not answer on {} (see /var/log/keystone/ there)".format(", ".join(sorted(waiting))))
     labctl.step("Keystone answers on every controller")
+
+
+def set_endpoint_mode(mode):
+    """Switch the lab site's ``keystone:endpoint_mode`` on the master: ``vip`` (the pillar's own
+    value) removes the override, ``active_controller`` writes a copy of the lab site file
+    with that mode into the master's override pillar root (searched first). The reactor's
+    runner sees it once its cached model expires (``MODEL_TTL``)."""
+    target = os.path.join(labctl.PILLAR_OVERRIDES, "openstack_ha", "sites", "lab.sls")
+    if mode == "vip":
+        if os.path.exists(target):
+            os.remove(target)
+        return
+    with open(os.path.join(labctl.REPO, "pillar", "openstack_ha", "sites", "lab.sls")) as fh:
+        text = fh.read()
+    if "endpoint_mode: vip" not in text:
+        raise labctl.LabError("the lab site file no longer says 'endpoint_mode: vip'")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "w") as fh:
+        fh.write(text.replace("endpoint_mode: vip", "endpoint_mode: " + mode))
+
+
+def admin_session(urls=None):
+    """A Keystone admin session from the host (the lab's bridge), with the lab's account."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("openstack_ha_keystone", os.path.join(labctl.REPO, "_utils", "openstack_ha_keystone.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    urls = urls or ["http://{}:{}/v3".format(address, identity_port()) for _, address in labctl.CONTROLLERS]
+    admin = labctl.KEYSTONE_ADMIN
+    return module.connect(urls, admin["username"], admin["password"], admin["project"])

@@ -9,6 +9,10 @@ lab="$repo/lab/labctl"
 "$lab" up
 echo "==> salt '*ctrl*' state.apply openstack_ha"
 "$lab" salt '*ctrl*' state.apply openstack_ha --state-output=terse --state-verbose=False
+echo "==> a real Keystone on every controller (database on the Galera cluster through the VIP)"
+"$lab" keystone
+echo "==> salt-run state.orchestrate openstack_ha.orch.catalog   (the Keystone catalog, from the pillar)"
+"$lab" run state.orchestrate openstack_ha.orch.catalog --state-output=terse --state-verbose=False
 echo "==> waiting for VRRP to settle"
 sleep 3
 echo "==> salt-run openstack_ha.status"

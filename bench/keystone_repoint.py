@@ -1,0 +1,117 @@
+"""
+Time from the VIP holder's failure to a Keystone catalog that points at a working controller,
+in the lab, ``active_controller`` endpoint mode, median and p95 over N runs.
+
+Each run stops the public VIP holder's keepalived (SIGTERM: it resigns, its VIPs move), then
+polls, every 50 ms, (a) which controller holds the VIP and (b) the catalog an OpenStack client
+gets (a token request against the surviving controllers and the catalog it returns). Measured:
+seconds from the stop until (a) the VIP is on another controller (keepalived's own failover,
+the floor under everything else) and (b) every one of the catalog's 21 endpoints names the new
+holder and its Keystone answers. The anchors have no automatic path: a human edits the
+endpoints. Between runs the state starts keepalived again and the catalog follows the VIP back.
+
+Usage: lab/labctl up && lab/labctl salt '*ctrl*' state.apply openstack_ha &&
+       .venv/bin/python bench/keystone_repoint.py [--runs 10]
+"""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from drain_latency import p95  # noqa: E402
+from lab import keystone_lab, labctl  # noqa: E402
+
+VIP = "10.213.0.100"
+CTRLS = [n for n, _ in labctl.CONTROLLERS]
+ADDRESS = dict(labctl.CONTROLLERS)
+MODEL_TTL = 31
+
+
+def holders():
+    return [c for c in CTRLS if " {}/".format(VIP) in labctl.ctrl_run(c, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"]).stdout]
+
+
+def catalog_hosts(session):
+    """The set of hosts the client's catalog names (None when no token could be had)."""
+    try:
+        return {ep["url"].split("/")[2].split(":")[0] for entry in session.fresh_catalog() for ep in entry["endpoints"]}
+    except Exception:
+        return None
+
+
+def salt(*args):
+    return labctl.salt_cmd("salt", "--out=json", *args, timeout=300, check=False)
+
+
+def runner(*args):
+    return json.loads(labctl.salt_cmd("salt-run", "--out=json", *args, timeout=120, check=False).stdout)
+
+
+def one_run(session, old):
+    pid = int(labctl.ctrl_run(old, ["cat", "/run/keepalived.pid"]).stdout.split()[0])
+    start = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    vip_at = catalog_at = new = None
+    deadline = start + 30
+    while time.monotonic() < deadline and catalog_at is None:
+        if vip_at is None:
+            now_holders = holders()
+            if len(now_holders) == 1 and now_holders[0] != old:
+                vip_at, new = time.monotonic() - start, now_holders[0]
+        hosts = catalog_hosts(session)
+        if new is not None and hosts == {ADDRESS[new]} and keystone_lab.answers(ADDRESS[new], 5000):
+            catalog_at = time.monotonic() - start
+        time.sleep(0.05)
+    return vip_at, catalog_at, new
+
+
+def restore(old, session):
+    salt(old, "state.apply", "openstack_ha")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if holders() == [old] and catalog_hosts(session) == {ADDRESS[old]}:
+            return
+        time.sleep(0.5)
+    raise SystemExit("the VIP and the catalog did not come back to {}".format(old))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    keystone_lab.deploy()
+    session = keystone_lab.admin_session()
+    keystone_lab.set_endpoint_mode("active_controller")
+    print("active_controller mode: waiting {} s for the reactor's runner to see it".format(MODEL_TTL), flush=True)
+    time.sleep(MODEL_TTL)
+    vip_times, catalog_times = [], []
+    try:
+        print("catalog: {}".format(runner("openstack_ha.catalog")["comment"]), flush=True)
+        for i in range(args.runs):
+            (old,) = holders()
+            vip_at, catalog_at, new = one_run(session, old)
+            print("  run {:2d}: {} stopped; VIP on {} after {}, catalog on it after {}".format(
+                i + 1, old, new, "%.2f s" % vip_at if vip_at else "NEVER", "%.2f s" % catalog_at if catalog_at else "NEVER"), flush=True)
+            if vip_at is not None:
+                vip_times.append(vip_at)
+            catalog_times.append(catalog_at if catalog_at is not None else float("inf"))
+            restore(old, session)
+    finally:
+        keystone_lab.set_endpoint_mode("vip")
+        runner("openstack_ha.catalog")
+    print("\nfrom the holder's keepalived stopping, {} runs (seconds)".format(args.runs))
+    print("{:<44} {:>8} {:>8}".format("", "median", "p95"))
+    print("{:<44} {:>8.2f} {:>8.2f}".format("VIP on another controller (keepalived)", statistics.median(vip_times), p95(vip_times)))
+    print("{:<44} {:>8.2f} {:>8.2f}".format("catalog points at it (this project)", statistics.median(catalog_times), p95(catalog_times)))
+    print("{:<44} {:>8} {:>8}".format("catalog points at it (anchors)", "never", "never"))
+    print("repoint overhead over the VIP move: median {:.2f} s".format(statistics.median(catalog_times) - statistics.median(vip_times)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Issue 7: a real Keystone on every controller (its database on Galera through the VIP), its
+catalog made and kept by openstack_ha, endpoints repointed when the VIP moves."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from lab import keystone_lab, labctl
+from tests.integration import labtools
+from tests.integration.labtools import ADDRESS, CTRLS, VIPS, vip_holders, wait_until
+
+MODEL_TTL = 30  # _runners/openstack_ha.py: how long the reactor's runner reuses a site model
+TYPES = {"identity", "image", "dns", "network", "compute", "placement", "proxy"}
+SECRET = labctl.KEYSTONE_ADMIN["password"]
+
+
+def orchestrate(*args, config=None):
+    """``salt-run state.orchestrate openstack_ha.orch.catalog ARGS``: (retcode, the state's return)."""
+    proc = labctl.run([os.path.join(labctl.VENV_BIN, "salt-run"), "-c", config or os.path.join(labctl.MASTER_DIR, "etc"),
+                       "--out=json", "state.orchestrate", "openstack_ha.orch.catalog"] + list(args), check=False, timeout=120)
+    assert SECRET not in proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    states = next(iter(doc["data"].values()))
+    assert isinstance(states, dict), states
+    (ret,) = states.values()
+    return doc.get("retcode"), ret
+
+
+def managed(session):
+    """{service/interface: (endpoint id, url)} of the catalog's managed services, from the admin API."""
+    services = {s["id"]: s["name"] for s in session.services() if s["type"] in TYPES}
+    return {"{}/{}".format(services[e["service_id"]], e["interface"]): (e["id"], e["url"])
+            for e in session.endpoints() if e["service_id"] in services}
+
+
+def client_view(session):
+    """The catalog as an OpenStack client sees it: a token request and the catalog it returns."""
+    return {"{}/{}".format(entry["name"], ep["interface"]): ep["url"]
+            for entry in session.fresh_catalog() if entry["type"] in TYPES for ep in entry["endpoints"]}
+
+
+def holder():
+    (only,) = vip_holders(VIPS["public"])
+    return only
+
+
+def stop_keepalived(ctrl):
+    """SIGTERM the controller's keepalived (it resigns: its VIPs move at once to a backup)."""
+    pid = labtools.pidfile_pid(ctrl, "/run/keepalived.pid")
+    assert pid and labctl.alive(pid)
+    os.kill(pid, signal.SIGTERM)
+
+
+def restore_keepalived(ctrl):
+    rc, _ = labtools.apply(ctrl)
+    assert rc == 0
+    wait_until(lambda: vip_holders(VIPS["public"]) == [ctrl], 20, "%s to take the VIP back" % ctrl, interval=0.2)
+
+
+@pytest.fixture(scope="module")
+def keystone(applied):
+    keystone_lab.set_endpoint_mode("vip")
+    keystone_lab.deploy()
+    session = keystone_lab.admin_session()
+    # From nothing: no service of the model's types in the catalog.
+    services = [s for s in session.services() if s["type"] in TYPES]
+    for endpoint in session.endpoints():
+        if endpoint["service_id"] in {s["id"] for s in services}:
+            session.delete_endpoint(endpoint["id"])
+    for service in services:
+        session.request("DELETE", "/services/" + service["id"], ok=(204,))
+    yield session
+    keystone_lab.set_endpoint_mode("vip")
+    labtools.runner("openstack_ha.catalog")
+    for ctrl, address in labctl.CONTROLLERS:
+        keystone_lab.start(ctrl, address, keystone_lab.identity_port())
+
+
+def test_keystone_runs_on_every_controller_behind_haproxy(keystone):
+    for ctrl in CTRLS:
+        assert labtools.http_json(ADDRESS[ctrl], 5000, "/v3")["version"]["status"] == "stable"
+    assert labtools.http_json(VIPS["public"], 5000, "/v3")["version"]["status"] == "stable"
+    assert labctl.keystone_running(CTRLS[0])
+
+
+def test_catalog_state_creates_the_catalog_from_nothing_and_a_second_run_changes_nothing(keystone):
+    rc, ret = orchestrate("test=True")
+    assert ret["result"] is None and len([k for k in ret["changes"] if "/" in k]) == 21
+    assert managed(keystone) == {}, "test=True changed the catalog"
+    rc, ret = orchestrate()
+    assert rc == 0 and ret["result"] is True, ret
+    assert ret["changes"]["nova/public"] == {"old": None, "new": "http://openstack.lab.example:8774/v2.1"}
+    assert ret["changes"]["service nova"] == {"old": None, "new": "compute"}
+    seen = client_view(keystone)
+    assert len(seen) == 21
+    assert seen["keystone/public"] == "http://openstack.lab.example:5000/v3"
+    assert seen["nova/internal"] == "http://openstack-internal.lab.example:8774/v2.1"
+    assert seen["glance/admin"] == "http://openstack-internal.lab.example:9292"
+    rc, ret = orchestrate()
+    assert rc == 0 and ret["result"] is True and ret["changes"] == {}, ret
+
+
+def test_a_url_changed_by_hand_is_put_back_in_place(keystone):
+    before = managed(keystone)
+    endpoint_id = before["nova/public"][0]
+    keystone.update_endpoint(endpoint_id, "http://wrong.example:1/")
+    rc, ret = orchestrate("test=True")
+    assert ret["result"] is None and ret["changes"] == {"nova/public": {"old": "http://wrong.example:1/",
+                                                                      "new": "http://openstack.lab.example:8774/v2.1"}}
+    assert managed(keystone)["nova/public"][1] == "http://wrong.example:1/"
+    rc, ret = orchestrate()
+    assert ret["result"] is True and list(ret["changes"]) == ["nova/public"]
+    assert managed(keystone) == before  # same ids, same URLs: updated in place, not recreated
+
+
+def test_status_shows_the_catalog(keystone):
+    summary = labtools.runner("openstack_ha.status")["lab"]
+    assert summary["catalog"]["ok"] is True and summary["catalog"]["mode"] == "vip"
+    assert len(summary["catalog"]["endpoints"]) == 21
+
+
+def test_vip_mode_after_a_vip_move_the_catalog_is_unchanged_and_drift_is_repaired(keystone):
+    before = managed(keystone)
+    keystone.update_endpoint(before["placement/internal"][0], "http://drifted.example:1/")
+    old = holder()
+    events = labtools.MasterEvents()
+    try:
+        stop_keepalived(old)
+        wait_until(lambda: (lambda h: h and old not in h)(vip_holders(VIPS["public"])), 10, "the VIP to move", interval=0.1)
+        event = events.wait("openstack_ha/endpoint/repointed", 20)
+        assert event is not None, "the drift was not repaired after the VIP move"
+        assert event["data"]["endpoints"] == [{"service": "placement", "interface": "internal", "region": "lab-r",
+                                               "old": "http://drifted.example:1/", "new": "http://openstack-internal.lab.example:8778"}]
+        assert managed(keystone) == before
+    finally:
+        events.close()
+        restore_keepalived(old)
+
+
+def test_active_controller_mode_repoints_every_endpoint_to_the_new_holder(keystone):
+    keystone_lab.set_endpoint_mode("active_controller")
+    switched = time.monotonic()
+    old = holder()
+    rc = labtools.runner("openstack_ha.catalog")
+    assert rc["result"] is True, rc
+    assert set(client_view(keystone).values()) >= {"http://{}:8774/v2.1".format(ADDRESS[old])}
+    assert {url.split("/")[2].split(":")[0] for url in client_view(keystone).values()} == {ADDRESS[old]}
+    time.sleep(max(0, MODEL_TTL + 1 - (time.monotonic() - switched)))  # the reactor's runner sees the new mode
+    # Meanwhile the reactor's runner, on its old (vip) model, may have put the vip URLs back.
+    assert labtools.runner("openstack_ha.catalog")["result"] is True
+    events = labtools.MasterEvents()
+    try:
+        killed = time.monotonic()
+        stop_keepalived(old)
+        event = events.wait("openstack_ha/endpoint/repointed", 20)
+        took = time.monotonic() - killed
+        assert event is not None, "no repoint after the holder lost the VIP"
+        new = vip_holders(VIPS["public"])
+        assert len(new) == 1 and new[0] != old
+        seen = client_view(keystone)
+        assert len(seen) == 21
+        assert {url.split("/")[2].split(":")[0] for url in seen.values()} == {ADDRESS[new[0]]}, seen
+        assert {(e["old"].split("/")[2], e["new"].split("/")[2]) for e in event["data"]["endpoints"]} >= {
+            ("{}:5000".format(ADDRESS[old]), "{}:5000".format(ADDRESS[new[0]]))}
+        print("repointed {} endpoints {:.2f} s after the holder's keepalived stopped".format(len(event["data"]["endpoints"]), took))
+    finally:
+        events.close()
+        restore_keepalived(old)
+    wait_until(lambda: {u.split("/")[2].split(":")[0] for u in client_view(keystone).values()} == {ADDRESS[old]}, 20,
+               "the catalog to follow the VIP back to %s" % old, interval=0.5)
+
+
+def test_unreachable_keystone_alerts_changes_nothing_and_the_next_event_retries(keystone):
+    old = holder()
+    for ctrl in CTRLS:
+        keystone_lab.stop(ctrl)
+    events = labtools.MasterEvents()
+    try:
+        stop_keepalived(old)
+        alert = events.wait("openstack_ha/alert/catalog_unreachable", 20)
+        assert alert is not None and "no Keystone answered" in alert["data"]["why"]
+        assert SECRET not in json.dumps(alert["data"])
+        new = vip_holders(VIPS["public"])
+        for ctrl, address in labctl.CONTROLLERS:
+            keystone_lab.start(ctrl, address, keystone_lab.identity_port())
+        wait_until(lambda: all(keystone_lab.answers(a, 5000) for _, a in labctl.CONTROLLERS), 60, "Keystone back", interval=0.5)
+        event = events.wait("openstack_ha/endpoint/repointed", 40)
+        assert event is not None, "the next event did not retry the repoint"
+        assert {u.split("/")[2].split(":")[0] for u in client_view(keystone).values()} == {ADDRESS[new[0]]}
+    finally:
+        events.close()
+        for ctrl, address in labctl.CONTROLLERS:
+            keystone_lab.start(ctrl, address, keystone_lab.identity_port())
+        restore_keepalived(old)
+
+
+def test_wrong_credentials_or_no_keystone_a_clear_error_and_nothing_changed(keystone, tmp_path):
+    before = managed(keystone)
+    for name, admin, expected in (
+            ("wrong-password", dict(labctl.KEYSTONE_ADMIN, password="not-the-password"), "refused the admin credentials (401)"),
+            ("unreachable", dict(labctl.KEYSTONE_ADMIN, auth_url="http://127.0.0.1:9/v3"), "no Keystone answered")):
+        config = dict(labctl.master_config(), openstack_ha_keystone={"lab": admin})
+        confdir = tmp_path / name
+        confdir.mkdir()
+        (confdir / "master").write_text(json.dumps(config))
+        proc = labctl.run([os.path.join(labctl.VENV_BIN, "salt-run"), "-c", str(confdir), "--out=json", "openstack_ha.catalog"],
+                          check=False, timeout=120)
+        ret = json.loads(proc.stdout)
+        assert ret["result"] is False and expected in ret["comment"], ret
+        assert "not-the-password" not in proc.stdout + proc.stderr
+    assert managed(keystone) == before
+    rc, ret = orchestrate()
+    assert ret["result"] is True and ret["changes"] == {}
