@@ -32,12 +32,7 @@ def _model(model=None):
 
 def nodes(model=None):
     """The controllers (entries, in order) that are RabbitMQ nodes; [] when disabled."""
-    model = _model(model)
-    rabbit = model.get("rabbitmq") or {}
-    if not rabbit.get("enabled"):
-        return []
-    wanted = rabbit.get("nodes") or [c["id"] for c in model["controllers"]]
-    return [c for c in model["controllers"] if c["id"] in wanted]
+    return __utils__["openstack_ha_model.cluster_nodes"](_model(model), "rabbitmq")
 
 
 def node_ids(model=None):

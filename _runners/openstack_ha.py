@@ -386,8 +386,8 @@ def _check_rabbitmq(model, reporter, data):
     paused (``rabbitmq_node_down``); with ``rabbitmq:heal_partitions``, restart the app of
     one partitioned minority node (never two at once, never within the cooldown).
     """
-    nodes = [n["id"] for n in model["controllers"] if n["id"] in (model["rabbitmq"].get("nodes") or [c["id"] for c in model["controllers"]])]
-    if not model["rabbitmq"].get("enabled") or reporter not in nodes:
+    nodes = [n["id"] for n in __utils__["openstack_ha_model.cluster_nodes"](model, "rabbitmq")]
+    if reporter not in nodes:
         return []
     expected = data.get("expected") or []
     if data.get("kind") == "heartbeat" and _rabbit_healthy(data, expected):
@@ -515,7 +515,9 @@ def _catalog_sync(model, holders, test=False, repoint_only=False):
     """
     wanted = __utils__["openstack_ha_model.catalog_endpoints"](model, holders)
     client = _keystone(model)
-    regions, services, endpoints = client.regions(), client.services(), client.endpoints()
+    # A repoint never creates a region: it need not read them (one request less on the way).
+    regions = [] if repoint_only else client.regions()
+    services, endpoints = client.services(), client.endpoints()
     changes = __utils__["openstack_ha_catalog.plan"](wanted, regions, services, endpoints)
     if repoint_only:
         # The automatic path only moves URLs of endpoints that exist; creating the catalog (and

@@ -571,13 +571,20 @@ def quorum_size(model):
     return int(quorum)
 
 
+def cluster_nodes(model, section):
+    """The controllers (entries, in controller order) that are nodes of the ``section``
+    cluster (``galera`` or ``rabbitmq``): its ``nodes`` list, or every controller; [] when
+    the section is not enabled."""
+    cluster = model.get(section) or {}
+    if not cluster.get("enabled"):
+        return []
+    wanted = cluster.get("nodes") or [c["id"] for c in model["controllers"]]
+    return [c for c in model["controllers"] if c["id"] in wanted]
+
+
 def galera_nodes(model):
     """The controllers (entries, in controller order) that are Galera nodes; [] when disabled."""
-    galera = model.get("galera") or {}
-    if not galera.get("enabled"):
-        return []
-    wanted = galera.get("nodes") or [c["id"] for c in model["controllers"]]
-    return [c for c in model["controllers"] if c["id"] in wanted]
+    return cluster_nodes(model, "galera")
 
 
 def backend_services(model):

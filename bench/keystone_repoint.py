@@ -8,7 +8,8 @@ gets (a token request against the surviving controllers and the catalog it retur
 seconds from the stop until (a) the VIP is on another controller (keepalived's own failover,
 the floor under everything else) and (b) every one of the catalog's 21 endpoints names the new
 holder and its Keystone answers. The anchors have no automatic path: a human edits the
-endpoints. Between runs the state starts keepalived again and the catalog follows the VIP back.
+endpoints. Between runs `state.sls openstack_ha.keepalived` starts keepalived again and the
+catalog follows the VIP back.
 
 Usage: lab/labctl up && lab/labctl salt '*ctrl*' state.apply openstack_ha &&
        .venv/bin/python bench/keystone_repoint.py [--runs 10]
@@ -72,7 +73,7 @@ def one_run(session, old):
 
 
 def restore(old, session):
-    salt(old, "state.apply", "openstack_ha")
+    salt(old, "state.sls", "openstack_ha.keepalived")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if holders() == [old] and catalog_hosts(session) == {ADDRESS[old]}:
