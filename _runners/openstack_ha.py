@@ -582,7 +582,8 @@ def _follow_catalog(model, holders, evidence, reporter, data):
                                   why="{} endpoint(s) repointed: {}".format(len(outcome["repointed"]), ", ".join(sorted(
                                       {"{} -> {}".format(e["old"], e["new"]) for e in outcome["repointed"]})))))
             _announce(records, site, decisions[-1], "openstack_ha/endpoint/repointed")
-        if outcome["result"] is not True:
+        # One alert per failure, not one per retry: the VIP heartbeats retry every few seconds.
+        if outcome["result"] is not True and (last.get("ok", True) or last.get("comment") != outcome["comment"]):
             kind = outcome.get("alert") or "catalog_api"
             decisions.append(dict(entry, what="alert", alert=kind, service="keystone", time=time.time(),
                                   why="catalog not brought in line (retried on the next event): " + outcome["comment"]))
