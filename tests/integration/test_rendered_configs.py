@@ -7,15 +7,20 @@ import subprocess
 import jinja2
 import pytest
 
-from tests.conftest import REPO, build
+from tests.conftest import REPO, build, model_lib
 
 FILES = os.path.join(REPO, "states", "openstack_ha", "files")
 SITES = ["eqiad1", "codfw1dev", "lab"]
 
 
+# The execution-module functions the templates call through ``salt[...]`` (each one a thin
+# wrapper of the model util, called here directly).
+SALT = {"openstack_ha.listen_vips": model_lib.listen_vips}
+
+
 def render(template, **context):
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(FILES), undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # as Salt renders
-    return env.get_template(template).render(**context)
+    return env.get_template(template).render(salt=SALT, **context)
 
 
 def controllers(site):
@@ -33,6 +38,9 @@ def test_haproxy_config_passes_haproxy_c(site, tmp_path):
         text = cfg.read_text()
         for name, svc in model["services"].items():
             assert "frontend %s\n    bind %s:%d" % (name, model["vips"][svc["vip"]]["address"], svc["port"]) in text
+            # and on every VIP a catalog interface names (the vip mode's internal/admin endpoints)
+            for vip in model_lib.listen_vips(model, name):
+                assert "    bind %s:%d\n" % (model["vips"][vip]["address"], svc["port"]) in text.split("frontend %s\n" % name)[1].split("\nbackend ")[0]
         assert "option redispatch" in text and "timeout check" in text
         assert text.count(" backup on-marked-down shutdown-sessions") == 2  # Galera: one writer
         # Hung backends: GET/HEAD replayed elsewhere after the response timeout; nothing else
