@@ -502,6 +502,18 @@ def _keystone(model):
     return cached[1]
 
 
+def _catalog_failure(exc):
+    """The kind of an expected failure of :func:`_catalog_sync`: ``auth``, ``unreachable`` or
+    ``api`` for a Keystone error, ``unplanned`` for no holder of a VIP (ValueError) or no
+    admin account / identity service (SaltInvocationError). Re-raises anything else."""
+    kind = __utils__["openstack_ha_keystone.error_kind"](exc)
+    if kind is not None:
+        return kind
+    if isinstance(exc, (ValueError, SaltInvocationError)):
+        return "unplanned"
+    raise exc
+
+
 def _catalog_sync(model, holders, test=False, repoint_only=False):
     """
     Make the site's Keystone catalog match the model (``holders``: {vip: controller} for the
@@ -566,11 +578,8 @@ def _follow_catalog(model, holders, evidence, reporter, data):
         entry = {"decided_by": "remediation", "reported_by": reporter, "evidence": evidence, "holders": holders, "site": site}
         try:
             outcome = _catalog_sync(model, holders, repoint_only=True)
-        except Exception as exc:  # KeystoneError from the util, ValueError: no holder
-            kind = __utils__["openstack_ha_keystone.error_kind"](exc)
-            if kind is None and not isinstance(exc, (ValueError, SaltInvocationError)):
-                raise
-            outcome = {"result": False, "comment": str(exc), "repointed": [], "alert": "catalog_" + (kind or "unplanned")}
+        except Exception as exc:
+            outcome = {"result": False, "comment": str(exc), "repointed": [], "alert": "catalog_" + _catalog_failure(exc)}
         took = round(time.monotonic() - started, 3)
         records = _load(site)
         records["catalog"] = {"holders": holders, "ok": outcome["result"] is True, "checked": time.time(),
@@ -628,9 +637,10 @@ def catalog(site=None, test=False):
     try:
         with _site_lock(site + "-catalog"):
             outcome = _catalog_sync(model, holders, test=bool(test))
+    except SaltInvocationError:
+        raise  # the master is not set up for this site's catalog: an operator error, shown as such
     except Exception as exc:
-        if __utils__["openstack_ha_keystone.error_kind"](exc) is None and not isinstance(exc, ValueError):
-            raise
+        _catalog_failure(exc)
         outcome = {"result": False, "changes": {}, "comment": "nothing changed: " + str(exc), "repointed": []}
     if outcome["repointed"] and not test:
         entry = {"what": "repoint", "service": "keystone", "endpoints": outcome["repointed"], "decided_by": "operator (salt-run openstack_ha.catalog)",
@@ -652,8 +662,7 @@ def _catalog_view(model, holders):
     try:
         outcome = _catalog_sync(model, holders, test=True)
     except Exception as exc:
-        if __utils__["openstack_ha_keystone.error_kind"](exc) is None and not isinstance(exc, (ValueError, SaltInvocationError)):
-            raise
+        _catalog_failure(exc)
         return {"ok": False, "mode": model["keystone"]["endpoint_mode"], "problem": str(exc), "endpoints": {}}
     return {"ok": outcome["result"] is True, "mode": model["keystone"]["endpoint_mode"], "comment": outcome["comment"],
             "drift": outcome["changes"],

@@ -43,9 +43,8 @@ def lab_pillar():
 
 
 def identity_port():
-    with open(os.path.join(labctl.REPO, "pillar", "openstack_ha", "services.sls")) as fh:
-        svc = yaml.safe_load(fh)["openstack_ha"]["services"]["keystone"]
-    return svc.get("backend_port", svc["port"])
+    """The port Keystone listens on at each controller (the keystone service's backend port)."""
+    return dict(labctl.lab_services())["keystone"]
 
 
 def config_text(pillar):

@@ -42,6 +42,11 @@ def client_view(session):
             for entry in session.fresh_catalog() if entry["type"] in TYPES for ep in entry["endpoints"]}
 
 
+def hosts(view):
+    """The set of hosts (no ports) the endpoints of a catalog view name."""
+    return {url.split("/")[2].rsplit(":", 1)[0] for url in view.values()}
+
+
 def holder():
     (only,) = vip_holders(VIPS["public"])
     return only
@@ -147,7 +152,7 @@ def test_active_controller_mode_repoints_every_endpoint_to_the_new_holder(keysto
     rc = labtools.runner("openstack_ha.catalog")
     assert rc["result"] is True, rc
     assert set(client_view(keystone).values()) >= {"http://{}:8774/v2.1".format(ADDRESS[old])}
-    assert {url.split("/")[2].split(":")[0] for url in client_view(keystone).values()} == {ADDRESS[old]}
+    assert hosts(client_view(keystone)) == {ADDRESS[old]}
     time.sleep(max(0, MODEL_TTL + 1 - (time.monotonic() - switched)))  # the reactor's runner sees the new mode
     # Meanwhile the reactor's runner, on its old (vip) model, may have put the vip URLs back.
     assert labtools.runner("openstack_ha.catalog")["result"] is True
@@ -162,14 +167,14 @@ def test_active_controller_mode_repoints_every_endpoint_to_the_new_holder(keysto
         assert len(new) == 1 and new[0] != old
         seen = client_view(keystone)
         assert len(seen) == 21
-        assert {url.split("/")[2].split(":")[0] for url in seen.values()} == {ADDRESS[new[0]]}, seen
+        assert hosts(seen) == {ADDRESS[new[0]]}, seen
         assert {(e["old"].split("/")[2], e["new"].split("/")[2]) for e in event["data"]["endpoints"]} >= {
             ("{}:5000".format(ADDRESS[old]), "{}:5000".format(ADDRESS[new[0]]))}
         print("repointed {} endpoints {:.2f} s after the holder's keepalived stopped".format(len(event["data"]["endpoints"]), took))
     finally:
         events.close()
         restore_keepalived(old)
-    wait_until(lambda: {u.split("/")[2].split(":")[0] for u in client_view(keystone).values()} == {ADDRESS[old]}, 20,
+    wait_until(lambda: hosts(client_view(keystone)) == {ADDRESS[old]}, 20,
                "the catalog to follow the VIP back to %s" % old, interval=0.5)
 
 
@@ -189,7 +194,7 @@ def test_unreachable_keystone_alerts_changes_nothing_and_the_next_event_retries(
         wait_until(lambda: all(keystone_lab.answers(a, 5000) for _, a in labctl.CONTROLLERS), 60, "Keystone back", interval=0.5)
         event = events.wait("openstack_ha/endpoint/repointed", 40)
         assert event is not None, "the next event did not retry the repoint"
-        assert {u.split("/")[2].split(":")[0] for u in client_view(keystone).values()} == {ADDRESS[new[0]]}
+        assert hosts(client_view(keystone)) == {ADDRESS[new[0]]}
     finally:
         events.close()
         for ctrl, address in labctl.CONTROLLERS:
