@@ -166,6 +166,15 @@ def deploy():
     if waiting:
         raise labctl.LabError("Keystone does not answer on {} (see /var/log/keystone/ there)".format(", ".join(sorted(waiting))))
     labctl.step("Keystone answers on every controller")
+    # HAProxy saw the backends fail while the stand-ins made way: wait for its health checks
+    # (rise count) to put them back, so a client of the VIP finds Keystone when this returns.
+    vips = {v["address"] for v in pillar["vips"].values()}
+    while vips and time.monotonic() < deadline + 30:
+        vips = {a for a in vips if not answers(a, port)}
+        time.sleep(0.5)
+    if vips:
+        raise labctl.LabError("Keystone does not answer through HAProxy on {} (see salt-run openstack_ha.status)".format(", ".join(sorted(vips))))
+    labctl.step("Keystone answers through every VIP")
 
 
 def set_endpoint_mode(mode):
