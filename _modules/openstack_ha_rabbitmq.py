@@ -130,6 +130,65 @@ def restart_app(timeout=120):
     return cluster_status()
 
 
+# ------------------------------------------------------------------------ Erlang cookie
+
+# Run inside this node (``rabbitmqctl eval``, the expression on stdin: the cookie never
+# appears on a command line). For every running member, the peers first and this node last:
+# write the cookie file (a temporary file, mode 0400, renamed over the old one, as the
+# rabbitmq user the VM runs as) and make the running VM use the new cookie. Connections
+# between nodes are only authenticated when they are made, so the ones up now stay up: no
+# node restarts, no message is lost, and every later connection (a CLI, a reconnecting
+# peer, a restarted node) uses the new cookie. Prints "node=ok;node=<error>;...".
+_ROLL_COOKIE = """
+Cookie = list_to_atom("{cookie}"),
+Path = "{path}",
+Tmp = Path ++ ".openstack-ha",
+Switch = fun() ->
+    _ = file:delete(Tmp),
+    case file:write_file(Tmp, atom_to_list(Cookie)) of
+        ok ->
+            ok = file:change_mode(Tmp, 8#400),
+            ok = file:rename(Tmp, Path),
+            true = erlang:set_cookie(node(), Cookie),
+            ok;
+        Error -> Error
+    end
+end,
+Peers = lists:sort(rabbit_nodes:all_running()) -- [node()],
+Results = [{{N, rpc:call(N, erlang, apply, [Switch, []], {rpc_ms})}} || N <- Peers] ++ [{{node(), Switch()}}],
+lists:flatten(lists:join(";", [io_lib:format("~s=~p", [N, R]) || {{N, R}} <- Results])).
+"""
+
+
+def roll_cookie(cookie, path, timeout=60):
+    """
+    Roll a new Erlang cookie out to every running node of this node's cluster, one node at a
+    time and without a restart (see ``_ROLL_COOKIE``); this node must run with the cookie
+    in ``path`` now (the CLI uses it to get in).
+
+    cookie
+        the new cookie (letters and digits, as the pillar validator demands).
+    path
+        the cookie file, the same on every node.
+
+    Returns {node name: "ok"}. Raises CommandExecutionError naming the nodes that did not
+    switch (they keep the old cookie and their links; apply the state there again).
+    """
+    if not cookie.isalnum() or '"' in path:
+        raise CommandExecutionError("refusing to roll out a cookie that is not letters and digits only")
+    out = ctl("eval", stdin=_ROLL_COOKIE.format(cookie=cookie, path=path, rpc_ms=int(timeout * 1000 / 4)), timeout=timeout)
+    results = {}
+    for item in out.strip().strip('"').split(";"):
+        node, _, result = item.partition("=")
+        if node:
+            results[node.strip()] = result.strip()
+    failed = {n: r for n, r in results.items() if r != "ok"}
+    if not results or failed:
+        raise CommandExecutionError("the new Erlang cookie did not reach {}: {}".format(
+            ", ".join(sorted(failed)) or "any node", "; ".join("{}: {}".format(n, r) for n, r in sorted(failed.items())) or out.strip()))
+    return results
+
+
 # ----------------------------------------------------------------- users and policies
 
 

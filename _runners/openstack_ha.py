@@ -346,7 +346,9 @@ def _check_vips(model, reporter, data=None):
     catalog follow: repoint every endpoint to the new holder (``active_controller`` mode) or
     repair drift (``vip`` mode); never while the view is split or short of a quorum.
     """
+    asked = time.monotonic()
     held, holders, quorum = _vip_view(model)
+    view_took = round(time.monotonic() - asked, 3)
     decisions = []
     now = time.time()
     base = {"what": "alert", "decided_by": "remediation", "reported_by": reporter, "time": now, "site": model["site"], "evidence": held}
@@ -368,7 +370,7 @@ def _check_vips(model, reporter, data=None):
             records["decisions"].extend(decisions)
             _store(model["site"], records)
         return decisions
-    return _follow_catalog(model, {vip: who[0] for vip, who in holders.items()}, held, reporter, data or {})
+    return _follow_catalog(model, {vip: who[0] for vip, who in holders.items()}, held, reporter, data or {}, view_took)
 
 
 # ---------------------------------------------------------------------------- RabbitMQ
@@ -556,7 +558,7 @@ def _catalog_sync(model, holders, test=False, repoint_only=False):
             "comment": "{} catalog change(s) made: {}".format(len(applied), summary)}
 
 
-def _follow_catalog(model, holders, evidence, reporter, data):
+def _follow_catalog(model, holders, evidence, reporter, data, view_took=None):
     """
     After a quorum agreed on one holder per VIP: sync the catalog when the holders changed
     since the last sync, when the last sync failed, or on a VIP change event (a VIP moved:
@@ -564,6 +566,8 @@ def _follow_catalog(model, holders, evidence, reporter, data):
     changed (creating the catalog is the catalog state's job). Fires ``openstack_ha/endpoint/repointed``
     with the old and new URLs, or an alert (``catalog_auth``, ``catalog_unreachable``,
     ``catalog_api``) when Keystone could not be brought in line; the next event retries.
+    The record of a repoint says how long Keystone took (``took``) and how long the
+    controllers took to agree on the holders before it (``view_took``).
     """
     site = model["site"]
     if _keystone_admin(site) is None:
@@ -586,7 +590,7 @@ def _follow_catalog(model, holders, evidence, reporter, data):
                               "comment": outcome["comment"], "mode": model["keystone"]["endpoint_mode"]}
         decisions = []
         if outcome["repointed"]:
-            decisions.append(dict(entry, what="repoint", service="keystone", time=time.time(), took=took,
+            decisions.append(dict(entry, what="repoint", service="keystone", time=time.time(), took=took, view_took=view_took,
                                   endpoints=outcome["repointed"], mode=model["keystone"]["endpoint_mode"],
                                   why="{} endpoint(s) repointed: {}".format(len(outcome["repointed"]), ", ".join(sorted(
                                       {"{} -> {}".format(e["old"], e["new"]) for e in outcome["repointed"]})))))

@@ -117,11 +117,14 @@ def accounts(name):
 def cookie(name):
     """
     Ensure the Erlang cookie at ``name`` is the pillar's (``rabbitmq:cookie``), owned by
-    rabbitmq, mode 0400, before RabbitMQ first starts. The value never appears in the output.
+    rabbitmq, mode 0400. The value never appears in the output.
 
-    A different cookie on a node whose RabbitMQ runs is not swapped underneath it (the node
-    and its CLI would stop understanding each other): the state fails and says how to roll it
-    out, one node at a time.
+    Before RabbitMQ first starts, the file is written. A changed cookie on a running cluster
+    is rolled out node by node without a restart (``openstack_ha_rabbitmq.roll_cookie``):
+    every running member gets the new file and switches its running VM to it, the links
+    between nodes stay up, and the state checks afterwards that the cluster is whole and
+    answers with the new cookie. A node that was down at the time takes the new file when the
+    state is applied there, before it starts again.
     """
     import os
 
@@ -137,12 +140,9 @@ def cookie(name):
     if current == wanted and mode_ok:
         ret["comment"] = "the Erlang cookie is the pillar's"
         return ret
-    if current != wanted and __salt__["openstack_ha_rabbitmq.cluster_status"](timeout=10)["running"]:
-        ret.update(result=False, comment=(
-            "the Erlang cookie in the pillar differs from the one RabbitMQ runs with on {}: change it one node at a "
-            "time (stop RabbitMQ on the node, apply openstack_ha.rabbitmq, wait for it to rejoin), never on all nodes "
-            "at once".format(__grains__["id"])))
-        return ret
+    before = __salt__["openstack_ha_rabbitmq.cluster_status"](timeout=10) if current != wanted else {"running": False}
+    if before["running"]:
+        return _roll_cookie(ret, name, wanted, before)
     ret["changes"] = {name: "cookie written" if current != wanted else "mode set to 0400"}
     if __opts__["test"]:
         ret.update(result=None, comment="the Erlang cookie would be written")
@@ -154,4 +154,27 @@ def cookie(name):
     os.chmod(tmp, 0o400)
     os.replace(tmp, name)
     ret["comment"] = "the Erlang cookie was written"
+    return ret
+
+
+def _roll_cookie(ret, name, wanted, before):
+    """The running-cluster half of :func:`cookie`: roll ``wanted`` out, then verify that this
+    node answers with it and still sees every node that ran before."""
+    running = before["running_nodes"]
+    if __opts__["test"]:
+        ret["changes"] = {name: "new cookie would be rolled out to {} (running, no restart)".format(", ".join(running))}
+        ret.update(result=None, comment="the Erlang cookie would be rolled out node by node")
+        return ret
+    try:
+        switched = __salt__["openstack_ha_rabbitmq.roll_cookie"](wanted, name)
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment="Erlang cookie not rolled out: {}".format(exc))
+        return ret
+    ret["changes"] = {name: "new cookie rolled out to {} (running, no restart)".format(", ".join(sorted(switched)))}
+    after = __salt__["openstack_ha_rabbitmq.cluster_status"](timeout=15)
+    if not after["running"] or sorted(after["running_nodes"]) != sorted(running):
+        ret.update(result=False, comment="the new Erlang cookie was rolled out, but the cluster now answers {}: {}".format(
+            "without" if not after["running"] else "with running nodes", after.get("reason") or ", ".join(after["running_nodes"])))
+        return ret
+    ret["comment"] = "the Erlang cookie was rolled out node by node ({}); the cluster stayed whole".format(", ".join(sorted(switched)))
     return ret

@@ -153,6 +153,61 @@ def test_a_partitioned_node_pauses_alerts_and_heals(cluster):
         events.close()
 
 
+COOKIE_FILE = "/var/lib/rabbitmq/.erlang.cookie"
+NEW_COOKIE = "LabRotatedErlangCookie00000002"
+
+
+def cookie_state(result):
+    (ret,) = [r for key, r in result.items() if key.startswith("openstack_ha_rabbitmq_|-openstack_ha-rabbitmq-cookie_|-")]
+    return ret
+
+
+def cookie_digests():
+    return {c: sh(c, "sha256sum " + COOKIE_FILE).split()[0] for c in CTRLS}
+
+
+def apply_cookie(ctrl, cookie=None, *extra):
+    args = ["state.apply", "openstack_ha.rabbitmq"] + list(extra)
+    if cookie:
+        args.append("pillar=" + json.dumps({"openstack_ha": {"rabbitmq": {"cookie": cookie}}}))
+    rc, result = labtools.salt(ctrl, *args)
+    return rc, cookie_state(result[ctrl])
+
+
+def test_a_changed_cookie_is_rolled_out_node_by_node_without_a_restart(cluster):
+    import hashlib
+
+    old = cookie_digests()
+    assert len(set(old.values())) == 1
+    pids = {c: beam_pid(c) for c in CTRLS}
+    try:
+        rc, ret = apply_cookie("lab-ctrl2", NEW_COOKIE, "test=True")
+        assert ret["result"] is None and "would be rolled out" in json.dumps(ret["changes"]), ret
+        assert cookie_digests() == old, "test=True changed a cookie file"
+        # Applied on one node only: every running member takes the new cookie, files and VMs.
+        rc, ret = apply_cookie("lab-ctrl2", NEW_COOKIE)
+        assert rc == 0 and ret["result"] is True, ret
+        assert NEW_COOKIE not in json.dumps(ret), "the cookie appeared in the state's output"
+        assert set(cookie_digests().values()) == {hashlib.sha256(NEW_COOKIE.encode()).hexdigest()}
+        assert {c: sh(c, "stat -c '%a %U' " + COOKIE_FILE).split() for c in CTRLS} == {c: ["400", "rabbitmq"] for c in CTRLS}
+        # Every node answers a new CLI connection (the new cookie) and sees the whole cluster;
+        # no VM was restarted.
+        for ctrl in CTRLS:
+            assert running_nodes(ctrl) == ALL
+        assert {c: beam_pid(c) for c in CTRLS} == pids
+        # The other nodes' states find the cookie already in place.
+        rc, ret = apply_cookie("lab-ctrl3", NEW_COOKIE)
+        assert rc == 0 and ret["result"] is True and ret["changes"] == {}, ret
+    finally:
+        # Back to the pillar's cookie, the same way.
+        rc, ret = apply_cookie("lab-ctrl1")
+        assert rc == 0 and ret["result"] is True, ret
+    assert cookie_digests() == old
+    for ctrl in CTRLS:
+        wait_until(lambda: running_nodes(ctrl) == ALL, 30, "RabbitMQ on %s to see all three nodes" % ctrl, interval=2)
+    assert {c: beam_pid(c) for c in CTRLS} == pids
+
+
 def test_bad_pillar_fails_before_anything_is_written(cluster):
     before = sh("lab-ctrl1", "sha256sum /etc/rabbitmq/rabbitmq.conf /var/lib/rabbitmq/.erlang.cookie")
     for bad, message in (({"cookie": "short"}, "openstack_ha:rabbitmq:cookie: too short"),
