@@ -358,6 +358,7 @@ def _check_galera(c, model, vips, ports, controller_ids):
         c.string(c.require(galera, user, path), path + [user], re.compile(r"^[A-Za-z0-9_]{1,32}$"), "a database user name")
     c.number(c.require(galera, "startup_timeout", path), path + ["startup_timeout"], 10, 86400)
     c.choice(galera.get("check", "health"), path + ["check"], ("health", "tcp"))
+    c.integer(c.require(galera, "max_connect_errors", path), path + ["max_connect_errors"], 1, 2 ** 32 - 1)
     health = c.integer(c.require(galera, "health_port", path), path + ["health_port"], 1, 65535)
     if health is not None and health == port:
         c.fail(path + ["health_port"], "must differ from the database port {}".format(port))
