@@ -174,8 +174,10 @@ def roll_cookie(cookie, path, timeout=60):
     Returns {node name: "ok"}. Raises CommandExecutionError naming the nodes that did not
     switch (they keep the old cookie and their links; apply the state there again).
     """
-    if not cookie.isalnum() or '"' in path:
+    if not cookie.isalnum():
         raise CommandExecutionError("refusing to roll out a cookie that is not letters and digits only")
+    if not path.startswith("/") or '"' in path or "\\" in path:
+        raise CommandExecutionError("refusing to roll out to cookie file {!r}: expected an absolute path without quotes".format(path))
     out = ctl("eval", stdin=_ROLL_COOKIE.format(cookie=cookie, path=path, rpc_ms=int(timeout * 1000 / 4)), timeout=timeout)
     results = {}
     for item in out.strip().strip('"').split(";"):
