@@ -153,6 +153,42 @@ def test_a_partitioned_node_pauses_alerts_and_heals(cluster):
         events.close()
 
 
+def set_partition_handling(mode):
+    """Set ``cluster_partition_handling`` in every running node's VM (no restart; the node
+    monitor reads it when it meets a partition). The files keep the pillar's value."""
+    for ctrl in CTRLS:
+        labtools.labctl.ctrl_run(ctrl, ["rabbitmqctl", "-q", "eval"],
+                                 input_text="application:set_env(rabbit, cluster_partition_handling, %s)." % mode)
+
+
+def test_a_partition_left_standing_is_healed_by_restarting_the_minoritys_app(cluster):
+    # A site with `partition_handling: ignore` (allowed by the pillar): nobody pauses, both
+    # sides keep running after the link returns, and the loop (heal_partitions) restarts the
+    # app of the minority node, one node only.
+    link = "oha-ctrl3-h"
+    events = labtools.MasterEvents()
+    set_partition_handling("ignore")
+    try:
+        subprocess.run(["ip", "link", "set", link, "down"], check=True)
+        try:
+            # Past net_ticktime (15 s): each side declares the other down, lab-ctrl3 runs alone.
+            wait_until(lambda: running_nodes("lab-ctrl1") == sorted(["rabbit@lab-ctrl1", "rabbit@lab-ctrl2"]), 90,
+                       "the majority to drop lab-ctrl3", interval=2)
+        finally:
+            subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        healed = events.wait("openstack_ha/rabbitmq/healed", 150, lambda e: e["data"].get("backend") == "lab-ctrl3")
+        assert healed is not None, "no openstack_ha/rabbitmq/healed for lab-ctrl3"
+        for ctrl in CTRLS:
+            wait_until(lambda: running_nodes(ctrl) == ALL, 120, "the cluster to be whole on %s" % ctrl, interval=3)
+        heals = [d for d in labtools.decisions() if d.get("what") == "heal" and d.get("service") == "rabbitmq"]
+        assert heals and {d["backend"] for d in heals[-1:]} == {"lab-ctrl3"}, heals[-3:]
+        assert all(not (ctl(c, "cluster_status").get("partitions") or []) for c in CTRLS)
+    finally:
+        subprocess.run(["ip", "link", "set", link, "up"], check=False)
+        set_partition_handling("pause_minority")
+        events.close()
+
+
 COOKIE_FILE = "/var/lib/rabbitmq/.erlang.cookie"
 NEW_COOKIE = "LabRotatedErlangCookie00000002"
 
