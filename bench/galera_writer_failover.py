@@ -110,11 +110,24 @@ def configure(override, loop):
     return pillar
 
 
+def is_live_mariadbd(pid):
+    """True when ``pid`` is a running (not zombie) mariadbd: read from /proc, as PID 1 here
+    reaps dead processes late and kill -0 would still succeed on them."""
+    try:
+        with open("/proc/%d/status" % pid) as fh:
+            fields = dict(line.split(":", 1) for line in fh if ":" in line)
+    except OSError:
+        return False
+    return fields.get("Name", "").strip() == "mariadbd" and not fields.get("State", "").strip().startswith(("Z", "X"))
+
+
 def one_run(pillar, marker):
     victim = writer_node()
     if victim not in CTRLS:
         raise SystemExit("no writer answers through the VIP")
     pid = int(labctl.ctrl_run(victim, ["cat", "/run/mysqld/mysqld-%s.pid" % victim]).stdout.split()[0])
+    if not is_live_mariadbd(pid):
+        raise SystemExit("the pid file of {} names {}, which is not a live mariadbd".format(victim, pid))
     results, stop = [], threading.Event()
 
     def write():
@@ -131,6 +144,11 @@ def one_run(pillar, marker):
     time.sleep(2)
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
+    gone = time.monotonic() + 5
+    while is_live_mariadbd(pid) and time.monotonic() < gone:
+        time.sleep(0.05)
+    if is_live_mariadbd(pid):
+        raise SystemExit("mariadbd {} of {} still runs 5 s after SIGKILL".format(pid, victim))
     deadline = killed + 60
     while time.monotonic() < deadline and not any(s > killed and ok for s, _, ok in results):
         time.sleep(0.05)
