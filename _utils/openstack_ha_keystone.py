@@ -22,6 +22,9 @@ import requests
 CONNECT_TIMEOUT = 1.0
 # A token is renewed this long before Keystone says it expires.
 TOKEN_MARGIN = 300
+# What a proxy in front of Keystone (HAProxy on the VIP) answers when no Keystone behind it
+# does: the request went nowhere, so the next URL is tried as after a refused connection.
+GATEWAY_FAILURES = (502, 503, 504)
 
 
 class KeystoneError(Exception):
@@ -129,6 +132,13 @@ class Keystone:
                 raise KeystoneError("unreachable", "{} {}{} failed: {}".format(method, self.url, path, type(exc).__name__)) from None
             if resp.status_code == 401 and attempt == 1:
                 continue
+            if resp.status_code in GATEWAY_FAILURES:
+                if attempt == 1:
+                    self.url = None  # nothing behind this proxy: authenticate() tries the others
+                    self.token = None
+                    continue
+                raise KeystoneError("unreachable", "{} {}{} answered HTTP {}: no Keystone behind it".format(
+                    method, self.url, path, resp.status_code))
             if resp.status_code not in ok:
                 raise KeystoneError("api", "{} {}{} answered HTTP {}: {}".format(method, self.url, path, resp.status_code, _message(resp)))
             return resp.json() if resp.content else None
