@@ -108,6 +108,16 @@ def answers(address, port):
         return False
 
 
+def still_silent(addresses, port, deadline):
+    """Wait until Keystone answers at every address of ``addresses`` ({label: address}) or
+    ``deadline`` (monotonic) passes; return the labels of those that never answered."""
+    waiting = dict(addresses)
+    while waiting and time.monotonic() < deadline:
+        waiting = {label: a for label, a in waiting.items() if not answers(a, port)}
+        time.sleep(0.5)
+    return waiting
+
+
 def start(name, address, port):
     """Start Keystone under gunicorn on controller ``name`` (stopping its stand-in first)."""
     if labctl.keystone_running(name):
@@ -159,19 +169,13 @@ def deploy():
         started = start(name, address, port)
         labctl.step("Keystone on {}:{} {}".format(address, port, "started" if started else "already running"))
     deadline = time.monotonic() + 90
-    waiting = dict(labctl.CONTROLLERS)
-    while waiting and time.monotonic() < deadline:
-        waiting = {n: a for n, a in waiting.items() if not answers(a, port)}
-        time.sleep(0.5)
+    waiting = still_silent(dict(labctl.CONTROLLERS), port, deadline)
     if waiting:
         raise labctl.LabError("Keystone does not answer on {} (see /var/log/keystone/ there)".format(", ".join(sorted(waiting))))
     labctl.step("Keystone answers on every controller")
     # HAProxy saw the backends fail while the stand-ins made way: wait for its health checks
     # (rise count) to put them back, so a client of the VIP finds Keystone when this returns.
-    vips = {v["address"] for v in pillar["vips"].values()}
-    while vips and time.monotonic() < deadline + 30:
-        vips = {a for a in vips if not answers(a, port)}
-        time.sleep(0.5)
+    vips = still_silent({v["address"]: v["address"] for v in pillar["vips"].values()}, port, deadline + 30)
     if vips:
         raise labctl.LabError("Keystone does not answer through HAProxy on {} (see salt-run openstack_ha.status)".format(", ".join(sorted(vips))))
     labctl.step("Keystone answers through every VIP")
