@@ -334,7 +334,9 @@ def _vip_view(model):
     """Ask every controller which VIPs it holds. Returns (answers {controller: [vip names]},
     holders {vip: [controllers]}, quorum reached)."""
     controllers = [c["id"] for c in model["controllers"]]
-    held = {c: a for c, a in _publish(controllers, "openstack_ha_probe.vips_held", timeout=VERIFY_TIMEOUT).items() if isinstance(a, list)}
+    addresses = {name: vip["address"] for name, vip in model["vips"].items()}
+    held = {c: a for c, a in _publish(controllers, "openstack_ha_probe.vips_held", (addresses,), timeout=VERIFY_TIMEOUT).items()
+            if isinstance(a, list)}
     holders = {vip: sorted(c for c, names in held.items() if vip in names) for vip in sorted(model["vips"])}
     return held, holders, len(held) >= __utils__["openstack_ha_model.quorum_size"](model)
 
@@ -346,6 +348,10 @@ def _check_vips(model, reporter, data=None):
     catalog follow: repoint every endpoint to the new holder (``active_controller`` mode) or
     repair drift (``vip`` mode); never while the view is split or short of a quorum.
     """
+    reported = (data or {}).get("time")
+    # Seconds from the beacon seeing the change to this check starting (the event's way through
+    # the master and the reactor); kept in the record of a repoint, with the other parts.
+    event_lag = round(time.time() - reported, 3) if isinstance(reported, (int, float)) else None
     asked = time.monotonic()
     held, holders, quorum = _vip_view(model)
     view_took = round(time.monotonic() - asked, 3)
@@ -370,7 +376,8 @@ def _check_vips(model, reporter, data=None):
             records["decisions"].extend(decisions)
             _store(model["site"], records)
         return decisions
-    return _follow_catalog(model, {vip: who[0] for vip, who in holders.items()}, held, reporter, data or {}, view_took)
+    return _follow_catalog(model, {vip: who[0] for vip, who in holders.items()}, held, reporter, data or {},
+                           {"event_lag": event_lag, "view_took": view_took})
 
 
 # ---------------------------------------------------------------------------- RabbitMQ
@@ -558,7 +565,7 @@ def _catalog_sync(model, holders, test=False, repoint_only=False):
             "comment": "{} catalog change(s) made: {}".format(len(applied), summary)}
 
 
-def _follow_catalog(model, holders, evidence, reporter, data, view_took=None):
+def _follow_catalog(model, holders, evidence, reporter, data, timings=None):
     """
     After a quorum agreed on one holder per VIP: sync the catalog when the holders changed
     since the last sync, when the last sync failed, or on a VIP change event (a VIP moved:
@@ -566,8 +573,9 @@ def _follow_catalog(model, holders, evidence, reporter, data, view_took=None):
     changed (creating the catalog is the catalog state's job). Fires ``openstack_ha/endpoint/repointed``
     with the old and new URLs, or an alert (``catalog_auth``, ``catalog_unreachable``,
     ``catalog_api``) when Keystone could not be brought in line; the next event retries.
-    The record of a repoint says how long Keystone took (``took``) and how long the
-    controllers took to agree on the holders before it (``view_took``).
+    The record of a repoint says how long Keystone took (``took``) and, from ``timings``,
+    how long the event took to reach the runner (``event_lag``) and the controllers to agree
+    on the holders (``view_took``).
     """
     site = model["site"]
     if _keystone_admin(site) is None:
@@ -590,7 +598,7 @@ def _follow_catalog(model, holders, evidence, reporter, data, view_took=None):
                               "comment": outcome["comment"], "mode": model["keystone"]["endpoint_mode"]}
         decisions = []
         if outcome["repointed"]:
-            decisions.append(dict(entry, what="repoint", service="keystone", time=time.time(), took=took, view_took=view_took,
+            decisions.append(dict(entry, what="repoint", service="keystone", time=time.time(), took=took, **(timings or {}),
                                   endpoints=outcome["repointed"], mode=model["keystone"]["endpoint_mode"],
                                   why="{} endpoint(s) repointed: {}".format(len(outcome["repointed"]), ", ".join(sorted(
                                       {"{} -> {}".format(e["old"], e["new"]) for e in outcome["repointed"]})))))

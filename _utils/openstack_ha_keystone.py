@@ -25,13 +25,18 @@ TOKEN_MARGIN = 300
 # What a proxy in front of Keystone (HAProxy on the VIP) answers when no Keystone behind it
 # does: the request went nowhere, so the next URL is tried as after a refused connection.
 GATEWAY_FAILURES = (502, 503, 504)
+# Requests sent once more after Keystone itself answers 500 (typically its database connection
+# was cut under it, by a Galera failover: the next request gets a new one). Each gives the same
+# result when repeated; a DELETE whose retry finds nothing (404) had taken effect.
+RETRIED_ON_500 = ("GET", "PATCH", "DELETE")
 
 
 class KeystoneError(Exception):
     """A Keystone request failed. ``kind``: ``auth``, ``unreachable`` or ``api``."""
 
-    def __init__(self, kind, message):
+    def __init__(self, kind, message, status=None):
         self.kind = kind
+        self.status = status  # Keystone's HTTP status, when it answered
         super().__init__(message)
 
 
@@ -119,6 +124,14 @@ class Keystone:
         """One API call on ``path`` (``/endpoints``) with the admin token; renews an expired
         token once, moves to the next URL when this one stops answering. Returns the JSON
         body (or None). Raises KeystoneError."""
+        try:
+            return self._request(method, path, body, ok)
+        except KeystoneError as exc:
+            if method not in RETRIED_ON_500 or getattr(exc, "status", None) != 500:
+                raise
+        return self._request(method, path, body, ok + (404,) if method == "DELETE" else ok)
+
+    def _request(self, method, path, body, ok):
         for attempt in (1, 2):
             self.authenticate(force=attempt == 2)
             try:
@@ -140,7 +153,8 @@ class Keystone:
                 raise KeystoneError("unreachable", "{} {}{} answered HTTP {}: no Keystone behind it".format(
                     method, self.url, path, resp.status_code))
             if resp.status_code not in ok:
-                raise KeystoneError("api", "{} {}{} answered HTTP {}: {}".format(method, self.url, path, resp.status_code, _message(resp)))
+                raise KeystoneError("api", "{} {}{} answered HTTP {}: {}".format(method, self.url, path, resp.status_code, _message(resp)),
+                                    status=resp.status_code)
             return resp.json() if resp.content else None
         raise KeystoneError("auth", "Keystone at {} keeps refusing a fresh token (401)".format(self.url))
 

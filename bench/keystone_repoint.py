@@ -70,6 +70,30 @@ def runner(*args):
     return json.loads(labctl.salt_cmd("salt-run", "--out=json", *args, timeout=120, check=False).stdout)
 
 
+def repoint_records(since):
+    """The remediation loop's repoint decisions since ``since`` (epoch), from the master's
+    decision records (read-only)."""
+    import msgpack
+
+    path = os.path.join(labctl.MASTER_DIR, "cache", "openstack_ha", "lab", "records.p")
+    with open(path, "rb") as fh:
+        records = msgpack.unpackb(fh.read(), raw=False)
+    return [d for d in records.get("decisions", []) if d.get("what") == "repoint"
+            and d.get("decided_by") == "remediation" and d.get("time", 0) >= since]
+
+
+def breakdown(since):
+    """Print the medians of the parts of the loop's repoints since ``since``."""
+    found = repoint_records(since)
+    if not found:
+        return
+    print("the loop's {} repoints (to and back), median / max (s): ".format(len(found)) + ", ".join(
+        "{} {:.2f} / {:.2f}".format(label, statistics.median(vals), max(vals)) for label, vals in (
+            (label, [d[key] for d in found if isinstance(d.get(key), (int, float))]) for label, key in (
+                ("beacon event to runner", "event_lag"), ("controllers' VIP view", "view_took"),
+                ("Keystone reads + PATCHes", "took"))) if vals))
+
+
 def one_run(session, old):
     pid = int(labctl.ctrl_run(old, ["cat", "/run/keepalived.pid"]).stdout.split()[0])
     start = time.monotonic()
@@ -109,6 +133,7 @@ def main():
     print("active_controller mode: waiting {} s for the reactor's runner to see it".format(MODEL_TTL), flush=True)
     time.sleep(MODEL_TTL)
     vip_times, catalog_times = [], []
+    since = time.time()
     try:
         print("catalog: {}".format(runner("openstack_ha.catalog")["comment"]), flush=True)
         for i in range(args.runs):
@@ -129,6 +154,7 @@ def main():
     print("{:<44} {:>8.2f} {:>8.2f}".format("catalog points at it (this project)", statistics.median(catalog_times), p95(catalog_times)))
     print("{:<44} {:>8} {:>8}".format("catalog points at it (anchors)", "never", "never"))
     print("repoint overhead over the VIP move: median {:.2f} s".format(statistics.median(catalog_times) - statistics.median(vip_times)))
+    breakdown(since)
 
 
 if __name__ == "__main__":

@@ -118,8 +118,10 @@ def still_silent(addresses, port, deadline):
     return waiting
 
 
-def start(name, address, port):
-    """Start Keystone under gunicorn on controller ``name`` (stopping its stand-in first)."""
+def start(name, address, port, wait=0):
+    """Start Keystone under gunicorn on controller ``name`` (stopping its stand-in first); False
+    when it already runs. With ``wait`` (seconds), wait until it answers and raise LabError,
+    with the end of its log, when it does not."""
     if labctl.keystone_running(name):
         return False
     standin = labctl.ctrl_run(name, ["cat", "/run/standin-keystone.pid"], check=False).stdout.strip()
@@ -127,18 +129,26 @@ def start(name, address, port):
         labctl.kill_pids([int(standin)])
     labctl.ctrl_run(name, [os.path.join(VENV, "bin", "gunicorn"), "--daemon", "--pid", PIDFILE,
                            "--bind", "{}:{}".format(address, port), "--workers", "2", "--timeout", "60",
+                           "--graceful-timeout", "5",
                            "--error-logfile", "/var/log/keystone/gunicorn.log", "--chdir", "/",
                            "--pythonpath", os.path.dirname(WSGI), "lab_wsgi:application"], timeout=60)
+    if wait and still_silent({name: address}, port, time.monotonic() + wait):
+        tail = labctl.ctrl_run(name, ["tail", "-n", "20", "/var/log/keystone/gunicorn.log"], check=False).stdout
+        raise labctl.LabError("Keystone on {} does not answer {:.0f} s after its start; its log ends:\n{}".format(name, wait, tail))
     return True
 
 
 def stop(name):
-    """Stop the real Keystone on controller ``name`` (by its pidfile); True if it ran."""
+    """Stop the real Keystone on controller ``name``: its gunicorn master and every worker (a
+    worker left behind, busy in a request, would keep the port and the next start would fail
+    to bind); True if it ran. The pid file goes too."""
     pid = labctl.ctrl_run(name, ["cat", PIDFILE], check=False).stdout.strip()
-    if pid.isdigit() and labctl.alive(int(pid)):
-        labctl.kill_pids([int(pid)])
-        return True
-    return False
+    ran = pid.isdigit() and labctl.alive(int(pid))
+    if ran:
+        workers = labctl.children(int(pid))
+        labctl.kill_pids([int(pid)] + workers)
+    labctl.ctrl_run(name, ["rm", "-f", PIDFILE], check=False)
+    return ran
 
 
 def deploy():

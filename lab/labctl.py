@@ -114,6 +114,24 @@ def kill_pids(pids, grace=5.0):
         raise LabError("processes would not die: {}".format(pids))
 
 
+def children(pid):
+    """PIDs of the live processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/status" % entry) as fh:
+                for line in fh:
+                    if line.startswith("PPid:"):
+                        if int(line.split()[1]) == pid and alive(int(entry)):
+                            found.append(int(entry))
+                        break
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
 def ns_inode(path):
     try:
         return os.stat(path).st_ino

@@ -68,3 +68,72 @@ def test_a_proxy_without_keystone_behind_it_is_unreachable_not_an_api_error(prox
     assert keystone.error_kind(err.value) == "unreachable", str(err.value)
     assert "no Keystone answered" in str(err.value)
     assert "secret" not in str(err.value)
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """A Keystone whose database connection was cut once: the first API call of each kind
+    answers 500, the next works. Counts the calls by method."""
+
+    def _answer(self, status, body=b""):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _flaky(self, ok_status, body):
+        self.server.calls.append(self.command)
+        if self.server.calls.count(self.command) == 1:
+            self._answer(500, json.dumps({"error": {"message": "An unexpected error prevented the server"}}).encode())
+        else:
+            self._answer(ok_status, body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path.endswith("/auth/tokens"):
+            body = json.dumps({"token": {"expires_at": "2999-01-01T00:00:00.000000Z", "catalog": []}}).encode()
+            self.send_response(201)
+            self.send_header("X-Subject-Token", "t")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self._flaky(201, json.dumps({"service": {"id": "s1"}}).encode())
+
+    def do_GET(self):
+        self._flaky(200, json.dumps({"services": [{"id": "s1"}]}).encode())
+
+    def do_PATCH(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._flaky(200, json.dumps({"endpoint": {"id": "e1", "url": "http://x"}}).encode())
+
+    def do_DELETE(self):
+        # The first DELETE took effect before the 500: the retry finds nothing.
+        self.server.calls.append("DELETE")
+        self._answer(500 if self.server.calls.count("DELETE") == 1 else 404)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def flaky():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    server.calls = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, "http://127.0.0.1:%d/v3" % server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_500_is_retried_once_for_repeatable_requests_but_never_for_a_create(flaky):
+    server, url = flaky
+    session = keystone.connect([url], "admin", "secret", timeout=2)
+    assert session.services() == [{"id": "s1"}]
+    assert session.update_endpoint("e1", "http://x")["url"] == "http://x"
+    session.delete_endpoint("e1")
+    assert server.calls == ["GET", "GET", "PATCH", "PATCH", "DELETE", "DELETE"]
+    with pytest.raises(keystone.KeystoneError) as err:
+        session.create_service("nova", "compute")
+    assert keystone.error_kind(err.value) == "api" and "HTTP 500" in str(err.value)
+    assert server.calls.count("POST") == 1, "a create must not be sent twice"
