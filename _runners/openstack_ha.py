@@ -537,8 +537,10 @@ def _catalog_sync(model, holders, test=False, repoint_only=False):
     wanted = __utils__["openstack_ha_model.catalog_endpoints"](model, holders)
     client = _keystone(model)
     # A repoint never creates a region: it need not read them (one request less on the way).
+    started = time.monotonic()
     regions = [] if repoint_only else client.regions()
     services, endpoints = client.services(), client.endpoints()
+    read = {"keystone_read": round(time.monotonic() - started, 3), "keystone_url": client.url}
     changes = __utils__["openstack_ha_catalog.plan"](wanted, regions, services, endpoints)
     if repoint_only:
         # The automatic path only moves URLs of endpoints that exist; creating the catalog (and
@@ -552,7 +554,9 @@ def _catalog_sync(model, holders, test=False, repoint_only=False):
     if test:
         return {"result": None, "changes": described, "repointed": [], "failed": {},
                 "comment": "{} catalog change(s) would be made: {}".format(len(described), summary)}
+    started = time.monotonic()
     outcome = __utils__["openstack_ha_catalog.apply"](client, changes)
+    read["keystone_write"] = round(time.monotonic() - started, 3)
     done = set(outcome["done"])
     applied = {k: v for k, v in described.items() if k in done}
     repointed = [{k: e[k] for k in ("service", "interface", "region", "old", "new")}
@@ -560,8 +564,8 @@ def _catalog_sync(model, holders, test=False, repoint_only=False):
     if outcome["failed"]:
         comment = "{} of {} catalog change(s) failed (the next check retries them): {}".format(
             len(outcome["failed"]), len(described), "; ".join("{}: {}".format(k, v) for k, v in sorted(outcome["failed"].items())))
-        return {"result": False, "changes": applied, "comment": comment, "repointed": repointed, "failed": outcome["failed"]}
-    return {"result": True, "changes": applied, "repointed": repointed, "failed": {},
+        return {"result": False, "changes": applied, "comment": comment, "repointed": repointed, "failed": outcome["failed"], "timings": read}
+    return {"result": True, "changes": applied, "repointed": repointed, "failed": {}, "timings": read,
             "comment": "{} catalog change(s) made: {}".format(len(applied), summary)}
 
 
@@ -598,7 +602,7 @@ def _follow_catalog(model, holders, evidence, reporter, data, timings=None):
                               "comment": outcome["comment"], "mode": model["keystone"]["endpoint_mode"]}
         decisions = []
         if outcome["repointed"]:
-            decisions.append(dict(entry, what="repoint", service="keystone", time=time.time(), took=took, **(timings or {}),
+            decisions.append(dict(entry, what="repoint", service="keystone", time=time.time(), took=took, **dict(timings or {}, **outcome.get("timings", {})),
                                   endpoints=outcome["repointed"], mode=model["keystone"]["endpoint_mode"],
                                   why="{} endpoint(s) repointed: {}".format(len(outcome["repointed"]), ", ".join(sorted(
                                       {"{} -> {}".format(e["old"], e["new"]) for e in outcome["repointed"]})))))

@@ -91,7 +91,9 @@ def breakdown(since):
         "{} {:.2f} / {:.2f}".format(label, statistics.median(vals), max(vals)) for label, vals in (
             (label, [d[key] for d in found if isinstance(d.get(key), (int, float))]) for label, key in (
                 ("beacon event to runner", "event_lag"), ("controllers' VIP view", "view_took"),
-                ("Keystone reads + PATCHes", "took"))) if vals))
+                ("Keystone reads + PATCHes", "took"), ("of which reads", "keystone_read"),
+                ("PATCHes", "keystone_write"))) if vals))
+    print("Keystone URLs the runner used: {}".format(sorted({str(d.get("keystone_url")) for d in found})))
 
 
 def one_run(session, old):
