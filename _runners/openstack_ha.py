@@ -18,6 +18,7 @@ a hint, never proof: the runner re-asks every controller of the reporter's site 
 calls whose returns Salt authenticates) and acts only on what a quorum of them reports now.
 """
 
+import concurrent.futures
 import contextlib
 import fcntl
 import logging
@@ -536,10 +537,13 @@ def _catalog_sync(model, holders, test=False, repoint_only=False):
     """
     wanted = __utils__["openstack_ha_model.catalog_endpoints"](model, holders)
     client = _keystone(model)
-    # A repoint never creates a region: it need not read them (one request less on the way).
     started = time.monotonic()
-    regions = [] if repoint_only else client.regions()
-    services, endpoints = client.services(), client.endpoints()
+    client.authenticate()  # once, before the reads run side by side
+    # A repoint never creates a region: it need not read them (one request less on the way).
+    reads = [client.services, client.endpoints] + ([] if repoint_only else [client.regions])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(reads)) as pool:
+        services, endpoints, *more = [f.result() for f in [pool.submit(read) for read in reads]]
+    regions = more[0] if more else []
     read = {"keystone_read": round(time.monotonic() - started, 3), "keystone_url": client.url}
     changes = __utils__["openstack_ha_catalog.plan"](wanted, regions, services, endpoints)
     if repoint_only:

@@ -94,11 +94,12 @@ def describe(changes):
     return out
 
 
-def apply(client, changes, workers=6):
+def apply(client, changes, workers=24):
     """
     Carry out a :func:`plan` with ``client`` (an ``openstack_ha_keystone.Keystone``).
 
-    URL updates run in parallel (``workers`` at a time) and first; then regions, services,
+    URL updates run in parallel (``workers`` at a time: by default a whole site's at once;
+    Keystone queues what its workers cannot take yet) and first; then regions, services,
     new endpoints and the removal of duplicates. Returns ``{"done": [keys of what was
     changed], "failed": {key: message}}``; a failure of one change never stops the others
     (the next run finds what is still missing).

@@ -16,6 +16,7 @@ import calendar
 import time
 
 import requests
+import requests.adapters
 
 # A Keystone that does not accept a connection within this many seconds is skipped for the
 # next candidate URL (a dead controller must not hold up a repoint).
@@ -73,6 +74,9 @@ class Keystone:
             "scope": {"project": {"name": project, "domain": {"name": project_domain}}}}
         self.timeout = float(timeout)
         self.session = requests.Session()
+        # Room for a whole site's endpoint updates in flight at once (see openstack_ha_catalog.apply).
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, requests.adapters.HTTPAdapter(pool_maxsize=32))
         self.url = None
         self.token = None
         self.expires = 0.0
