@@ -344,8 +344,9 @@ def _vip_view(model):
 
 def _check_vips(model, reporter, data=None):
     """
-    Ask every controller which VIPs it holds; alert on a split brain, an orphaned VIP or too
-    few answers (``no_quorum``). With a quorum and one holder per VIP, make the Keystone
+    Ask every controller which VIPs it holds; alert on a split brain, an orphaned VIP (every
+    controller answered, none holds it), a VIP no answering controller holds while some did
+    not answer (``vip_unconfirmed``) or too few answers (``no_quorum``). With a quorum and one holder per VIP, make the Keystone
     catalog follow: repoint every endpoint to the new holder (``active_controller`` mode) or
     repair drift (``vip`` mode); never while the view is split or short of a quorum.
     """
@@ -364,11 +365,19 @@ def _check_vips(model, reporter, data=None):
                               why="only {} of {} controllers answered about the VIPs ({}): no repointing".format(
                                   len(held), len(model["controllers"]), ", ".join(sorted(held)) or "none")))
     else:
+        silent = sorted(c["id"] for c in model["controllers"] if c["id"] not in held)
         for vip, who in holders.items():
-            if len(who) != 1:
-                kind = "split_brain" if len(who) > 1 else "vip_orphaned"
-                decisions.append(dict(base, alert=kind, vip=vip, holders=who,
-                                      why="VIP {} is held by {}".format(vip, ", ".join(who) or "nobody")))
+            if len(who) > 1:
+                decisions.append(dict(base, alert="split_brain", vip=vip, holders=who,
+                                      why="VIP {} is held by {}".format(vip, ", ".join(who))))
+            elif not who and silent:
+                # Not orphaned as far as we know: a controller that did not answer may hold it.
+                decisions.append(dict(base, alert="vip_unconfirmed", vip=vip, holders=[],
+                                      why="no controller that answered holds VIP {} and {} did not answer: "
+                                          "no repointing".format(vip, ", ".join(silent))))
+            elif not who:
+                decisions.append(dict(base, alert="vip_orphaned", vip=vip, holders=[],
+                                      why="VIP {} is held by nobody (every controller answered)".format(vip)))
     for entry in decisions:
         _fire("openstack_ha/alert/" + entry["alert"], entry)
     if decisions:
