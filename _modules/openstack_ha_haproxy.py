@@ -27,6 +27,7 @@ __virtualname__ = "openstack_ha_haproxy"
 DEFAULT_SOCKET = "/run/haproxy/admin.sock"
 DEFAULT_STATE_FILE = "/var/lib/haproxy/server-state"
 DEFAULT_PIDFILE = "/run/haproxy.pid"
+DEFAULT_CONFIG = "/etc/haproxy/haproxy.cfg"
 # Runtime-API answers that mean the command failed.
 _ERROR_PREFIXES = ("No such", "Unknown command", "Require", "Permission denied", "'set server", "Invalid")
 ADMIN_STATES = ("ready", "drain", "maint")
@@ -148,21 +149,108 @@ def set_server_state(backend, server, state, socket_path=None):
     return {"changed": True, "old": current["admin"], "new": state}
 
 
-def save_server_state(socket_path=None, state_file=None):
+def configured_servers(config_text):
+    """
+    The servers an HAProxy configuration defines: ``{(section, server): (address, port,
+    check_port)}`` for every ``server`` line of a ``listen`` or ``backend`` section;
+    ``check_port`` is the ``port`` option of the line (the port checks go to) or None.
+    """
+    found, section = {}, None
+    for raw in config_text.splitlines():
+        words = raw.split("#", 1)[0].split()
+        if not words:
+            continue
+        if not raw[0].isspace():
+            section = words[1] if words[0] in ("listen", "backend") and len(words) > 1 else None
+            continue
+        if section and words[0] == "server" and len(words) >= 3:
+            address, _, port = words[2].rpartition(":")
+            options = words[3:]
+            check_port = options[options.index("port") + 1] if "port" in options[:-1] else None
+            found[(section, words[1])] = (address, port, check_port)
+    return found
+
+
+def _check_port(check_port, port):
+    """A server's check port, None when checks go to the server's own port."""
+    return None if check_port in (None, "0", "-", port) else check_port
+
+
+def prune_server_state(state_text, config_text):
+    """
+    The lines of a saved server state (``show servers state``) that HAProxy may load under
+    ``config_text``: a server's line is dropped when the configuration gives it another
+    address, port or check port, or no longer has it. HAProxy applies the saved address and
+    ports over the configuration's (haproxy/haproxy#985): a changed check (``galera:check``
+    from ``health`` to ``tcp``, say) would silently keep checking the old port. A dropped
+    server starts from the configuration (up, no runtime drain); the remediation loop checks
+    it again. Returns ``(text, dropped)``: the state to load and ``["backend/server", ...]``.
+    """
+    servers = configured_servers(config_text)
+    kept, dropped = [], []
+    for line in state_text.splitlines():
+        fields = line.split()
+        if len(fields) < 22 or line.startswith("#"):
+            kept.append(line)  # the version line and the column header
+            continue
+        key = (fields[1], fields[3])
+        want = servers.get(key)
+        if want is None or (fields[4], fields[18]) != want[:2] or _check_port(fields[21], fields[18]) != _check_port(want[2], want[1]):
+            dropped.append("/".join(key))
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n", dropped
+
+
+def save_server_state(socket_path=None, state_file=None, config_file=None):
     """
     Write HAProxy's current server states (including runtime drains) to the server-state file,
-    atomically, so the process started by the next reload loads them.
+    atomically, so the process started by the next reload loads them. With ``config_file``
+    (the configuration that process will read), the states of servers whose address or ports
+    that configuration changes are left out (see :func:`prune_server_state`).
 
-    Returns the path written. Raises ``CommandExecutionError`` when HAProxy cannot be asked.
+    Returns ``{"path": path written, "dropped": [backend/server, ...]}``. Raises
+    ``CommandExecutionError`` when HAProxy cannot be asked or the configuration read.
     """
     path = state_file or DEFAULT_STATE_FILE
-    text = _command("show servers state", socket_path)
+    text, dropped = _command("show servers state", socket_path), []
+    if config_file:
+        try:
+            with open(config_file) as fh:
+                text, dropped = prune_server_state(text, fh.read())
+        except OSError as exc:
+            raise CommandExecutionError("cannot read HAProxy's configuration {}: {}".format(config_file, exc))
+    _write_state(path, text)
+    return {"path": path, "dropped": dropped}
+
+
+def _write_state(path, text):
     tmp = "{}.tmp.{}".format(path, os.getpid())
     with open(tmp, "w") as fh:
         fh.write(text)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
-    return path
+
+
+def prepare_start(state_file=None, config_file=None):
+    """
+    Before HAProxy starts: prune the server-state file the previous process left against the
+    configuration it will start with (see :func:`prune_server_state`). Returns the servers
+    dropped (a list); nothing to do when there is no state file.
+    """
+    path = state_file or DEFAULT_STATE_FILE
+    try:
+        with open(path) as fh:
+            saved = fh.read()
+        with open(config_file or DEFAULT_CONFIG) as fh:
+            text, dropped = prune_server_state(saved, fh.read())
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise CommandExecutionError("cannot prune HAProxy's server state {}: {}".format(path, exc))
+    if dropped:
+        _write_state(path, text)
+    return dropped
 
 
 def master_pid(pidfile=None):
@@ -180,7 +268,7 @@ def _worker_pid(socket_path):
     return None
 
 
-def reload(socket_path=None, state_file=None, pidfile=None, timeout=10):
+def reload(socket_path=None, state_file=None, pidfile=None, timeout=10, config_file=None):
     """
     Reload HAProxy without dropping connections and without forgetting runtime drains.
 
@@ -188,13 +276,13 @@ def reload(socket_path=None, state_file=None, pidfile=None, timeout=10):
     listening sockets and starts a new worker that loads the saved state, while the old worker
     finishes its connections. Waits (bounded by ``timeout``) until a new worker answers.
 
-    Returns ``{'saved': path, 'old_worker': pid, 'new_worker': pid}``.
+    Returns ``{'saved': {path, dropped}, 'old_worker': pid, 'new_worker': pid}``.
     """
     pid = master_pid(pidfile)
     if pid is None:
         raise CommandExecutionError("HAProxy is not running (no live master in {}); start it instead".format(pidfile or DEFAULT_PIDFILE))
     old_worker = _worker_pid(socket_path)
-    saved = save_server_state(socket_path, state_file)
+    saved = save_server_state(socket_path, state_file, config_file or DEFAULT_CONFIG)
     os.kill(pid, signal.SIGUSR2)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

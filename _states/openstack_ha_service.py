@@ -31,10 +31,11 @@ def __virtual__():
     return __virtualname__
 
 
-def running(name, pidfile, enable=True, reload_function=None, reload_kwargs=None):
+def running(name, pidfile, enable=True, reload_function=None, reload_kwargs=None, prepare_function=None, prepare_kwargs=None):
     """
     Ensure service ``name`` runs: a live process in ``pidfile``. Starts it through Salt's
-    service module when it does not.
+    service module when it does not, after ``prepare_function`` (given ``prepare_kwargs``)
+    when one is named (HAProxy: prune the saved server state against the new configuration).
     """
     ret = {"name": name, "result": True, "comment": "", "changes": {}}
     if __salt__["openstack_ha.live_pid"](pidfile) is not None:
@@ -47,6 +48,12 @@ def running(name, pidfile, enable=True, reload_function=None, reload_kwargs=None
         return ret
     if enable and not __salt__["service.enabled"](name):
         __salt__["service.enable"](name)
+    if prepare_function:
+        try:
+            __salt__[prepare_function](**(prepare_kwargs or {}))
+        except CommandExecutionError as exc:
+            ret.update(result=False, changes={}, comment="{} not started: {}".format(name, exc))
+            return ret
     __salt__["service.start"](name)
     if __salt__["openstack_ha.live_pid"](pidfile) is None:
         ret.update(result=False, changes={}, comment="{} failed to start (no live process in {}); see its log".format(name, pidfile))
@@ -55,13 +62,13 @@ def running(name, pidfile, enable=True, reload_function=None, reload_kwargs=None
     return ret
 
 
-def mod_watch(name, pidfile, enable=True, reload_function=None, reload_kwargs=None, **kwargs):
+def mod_watch(name, pidfile, enable=True, reload_function=None, reload_kwargs=None, prepare_function=None, prepare_kwargs=None, **kwargs):
     """
     React to a watched change: start the service if it is down, otherwise reload it with
     ``reload_function`` (given ``reload_kwargs``) or the service module's reload.
     """
     if __salt__["openstack_ha.live_pid"](pidfile) is None:
-        return running(name, pidfile, enable=enable)
+        return running(name, pidfile, enable=enable, prepare_function=prepare_function, prepare_kwargs=prepare_kwargs)
     ret = {"name": name, "result": True, "comment": "", "changes": {name: "reloaded"}}
     if __opts__["test"]:
         ret["result"] = None

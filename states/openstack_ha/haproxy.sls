@@ -67,6 +67,13 @@ openstack_ha-haproxy-running:
         socket_path: {{ oha.haproxy.socket }}
         state_file: {{ oha.haproxy.state_file }}
         pidfile: {{ oha.paths.haproxy_pidfile }}
+        config_file: {{ oha.paths.haproxy_config }}
+    # The saved server state carries each server's address and ports, and HAProxy applies them
+    # over the configuration's: a server whose address or ports changed starts afresh instead.
+    - prepare_function: openstack_ha_haproxy.prepare_start
+    - prepare_kwargs:
+        state_file: {{ oha.haproxy.state_file }}
+        config_file: {{ oha.paths.haproxy_config }}
     - require:
       - file: openstack_ha-haproxy-run-dir
     - watch:

@@ -97,6 +97,32 @@ def test_a_runtime_drain_survives_a_config_change_reload(applied):
         assert rc == 0
 
 
+def galera_check_ports(ctrl):
+    """{server: check port} of the Galera listener, as HAProxy on ``ctrl`` runs it now."""
+    out = sh(ctrl, "echo 'show servers state galera' | socat stdio /run/haproxy/admin.sock")
+    return {f[3]: f[21] for f in (line.split() for line in out.splitlines()) if len(f) > 21 and f[1] == "galera"}
+
+
+def test_a_changed_check_port_is_not_undone_by_the_saved_server_state(applied):
+    # HAProxy applies a saved server's ports over the configuration's: without pruning, the
+    # Galera listener switched to plain TCP checks would go on checking the health port.
+    assert set(galera_check_ports("lab-ctrl1").values()) == {"9200"}
+    rc, result = labtools.salt("lab-ctrl1", "openstack_ha_haproxy.set_server_state", "nova", "lab-ctrl2", "drain")
+    assert rc == 0
+    try:
+        rc, result = labtools.salt("lab-ctrl1", "state.sls", "openstack_ha.haproxy", 'pillar={"openstack_ha": {"galera": {"check": "tcp"}}}')
+        assert rc == 0, result
+        assert "port 9200" not in sh("lab-ctrl1", "grep -A8 '^listen galera' /etc/haproxy/haproxy.cfg")
+        assert set(galera_check_ports("lab-ctrl1").values()) <= {"0", "3306"}, galera_check_ports("lab-ctrl1")
+        # Servers whose definition did not change keep their runtime state.
+        assert haproxy_servers("lab-ctrl1")["nova"]["lab-ctrl2"]["admin"] == "drain"
+    finally:
+        labtools.salt("lab-ctrl1", "openstack_ha_haproxy.set_server_state", "nova", "lab-ctrl2", "ready")
+        rc, result = labtools.salt("lab-ctrl1", "state.sls", "openstack_ha.haproxy")
+        assert rc == 0, result
+    assert set(galera_check_ports("lab-ctrl1").values()) == {"9200"}
+
+
 def test_killing_haproxy_on_the_holder_moves_the_vip(applied):
     old = holder()
     master = pidfile_pid(old, "/run/haproxy.pid")
