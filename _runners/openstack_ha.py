@@ -346,8 +346,8 @@ def _check_vips(model, reporter, data=None):
     """
     Ask every controller which VIPs it holds; alert on a split brain, an orphaned VIP (every
     controller answered, none holds it), a VIP no answering controller holds while some did
-    not answer (``vip_unconfirmed``) or too few answers (``no_quorum``). With a quorum and one holder per VIP, make the Keystone
-    catalog follow: repoint every endpoint to the new holder (``active_controller`` mode) or
+    not answer (``vip_unconfirmed``) or too few answers (``no_quorum``). With a quorum and
+    one holder per VIP, make the Keystone catalog follow: repoint every endpoint to the new holder (``active_controller`` mode) or
     repair drift (``vip`` mode); never while the view is split or short of a quorum.
     """
     reported = (data or {}).get("time")
@@ -541,8 +541,9 @@ def _catalog_sync(model, holders, test=False, repoint_only=False):
     URLs of existing endpoints are changed.
 
     Returns ``{"result", "changes", "comment", "repointed": [{service, interface, region,
-    old, new}], "failed": {what: why}}``; ``result`` is None in test mode when something
-    would change. Raises KeystoneError (the util's) and ValueError (no holder for a VIP).
+    old, new}], "failed": {what: why}, "timings": {keystone_read, keystone_write, keystone_url}}``
+    (timings only when it got to Keystone's answers); ``result`` is None in test mode when
+    something would change. Raises KeystoneError (the util's) and ValueError (no holder for a VIP).
     """
     wanted = __utils__["openstack_ha_model.catalog_endpoints"](model, holders)
     client = _keystone(model)
@@ -553,7 +554,7 @@ def _catalog_sync(model, holders, test=False, repoint_only=False):
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(reads)) as pool:
         services, endpoints, *more = [f.result() for f in [pool.submit(read) for read in reads]]
     regions = more[0] if more else []
-    read = {"keystone_read": round(time.monotonic() - started, 3), "keystone_url": client.url}
+    timings = {"keystone_read": round(time.monotonic() - started, 3), "keystone_url": client.url}
     changes = __utils__["openstack_ha_catalog.plan"](wanted, regions, services, endpoints)
     if repoint_only:
         # The automatic path only moves URLs of endpoints that exist; creating the catalog (and
@@ -569,7 +570,7 @@ def _catalog_sync(model, holders, test=False, repoint_only=False):
                 "comment": "{} catalog change(s) would be made: {}".format(len(described), summary)}
     started = time.monotonic()
     outcome = __utils__["openstack_ha_catalog.apply"](client, changes)
-    read["keystone_write"] = round(time.monotonic() - started, 3)
+    timings["keystone_write"] = round(time.monotonic() - started, 3)
     done = set(outcome["done"])
     applied = {k: v for k, v in described.items() if k in done}
     repointed = [{k: e[k] for k in ("service", "interface", "region", "old", "new")}
@@ -577,8 +578,8 @@ def _catalog_sync(model, holders, test=False, repoint_only=False):
     if outcome["failed"]:
         comment = "{} of {} catalog change(s) failed (the next check retries them): {}".format(
             len(outcome["failed"]), len(described), "; ".join("{}: {}".format(k, v) for k, v in sorted(outcome["failed"].items())))
-        return {"result": False, "changes": applied, "comment": comment, "repointed": repointed, "failed": outcome["failed"], "timings": read}
-    return {"result": True, "changes": applied, "repointed": repointed, "failed": {}, "timings": read,
+        return {"result": False, "changes": applied, "comment": comment, "repointed": repointed, "failed": outcome["failed"], "timings": timings}
+    return {"result": True, "changes": applied, "repointed": repointed, "failed": {}, "timings": timings,
             "comment": "{} catalog change(s) made: {}".format(len(applied), summary)}
 
 
@@ -615,7 +616,8 @@ def _follow_catalog(model, holders, evidence, reporter, data, timings=None):
                               "comment": outcome["comment"], "mode": model["keystone"]["endpoint_mode"]}
         decisions = []
         if outcome["repointed"]:
-            decisions.append(dict(entry, what="repoint", service="keystone", time=time.time(), took=took, **dict(timings or {}, **outcome.get("timings", {})),
+            parts = dict(timings or {}, **outcome.get("timings", {}))
+            decisions.append(dict(entry, what="repoint", service="keystone", time=time.time(), took=took, **parts,
                                   endpoints=outcome["repointed"], mode=model["keystone"]["endpoint_mode"],
                                   why="{} endpoint(s) repointed: {}".format(len(outcome["repointed"]), ", ".join(sorted(
                                       {"{} -> {}".format(e["old"], e["new"]) for e in outcome["repointed"]})))))

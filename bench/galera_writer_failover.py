@@ -134,18 +134,6 @@ def is_live_mariadbd(pid):
     return fields.get("Name", "").strip() == "mariadbd" and not fields.get("State", "").strip().startswith(("Z", "X"))
 
 
-def parent_of(pid):
-    """The parent PID of ``pid`` (from /proc), or None."""
-    try:
-        with open("/proc/%d/status" % pid) as fh:
-            for line in fh:
-                if line.startswith("PPid:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def one_run(pillar, marker):
     victim = writer_node()
     if victim not in CTRLS:
@@ -173,7 +161,7 @@ def one_run(pillar, marker):
     # with a plain TCP check, HAProxy would send the writes back to a node that is still
     # joining (port open, not Synced). Measured here: the writer's node gone, as after a crash
     # of its host; the state starts it again after the run.
-    supervisor = parent_of(pid)
+    supervisor = labctl.parent_of(pid)
     if supervisor and "mysqld_safe" in open("/proc/%d/cmdline" % supervisor).read():
         os.kill(supervisor, signal.SIGKILL)
     killed = time.monotonic()

@@ -114,6 +114,18 @@ def kill_pids(pids, grace=5.0):
         raise LabError("processes would not die: {}".format(pids))
 
 
+def parent_of(pid):
+    """The parent PID of ``pid`` (from /proc), or None when it is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as fh:
+            for line in fh:
+                if line.startswith("PPid:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def children(pid):
     """PIDs of the live processes whose parent is ``pid`` (read from /proc)."""
     found = []

@@ -47,20 +47,12 @@ def mariadbd_pid(ctrl):
     return labtools.pidfile_pid(ctrl, "/run/mysqld/mysqld-%s.pid" % ctrl)
 
 
-def parent_of(pid):
-    with open("/proc/%d/status" % pid) as fh:
-        for line in fh:
-            if line.startswith("PPid:"):
-                return int(line.split()[1])
-    return None
-
-
 def kill_node(ctrl, with_safe=False):
     """SIGKILL the node's mariadbd (and first its mysqld_safe, so nothing restarts it)."""
     pid = mariadbd_pid(ctrl)
     assert pid, "no mariadbd on %s" % ctrl
     if with_safe:
-        parent = parent_of(pid)
+        parent = labtools.labctl.parent_of(pid)
         if parent and "mysqld_safe" in open("/proc/%d/cmdline" % parent).read():
             os.kill(parent, signal.SIGKILL)
     os.kill(pid, signal.SIGKILL)
