@@ -215,13 +215,19 @@ def save_server_state(socket_path=None, state_file=None, config_file=None):
     path = state_file or DEFAULT_STATE_FILE
     text, dropped = _command("show servers state", socket_path), []
     if config_file:
-        try:
-            with open(config_file) as fh:
-                text, dropped = prune_server_state(text, fh.read())
-        except OSError as exc:
-            raise CommandExecutionError("cannot read HAProxy's configuration {}: {}".format(config_file, exc))
+        text, dropped = _pruned_against(text, config_file)
     _write_state(path, text)
     return {"path": path, "dropped": dropped}
+
+
+def _pruned_against(state_text, config_file):
+    """:func:`prune_server_state` against the configuration in ``config_file``; raises
+    CommandExecutionError when that file cannot be read."""
+    try:
+        with open(config_file) as fh:
+            return prune_server_state(state_text, fh.read())
+    except OSError as exc:
+        raise CommandExecutionError("cannot read HAProxy's configuration {}: {}".format(config_file, exc))
 
 
 def _write_state(path, text):
@@ -236,18 +242,19 @@ def prepare_start(state_file=None, config_file=None):
     """
     Before HAProxy starts: prune the server-state file the previous process left against the
     configuration it will start with (see :func:`prune_server_state`). Returns the servers
-    dropped (a list); nothing to do when there is no state file.
+    dropped (a list); nothing to do when there is no state file or no configuration.
     """
-    path = state_file or DEFAULT_STATE_FILE
+    path, config_file = state_file or DEFAULT_STATE_FILE, config_file or DEFAULT_CONFIG
+    if not os.path.exists(config_file):
+        return []  # nothing to prune against (HAProxy itself will say what is missing)
     try:
         with open(path) as fh:
             saved = fh.read()
-        with open(config_file or DEFAULT_CONFIG) as fh:
-            text, dropped = prune_server_state(saved, fh.read())
     except FileNotFoundError:
         return []
     except OSError as exc:
         raise CommandExecutionError("cannot prune HAProxy's server state {}: {}".format(path, exc))
+    text, dropped = _pruned_against(saved, config_file)
     if dropped:
         _write_state(path, text)
     return dropped

@@ -131,7 +131,7 @@ class Keystone:
         try:
             return self._request(method, path, body, ok)
         except KeystoneError as exc:
-            if method not in RETRIED_ON_500 or getattr(exc, "status", None) != 500:
+            if method not in RETRIED_ON_500 or exc.status != 500:
                 raise
         return self._request(method, path, body, ok + (404,) if method == "DELETE" else ok)
 
