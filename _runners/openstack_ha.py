@@ -533,27 +533,44 @@ def _catalog_failure(exc):
     raise exc
 
 
-def _catalog_sync(model, holders, test=False, repoint_only=False):
+def _remembered(services, endpoints, updates=(), done=()):
+    """The parts of Keystone's catalog a later repoint needs (service ids, names and types;
+    endpoint ids, services, interfaces, regions and URLs), with the ``updates`` whose keys are
+    in ``done`` applied: what Keystone holds after them."""
+    moved = {e["id"]: e["new"] for e in updates if "{}/{}".format(e["service"], e["interface"]) in done}
+    return {"services": [{k: s.get(k) for k in ("id", "name", "type")} for s in services],
+            "endpoints": [dict({k: e.get(k) for k in ("id", "service_id", "interface", "region_id", "enabled")},
+                               url=moved.get(e["id"], e.get("url")), enabled=True if e["id"] in moved else e.get("enabled"))
+                          for e in endpoints]}
+
+
+def _catalog_sync(model, holders, test=False, repoint_only=False, known=None):
     """
     Make the site's Keystone catalog match the model (``holders``: {vip: controller} for the
     ``active_controller`` mode). Reads the whole catalog before it changes anything, so a
     refused token or an unreachable Keystone changes nothing. With ``repoint_only`` only the
-    URLs of existing endpoints are changed.
+    URLs of existing endpoints are changed; with ``known`` too (a ``seen`` of an earlier
+    sync) the catalog is not read first: the updates go out at once, by endpoint id (an
+    endpoint deleted since fails with 404 and the next, reading, sync finds it).
 
     Returns ``{"result", "changes", "comment", "repointed": [{service, interface, region,
-    old, new}], "failed": {what: why}, "timings": {keystone_read, keystone_write, keystone_url}}``
-    (timings only when it got to Keystone's answers); ``result`` is None in test mode when
-    something would change. Raises KeystoneError (the util's) and ValueError (no holder for a VIP).
+    old, new}], "failed": {what: why}, "timings": {keystone_read, keystone_write, keystone_url},
+    "seen": the catalog as Keystone holds it afterwards (for ``known``)}`` (timings and seen
+    only when it got to Keystone's answers); ``result`` is None in test mode when something
+    would change. Raises KeystoneError (the util's) and ValueError (no holder for a VIP).
     """
     wanted = __utils__["openstack_ha_model.catalog_endpoints"](model, holders)
     client = _keystone(model)
     started = time.monotonic()
     client.authenticate()  # once, before the reads run side by side
-    # A repoint never creates a region: it need not read them (one request less on the way).
-    reads = [client.services, client.endpoints] + ([] if repoint_only else [client.regions])
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(reads)) as pool:
-        services, endpoints, *more = [f.result() for f in [pool.submit(read) for read in reads]]
-    regions = more[0] if more else []
+    if known is not None and repoint_only:
+        services, endpoints, regions = known["services"], known["endpoints"], []
+    else:
+        # A repoint never creates a region: it need not read them (one request less on the way).
+        reads = [client.services, client.endpoints] + ([] if repoint_only else [client.regions])
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(reads)) as pool:
+            services, endpoints, *more = [f.result() for f in [pool.submit(read) for read in reads]]
+        regions = more[0] if more else []
     timings = {"keystone_read": round(time.monotonic() - started, 3), "keystone_url": client.url}
     changes = __utils__["openstack_ha_catalog.plan"](wanted, regions, services, endpoints)
     if repoint_only:
@@ -564,7 +581,8 @@ def _catalog_sync(model, holders, test=False, repoint_only=False):
     summary = "{} endpoints of {} services in region {} ({} mode)".format(
         len(wanted), len(model["services"]), model["keystone"]["region"], model["keystone"]["endpoint_mode"])
     if not described:
-        return {"result": True, "changes": {}, "comment": "the catalog is as wanted: " + summary, "repointed": [], "failed": {}}
+        return {"result": True, "changes": {}, "comment": "the catalog is as wanted: " + summary, "repointed": [], "failed": {},
+                "seen": _remembered(services, endpoints)}
     if test:
         return {"result": None, "changes": described, "repointed": [], "failed": {},
                 "comment": "{} catalog change(s) would be made: {}".format(len(described), summary)}
@@ -579,8 +597,19 @@ def _catalog_sync(model, holders, test=False, repoint_only=False):
         comment = "{} of {} catalog change(s) failed (the next check retries them): {}".format(
             len(outcome["failed"]), len(described), "; ".join("{}: {}".format(k, v) for k, v in sorted(outcome["failed"].items())))
         return {"result": False, "changes": applied, "comment": comment, "repointed": repointed, "failed": outcome["failed"], "timings": timings}
-    return {"result": True, "changes": applied, "repointed": repointed, "failed": {}, "timings": timings,
+    # Endpoints created or deleted (the state's path) are not in what was read: no memory then.
+    seen = _remembered(services, endpoints, changes["update"], done) if not (changes["create"] or changes["delete"]) else None
+    return {"result": True, "changes": applied, "repointed": repointed, "failed": {}, "timings": timings, "seen": seen,
             "comment": "{} catalog change(s) made: {}".format(len(applied), summary)}
+
+
+def _guarded_sync(model, holders, known):
+    """:func:`_catalog_sync` of a repoint; an expected failure becomes an outcome with
+    ``result`` False and the ``alert`` to raise."""
+    try:
+        return _catalog_sync(model, holders, repoint_only=True, known=known)
+    except Exception as exc:
+        return {"result": False, "comment": str(exc), "repointed": [], "alert": "catalog_" + _catalog_failure(exc)}
 
 
 def _follow_catalog(model, holders, evidence, reporter, data, timings=None):
@@ -606,29 +635,38 @@ def _follow_catalog(model, holders, evidence, reporter, data, timings=None):
             return []
         started = time.monotonic()
         entry = {"decided_by": "remediation", "reported_by": reporter, "evidence": evidence, "holders": holders, "site": site}
-        try:
-            outcome = _catalog_sync(model, holders, repoint_only=True)
-        except Exception as exc:
-            outcome = {"result": False, "comment": str(exc), "repointed": [], "alert": "catalog_" + _catalog_failure(exc)}
+        # The holders moved and the last sync went through: repoint from what that sync saw,
+        # without reading the catalog first (the clients are waiting), then read it to repair
+        # whatever changed behind our back meanwhile.
+        known = last.get("seen") if last.get("ok") and last.get("holders") != holders else None
+        outcome = _guarded_sync(model, holders, known)
         took = round(time.monotonic() - started, 3)
-        records = _load(site)
-        records["catalog"] = {"holders": holders, "ok": outcome["result"] is True, "checked": time.time(),
-                              "comment": outcome["comment"], "mode": model["keystone"]["endpoint_mode"]}
-        decisions = []
-        if outcome["repointed"]:
-            parts = dict(timings or {}, **outcome.get("timings", {}))
-            decisions.append(dict(entry, what="repoint", service="keystone", time=time.time(), took=took, **parts,
-                                  endpoints=outcome["repointed"], mode=model["keystone"]["endpoint_mode"],
-                                  why="{} endpoint(s) repointed: {}".format(len(outcome["repointed"]), ", ".join(sorted(
-                                      {"{} -> {}".format(e["old"], e["new"]) for e in outcome["repointed"]})))))
-            _announce(records, site, decisions[-1], "openstack_ha/endpoint/repointed")
-        # One alert per failure, not one per retry: the VIP heartbeats retry every few seconds.
-        if outcome["result"] is not True and (last.get("ok", True) or last.get("comment") != outcome["comment"]):
-            kind = outcome.get("alert") or "catalog_api"
-            decisions.append(dict(entry, what="alert", alert=kind, service="keystone", time=time.time(),
-                                  why="catalog not brought in line (retried on the next event): " + outcome["comment"]))
-            _announce(records, site, decisions[-1], "openstack_ha/alert/" + kind)
-        _store(site, records)
+        if known is not None and "alert" not in outcome:
+            checked = _guarded_sync(model, holders, None)
+            outcome = dict(checked, repointed=outcome["repointed"] + checked["repointed"], timings=outcome.get("timings", {}),
+                           comment=outcome["comment"] if checked["result"] is True and not checked["repointed"]
+                           else "{}; read back: {}".format(outcome["comment"], checked["comment"]))
+        # The decision records are shared with the backend decisions: their lock for the update.
+        with _site_lock(site):
+            records = _load(site)
+            records["catalog"] = {"holders": holders, "ok": outcome["result"] is True, "checked": time.time(),
+                                  "comment": outcome["comment"], "mode": model["keystone"]["endpoint_mode"],
+                                  "seen": outcome.get("seen")}
+            decisions = []
+            if outcome["repointed"]:
+                parts = dict(timings or {}, **outcome.get("timings", {}))
+                decisions.append(dict(entry, what="repoint", service="keystone", time=time.time(), took=took, **parts,
+                                      endpoints=outcome["repointed"], mode=model["keystone"]["endpoint_mode"],
+                                      why="{} endpoint(s) repointed: {}".format(len(outcome["repointed"]), ", ".join(sorted(
+                                          {"{} -> {}".format(e["old"], e["new"]) for e in outcome["repointed"]})))))
+                _announce(records, site, decisions[-1], "openstack_ha/endpoint/repointed")
+            # One alert per failure, not one per retry: the VIP heartbeats retry every few seconds.
+            if outcome["result"] is not True and (last.get("ok", True) or last.get("comment") != outcome["comment"]):
+                kind = outcome.get("alert") or "catalog_api"
+                decisions.append(dict(entry, what="alert", alert=kind, service="keystone", time=time.time(),
+                                      why="catalog not brought in line (retried on the next event): " + outcome["comment"]))
+                _announce(records, site, decisions[-1], "openstack_ha/alert/" + kind)
+            _store(site, records)
     return decisions
 
 
@@ -673,12 +711,16 @@ def catalog(site=None, test=False):
     except Exception as exc:
         _catalog_failure(exc)
         outcome = {"result": False, "changes": {}, "comment": "nothing changed: " + str(exc), "repointed": []}
-    if outcome["repointed"] and not test:
-        entry = {"what": "repoint", "service": "keystone", "endpoints": outcome["repointed"], "decided_by": "operator (salt-run openstack_ha.catalog)",
-                 "holders": holders, "time": time.time(), "why": "{} endpoint(s) repointed by the operator".format(len(outcome["repointed"]))}
+    if outcome["changes"] and not test:
         with _site_lock(site):
             records = _load(site)
-            _announce(records, site, entry, "openstack_ha/endpoint/repointed")
+            # The loop's memory of endpoint ids (for a repoint without reading first) is out of date.
+            (records.get("catalog") or {}).pop("seen", None)
+            if outcome["repointed"]:
+                entry = {"what": "repoint", "service": "keystone", "endpoints": outcome["repointed"],
+                         "decided_by": "operator (salt-run openstack_ha.catalog)", "holders": holders, "time": time.time(),
+                         "why": "{} endpoint(s) repointed by the operator".format(len(outcome["repointed"]))}
+                _announce(records, site, entry, "openstack_ha/endpoint/repointed")
             _store(site, records)
     if outcome["result"] is False:
         __context__["retcode"] = 1

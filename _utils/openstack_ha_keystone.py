@@ -135,12 +135,25 @@ class Keystone:
                 raise
         return self._request(method, path, body, ok + (404,) if method == "DELETE" else ok)
 
+    def _send(self, method, path, body):
+        """One HTTP request with the current URL and token. A connection the pool kept that
+        turns out dead (reset: the VIP moved to another controller, whose kernel knows nothing
+        of it) is replaced once by a new connection to the same URL, token kept; a timeout is
+        not retried here. Raises requests.RequestException."""
+        for fresh in (False, True):
+            try:
+                return self.session.request(method, self.url + path, json=body, headers={"X-Auth-Token": self.token},
+                                            timeout=(CONNECT_TIMEOUT, self.timeout))
+            except requests.ConnectionError as exc:
+                if fresh or isinstance(exc, requests.Timeout) or not _reset(exc):
+                    raise
+        raise AssertionError("unreachable")
+
     def _request(self, method, path, body, ok):
         for attempt in (1, 2):
             self.authenticate(force=attempt == 2)
             try:
-                resp = self.session.request(method, self.url + path, json=body, headers={"X-Auth-Token": self.token},
-                                            timeout=(CONNECT_TIMEOUT, self.timeout))
+                resp = self._send(method, path, body)
             except requests.RequestException as exc:
                 if attempt == 1:
                     self.url = None  # this one stopped answering: authenticate() tries the others
@@ -187,6 +200,20 @@ class Keystone:
 
     def delete_endpoint(self, endpoint_id):
         self.request("DELETE", "/endpoints/" + endpoint_id, ok=(204,))
+
+
+def _reset(exc):
+    """True when ``exc`` (a requests.ConnectionError) is a connection the peer reset or closed
+    under the request, not a refused or unroutable one (those are not worth the same URL again)."""
+    seen, cause = set(), exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return True
+        if type(cause).__name__ in ("RemoteDisconnected", "ProtocolError") and "refused" not in str(cause).lower():
+            return True
+        cause = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else (cause.__cause__ or cause.__context__)
+    return False
 
 
 def _message(resp):

@@ -360,6 +360,7 @@ def _check_galera(c, model, vips, ports, controller_ids):
     c.choice(galera.get("check", "health"), path + ["check"], ("health", "tcp"))
     c.integer(c.require(galera, "max_connect_errors", path), path + ["max_connect_errors"], 1, 2 ** 32 - 1)
     health = c.integer(c.require(galera, "health_port", path), path + ["health_port"], 1, 65535)
+    _check_haproxy_check(c, galera, path)
     if health is not None and health == port:
         c.fail(path + ["health_port"], "must differ from the database port {}".format(port))
     sizes = c.mapping(galera.get("sizes"), path + ["sizes"], required=False)
@@ -466,11 +467,23 @@ def _check_policy(c, model, controller_count):
         _check_timing(c, probe, path + ["probe"], {"interval": (1, 60), "timeout": (0.05, 30)})
         for key in ("fall", "rise"):
             c.integer(probe.get(key), path + ["probe", key], 1, 20)
-    checks = c.mapping(policy.get("haproxy_check"), path + ["haproxy_check"])
-    if checks:
-        _check_timing(c, checks, path + ["haproxy_check"], {"inter": (0.1, 60), "timeout": (0.05, 60)})
-        for key in ("fall", "rise"):
-            c.integer(checks.get(key), path + ["haproxy_check", key], 1, 20)
+    _check_haproxy_check(c, policy, path)
+
+
+def _check_haproxy_check(c, section, path):
+    """``section``'s ``haproxy_check`` (HAProxy's own health checks): inter, fastinter and
+    timeout in seconds, fall and rise in checks; an unknown key is an error."""
+    checks = c.mapping(section.get("haproxy_check"), path + ["haproxy_check"])
+    if not checks:
+        return
+    here = path + ["haproxy_check"]
+    _check_timing(c, checks, here, {"inter": (0.1, 60), "fastinter": (0.1, 60), "timeout": (0.05, 60)})
+    for key in ("fall", "rise"):
+        if key in checks:
+            c.integer(checks[key], here + [key], 1, 20)
+    for key in checks:
+        if key not in ("inter", "fastinter", "timeout", "fall", "rise"):
+            c.fail(here + [key], "unknown check setting (known: fall, fastinter, inter, rise, timeout)")
 
 
 def _check_network(c, model):

@@ -89,11 +89,21 @@ def breakdown(since):
         return
     print("the loop's {} repoints (to and back), median / max (s): ".format(len(found)) + ", ".join(
         "{} {:.2f} / {:.2f}".format(label, statistics.median(vals), max(vals)) for label, vals in (
-            (label, [d[key] for d in found if isinstance(d.get(key), (int, float))]) for label, key in (
-                ("beacon event to runner", "event_lag"), ("controllers' VIP view", "view_took"),
-                ("Keystone reads + PATCHes", "took"), ("of which reads", "keystone_read"),
-                ("PATCHes", "keystone_write"))) if vals))
+            (label, [d[key] for d in found if isinstance(d.get(key), (int, float))]) for label, key in PARTS) if vals))
     print("Keystone URLs the runner used: {}".format(sorted({str(d.get("keystone_url")) for d in found})))
+
+
+PARTS = (("beacon event to runner", "event_lag"), ("controllers' VIP view", "view_took"),
+         ("Keystone reads + PATCHes", "took"), ("of which reads", "keystone_read"), ("PATCHes", "keystone_write"))
+
+
+def run_parts(since, new):
+    """The parts of the loop's repoint to ``new`` since ``since`` (epoch), as one line."""
+    found = [d for d in repoint_records(since) if ADDRESS[new] in str(d.get("endpoints"))]
+    if not found:
+        return "no repoint by the loop recorded"
+    d = found[0]
+    return ", ".join("{} {:.2f}".format(key, d[key]) for _, key in PARTS if isinstance(d.get(key), (int, float)))
 
 
 def one_run(session, old):
@@ -140,9 +150,11 @@ def main():
         print("catalog: {}".format(runner("openstack_ha.catalog")["comment"]), flush=True)
         for i in range(args.runs):
             (old,) = holders()
+            began = time.time()
             vip_at, catalog_at, new = one_run(session, old)
-            print("  run {:2d}: {} stopped; VIP on {} after {}, catalog on it after {}".format(
-                i + 1, old, new, "%.2f s" % vip_at if vip_at else "NEVER", "%.2f s" % catalog_at if catalog_at else "NEVER"), flush=True)
+            print("  run {:2d}: {} stopped; VIP on {} after {}, catalog on it after {} ({})".format(
+                i + 1, old, new, "%.2f s" % vip_at if vip_at else "NEVER", "%.2f s" % catalog_at if catalog_at else "NEVER",
+                run_parts(began, new) if new else "-"), flush=True)
             if vip_at is not None:
                 vip_times.append(vip_at)
             catalog_times.append(catalog_at if catalog_at is not None else float("inf"))

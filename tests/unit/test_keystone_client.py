@@ -137,3 +137,58 @@ def test_a_500_is_retried_once_for_repeatable_requests_but_never_for_a_create(fl
         session.create_service("nova", "compute")
     assert keystone.error_kind(err.value) == "api" and "HTTP 500" in str(err.value)
     assert server.calls.count("POST") == 1, "a create must not be sent twice"
+
+
+class _MovedVip(http.server.BaseHTTPRequestHandler):
+    """Keeps connections alive (HTTP/1.1) like HAProxy, and resets a kept connection at its
+    second request, unanswered: what the client meets when the VIP has moved to a controller
+    whose kernel knows nothing of the connection. Counts the tokens it issues."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self, status, body, headers=()):
+        self.send_response(status)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.tokens += 1
+        self._answer(201, json.dumps({"token": {"expires_at": "2999-01-01T00:00:00.000000Z", "catalog": []}}).encode(),
+                     [("X-Subject-Token", "t%d" % self.server.tokens)])
+
+    def do_GET(self):
+        self.requests_here = getattr(self, "requests_here", 0) + 1
+        if self.requests_here == 2:
+            import socket
+            import struct
+
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
+        self.server.seen_tokens.append(self.headers.get("X-Auth-Token"))
+        self._answer(200, json.dumps({"services": [{"id": "s1"}]}).encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_kept_connection_reset_by_a_vip_move_is_replaced_without_a_new_token():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MovedVip)
+    server.tokens, server.seen_tokens = 0, []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        session = keystone.connect(["http://127.0.0.1:%d/v3" % server.server_address[1]], "admin", "secret", timeout=2)
+        assert session.services() == [{"id": "s1"}]
+        # The token request and this first call shared one kept connection; the next call on
+        # it is reset, unanswered.
+        assert session.services() == [{"id": "s1"}]
+        assert server.tokens == 1, "a reset connection must not cost a new token"
+        assert server.seen_tokens == ["t1", "t1"]
+    finally:
+        server.shutdown()
+        server.server_close()

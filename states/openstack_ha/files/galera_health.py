@@ -12,7 +12,9 @@ GET /status  200 and a JSON document, also while the database is down: the wsrep
              The openstack_ha.galera state reads it from every node before it starts one.
 
 Runs as the ``mysql`` user and talks to the local server over its unix socket (no password).
-The maintenance switch is a file: while it exists the node reports 503.
+The maintenance switch is a file: while it exists the node reports 503. With --pidfile it
+also watches the server's process (every --watch seconds, one /proc read): a server that has
+died is reported at once, without waiting for the next look at the database.
 Standard library only, so it runs on the distribution's python3.
 """
 
@@ -48,6 +50,25 @@ def read_grastate(datadir):
         return {"uuid": out.get("uuid", ZERO_UUID), "seqno": -1, "safe_to_bootstrap": False}
 
 
+def server_gone(pidfile):
+    """Why the server named by ``pidfile`` is gone ("process 123 exited"), or None while its
+    process lives or there is no evidence (no pid file, unreadable: the next look at the
+    database decides). A zombie counts as gone (it is dead, only not yet reaped)."""
+    try:
+        with open(pidfile) as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        with open("/proc/{}/status".format(pid)) as fh:
+            for line in fh:
+                if line.startswith("State:"):
+                    return "process {} exited".format(pid) if line.split()[1] in ("Z", "X") else None
+    except OSError:
+        return "process {} exited".format(pid)
+    return None
+
+
 class Probe:
     """Asks the local server every ``interval`` seconds in a background thread; answers come
     from the last result at once, so a check never waits for the database (a hung or busy
@@ -57,7 +78,19 @@ class Probe:
         self.args = args
         self.lock = threading.Lock()
         self.cached, self.at = None, 0.0
+        self.gone = None
         threading.Thread(target=self._refresh_forever, daemon=True).start()
+        if args.pidfile:
+            threading.Thread(target=self._watch_forever, daemon=True).start()
+
+    def _watch_forever(self):
+        while True:
+            with self.lock:
+                was_running = bool(self.cached and self.cached.get("running"))
+            gone = server_gone(self.args.pidfile) if was_running else None
+            with self.lock:
+                self.gone = gone
+            time.sleep(self.args.watch)
 
     def _refresh_forever(self):
         while True:
@@ -70,8 +103,11 @@ class Probe:
     def status(self):
         with self.lock:
             cached, age = self.cached, time.monotonic() - self.at
+            gone = self.gone
         if cached is None:
             return self._status()
+        if gone and cached.get("running"):
+            return dict(cached, running=False, healthy=False, reason="database not running: {}".format(gone))
         if age > self.args.stale:
             return dict(cached, healthy=False, reason="no fresh answer from the database for {:.1f} s".format(age))
         return cached
@@ -163,6 +199,8 @@ def main():
     parser.add_argument("--maintenance-file", default="/etc/mysql/openstack-ha-maintenance")
     parser.add_argument("--sst-user", default="sst")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between two looks at the database")
+    parser.add_argument("--pidfile", help="the server's pid file: its process is watched between two looks")
+    parser.add_argument("--watch", type=float, default=0.1, help="seconds between two looks at the server's process")
     parser.add_argument("--stale", type=float, default=3.0, help="an answer older than this is unhealthy")
     parser.add_argument("--available-when-donor", action="store_true",
                         help="a Donor/Desynced node stays healthy (a mariabackup donor keeps serving)")
