@@ -387,7 +387,7 @@ def _check_vips(model, reporter, data=None):
             _store(model["site"], records)
         return decisions
     return _follow_catalog(model, {vip: who[0] for vip, who in holders.items()}, held, reporter, data or {},
-                           {"event_lag": event_lag, "view_took": view_took})
+                           {"event_lag": event_lag, "view_took": view_took, "reported_at": reported if event_lag is not None else None})
 
 
 # ---------------------------------------------------------------------------- RabbitMQ
@@ -562,15 +562,14 @@ def _catalog_sync(model, holders, test=False, repoint_only=False, known=None):
     wanted = __utils__["openstack_ha_model.catalog_endpoints"](model, holders)
     client = _keystone(model)
     started = time.monotonic()
+    client.prefer_first()
     client.authenticate()  # once, before the reads run side by side
     if known is not None and repoint_only:
         services, endpoints, regions = known["services"], known["endpoints"], []
     else:
-        # A repoint never creates a region: it need not read them (one request less on the way).
-        reads = [client.services, client.endpoints] + ([] if repoint_only else [client.regions])
+        reads = [client.services, client.endpoints, client.regions]
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(reads)) as pool:
-            services, endpoints, *more = [f.result() for f in [pool.submit(read) for read in reads]]
-        regions = more[0] if more else []
+            services, endpoints, regions = [f.result() for f in [pool.submit(read) for read in reads]]
     timings = {"keystone_read": round(time.monotonic() - started, 3), "keystone_url": client.url}
     changes = __utils__["openstack_ha_catalog.plan"](wanted, regions, services, endpoints)
     if repoint_only:
@@ -603,70 +602,118 @@ def _catalog_sync(model, holders, test=False, repoint_only=False, known=None):
             "comment": "{} catalog change(s) made: {}".format(len(applied), summary)}
 
 
+def _read_catalog(model):
+    """The site's catalog as Keystone holds it now: ``{"services", "endpoints", "took"}`` (the
+    two lists read side by side; ``took`` in seconds). Raises KeystoneError."""
+    client = _keystone(model)
+    started = time.monotonic()
+    client.prefer_first()
+    client.authenticate()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        services, endpoints = [f.result() for f in [pool.submit(client.services), pool.submit(client.endpoints)]]
+    return {"services": services, "endpoints": endpoints, "took": round(time.monotonic() - started, 3)}
+
+
 def _guarded_sync(model, holders, known):
-    """:func:`_catalog_sync` of a repoint; an expected failure becomes an outcome with
-    ``result`` False and the ``alert`` to raise."""
+    """:func:`_catalog_sync` of a repoint from ``known`` (a catalog read earlier, or a
+    sync's memory); an expected failure (``known`` may be that failure) becomes an outcome
+    with ``result`` False and the ``alert`` to raise."""
     try:
+        if isinstance(known, Exception):
+            raise known
         return _catalog_sync(model, holders, repoint_only=True, known=known)
     except Exception as exc:
         return {"result": False, "comment": str(exc), "repointed": [], "alert": "catalog_" + _catalog_failure(exc)}
+
+
+def _record_sync(model, holders, entry, last, outcome, parts):
+    """Store a loop's catalog sync (under the catalog lock): the site's catalog record (its
+    ``generation`` one up), a ``repoint`` decision when endpoints moved, an alert when the
+    catalog could not be brought in line (once per distinct failure). Returns the
+    decisions and the new generation."""
+    site = model["site"]
+    decisions = []
+    # The decision records are shared with the backend decisions: their lock for the update.
+    with _site_lock(site):
+        records = _load(site)
+        generation = (records.get("catalog") or {}).get("generation", 0) + 1
+        records["catalog"] = {"holders": holders, "ok": outcome["result"] is True, "checked": time.time(),
+                              "comment": outcome["comment"], "mode": model["keystone"]["endpoint_mode"],
+                              "seen": outcome.get("seen"), "generation": generation}
+        if outcome["repointed"]:
+            decisions.append(dict(entry, what="repoint", service="keystone", time=time.time(), **parts,
+                                  **outcome.get("timings", {}), endpoints=outcome["repointed"], mode=model["keystone"]["endpoint_mode"],
+                                  why="{} endpoint(s) repointed: {}".format(len(outcome["repointed"]), ", ".join(sorted(
+                                      {"{} -> {}".format(e["old"], e["new"]) for e in outcome["repointed"]})))))
+            _announce(records, site, decisions[-1], "openstack_ha/endpoint/repointed")
+        # One alert per failure, not one per retry: the VIP heartbeats retry every few seconds.
+        if outcome["result"] is not True and (last.get("ok", True) or last.get("comment") != outcome["comment"]):
+            kind = outcome.get("alert") or "catalog_api"
+            decisions.append(dict(entry, what="alert", alert=kind, service="keystone", time=time.time(),
+                                  why="catalog not brought in line (retried on the next event): " + outcome["comment"]))
+            _announce(records, site, decisions[-1], "openstack_ha/alert/" + kind)
+        _store(site, records)
+    return decisions, generation
 
 
 def _follow_catalog(model, holders, evidence, reporter, data, timings=None):
     """
     After a quorum agreed on one holder per VIP: sync the catalog when the holders changed
     since the last sync, when the last sync failed, or on a VIP change event (a VIP moved:
-    drift is repaired then too). Only URLs of existing endpoints are
-    changed (creating the catalog is the catalog state's job). Fires ``openstack_ha/endpoint/repointed``
-    with the old and new URLs, or an alert (``catalog_auth``, ``catalog_unreachable``,
-    ``catalog_api``) when Keystone could not be brought in line; the next event retries.
-    The record of a repoint says how long Keystone took (``took``) and, from ``timings``,
-    how long the event took to reach the runner (``event_lag``) and the controllers to agree
-    on the holders (``view_took``).
+    drift is repaired then too). Only URLs of existing endpoints are changed (creating the
+    catalog is the catalog state's job). Fires ``openstack_ha/endpoint/repointed`` with the
+    old and new URLs, or an alert (``catalog_auth``, ``catalog_unreachable``, ``catalog_api``)
+    when Keystone could not be brought in line; the next event retries.
+
+    Two steps. When the holders moved and the last sync went through, the endpoints are
+    repointed at once from that sync's memory of the catalog (ids and URLs: no read first,
+    the clients are waiting). Then the catalog is read, without holding the catalog lock (a
+    slow read must never hold up the next repoint), and what is still not as wanted is put
+    right, unless another sync was recorded meanwhile (its own read judges the catalog then).
+
+    The record of a repoint says how long Keystone took (``took``), when the endpoints were
+    repointed (``repointed_at``, epoch) and, from ``timings``, when the beacon saw the change
+    (``reported_at``), how long its event took to reach the runner (``event_lag``) and the
+    controllers to agree on the holders (``view_took``), and how long it waited for another
+    catalog sync to finish (``lock_wait``).
     """
     site = model["site"]
     if _keystone_admin(site) is None:
         return []  # this master does not manage the site's catalog
+    entry = {"decided_by": "remediation", "reported_by": reporter, "evidence": evidence, "holders": holders, "site": site}
+    decisions = []
+    waiting = time.monotonic()
     with _site_lock(site + "-catalog"):
-        records = _load(site)
-        last = records.get("catalog") or {}
-        due = last.get("holders") != holders or not last.get("ok") or data.get("kind") == "change"
-        if not due:
+        lock_wait = round(time.monotonic() - waiting, 3)
+        last = _load(site).get("catalog") or {}
+        if last.get("holders") == holders and last.get("ok") and data.get("kind") != "change":
             return []
-        started = time.monotonic()
-        entry = {"decided_by": "remediation", "reported_by": reporter, "evidence": evidence, "holders": holders, "site": site}
-        # The holders moved and the last sync went through: repoint from what that sync saw,
-        # without reading the catalog first (the clients are waiting), then read it to repair
-        # whatever changed behind our back meanwhile.
+        generation = last.get("generation", 0)
         known = last.get("seen") if last.get("ok") and last.get("holders") != holders else None
-        outcome = _guarded_sync(model, holders, known)
-        took = round(time.monotonic() - started, 3)
-        if known is not None and "alert" not in outcome:
-            checked = _guarded_sync(model, holders, None)
-            outcome = dict(checked, repointed=outcome["repointed"] + checked["repointed"], timings=outcome.get("timings", {}),
-                           comment=outcome["comment"] if checked["result"] is True and not checked["repointed"]
-                           else "{}; read back: {}".format(outcome["comment"], checked["comment"]))
-        # The decision records are shared with the backend decisions: their lock for the update.
-        with _site_lock(site):
-            records = _load(site)
-            records["catalog"] = {"holders": holders, "ok": outcome["result"] is True, "checked": time.time(),
-                                  "comment": outcome["comment"], "mode": model["keystone"]["endpoint_mode"],
-                                  "seen": outcome.get("seen")}
-            decisions = []
-            if outcome["repointed"]:
-                parts = dict(timings or {}, **outcome.get("timings", {}))
-                decisions.append(dict(entry, what="repoint", service="keystone", time=time.time(), took=took, **parts,
-                                      endpoints=outcome["repointed"], mode=model["keystone"]["endpoint_mode"],
-                                      why="{} endpoint(s) repointed: {}".format(len(outcome["repointed"]), ", ".join(sorted(
-                                          {"{} -> {}".format(e["old"], e["new"]) for e in outcome["repointed"]})))))
-                _announce(records, site, decisions[-1], "openstack_ha/endpoint/repointed")
-            # One alert per failure, not one per retry: the VIP heartbeats retry every few seconds.
-            if outcome["result"] is not True and (last.get("ok", True) or last.get("comment") != outcome["comment"]):
-                kind = outcome.get("alert") or "catalog_api"
-                decisions.append(dict(entry, what="alert", alert=kind, service="keystone", time=time.time(),
-                                      why="catalog not brought in line (retried on the next event): " + outcome["comment"]))
-                _announce(records, site, decisions[-1], "openstack_ha/alert/" + kind)
-            _store(site, records)
+        if known is not None:
+            started = time.monotonic()
+            outcome = _guarded_sync(model, holders, known)
+            parts = dict(timings or {}, took=round(time.monotonic() - started, 3), repointed_at=time.time(), lock_wait=lock_wait)
+            done, generation = _record_sync(model, holders, entry, last, outcome, parts)
+            decisions.extend(done)
+    try:
+        fresh = _read_catalog(model)
+    except Exception as exc:
+        fresh = exc
+    waiting = time.monotonic()
+    with _site_lock(site + "-catalog"):
+        lock_wait = round(time.monotonic() - waiting, 3)
+        last = _load(site).get("catalog") or {}
+        if last.get("generation", 0) != generation:
+            return decisions
+        started = time.monotonic()
+        outcome = _guarded_sync(model, holders, fresh)
+        if not isinstance(fresh, Exception):
+            outcome.setdefault("timings", {})["keystone_read"] = fresh["took"]
+        parts = dict(timings or {}, took=round(time.monotonic() - started, 3), repointed_at=time.time(), lock_wait=lock_wait,
+                     read_back=known is not None)
+        done, _ = _record_sync(model, holders, entry, last, outcome, parts)
+        decisions.extend(done)
     return decisions
 
 
@@ -714,8 +761,11 @@ def catalog(site=None, test=False):
     if outcome["changes"] and not test:
         with _site_lock(site):
             records = _load(site)
-            # The loop's memory of endpoint ids (for a repoint without reading first) is out of date.
-            (records.get("catalog") or {}).pop("seen", None)
+            # The loop's memory of endpoint ids (for a repoint without reading first) is out of
+            # date, and so is any catalog the loop read before this change.
+            if records.get("catalog"):
+                records["catalog"].pop("seen", None)
+                records["catalog"]["generation"] = records["catalog"].get("generation", 0) + 1
             if outcome["repointed"]:
                 entry = {"what": "repoint", "service": "keystone", "endpoints": outcome["repointed"],
                          "decided_by": "operator (salt-run openstack_ha.catalog)", "holders": holders, "time": time.time(),

@@ -13,6 +13,7 @@ Plain Python, so the unit tests and the benchmarks load it directly too.
 """
 
 import calendar
+import threading
 import time
 
 import requests
@@ -81,6 +82,10 @@ class Keystone:
         self.token = None
         self.expires = 0.0
         self.catalog = None
+        # Requests run in parallel threads (a site's endpoint updates): the URL and token are
+        # read and replaced under this lock, so one thread's fall-back never leaves another
+        # with half of it, and a refused or lost token is renewed once, not once per thread.
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ token
 
@@ -88,8 +93,12 @@ class Keystone:
         """Get a token from the first candidate URL that answers (kept until near its expiry).
         Returns the base URL used. Raises KeystoneError (``auth`` on refused credentials:
         no other URL is tried then; ``unreachable`` when none answered)."""
-        if not force and self.token and time.time() < self.expires - TOKEN_MARGIN:
-            return self.url
+        with self._lock:
+            if not force and self.token and self.url and time.time() < self.expires - TOKEN_MARGIN:
+                return self.url
+            return self._new_token()
+
+    def _new_token(self):
         failures = []
         ordered = ([self.url] if self.url else []) + [u for u in self.urls if u != self.url]
         for url in ordered:
@@ -116,6 +125,15 @@ class Keystone:
         self.token = None
         raise KeystoneError("unreachable", "no Keystone answered ({})".format("; ".join(failures)))
 
+    def prefer_first(self):
+        """Send the next requests to the first candidate URL again (the VIP, where HAProxy
+        spreads them over every Keystone), keeping the token (it is good on every Keystone of
+        the site): a fall-back to one controller, taken while the VIP was moving, must not
+        leave every later burst of updates on that one controller's workers."""
+        with self._lock:
+            if self.url is not None:
+                self.url = self.urls[0]
+
     def fresh_catalog(self):
         """The catalog a client sees: a new token request's ``catalog`` (what an OpenStack
         client would use). Returns ``[{type, name, endpoints: [{interface, region, url}]}]``."""
@@ -135,14 +153,31 @@ class Keystone:
                 raise
         return self._request(method, path, body, ok + (404,) if method == "DELETE" else ok)
 
-    def _send(self, method, path, body):
-        """One HTTP request with the current URL and token. A connection the pool kept that
-        turns out dead (reset: the VIP moved to another controller, whose kernel knows nothing
-        of it) is replaced once by a new connection to the same URL, token kept; a timeout is
-        not retried here. Raises requests.RequestException."""
+    def _current(self, failed_token=None):
+        """(url, token) to send the next request with; a new token first when there is none,
+        or when ``failed_token`` (refused, or its URL lost) is still the current one."""
+        with self._lock:
+            if failed_token is not None and failed_token == self.token:
+                self._new_token()
+            else:
+                self.authenticate()
+            return self.url, self.token
+
+    def _drop(self, url):
+        """``url`` stopped answering: the next :meth:`_current` looks for another (unless
+        another thread has moved on already)."""
+        with self._lock:
+            if self.url == url:
+                self.url = None
+
+    def _send(self, url, token, method, path, body):
+        """One HTTP request. A connection the pool kept that turns out dead (reset: the VIP
+        moved to another controller, whose kernel knows nothing of it) is replaced once by a
+        new connection to the same URL, token kept; a timeout is not retried here. Raises
+        requests.RequestException."""
         for fresh in (False, True):
             try:
-                return self.session.request(method, self.url + path, json=body, headers={"X-Auth-Token": self.token},
+                return self.session.request(method, url + path, json=body, headers={"X-Auth-Token": token},
                                             timeout=(CONNECT_TIMEOUT, self.timeout))
             except requests.ConnectionError as exc:
                 if fresh or isinstance(exc, requests.Timeout) or not _reset(exc):
@@ -150,30 +185,32 @@ class Keystone:
         raise AssertionError("unreachable")
 
     def _request(self, method, path, body, ok):
+        failed = None
         for attempt in (1, 2):
-            self.authenticate(force=attempt == 2)
+            url, token = self._current(failed)
             try:
-                resp = self._send(method, path, body)
+                resp = self._send(url, token, method, path, body)
             except requests.RequestException as exc:
                 if attempt == 1:
-                    self.url = None  # this one stopped answering: authenticate() tries the others
-                    self.token = None
+                    self._drop(url)  # this one stopped answering: the next token comes from another
+                    failed = token
                     continue
-                raise KeystoneError("unreachable", "{} {}{} failed: {}".format(method, self.url, path, type(exc).__name__)) from None
+                raise KeystoneError("unreachable", "{} {}{} failed: {}".format(method, url, path, type(exc).__name__)) from None
             if resp.status_code == 401 and attempt == 1:
+                failed = token
                 continue
             if resp.status_code in GATEWAY_FAILURES:
                 if attempt == 1:
-                    self.url = None  # nothing behind this proxy: authenticate() tries the others
-                    self.token = None
+                    self._drop(url)  # nothing behind this proxy: the next token comes from another
+                    failed = token
                     continue
                 raise KeystoneError("unreachable", "{} {}{} answered HTTP {}: no Keystone behind it".format(
-                    method, self.url, path, resp.status_code))
+                    method, url, path, resp.status_code))
             if resp.status_code not in ok:
-                raise KeystoneError("api", "{} {}{} answered HTTP {}: {}".format(method, self.url, path, resp.status_code, _message(resp)),
+                raise KeystoneError("api", "{} {}{} answered HTTP {}: {}".format(method, url, path, resp.status_code, _message(resp)),
                                     status=resp.status_code)
             return resp.json() if resp.content else None
-        raise KeystoneError("auth", "Keystone at {} keeps refusing a fresh token (401)".format(self.url))
+        raise KeystoneError("auth", "Keystone at {} keeps refusing a fresh token (401)".format(url))
 
     def regions(self):
         return self.request("GET", "/regions")["regions"]

@@ -93,22 +93,30 @@ def breakdown(since):
     print("Keystone URLs the runner used: {}".format(sorted({str(d.get("keystone_url")) for d in found})))
 
 
-PARTS = (("beacon event to runner", "event_lag"), ("controllers' VIP view", "view_took"),
+PARTS = (("beacon event to runner", "event_lag"), ("controllers' VIP view", "view_took"), ("wait for another sync", "lock_wait"),
          ("Keystone reads + PATCHes", "took"), ("of which reads", "keystone_read"), ("PATCHes", "keystone_write"))
 
 
 def run_parts(since, new):
-    """The parts of the loop's repoint to ``new`` since ``since`` (epoch), as one line."""
-    found = [d for d in repoint_records(since) if ADDRESS[new] in str(d.get("endpoints"))]
+    """The parts of the loop's repoint to ``new`` since ``since`` (epoch, the stop), as one
+    line: when the beacon saw the move and when the endpoints were repointed, from the stop,
+    and the parts in between."""
+    deadline = time.monotonic() + 20  # the record is stored once the runner has read the catalog back
+    found = []
+    while not found and time.monotonic() < deadline:
+        found = [d for d in repoint_records(since) if new in (d.get("holders") or {}).values()
+                 and isinstance(d.get("repointed_at"), (int, float)) and d["repointed_at"] >= since]
+        time.sleep(0.2)
     if not found:
         return "no repoint by the loop recorded"
     d = found[0]
-    return ", ".join("{} {:.2f}".format(key, d[key]) for _, key in PARTS if isinstance(d.get(key), (int, float)))
+    marks = ["{} +{:.2f}".format(key, d[key] - since) for key in ("reported_at", "repointed_at") if isinstance(d.get(key), (int, float))]
+    return ", ".join(marks + ["{} {:.2f}".format(key, d[key]) for _, key in PARTS if isinstance(d.get(key), (int, float))])
 
 
 def one_run(session, old):
     pid = int(labctl.ctrl_run(old, ["cat", "/run/keepalived.pid"]).stdout.split()[0])
-    start = time.monotonic()
+    start, began = time.monotonic(), time.time()
     os.kill(pid, signal.SIGTERM)
     vip_at = catalog_at = new = None
     deadline = start + 30
@@ -122,7 +130,7 @@ def one_run(session, old):
             if catalog_hosts(session) == {ADDRESS[new]} and keystone_lab.answers(ADDRESS[new], 5000):
                 catalog_at = seen
         time.sleep(0.1)
-    return vip_at, catalog_at, new
+    return vip_at, catalog_at, new, began
 
 
 def restore(old, session):
@@ -150,8 +158,7 @@ def main():
         print("catalog: {}".format(runner("openstack_ha.catalog")["comment"]), flush=True)
         for i in range(args.runs):
             (old,) = holders()
-            began = time.time()
-            vip_at, catalog_at, new = one_run(session, old)
+            vip_at, catalog_at, new, began = one_run(session, old)
             print("  run {:2d}: {} stopped; VIP on {} after {}, catalog on it after {} ({})".format(
                 i + 1, old, new, "%.2f s" % vip_at if vip_at else "NEVER", "%.2f s" % catalog_at if catalog_at else "NEVER",
                 run_parts(began, new) if new else "-"), flush=True)

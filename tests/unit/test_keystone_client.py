@@ -37,6 +37,10 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_PATCH(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.do_GET()
+
     def log_message(self, *args):
         pass
 
@@ -189,6 +193,73 @@ def test_a_kept_connection_reset_by_a_vip_move_is_replaced_without_a_new_token()
         assert session.services() == [{"id": "s1"}]
         assert server.tokens == 1, "a reset connection must not cost a new token"
         assert server.seen_tokens == ["t1", "t1"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_after_a_fall_back_the_next_burst_goes_to_the_first_url_again_with_the_same_token(proxy, flaky):
+    # The first URL (the VIP's proxy) has nobody behind it: the session falls back to the
+    # second; once told to prefer the first again it tries it first, keeping its token.
+    server, url = flaky
+    session = keystone.connect([proxy, url], "admin", "secret", timeout=2)
+    session.authenticate()
+    assert session.url == proxy
+    assert session.services() == [{"id": "s1"}]
+    assert session.url == url
+    token = session.token
+    session.prefer_first()
+    assert session.url == proxy and session.token == token
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    """A Keystone that answers every call, a little slowly; counts the tokens it issues."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.tokens += 1
+        body = json.dumps({"token": {"expires_at": "2999-01-01T00:00:00.000000Z", "catalog": []}}).encode()
+        self.send_response(201)
+        self.send_header("X-Subject-Token", "ok%d" % self.server.tokens)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PATCH(self):
+        import time
+
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        time.sleep(0.02)
+        body = json.dumps({"endpoint": {"id": self.path.rsplit("/", 1)[-1], "url": "http://x"}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_parallel_updates_that_lose_their_url_together_all_land_with_one_new_token(proxy):
+    # 24 updates in flight through a proxy that has lost every Keystone behind it: each
+    # falls back to the next URL; none may see a half-replaced URL or token, and the
+    # fall-back costs one new token, not one per thread.
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Server(http.server.ThreadingHTTPServer):
+        request_queue_size = 64  # 24 connections at once (the default backlog is 5)
+
+    server = Server(("127.0.0.1", 0), _Ok)
+    server.tokens = 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        session = keystone.connect([proxy, "http://127.0.0.1:%d/v3" % server.server_address[1]], "admin", "secret", timeout=5)
+        session.authenticate()
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            results = list(pool.map(lambda i: session.update_endpoint("e%d" % i, "http://x")["id"], range(24)))
+        assert results == ["e%d" % i for i in range(24)]
+        assert server.tokens == 1
     finally:
         server.shutdown()
         server.server_close()
