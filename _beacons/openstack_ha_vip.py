@@ -1,7 +1,7 @@
 """
 Report when this controller gains or loses one of its site's VIPs.
 
-:depends: ``ip`` (iproute2).
+:depends: ``ip`` (iproute2), through ``openstack_ha_probe.vips_held``.
 
 Event tag: ``salt/beacon/<minion id>/openstack_ha_vip/change`` (and ``.../heartbeat``).
 
@@ -23,7 +23,6 @@ Options (written by the ``openstack_ha.beacons`` state):
             public: {address: 10.0.0.100, interface: eth0}
 """
 
-import subprocess
 import time
 
 import salt.utils.beacons
@@ -45,8 +44,9 @@ def validate(config):
 def beacon(config):
     conf = salt.utils.beacons.list_to_dict(config)
     now = time.time()
-    out = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, timeout=2).stdout
-    held = sorted(name for name, vip in conf["vips"].items() if " {}/".format(vip["address"]) in out)
+    # The same question the runner asks every controller, answered the same way. When `ip`
+    # fails this raises (Salt logs it) rather than report every VIP lost.
+    held = __salt__["openstack_ha_probe.vips_held"]({name: vip["address"] for name, vip in conf["vips"].items()})
     memory = __context__.setdefault("openstack_ha_vip", {"held": None, "heartbeat": 0})
     events = []
     if memory["held"] is not None and held != memory["held"]:

@@ -52,10 +52,11 @@ def _probe(address, port, path, status, timeout):
 
 def probe_targets(targets, timeout=0.5):
     """
-    Probe every target concurrently; the whole call takes about ``timeout`` at most.
+    Probe every target concurrently; the whole call takes about the longest timeout at most.
 
     targets
-        list of ``{'service', 'backend', 'address', 'port', 'path', 'status'}``.
+        list of ``{'service', 'backend', 'address', 'port', 'path', 'status'}`` and, where a
+        service sets its own, ``timeout`` (else ``timeout`` applies).
 
     Returns ``{'<service>/<backend>': {'up': bool, 'detail': str}}``.
     """
@@ -64,7 +65,7 @@ def probe_targets(targets, timeout=0.5):
         return results
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
         futures = {
-            pool.submit(_probe, t["address"], int(t["port"]), t["path"], int(t["status"]), float(timeout)): "{}/{}".format(t["service"], t["backend"])
+            pool.submit(_probe, t["address"], int(t["port"]), t["path"], int(t["status"]), float(t.get("timeout") or timeout)): "{}/{}".format(t["service"], t["backend"])
             for t in targets
         }
         for future, key in futures.items():

@@ -300,6 +300,9 @@ def _check_services(c, model, vips, ports):
             if path_value is not None and (not isinstance(path_value, str) or not path_value.startswith("/") or any(ch.isspace() for ch in path_value)):
                 c.fail(here + ["check", "path"], "expected an absolute URL path without spaces, got {}".format(_describe(path_value)))
             c.integer(c.require(check, "status", here + ["check"]), here + ["check", "status"], 100, 599)
+            if "timeout" in check:
+                # The runner's verification waits 2 s for every controller's fresh probes.
+                c.number(check["timeout"], here + ["check", "timeout"], 0.05, 1.5)
         catalog = c.mapping(c.require(svc, "catalog", here), here + ["catalog"])
         if catalog:
             c.string(c.require(catalog, "type", here + ["catalog"]), here + ["catalog", "type"], NAME_RE, "a catalog service type")
@@ -610,6 +613,8 @@ def backend_services(model):
     for name, svc in model["services"].items():
         found[name] = {"port": svc.get("backend_port", svc["port"]), "path": svc["check"]["path"],
                        "status": svc["check"]["status"], "servers": list(model["controllers"])}
+        if "timeout" in svc["check"]:
+            found[name]["timeout"] = svc["check"]["timeout"]
     nodes = galera_nodes(model)
     if nodes:
         found["galera"] = {"port": model["galera"]["health_port"], "path": "/", "status": 200, "servers": nodes}
@@ -618,7 +623,8 @@ def backend_services(model):
 
 def probe_targets(model, service=None):
     """The health-probe targets of every backend (of ``service``, or of all services):
-    ``[{service, backend, address, port, path, status}]``, services sorted, controllers in order."""
+    ``[{service, backend, address, port, path, status}]`` (plus ``timeout`` where the service's
+    check sets its own), services sorted, controllers in order."""
     found = []
     for name, svc in sorted(backend_services(model).items()):
         if service is not None and name != service:
@@ -632,6 +638,8 @@ def probe_targets(model, service=None):
                 "path": svc["path"],
                 "status": svc["status"],
             })
+            if "timeout" in svc:
+                found[-1]["timeout"] = svc["timeout"]
     return found
 
 

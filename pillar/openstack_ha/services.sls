@@ -6,7 +6,9 @@ openstack_ha:
     keystone:
       port: 5000
       vip: public
-      check: {path: /v3, status: 200}
+      # Keystone's /v3 answer queues behind its real API calls (each renders the catalog): on
+      # a busy controller it can take longer than the loop's default 0.25 s probe.
+      check: {path: /v3, status: 200, timeout: 1}
       catalog: {type: identity, path: /v3}
     glance:
       port: 9292

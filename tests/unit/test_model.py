@@ -26,6 +26,12 @@ def test_services_use_their_real_ports():
                      "nova": 8774, "placement": 8778, "proxy": 5668}
 
 
+def test_a_service_check_timeout_reaches_its_probe_targets_only():
+    targets = model_lib.probe_targets(build())
+    assert {t["timeout"] for t in targets if t["service"] == "keystone"} == {1}
+    assert not any("timeout" in t for t in targets if t["service"] != "keystone")
+
+
 def test_pillar_overrides_defaults_and_defaults_fill_gaps():
     model = build(mutate=lambda p: p.setdefault("keepalived", {}).update(advert_int=1))
     assert model["keepalived"]["advert_int"] == 1
@@ -133,6 +139,8 @@ CASES = [
      "openstack_ha:rabbitmq:policies:notifications-ha:definition:ha-mode: classic queue mirroring was removed in RabbitMQ 4.0 (release 4.1): use quorum queues for this vhost instead"),
     (lambda p: p["rabbitmq"].update(release="latest"),
      "openstack_ha:rabbitmq:release: expected a RabbitMQ release like \"3.10\", got 'latest'"),
+    (lambda p: set_path(p, ["services", "keystone", "check", "timeout"], 3),
+     "openstack_ha:services:keystone:check:timeout: expected a number 0.05-1.5, got 3 (int)"),
     (lambda p: set_path(p, ["galera", "haproxy_check"], {"inter": 0.5, "fal": 2}),
      "openstack_ha:galera:haproxy_check:fal: unknown check setting (known: fall, fastinter, inter, rise, timeout)"),
     (lambda p: set_path(p, ["galera", "haproxy_check"], {"fastinter": 0}),
