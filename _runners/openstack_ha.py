@@ -586,8 +586,11 @@ def _catalog_sync(model, holders, test=False, repoint_only=False, known=None):
         return {"result": None, "changes": described, "repointed": [], "failed": {},
                 "comment": "{} catalog change(s) would be made: {}".format(len(described), summary)}
     started = time.monotonic()
+    before = dict(client.counts)
     outcome = __utils__["openstack_ha_catalog.apply"](client, changes)
     timings["keystone_write"] = round(time.monotonic() - started, 3)
+    # What the updates had to work around (new tokens, reset connections, resent requests).
+    timings["keystone_retries"] = {k: v - before.get(k, 0) for k, v in client.counts.items() if v != before.get(k, 0)}
     done = set(outcome["done"])
     applied = {k: v for k, v in described.items() if k in done}
     repointed = [{k: e[k] for k in ("service", "interface", "region", "old", "new")}

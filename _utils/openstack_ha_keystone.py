@@ -31,6 +31,11 @@ GATEWAY_FAILURES = (502, 503, 504)
 # was cut under it, by a Galera failover: the next request gets a new one). Each gives the same
 # result when repeated; a DELETE whose retry finds nothing (404) had taken effect.
 RETRIED_ON_500 = ("GET", "PATCH", "DELETE")
+# A GET or PATCH (same result when repeated) still unanswered after this many seconds is sent
+# once more on a new connection, with the full timeout: through the VIP, HAProxy gives it to
+# another Keystone. A request caught on a connection while the VIP moved otherwise waits out
+# the whole timeout (5 s by default) before anything else is tried.
+QUICK_READ = 2.0
 
 
 class KeystoneError(Exception):
@@ -75,9 +80,7 @@ class Keystone:
             "scope": {"project": {"name": project, "domain": {"name": project_domain}}}}
         self.timeout = float(timeout)
         self.session = requests.Session()
-        # Room for a whole site's endpoint updates in flight at once (see openstack_ha_catalog.apply).
-        for scheme in ("http://", "https://"):
-            self.session.mount(scheme, requests.adapters.HTTPAdapter(pool_maxsize=32))
+        self._mount()
         self.url = None
         self.token = None
         self.expires = 0.0
@@ -86,6 +89,9 @@ class Keystone:
         # read and replaced under this lock, so one thread's fall-back never leaves another
         # with half of it, and a refused or lost token is renewed once, not once per thread.
         self._lock = threading.RLock()
+        # What the session had to work around, for the runner's records: tokens issued, kept
+        # connections found reset, GET/PATCH sent again after QUICK_READ, URLs given up.
+        self.counts = {"tokens": 0, "resets": 0, "quick_retries": 0, "fallbacks": 0}
 
     # ------------------------------------------------------------------ token
 
@@ -118,6 +124,7 @@ class Keystone:
                 raise KeystoneError("api", "Keystone at {} answered the token request with HTTP {}: {}".format(
                     url, resp.status_code, _message(resp)))
             body = resp.json().get("token") or {}
+            self.counts["tokens"] += 1
             self.url, self.token = url, resp.headers["X-Subject-Token"]
             self.expires = _expiry(body.get("expires_at"))
             self.catalog = body.get("catalog")
@@ -125,14 +132,22 @@ class Keystone:
         self.token = None
         raise KeystoneError("unreachable", "no Keystone answered ({})".format("; ".join(failures)))
 
+    def _mount(self):
+        # Room for a whole site's endpoint updates in flight at once (see openstack_ha_catalog.apply).
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, requests.adapters.HTTPAdapter(pool_maxsize=32))
+
     def prefer_first(self):
-        """Send the next requests to the first candidate URL again (the VIP, where HAProxy
-        spreads them over every Keystone), keeping the token (it is good on every Keystone of
-        the site): a fall-back to one controller, taken while the VIP was moving, must not
-        leave every later burst of updates on that one controller's workers."""
+        """Start afresh for a new burst of requests: the first candidate URL again (the VIP,
+        where HAProxy spreads them over every Keystone), on new connections, with the same
+        token (it is good on every Keystone of the site). A fall-back to one controller, taken
+        while the VIP was moving, must not leave every later burst on that one controller's
+        workers; and the connections kept from before a VIP move are dead (each would cost a
+        reset and a second try). Requests in flight keep their connections."""
         with self._lock:
             if self.url is not None:
                 self.url = self.urls[0]
+            self._mount()
 
     def fresh_catalog(self):
         """The catalog a client sees: a new token request's ``catalog`` (what an OpenStack
@@ -167,21 +182,34 @@ class Keystone:
         """``url`` stopped answering: the next :meth:`_current` looks for another (unless
         another thread has moved on already)."""
         with self._lock:
+            self.counts["fallbacks"] += 1
             if self.url == url:
                 self.url = None
 
+    def _count(self, what):
+        with self._lock:
+            self.counts[what] += 1
+
     def _send(self, url, token, method, path, body):
-        """One HTTP request. A connection the pool kept that turns out dead (reset: the VIP
-        moved to another controller, whose kernel knows nothing of it) is replaced once by a
-        new connection to the same URL, token kept; a timeout is not retried here. Raises
-        requests.RequestException."""
-        for fresh in (False, True):
+        """One HTTP request, sent at most twice to the same URL with the same token: again on
+        a new connection when the one the pool kept turns out dead (reset: the VIP moved to
+        another controller, whose kernel knows nothing of it), or, for a GET or PATCH, when
+        no answer came within QUICK_READ seconds (the second try waits the full timeout).
+        Raises requests.RequestException."""
+        quick = method in ("GET", "PATCH") and self.timeout > QUICK_READ
+        for last in (False, True):
+            wait = self.timeout if last or not quick else QUICK_READ
             try:
                 return self.session.request(method, url + path, json=body, headers={"X-Auth-Token": token},
-                                            timeout=(CONNECT_TIMEOUT, self.timeout))
+                                            timeout=(CONNECT_TIMEOUT, wait))
             except requests.ConnectionError as exc:
-                if fresh or isinstance(exc, requests.Timeout) or not _reset(exc):
+                if last or isinstance(exc, requests.Timeout) or not _reset(exc):
                     raise
+                self._count("resets")
+            except requests.Timeout:
+                if last or wait >= self.timeout:
+                    raise
+                self._count("quick_retries")
         raise AssertionError("unreachable")
 
     def _request(self, method, path, body, ok):

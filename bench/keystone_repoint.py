@@ -91,6 +91,10 @@ def breakdown(since):
         "{} {:.2f} / {:.2f}".format(label, statistics.median(vals), max(vals)) for label, vals in (
             (label, [d[key] for d in found if isinstance(d.get(key), (int, float))]) for label, key in PARTS) if vals))
     print("Keystone URLs the runner used: {}".format(sorted({str(d.get("keystone_url")) for d in found})))
+    slow = [d for d in found if d.get("took", 0) > 3]
+    for d in slow:
+        print("  slow repoint to {}: took {:.2f} s, worked around: {}".format(
+            sorted(set((d.get("holders") or {}).values())), d["took"], d.get("keystone_retries") or "nothing"))
 
 
 PARTS = (("beacon event to runner", "event_lag"), ("controllers' VIP view", "view_took"), ("wait for another sync", "lock_wait"),
@@ -111,7 +115,8 @@ def run_parts(since, new):
         return "no repoint by the loop recorded"
     d = found[0]
     marks = ["{} +{:.2f}".format(key, d[key] - since) for key in ("reported_at", "repointed_at") if isinstance(d.get(key), (int, float))]
-    return ", ".join(marks + ["{} {:.2f}".format(key, d[key]) for _, key in PARTS if isinstance(d.get(key), (int, float))])
+    retries = ["{} {}".format(k, v) for k, v in sorted((d.get("keystone_retries") or {}).items())]
+    return ", ".join(marks + ["{} {:.2f}".format(key, d[key]) for _, key in PARTS if isinstance(d.get(key), (int, float))] + retries)
 
 
 def one_run(session, old):

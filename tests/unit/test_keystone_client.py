@@ -263,3 +263,55 @@ def test_parallel_updates_that_lose_their_url_together_all_land_with_one_new_tok
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _SlowOnce(http.server.BaseHTTPRequestHandler):
+    """A Keystone whose first PATCH is stuck (it answers after 3 s); counts PATCHes."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"token": {"expires_at": "2999-01-01T00:00:00.000000Z", "catalog": []}}).encode()
+        self.send_response(201)
+        self.send_header("X-Subject-Token", "t")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PATCH(self):
+        import time
+
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.patches += 1
+        if self.server.patches == 1:
+            time.sleep(3)
+        body = json.dumps({"endpoint": {"id": "e1", "url": "http://x"}}).encode()
+        try:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            pass  # the client gave up on this one
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_stuck_update_is_sent_again_after_the_quick_wait_not_the_whole_timeout(monkeypatch):
+    import time
+
+    monkeypatch.setattr(keystone, "QUICK_READ", 0.5)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowOnce)
+    server.patches = 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        session = keystone.connect(["http://127.0.0.1:%d/v3" % server.server_address[1]], "admin", "secret", timeout=5)
+        session.authenticate()
+        started = time.monotonic()
+        assert session.update_endpoint("e1", "http://x")["url"] == "http://x"
+        assert time.monotonic() - started < 2.5
+        assert server.patches == 2
+    finally:
+        server.shutdown()
+        server.server_close()
