@@ -33,6 +33,21 @@ def apply(target="lab-ctrl*", *extra):
     return salt(target, "state.apply", "openstack_ha", *extra)
 
 
+def failed_states(results):
+    """{minion: {state id: comment}} of every state that did not succeed in a state.apply's
+    per-minion results (a minion's non-dict answer, a render error, is shown whole)."""
+    found = {}
+    for minion, result in (results or {}).items():
+        if not isinstance(result, dict):
+            found[minion] = result
+            continue
+        bad = {key.split("_|-")[1]: ret.get("comment") for key, ret in result.items()
+               if isinstance(ret, dict) and ret.get("result") is False}
+        if bad:
+            found[minion] = bad
+    return found
+
+
 def changed_states(result):
     """The state ids that reported changes in one minion's state.apply result."""
     return sorted(key.split("_|-")[1] for key, ret in result.items() if ret.get("changes"))

@@ -60,8 +60,10 @@ def stop_keepalived(ctrl):
 
 
 def restore_keepalived(ctrl):
-    rc, _ = labtools.apply(ctrl)
-    assert rc == 0
+    """Start the controller's keepalived again (what stop_keepalived broke, nothing else) and
+    wait until it has taken the VIP back."""
+    rc, results = labtools.salt(ctrl, "state.sls", "openstack_ha.keepalived")
+    assert rc == 0, labtools.failed_states(results) or results
     wait_until(lambda: vip_holders(VIPS["public"]) == [ctrl], 20, "%s to take the VIP back" % ctrl, interval=0.2)
 
 
