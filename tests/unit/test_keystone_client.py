@@ -13,6 +13,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "_utils")
 import openstack_ha_keystone as keystone  # noqa: E402
 
 
+TOKEN_BODY = json.dumps({"token": {"expires_at": "2999-01-01T00:00:00.000000Z", "catalog": []}}).encode()
+
+
+def _issue_token(handler, token):
+    """Answer a token request (reading its body first) with 201 and ``token``."""
+    handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
+    handler.send_response(201)
+    handler.send_header("X-Subject-Token", token)
+    handler.send_header("Content-Length", str(len(TOKEN_BODY)))
+    handler.end_headers()
+    handler.wfile.write(TOKEN_BODY)
+
+
 class _Proxy(http.server.BaseHTTPRequestHandler):
     """Issues tokens (as if one Keystone were up), then answers every API call 503."""
 
@@ -159,10 +172,8 @@ class _MovedVip(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.server.tokens += 1
-        self._answer(201, json.dumps({"token": {"expires_at": "2999-01-01T00:00:00.000000Z", "catalog": []}}).encode(),
-                     [("X-Subject-Token", "t%d" % self.server.tokens)])
+        _issue_token(self, "t%d" % self.server.tokens)
 
     def do_GET(self):
         self.requests_here = getattr(self, "requests_here", 0) + 1
@@ -216,14 +227,8 @@ class _Ok(http.server.BaseHTTPRequestHandler):
     """A Keystone that answers every call, a little slowly; counts the tokens it issues."""
 
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.server.tokens += 1
-        body = json.dumps({"token": {"expires_at": "2999-01-01T00:00:00.000000Z", "catalog": []}}).encode()
-        self.send_response(201)
-        self.send_header("X-Subject-Token", "ok%d" % self.server.tokens)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _issue_token(self, "ok%d" % self.server.tokens)
 
     def do_PATCH(self):
         import time
@@ -269,13 +274,7 @@ class _SlowOnce(http.server.BaseHTTPRequestHandler):
     """A Keystone whose first PATCH is stuck (it answers after 3 s); counts PATCHes."""
 
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = json.dumps({"token": {"expires_at": "2999-01-01T00:00:00.000000Z", "catalog": []}}).encode()
-        self.send_response(201)
-        self.send_header("X-Subject-Token", "t")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _issue_token(self, "t")
 
     def do_PATCH(self):
         import time
