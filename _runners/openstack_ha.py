@@ -562,14 +562,13 @@ def _catalog_sync(model, holders, test=False, repoint_only=False, known=None):
     wanted = __utils__["openstack_ha_model.catalog_endpoints"](model, holders)
     client = _keystone(model)
     started = time.monotonic()
-    client.prefer_first()
-    client.authenticate()  # once, before the reads run side by side
     if known is not None and repoint_only:
+        client.prefer_first()
+        client.authenticate()
         services, endpoints, regions = known["services"], known["endpoints"], []
     else:
-        reads = [client.services, client.endpoints, client.regions]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(reads)) as pool:
-            services, endpoints, regions = [f.result() for f in [pool.submit(read) for read in reads]]
+        read = _read_catalog(model, regions=True)
+        services, endpoints, regions = read["services"], read["endpoints"], read["regions"]
     timings = {"keystone_read": round(time.monotonic() - started, 3), "keystone_url": client.url}
     changes = __utils__["openstack_ha_catalog.plan"](wanted, regions, services, endpoints)
     if repoint_only:
@@ -605,16 +604,21 @@ def _catalog_sync(model, holders, test=False, repoint_only=False, known=None):
             "comment": "{} catalog change(s) made: {}".format(len(applied), summary)}
 
 
-def _read_catalog(model):
-    """The site's catalog as Keystone holds it now: ``{"services", "endpoints", "took"}`` (the
-    two lists read side by side; ``took`` in seconds). Raises KeystoneError."""
+def _read_catalog(model, regions=False):
+    """The site's catalog as Keystone holds it now: ``{"services", "endpoints", "took"}`` and,
+    with ``regions``, ``"regions"`` (the lists read side by side, from the VIP on new
+    connections; ``took`` in seconds). Raises KeystoneError."""
     client = _keystone(model)
     started = time.monotonic()
     client.prefer_first()
-    client.authenticate()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        services, endpoints = [f.result() for f in [pool.submit(client.services), pool.submit(client.endpoints)]]
-    return {"services": services, "endpoints": endpoints, "took": round(time.monotonic() - started, 3)}
+    client.authenticate()  # once, before the reads run side by side
+    reads = {"services": client.services, "endpoints": client.endpoints}
+    if regions:
+        reads["regions"] = client.regions
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(reads)) as pool:
+        futures = {name: pool.submit(read) for name, read in reads.items()}
+        found = {name: future.result() for name, future in futures.items()}
+    return dict(found, took=round(time.monotonic() - started, 3))
 
 
 def _guarded_sync(model, holders, known):
