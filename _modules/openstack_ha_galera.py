@@ -282,17 +282,26 @@ def start(bootstrap=False, model=None, timeout=None):
     else:
         cmd = None
     log.info("openstack_ha: %s MariaDB on %s", "bootstrapping" if bootstrap else "starting", __grains__["id"])
-    if cmd:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=float(model["galera"]["startup_timeout"]) + 60)
-        ok = proc.returncode == 0
-        detail = (proc.stdout + proc.stderr).strip()[-500:]
-    else:
-        ok = __salt__["service.start"](service)
-        detail = ""
-    if not ok and not running(model):
-        raise CommandExecutionError("MariaDB failed to {} on {}: {} (see /var/log/mysql/error.log)".format(
-            "bootstrap" if bootstrap else "start", __grains__["id"], detail or "the init script failed"))
-    return wait_synced(model, timeout)
+    marker = model["paths"].get("galera_starting_file")
+    if marker:
+        # Peers that look now see a start under way (the health daemon reports it), not a
+        # node holding history with no server: they wait for this one instead of refusing.
+        __utils__["openstack_ha_files.write_atomic"](marker, json.dumps({"bootstrap": bool(bootstrap), "since": time.time()}), mode=0o644)
+    try:
+        if cmd:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=float(model["galera"]["startup_timeout"]) + 60)
+            ok = proc.returncode == 0
+            detail = (proc.stdout + proc.stderr).strip()[-500:]
+        else:
+            ok = __salt__["service.start"](service)
+            detail = ""
+        if not ok and not running(model):
+            raise CommandExecutionError("MariaDB failed to {} on {}: {} (see /var/log/mysql/error.log)".format(
+                "bootstrap" if bootstrap else "start", __grains__["id"], detail or "the init script failed"))
+        return wait_synced(model, timeout)
+    finally:
+        if marker:
+            __utils__["openstack_ha_files.remove"](marker)
 
 
 def stop(model=None, timeout=120):
@@ -324,16 +333,19 @@ def recover_position(model=None):
         status = local_status(model) or {}
         if status.get("running"):
             return {"uuid": status.get("cluster_uuid"), "seqno": status.get("last_committed", -1), "source": "running server"}
-    with tempfile.NamedTemporaryFile(prefix="wsrep-recover-", suffix=".log", dir="/tmp", delete=False) as fh:
-        logfile = fh.name
+    # The recovered position decides which node a recovery starts from: its log goes to a
+    # directory only root and mysql (which runs the recovery) can write, never to /tmp.
+    workdir = tempfile.mkdtemp(prefix="openstack-ha-wsrep-recover-", dir="/run")
+    logfile = os.path.join(workdir, "recover.log")
     try:
-        os.chmod(logfile, 0o666)
+        datadir = os.stat(model["paths"]["galera_datadir"])
+        os.chown(workdir, datadir.st_uid, datadir.st_gid)
         proc = subprocess.run(["mariadbd", "--user=mysql", "--wsrep-recover", "--log-error=" + logfile],
                               capture_output=True, text=True, timeout=300)
-        with open(logfile) as fh:
-            text = fh.read()
+        text = __utils__["openstack_ha_files.read_nofollow"](logfile) or ""
     finally:
-        os.unlink(logfile)
+        __utils__["openstack_ha_files.remove"](logfile)
+        os.rmdir(workdir)
     found = RECOVERED_RE.findall(text)
     if found:
         uuid, seqno = found[-1]
@@ -372,13 +384,8 @@ def write_grastate(uuid, seqno, safe_to_bootstrap=True, model=None):
         raise CommandExecutionError("not a cluster UUID: {!r}".format(uuid))
     path = os.path.join(model["paths"]["galera_datadir"], "grastate.dat")
     text = "# GALERA saved state\nversion: 2.1\nuuid:    {}\nseqno:   {}\nsafe_to_bootstrap: {}\n".format(uuid, int(seqno), 1 if safe_to_bootstrap else 0)
-    tmp = path + ".openstack-ha"
-    with open(tmp, "w") as fh:
-        fh.write(text)
     stat = os.stat(model["paths"]["galera_datadir"])
-    os.chown(tmp, stat.st_uid, stat.st_gid)
-    os.chmod(tmp, 0o660)
-    os.replace(tmp, path)
+    __utils__["openstack_ha_files.write_atomic"](path, text, mode=0o660, uid=stat.st_uid, gid=stat.st_gid)
     return _read_grastate(model)
 
 

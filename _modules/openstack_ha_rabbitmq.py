@@ -225,6 +225,19 @@ def _password_ok(user, password):
         return False
 
 
+def _create(*args, stdin=None):
+    """Run a rabbitmqctl create (``add_user``, ``add_vhost``). Returns True when this call
+    created it, False when it already existed: controllers applied at the same time race for
+    the same account, and the loser converges the rest (password, tags) like any other run."""
+    try:
+        ctl(*args, stdin=stdin)
+        return True
+    except CommandExecutionError as exc:
+        if "already exists" in str(exc) or "already_exists" in str(exc):
+            return False
+        raise
+
+
 def ensure_accounts(model=None, test=False):
     """
     Make users, vhosts, permissions and policies match the model's ``rabbitmq`` section.
@@ -239,20 +252,25 @@ def ensure_accounts(model=None, test=False):
                            | {p.get("vhost", "/") for p in (rabbit.get("policies") or {}).values()})
     for vhost in wanted_vhosts:
         if vhost not in vhosts:
-            changes["vhost " + vhost] = "created"
+            if test or _create("add_vhost", vhost):
+                changes["vhost " + vhost] = "created"
             if not test:
-                ctl("add_vhost", vhost)
+                vhosts.append(vhost)
     for name, user in sorted((rabbit.get("users") or {}).items()):
+        created = False
         if name not in users:
-            changes["user " + name] = "created"
+            created = test or _create("add_user", name, stdin=user["password"] + "\n")
+            if created:
+                changes["user " + name] = "created"
             if not test:
-                ctl("add_user", name, stdin=user["password"] + "\n")
-        elif not _password_ok(name, user["password"]):
+                # It exists now, created here or by another controller a moment ago.
+                users = _users()
+        if not created and not _password_ok(name, user["password"]):
             changes["user " + name] = "password updated"
             if not test:
                 ctl("change_password", name, stdin=user["password"] + "\n")
         tags = sorted(user.get("tags") or [])
-        if users.get(name, []) != tags and name in users:
+        if users.get(name, []) != tags:
             changes["user {} tags".format(name)] = tags
             if not test:
                 ctl("set_user_tags", name, *tags)

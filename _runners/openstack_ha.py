@@ -61,6 +61,22 @@ def _pillar_model(minion):
 
 _MODEL_CACHE = {}
 MODEL_TTL = 30  # seconds a compiled site model is reused by the reactor's runner calls
+# The last valid model of each site, and the sites whose pillar is invalid now: the loop keeps
+# acting on the last valid model (a typo in the pillar must not switch remediation off).
+_LAST_GOOD = {}
+_BAD_PILLAR = {}
+# Controller id -> site, from every model built: a reporter that is not in it costs no
+# pillar compilation (see _controller_site).
+_CONTROLLERS = {"map": {}, "time": 0.0}
+
+
+class ModelError(Exception):
+    """A pillar too broken to build a model from (caught by name, like the model's own ModelError)."""
+
+
+def _build(raw):
+    """The validated model of a raw ``openstack_ha`` pillar. Raises the model's ModelError."""
+    return __utils__["openstack_ha_model.build"](_defaults(), raw)
 
 
 def _site_model(minion):
@@ -68,15 +84,71 @@ def _site_model(minion):
 
     Compiling pillar takes a good part of a second; the reactor calls this for every event, so
     a result is reused for ``MODEL_TTL`` seconds (a pillar change is seen after that).
+
+    When the site's pillar is invalid now, the last valid model of the site is returned (None
+    when this master never saw one) and ``openstack_ha/alert/bad_pillar`` is raised, naming the
+    key paths, once per ``MODEL_TTL`` until the pillar is fixed.
     """
     cached = _MODEL_CACHE.get(minion)
     if cached and time.monotonic() - cached[0] < MODEL_TTL:
         return cached[1]
     raw = _pillar_model(minion)
-    ids = [c.get("id") for c in raw.get("controllers") or [] if isinstance(c, dict)]
-    model = __utils__["openstack_ha_model.build"](_defaults(), raw) if minion in ids else None
+    listed = raw.get("controllers")
+    readable = isinstance(listed, list) and all(isinstance(c, dict) for c in listed)
+    ids = [c.get("id") for c in listed] if readable else []
+    site = raw.get("site") if isinstance(raw.get("site"), str) else _CONTROLLERS["map"].get(minion)
+    model = None
+    if readable and minion not in ids:
+        _CONTROLLERS["map"].pop(minion, None)  # no longer a controller (or never was)
+    elif minion in ids or minion in _CONTROLLERS["map"]:
+        try:
+            if not readable:
+                raise ModelError("openstack_ha:controllers: expected a list of mappings")
+            model = _build(raw)
+        except Exception as exc:  # ModelError, from a module loaded by Salt's loader
+            if type(exc).__name__ != "ModelError":
+                raise
+            model = _bad_pillar(site, minion, str(exc))
+        else:
+            if model is not None:
+                _LAST_GOOD[model["site"]] = (time.time(), model)
+                _BAD_PILLAR.pop(model["site"], None)
+                for ctrl in model["controllers"]:
+                    _CONTROLLERS["map"][ctrl["id"]] = model["site"]
     _MODEL_CACHE[minion] = (time.monotonic(), model)
     return model
+
+
+def _bad_pillar(site, minion, error):
+    """Record that ``site``'s pillar is invalid, alert (at most once per ``MODEL_TTL``), and
+    return the site's last valid model or None."""
+    now = time.time()
+    good = _LAST_GOOD.get(site)
+    bad = _BAD_PILLAR.setdefault(site, {"since": now, "alerted": 0.0})
+    bad.update(error=error, minion=minion)
+    if now - bad["alerted"] >= MODEL_TTL:
+        bad["alerted"] = now
+        log.error("openstack_ha: the pillar of site %s is invalid (%s); %s", site, error,
+                  "acting on the last valid model" if good else "no valid model known: remediation stopped")
+        _fire("openstack_ha/alert/bad_pillar", {
+            "site": site, "what": "alert", "alert": "bad_pillar", "why": error, "decided_by": "remediation",
+            "reported_by": minion, "time": now,
+            "acting_on": "the last valid model, from {}".format(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(good[0])))
+                         if good else "nothing: no valid model known since the master started"})
+    return good[1] if good else None
+
+
+def _controller_site(reporter):
+    """The site ``reporter`` is a controller of, from the cached map, or None. The map is
+    rebuilt (every accepted minion's pillar) at most once per ``MODEL_TTL``; an id not in it
+    is dropped before any per-reporter pillar work, so a flood of events from (or naming)
+    minions that are not controllers costs a dictionary lookup each."""
+    if time.monotonic() - _CONTROLLERS["time"] >= MODEL_TTL:
+        _CONTROLLERS["time"] = time.monotonic()
+        for site, ids in _sites().items():
+            for ctrl in ids:
+                _CONTROLLERS["map"][ctrl] = site
+    return _CONTROLLERS["map"].get(reporter)
 
 
 def _defaults():
@@ -96,8 +168,9 @@ def _sites():
     accepted = salt.key.get_key(__opts__).list_status("accepted").get("minions", [])
     for minion in accepted:
         model = _pillar_model(minion)
-        ids = [c.get("id") for c in model.get("controllers") or [] if isinstance(c, dict)]
-        if minion in ids and model.get("site"):
+        listed = model.get("controllers") if isinstance(model.get("controllers"), list) else []
+        ids = [c.get("id") for c in listed if isinstance(c, dict)]
+        if minion in ids and isinstance(model.get("site"), str):
             sites.setdefault(model["site"], ids)
     return sites
 
@@ -134,6 +207,35 @@ def _site_lock(site):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+_IGNORED = {"counts": {}, "logged": {}, "stored": 0.0}
+IGNORED_LOG_EVERY = 60.0    # seconds between two log lines about the same source
+IGNORED_STORE_EVERY = 5.0   # seconds between two writes of the counts to the master cache
+
+
+def _note_ignored(why, who, tag):
+    """
+    Keep a trace of an ignored event or answer (a reporter that is not a controller, a forged
+    tag, an answer whose signature does not check out) so an operator can see that someone is
+    trying: counted per (why, who), logged at most once a minute per source, the counts kept
+    in the master cache (``openstack_ha/ignored``) and shown by ``status``. Cheap enough to
+    call for every event of a flood.
+    """
+    now = time.time()
+    key = "{} | {}".format(why, who)
+    entry = _IGNORED["counts"].setdefault(key, {"why": why, "who": str(who)[:120], "count": 0, "first": now})
+    entry.update(count=entry["count"] + 1, last=now, tag=str(tag)[:200])
+    if now - _IGNORED["logged"].get(key, 0) >= IGNORED_LOG_EVERY:
+        _IGNORED["logged"][key] = now
+        log.warning("openstack_ha: ignored %s from %r (%s); %d so far", why, who, tag, entry["count"])
+    if now - _IGNORED["stored"] >= IGNORED_STORE_EVERY:
+        _IGNORED["stored"] = now
+        try:
+            counts = sorted(_IGNORED["counts"].values(), key=lambda e: -e["last"])[:50]
+            _cache().store("openstack_ha/ignored", "recent", {"counts": counts, "time": now})
+        except Exception as exc:  # never let the trace of an intruder stop the loop
+            log.debug("openstack_ha: could not store the ignored-event counts: %s", exc)
+
+
 def _fire(tag, data):
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
         bus.fire_event(data, tag)
@@ -153,35 +255,108 @@ _CLIENT = {}
 _CLIENT_LOCK = threading.Lock()
 
 
-def _publish(controllers, fun, args=(), timeout=5, channel="local"):
+def _accepted_key(minion):
+    """The public key the master accepted for ``minion`` (a cryptography key object), or None.
+    Read through the master's own key store (``keys.cache_driver``), cached per key text."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        found = salt.cache.Cache(__opts__, driver=__opts__.get("keys.cache_driver", "localfs_key")).fetch("keys", minion)
+    except Exception:  # an id that is not a valid key name, an unreadable store
+        return None
+    if not found or found.get("state") != "accepted" or not found.get("pub"):
+        return None
+    text = found["pub"]
+    key = _KEYS.get(text)
+    if key is None:
+        try:
+            key = _KEYS[text] = serialization.load_pem_public_key(text.encode())
+        except ValueError:
+            return None
+    return key
+
+
+_KEYS = {}
+_NO_ANSWER = object()
+
+
+def authenticated_answer(minion, nonce, fun, reply):
+    """
+    The answer inside ``reply`` when it is signed by ``minion``'s accepted key for this
+    question (``nonce`` and ``fun``), else ``_NO_ANSWER``: a forged, replayed, altered or
+    malformed reply counts as no answer from that controller (see ``openstack_ha_signed``).
+    """
+    import base64
+    import json
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    if not isinstance(reply, dict) or not isinstance(reply.get("body"), str) or not isinstance(reply.get("sig"), str):
+        return _NO_ANSWER
+    key = _accepted_key(minion)
+    if key is None:
+        return _NO_ANSWER
+    try:
+        key.verify(base64.b64decode(reply["sig"]), reply["body"].encode(), padding.PKCS1v15(), hashes.SHA256())
+        data = json.loads(reply["body"])
+    except (InvalidSignature, ValueError, TypeError):
+        return _NO_ANSWER
+    if not isinstance(data, dict) or data.get("id") != minion or data.get("nonce") != nonce or data.get("fun") != fun:
+        return _NO_ANSWER
+    return data.get("answer")
+
+
+def _publish(controllers, fun, args=(), timeout=5, channel="local", kwargs=None, wait_for=None):
     """Call ``fun`` on ``controllers`` in one publish; return {controller: answer} of those
-    that answered within ``timeout`` seconds (a hard deadline: an unreachable controller
-    costs exactly ``timeout``, never Salt's extra find_job rounds).
+    whose answer arrived within ``timeout`` seconds, signed by that controller's own key (a
+    hard deadline: an unreachable controller costs exactly ``timeout``, never Salt's extra
+    find_job rounds).
+
+    wait_for
+        the controllers worth waiting for (default: all); once every one of them answered,
+        the call returns without waiting out the others (a controller known to be cut off
+        does not hold up every decision of its site).
+
+    Answers are read off the event bus (fast), but believed only when their signature checks
+    out (:func:`authenticated_answer`): a forged ``salt/job/<jid>/ret/<id>`` event from
+    another minion is counted as no answer, and the real one is still awaited.
 
     The reactor runs this module in one long-lived process: its LocalClient (and the
     connections it sets up, more than half a second the first time) is kept and reused, one
     per ``channel`` (slow questions, like RabbitMQ's reports, use their own channel so that
     they never hold up a drain).
     """
+    import secrets
+
     returns = {}
+    nonce = secrets.token_hex(16)
+    call_args = [fun, list(args), dict(kwargs or {}), nonce]
     with _CLIENT_LOCK:
         lock = _CLIENT.setdefault("lock:" + channel, threading.Lock())
     with lock:
         client = _CLIENT.get(channel)
         if client is None:
             client = _CLIENT[channel] = salt.client.LocalClient(mopts=__opts__)
-        pub = client.run_job(controllers, fun, list(args), tgt_type="list", timeout=timeout, listen=True)
+        pub = client.run_job(controllers, "openstack_ha_signed.call", call_args, tgt_type="list", timeout=timeout, listen=True)
         if not pub or not pub.get("jid"):
             log.warning("openstack_ha: could not publish %s to %s", fun, ", ".join(controllers))
             return {}
         expected = set(pub.get("minions") or controllers) & set(controllers)
+        enough = expected & set(wait_for if wait_for is not None else controllers)
         deadline = time.monotonic() + timeout
         for raw in client.get_returns_no_block("salt/job/{}/ret".format(pub["jid"]), "startswith"):
             if raw is not None:
                 data = raw.get("data") or {}
-                if data.get("id") in expected and "return" in data:
-                    returns[data["id"]] = data["return"]
-            if set(returns) >= expected or time.monotonic() >= deadline:
+                who = data.get("id")
+                if who in expected and who not in returns and "return" in data:
+                    answer = authenticated_answer(who, nonce, fun, data["return"])
+                    if answer is not _NO_ANSWER:
+                        returns[who] = answer
+                    else:
+                        _note_ignored("unauthenticated answer", who, "salt/job/{}/ret".format(pub["jid"]))
+            if set(returns) >= enough or time.monotonic() >= deadline:
                 break
     return returns
 
@@ -287,10 +462,13 @@ def handle_event(tag, data):
     if len(parts) < 4 or parts[0] != "salt" or parts[1] != "beacon":
         return {"ignored": "not a beacon event"}
     reporter, beacon = parts[2], parts[3]
+    if _controller_site(reporter) is None:
+        _note_ignored("event from a minion that is not a controller", reporter, tag)
+        return {"ignored": "{!r} is not a controller".format(reporter)}
     model = _site_model(reporter)
     if model is None:
-        log.warning("openstack_ha: ignoring %s: %r is not a controller of any site", beacon, reporter)
-        return {"ignored": "{!r} is not a controller".format(reporter)}
+        _note_ignored("event from a minion that is not a controller (or whose site has no valid pillar)", reporter, tag)
+        return {"ignored": "{!r} is not a controller of a site with a valid pillar".format(reporter)}
     if not model["remediation"]["enabled"]:
         return {"ignored": "remediation disabled for site " + model["site"]}
     if beacon == "openstack_ha_vip":
@@ -1108,7 +1286,7 @@ def galera_recover(site=None, confirm=False, timeout=None):
         done.append(steps[0])
         for node, bootstrap in [(plan["bootstrap"], True)] + [(n, False) for n in plan["then"]]:
             _progress("{} {}".format("bootstrapping on" if bootstrap else "starting", node))
-            answer = _publish([node], "openstack_ha_galera.start", ("bootstrap={}".format(bootstrap),), timeout=wait).get(node)
+            answer = _publish([node], "openstack_ha_galera.start", kwargs={"bootstrap": bool(bootstrap)}, timeout=wait).get(node)
             if not isinstance(answer, dict) or answer.get("state_code") != 4:
                 return dict(result, failed="{} did not become Synced: {}".format(node, answer), done=done)
             done.append("{} {}: {} (cluster size {}, UUID {})".format(

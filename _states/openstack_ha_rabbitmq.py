@@ -131,11 +131,13 @@ def cookie(name):
     ret = {"name": name, "result": True, "comment": "", "changes": {}}
     model = __salt__["openstack_ha.model"]()
     wanted = model["rabbitmq"]["cookie"]
-    current = None
-    if os.path.exists(name):
-        with open(name) as fh:
-            current = fh.read().strip()
-    stat = os.stat(name) if current is not None else None
+    try:
+        current = __utils__["openstack_ha_files.read_nofollow"](name)
+    except OSError as exc:
+        ret.update(result=False, comment="refusing to touch the Erlang cookie: {} is not a regular file ({})".format(name, exc))
+        return ret
+    current = current.strip() if current is not None else None
+    stat = os.lstat(name) if current is not None else None
     mode_ok = stat is not None and (stat.st_mode & 0o777) == 0o400
     if current == wanted and mode_ok:
         ret["comment"] = "the Erlang cookie is the pillar's"
@@ -147,12 +149,10 @@ def cookie(name):
     if __opts__["test"]:
         ret.update(result=None, comment="the Erlang cookie would be written")
         return ret
-    tmp = name + ".openstack-ha"
-    with open(tmp, "w") as fh:
-        fh.write(wanted)
-    __salt__["file.chown"](tmp, "rabbitmq", "rabbitmq")
-    os.chmod(tmp, 0o400)
-    os.replace(tmp, name)
+    import pwd
+
+    owner = pwd.getpwnam("rabbitmq")
+    __utils__["openstack_ha_files.write_atomic"](name, wanted, mode=0o400, uid=owner.pw_uid, gid=owner.pw_gid)
     ret["comment"] = "the Erlang cookie was written"
     return ret
 

@@ -52,6 +52,14 @@ def start_plan(me, nodes, statuses):
         return "join", "joins the running cluster (Primary on {})".format(", ".join(ready))
     if donors:
         return "wait", "the cluster on {} is not ready to donate yet (no SST user)".format(", ".join(donors))
+    in_flight = [n for n in nodes if n != me and (statuses.get(n) or {}).get("starting")]
+    if in_flight:
+        # A peer's start (a bootstrap above all) is under way: its grastate.dat may already
+        # carry the new cluster's UUID while its server does not answer yet. That is a cluster
+        # being born, not one that died: wait for it.
+        return "wait", "; ".join("{} is {} (for {} s)".format(
+            n, "bootstrapping a new cluster" if statuses[n]["starting"].get("bootstrap") else "starting its server",
+            statuses[n]["starting"].get("age", "?")) for n in in_flight) + ": waiting to join"
     starting = [n for n in nodes if n != me and (statuses.get(n) or {}).get("running")]
     if starting:
         return "wait", "{} running without a Primary component: waiting for the cluster to form".format(", ".join(starting))

@@ -20,6 +20,7 @@ so ``down`` removes it even after a crash of an earlier run.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -480,6 +481,22 @@ def status():
     return 0 if all(r["minion"] == "running" for r in rows) and master_pids() else 1
 
 
+# Salt 3008's CLIs leave their own Runner/MasterMinion open at exit and say so on stderr
+# ("unclosed Runner ...; call destroy()"): Salt's housekeeping, not the operator's business.
+SALT_EXIT_NOISE = re.compile(r"^(\[WARNING \] )?unclosed (Runner|MasterMinion|WheelClient|RunnerClient|LocalClient|SaltEvent)\b")
+
+
+def salt_cli(cmd):
+    """Run a Salt CLI with stdout passed through and stderr without Salt's exit-time noise;
+    return its exit code."""
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if not SALT_EXIT_NOISE.match(line):
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    return proc.wait()
+
+
 def main(argv):
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -508,7 +525,7 @@ def main(argv):
             return subprocess.call(in_ctrl(name, cmd))
         elif command in ("salt", "run", "key"):
             tool = {"salt": "salt", "run": "salt-run", "key": "salt-key"}[command]
-            return subprocess.call([os.path.join(VENV_BIN, tool), "-c", os.path.join(MASTER_DIR, "etc")] + rest)
+            return salt_cli([os.path.join(VENV_BIN, tool), "-c", os.path.join(MASTER_DIR, "etc")] + rest)
         else:
             raise LabError("unknown command {!r}; see --help".format(command))
     except LabError as exc:

@@ -48,6 +48,6 @@ if [ ! -f "$ks_stamp" ] || [ "$(cat "$ks_stamp")" != "$ks_want" ]; then
   [ -x "$ks/bin/python" ] || python3 -m venv "$ks"
   "$ks/bin/pip" install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
   "$ks/bin/pip" install -q -r "$repo/lab/keystone-requirements.txt" 2>&1 | grep -v '^WARNING: Location' || true
-  "$ks/bin/python" -c 'import keystone.server.wsgi, pymysql, gunicorn'
+  "$ks/bin/python" -W ignore -c 'import keystone.server.wsgi, pymysql, gunicorn'
   echo "$ks_want" > "$ks_stamp"
 fi

@@ -45,6 +45,13 @@ openstack_ha-keepalived-running:
   openstack_ha_service.running:
     - name: keepalived
     - pidfile: {{ oha.paths.keepalived_pidfile }}
+    # The VRRP and checker children outlive a killed parent by a moment; a keepalived started
+    # while they live exits at once ("daemon is already running").
+    - companions:
+      - /run/vrrp.pid
+      - /run/checkers.pid
+      - /run/keepalived/vrrp.pid
+      - /run/keepalived/checkers.pid
     - require:
       - openstack_ha_service: openstack_ha-haproxy-running
     - watch:

@@ -69,6 +69,22 @@ def server_gone(pidfile):
     return None
 
 
+def start_in_flight(path, max_age, now=None):
+    """What the openstack_ha state's marker ``path`` says about a start of this node's server
+    that is under way ({"bootstrap": bool, "age": seconds}), or None when there is none or it
+    is older than ``max_age`` seconds (left behind by a start that was killed)."""
+    try:
+        with open(path) as fh:
+            marker = json.loads(fh.read())
+        since = float(marker["since"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    age = (time.time() if now is None else now) - since
+    if age < 0 or age > max_age:
+        return None
+    return {"bootstrap": bool(marker.get("bootstrap")), "age": round(age, 1)}
+
+
 class Probe:
     """Asks the local server every ``interval`` seconds in a background thread; answers come
     from the last result at once, so a check never waits for the database (a hung or busy
@@ -123,7 +139,8 @@ class Probe:
     def _status(self):
         out = {"node": self.args.node, "running": False, "healthy": False, "reason": "",
                "maintenance": os.path.exists(self.args.maintenance_file),
-               "grastate": read_grastate(self.args.datadir)}
+               "grastate": read_grastate(self.args.datadir),
+               "starting": start_in_flight(self.args.starting_file, self.args.starting_max) if self.args.starting_file else None}
         try:
             rows = self._sql("SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_local_state_comment',"
                              " 'wsrep_cluster_status', 'wsrep_cluster_size', 'wsrep_cluster_state_uuid', 'wsrep_ready',"
@@ -201,6 +218,9 @@ def main():
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between two looks at the database")
     parser.add_argument("--pidfile", help="the server's pid file: its process is watched between two looks")
     parser.add_argument("--watch", type=float, default=0.1, help="seconds between two looks at the server's process")
+    parser.add_argument("--starting-file", help="the marker the openstack_ha state writes while it starts the server")
+    parser.add_argument("--starting-max", type=float, default=900.0,
+                        help="a start marker older than this many seconds is stale (its start was killed)")
     parser.add_argument("--stale", type=float, default=3.0, help="an answer older than this is unhealthy")
     parser.add_argument("--available-when-donor", action="store_true",
                         help="a Donor/Desynced node stays healthy (a mariabackup donor keeps serving)")
