@@ -10,7 +10,6 @@ Every ``openstack_ha`` state renders from :func:`model`; an operator checks a pi
 import copy
 import logging
 
-import salt.utils.secret
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError
 
@@ -42,7 +41,16 @@ def _layered_defaults(defaults):
     return __utils__["openstack_ha_model.deep_merge"](defaults.get("openstack_ha") or {}, per_os)
 
 
-def model(defaults=None, pillar=None):
+def _pillar():
+    """This minion's raw ``openstack_ha`` pillar, unmasked where the Salt release masks it."""
+    try:
+        # Salt 3008 masks pillar values by default; the model needs the real ones.
+        return __salt__["pillar.get"]("openstack_ha", None, unmask=True)
+    except TypeError:  # releases without masking (3006, 3007): no such argument
+        return __salt__["pillar.get"]("openstack_ha", None)
+
+
+def model(defaults=None, pillar=None, secrets=False):
     """
     Return the merged, validated ``openstack_ha`` model for this minion.
 
@@ -50,6 +58,11 @@ def model(defaults=None, pillar=None):
         the parsed ``defaults.yaml`` (``map.jinja`` passes it); read from the fileserver if omitted.
     pillar
         a model to check instead of this minion's ``openstack_ha`` pillar.
+    secrets
+        ``True`` only for the states and modules that render or use them (``map.jinja``, the
+        Galera and RabbitMQ modules). By default every secret (passwords, the Erlang cookie,
+        TLS keys) is replaced by ``**********``: what this function returns to the master's CLI
+        travels over the event bus and lands in the job cache.
 
     The result carries ``local``: this minion's controller entry with its ``index`` (0 for the
     first controller), or ``None`` when the minion is not one of the site's controllers.
@@ -65,8 +78,7 @@ def model(defaults=None, pillar=None):
     if defaults is None:
         defaults = _load_defaults()
     if pillar is None:
-        # Salt 3008 masks pillar values by default; the model needs the real ones.
-        pillar = __salt__["pillar.get"]("openstack_ha", None, unmask=True)
+        pillar = _pillar()
     try:
         merged = __utils__["openstack_ha_model.build"](_layered_defaults(defaults), copy.deepcopy(pillar))
     except Exception as exc:  # ModelError, from a module loaded by Salt's loader
@@ -77,8 +89,7 @@ def model(defaults=None, pillar=None):
     for index, ctrl in enumerate(merged["controllers"]):
         if ctrl["id"] == __grains__["id"]:
             merged["local"] = dict(ctrl, index=index)
-    # Templates read plain values; anything printing the model shows redacted secrets.
-    return salt.utils.secret.hide(merged)
+    return merged if secrets is True else __utils__["openstack_ha_model.redact"](merged)
 
 
 def validate(pillar=None):

@@ -35,7 +35,7 @@ def __virtual__():
 
 
 def _model(model=None):
-    return model or __salt__["openstack_ha.model"]()
+    return model or __salt__["openstack_ha.model"](secrets=True)
 
 
 def _nodes(model):
@@ -149,7 +149,7 @@ def _network_host(model):
     return "{}/{}".format(net.network_address, net.netmask)
 
 
-def wanted_users(model=None):
+def _wanted_users(model=None):
     """
     The accounts the model asks for: ``[{user, host, password, grants: [statement, ...],
     database}]``. SST (local, for mariabackup), monitoring (local and the controllers'
@@ -189,7 +189,7 @@ def _grants(model, user, host):
 
 def ensure_users(model=None, test=False, only_sst=False):
     """
-    Create or fix the databases and accounts of :func:`wanted_users` and root's password
+    Create or fix the databases and accounts of :func:`_wanted_users` (private: it holds the passwords) and root's password
     (root keeps socket authentication). Needs this node in the Primary component; the
     statements replicate to the other nodes.
 
@@ -198,7 +198,7 @@ def ensure_users(model=None, test=False, only_sst=False):
     """
     model = _model(model)
     changes = {}
-    wanted = wanted_users(model)[:1] if only_sst else wanted_users(model)
+    wanted = _wanted_users(model)[:1] if only_sst else _wanted_users(model)
     for account in wanted:
         label = "{}@{}".format(account["user"], account["host"])
         who = "{}@{}".format(quote(account["user"]), quote(account["host"]))

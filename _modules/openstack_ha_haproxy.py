@@ -149,6 +149,43 @@ def set_server_state(backend, server, state, socket_path=None):
     return {"changed": True, "old": current["admin"], "new": state}
 
 
+def set_servers_state(changes, socket_path=None):
+    """
+    Apply several ``[backend, server, state]`` changes in one call (the runner's one publish
+    per decision round). Each is applied on its own: one unknown server does not stop the
+    others.
+
+    Returns ``{"backend/server": {'changed', 'old', 'new'} or {'error': message}}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lab-ctrl1 openstack_ha_haproxy.set_servers_state '[["nova", "lab-ctrl2", "drain"]]'
+    """
+    if not isinstance(changes, list) or not all(isinstance(c, (list, tuple)) and len(c) == 3 for c in changes):
+        raise CommandExecutionError("changes must be a list of [backend, server, state]")
+    current = servers(socket_path)
+    done = {}
+    for backend, server, state in changes:
+        key = "{}/{}".format(backend, server)
+        if state not in ADMIN_STATES:
+            done[key] = {"error": "state must be one of {}, got {!r}".format(", ".join(ADMIN_STATES), state)}
+            continue
+        info = current.get(backend, {}).get(server)
+        if info is None:
+            done[key] = {"error": "HAProxy has no server {!r} in backend {!r}".format(server, backend)}
+        elif info["admin"] == state:
+            done[key] = {"changed": False, "old": state, "new": state}
+        else:
+            try:
+                _command("set server {}/{} state {}".format(backend, server, state), socket_path)
+                done[key] = {"changed": True, "old": info["admin"], "new": state}
+            except CommandExecutionError as exc:
+                done[key] = {"error": str(exc)}
+    return done
+
+
 def configured_servers(config_text):
     """
     The servers an HAProxy configuration defines: ``{(section, server): (address, port,
@@ -275,7 +312,16 @@ def _worker_pid(socket_path):
     return None
 
 
-def reload(socket_path=None, state_file=None, pidfile=None, timeout=10, config_file=None):
+def _master_args(pid):
+    """The command line of process ``pid`` as a list (empty when it is gone)."""
+    try:
+        with open("/proc/{}/cmdline".format(pid), "rb") as fh:
+            return [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def reload(socket_path=None, state_file=None, pidfile=None, timeout=10, config_file=None, extra_config=None):
     """
     Reload HAProxy without dropping connections and without forgetting runtime drains.
 
@@ -290,7 +336,15 @@ def reload(socket_path=None, state_file=None, pidfile=None, timeout=10, config_f
         raise CommandExecutionError("HAProxy is not running (no live master in {}); start it instead".format(pidfile or DEFAULT_PIDFILE))
     old_worker = _worker_pid(socket_path)
     saved = save_server_state(socket_path, state_file, config_file or DEFAULT_CONFIG)
-    os.kill(pid, signal.SIGUSR2)
+    if extra_config and extra_config not in _master_args(pid):
+        # A master started without the secrets file (an older openstack_ha) would re-execute
+        # with its old command line and miss it: hand over to a new master instead (the
+        # init script's reload: -sf, the listeners are taken over, the saved state loaded).
+        if not __salt__["service.reload"]("haproxy"):
+            raise CommandExecutionError("HAProxy's init script could not hand over to a master that loads {}".format(extra_config))
+        pid = None
+    else:
+        os.kill(pid, signal.SIGUSR2)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         new_worker = _worker_pid(socket_path)

@@ -27,7 +27,7 @@ def __virtual__():
 
 
 def _model(model=None):
-    return model or __salt__["openstack_ha.model"]()
+    return model or __salt__["openstack_ha.model"](secrets=True)
 
 
 def nodes(model=None):

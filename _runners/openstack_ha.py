@@ -31,7 +31,6 @@ import salt.client
 import salt.key
 import salt.pillar
 import salt.utils.event
-import salt.utils.secret
 import salt.utils.minions
 from salt.exceptions import SaltInvocationError
 
@@ -56,7 +55,16 @@ def _pillar_model(minion):
     """The ``openstack_ha`` pillar the master compiles for ``minion`` (trusted), or {}."""
     _, grains, _ = salt.utils.minions.get_minion_data(minion, __opts__)
     pillar = salt.pillar.get_pillar(__opts__, grains or {}, minion, saltenv="base").compile_pillar()
-    return salt.utils.secret.expose(pillar.get("openstack_ha") or {})
+    return _expose(pillar.get("openstack_ha") or {})
+
+
+def _expose(value):
+    """``value`` with Salt 3008's masked pillar values unwrapped (other releases: unchanged)."""
+    try:
+        import salt.utils.secret
+    except ImportError:
+        return value
+    return salt.utils.secret.expose(value)
 
 
 _MODEL_CACHE = {}
@@ -68,6 +76,7 @@ _BAD_PILLAR = {}
 # Controller id -> site, from every model built: a reporter that is not in it costs no
 # pillar compilation (see _controller_site).
 _CONTROLLERS = {"map": {}, "time": 0.0}
+_CONTROLLERS_LOCK = threading.Lock()
 
 
 class ModelError(Exception):
@@ -111,6 +120,7 @@ def _site_model(minion):
             model = _bad_pillar(site, minion, str(exc))
         else:
             if model is not None:
+                _remember_good(model["site"], raw)
                 _LAST_GOOD[model["site"]] = (time.time(), model)
                 _BAD_PILLAR.pop(model["site"], None)
                 for ctrl in model["controllers"]:
@@ -119,11 +129,34 @@ def _site_model(minion):
     return model
 
 
+def _remember_good(site, raw):
+    """Keep ``site``'s last valid pillar in the master cache (root-only, where the master's
+    pillar cache also lives), so every runner process (the reactor's, an operator's
+    ``status``) can fall back to it; written only when it changed."""
+    try:
+        kept = _cache().fetch("openstack_ha/" + site, "last_valid_pillar") or {}
+        if kept.get("pillar") != raw:
+            _cache().store("openstack_ha/" + site, "last_valid_pillar", {"pillar": raw, "time": time.time()})
+    except Exception as exc:  # the fallback is a convenience; never stop the loop for it
+        log.debug("openstack_ha: could not keep the last valid pillar of %s: %s", site, exc)
+
+
+def _recall_good(site):
+    """(time, model) from the last valid pillar kept by :func:`_remember_good`, or None."""
+    try:
+        kept = _cache().fetch("openstack_ha/" + site, "last_valid_pillar") or {}
+        if kept.get("pillar"):
+            return (kept["time"], _build(kept["pillar"]))
+    except Exception as exc:
+        log.debug("openstack_ha: no usable last valid pillar of %s: %s", site, exc)
+    return None
+
+
 def _bad_pillar(site, minion, error):
     """Record that ``site``'s pillar is invalid, alert (at most once per ``MODEL_TTL``), and
     return the site's last valid model or None."""
     now = time.time()
-    good = _LAST_GOOD.get(site)
+    good = _LAST_GOOD.get(site) or _recall_good(site)
     bad = _BAD_PILLAR.setdefault(site, {"since": now, "alerted": 0.0})
     bad.update(error=error, minion=minion)
     if now - bad["alerted"] >= MODEL_TTL:
@@ -143,11 +176,11 @@ def _controller_site(reporter):
     rebuilt (every accepted minion's pillar) at most once per ``MODEL_TTL``; an id not in it
     is dropped before any per-reporter pillar work, so a flood of events from (or naming)
     minions that are not controllers costs a dictionary lookup each."""
-    if time.monotonic() - _CONTROLLERS["time"] >= MODEL_TTL:
-        _CONTROLLERS["time"] = time.monotonic()
-        for site, ids in _sites().items():
-            for ctrl in ids:
-                _CONTROLLERS["map"][ctrl] = site
+    with _CONTROLLERS_LOCK:  # the reactor's threads wait for one rebuild, never see half a map
+        if time.monotonic() - _CONTROLLERS["time"] >= MODEL_TTL:
+            found = {ctrl: site for site, ids in _sites().items() for ctrl in ids}
+            _CONTROLLERS["map"].update(found)
+            _CONTROLLERS["time"] = time.monotonic()
     return _CONTROLLERS["map"].get(reporter)
 
 
@@ -227,7 +260,7 @@ def _note_ignored(why, who, tag):
     if now - _IGNORED["logged"].get(key, 0) >= IGNORED_LOG_EVERY:
         _IGNORED["logged"][key] = now
         log.warning("openstack_ha: ignored %s from %r (%s); %d so far", why, who, tag, entry["count"])
-    if now - _IGNORED["stored"] >= IGNORED_STORE_EVERY:
+    if entry["count"] == 1 or now - _IGNORED["stored"] >= IGNORED_STORE_EVERY:
         _IGNORED["stored"] = now
         try:
             counts = sorted(_IGNORED["counts"].values(), key=lambda e: -e["last"])[:50]
@@ -366,12 +399,58 @@ def _ask(controllers, fun, args=(), timeout=5, channel="local"):
     return {c: r for c, r in _publish(controllers, fun, args, timeout, channel).items() if isinstance(r, dict)}
 
 
+# Controllers that missed a verification, per site: {site: {controller: since}}. The next
+# rounds do not wait for them (a quorum of the others decides at once); an answer clears it.
+_SILENT = {}
+
+
+def _wait_for(model):
+    """The controllers worth waiting for in this site: all but the known-silent ones, unless
+    that would leave fewer than a quorum (then everyone is awaited)."""
+    controllers = [c["id"] for c in model["controllers"]]
+    silent = _SILENT.get(model["site"], {})
+    awake = [c for c in controllers if c not in silent]
+    return awake if len(awake) >= __utils__["openstack_ha_model.quorum_size"](model) else controllers
+
+
+def _note_answers(model, answered):
+    """Remember who missed this round (and who is back)."""
+    silent = _SILENT.setdefault(model["site"], {})
+    now = time.time()
+    for ctrl in (c["id"] for c in model["controllers"]):
+        if ctrl in answered:
+            silent.pop(ctrl, None)
+        else:
+            silent.setdefault(ctrl, now)
+
+
+def valid_view(view):
+    """True when ``view`` has the shape of ``openstack_ha_probe.service_view``'s answer. A
+    controller that answers anything else (confused or hostile) counts as not answering: its
+    malformed answer must not stop remediation for the whole site."""
+    if not isinstance(view, dict) or not isinstance(view.get("probes"), dict) or not isinstance(view.get("admin", {}), dict):
+        return False
+    if not all(isinstance(k, str) and isinstance(p, dict) and isinstance(p.get("up"), bool) for k, p in view["probes"].items()):
+        return False
+    return all(isinstance(k, str) and isinstance(v, str) for k, v in view.get("admin", {}).items())
+
+
 def _verify(model, service=None):
-    """Every controller's fresh view of ``service`` (or of all services), from the model we hold."""
+    """Every controller's fresh view of ``service`` (or of all services), from the model we
+    hold: {controller: view} of those that answered with a well-formed view in time."""
     targets = __utils__["openstack_ha_model.probe_targets"](model, service)
     controllers = [c["id"] for c in model["controllers"]]
-    return _ask(controllers, "openstack_ha_probe.service_view",
-                (service, targets, model["remediation"]["probe"]["timeout"], model["haproxy"]["socket"]), timeout=VERIFY_TIMEOUT)
+    answers = _publish(controllers, "openstack_ha_probe.service_view",
+                       (service, targets, model["remediation"]["probe"]["timeout"], model["haproxy"]["socket"]),
+                       timeout=VERIFY_TIMEOUT, wait_for=_wait_for(model))
+    views = {}
+    for ctrl, view in answers.items():
+        if valid_view(view):
+            views[ctrl] = view
+        else:
+            _note_ignored("malformed verification answer", ctrl, "openstack_ha_probe.service_view")
+    _note_answers(model, views)
+    return views
 
 
 def _backends(model, service=None, backend=None):
@@ -385,18 +464,27 @@ def _backends(model, service=None, backend=None):
     return keys
 
 
-def _act(model, controllers, action, who, reporter):
-    state = "drain" if action["action"] == "drain" else "ready"
-    service, backend = action["service"], action["backend"]
-    answers = _ask(controllers, "openstack_ha_haproxy.set_server_state", (service, backend, state), timeout=ACT_TIMEOUT)
-    missing = sorted(set(controllers) - set(answers))
-    return {
-        "what": action["action"], "service": service, "backend": backend, "state": state,
-        "why": action["reason"], "evidence": action["evidence"], "decided_by": who,
-        "reported_by": reporter, "time": time.time(),
-        "applied": {c: bool(a.get("changed")) for c, a in sorted(answers.items())},
-        "not_applied": missing,
-    }
+def _act(model, actions, who, reporter):
+    """Apply every drain/restore of one decision round in one publish to every controller;
+    wait only for the controllers that are not known to be cut off (they catch up when they
+    answer again: the next verification sees their HAProxy out of line and re-applies).
+    Returns one decision entry per action."""
+    controllers = [c["id"] for c in model["controllers"]]
+    changes = [[a["service"], a["backend"], "drain" if a["action"] == "drain" else "ready"] for a in actions]
+    answers = _publish(controllers, "openstack_ha_haproxy.set_servers_state", (changes,), timeout=ACT_TIMEOUT,
+                       wait_for=_wait_for(model))
+    answers = {c: a for c, a in answers.items() if isinstance(a, dict)}
+    entries = []
+    for action, (service, backend, state) in zip(actions, changes):
+        key = "{}/{}".format(service, backend)
+        applied = {c: bool((a.get(key) or {}).get("changed")) for c, a in sorted(answers.items()) if isinstance(a.get(key), dict) and "error" not in a[key]}
+        entries.append({
+            "what": action["action"], "service": service, "backend": backend, "state": state,
+            "why": action["reason"], "evidence": action["evidence"], "decided_by": who,
+            "reported_by": reporter, "time": time.time(),
+            "applied": applied, "not_applied": sorted(set(controllers) - set(applied)),
+        })
+    return entries
 
 
 _LAST_VERIFY = {}
@@ -407,9 +495,13 @@ def _reconcile(model, reporter, service=None, backend=None, who="remediation", a
 
     Coalesces: when another verification of the same scope (or of the whole site) started
     after this event arrived, it already saw a fresher state, and this one does nothing.
+
+    The site lock is held only to decide and to record, never across a wait for the
+    controllers (a cut-off controller must not queue every other decision of its site): the
+    verification runs before it, the one publish of all of this round's drains and restores
+    after the write-ahead record.
     """
     site = model["site"]
-    controllers = [c["id"] for c in model["controllers"]]
     quorum = __utils__["openstack_ha_model.quorum_size"](model)
     with _site_lock(site):
         last = _LAST_VERIFY.get(site, {})
@@ -417,30 +509,46 @@ def _reconcile(model, reporter, service=None, backend=None, who="remediation", a
             return []
         started = time.monotonic()
         _LAST_VERIFY.setdefault(site, {})[service] = started
-        views = _verify(model, service)
-        verified = time.monotonic()
+    started_wall = time.time()
+    views = _verify(model, service)
+    verified = time.monotonic()
+    with _site_lock(site):
         records = _load(site)
         actions = __utils__["openstack_ha_decide.decide"](
             _backends(model, service, backend), views, quorum, records["backends"], time.time(),
             model["remediation"]["cooldown"], maintenance=records["maintenance"])
-        done = []
+        # Another round that verified after this one began already acted on these backends.
+        actions = [a for a in actions if not (a["action"] in ("drain", "restore") and
+                   (records["backends"].get(a["key"]) or {}).get("time", 0) > started_wall and
+                   records["backends"][a["key"]].get("state") == ("drain" if a["action"] == "drain" else "ready"))]
+        moves = [a for a in actions if a["action"] in ("drain", "restore")]
+        for action in moves:
+            # Write-ahead: the loop's ownership of this drain is on disk before any HAProxy
+            # changes, so a runner killed mid-action (a master restart) still restores it.
+            records["backends"][action["key"]] = {"state": "drain" if action["action"] == "drain" else "ready",
+                                                  "by": "remediation", "time": time.time()}
+        if moves:
+            _store(site, records)
+    entries = _act(model, moves, who, reporter) if moves else []
+    acted = time.monotonic()
+    done = []
+    with _site_lock(site):
+        records = _load(site)
+        for entry in entries:
+            entry["timing"] = {"queued": round(started - arrived, 3) if arrived else None,
+                               "verify": round(verified - started, 3), "act": round(acted - verified, 3)}
+            records["backends"]["{}/{}".format(entry["service"], entry["backend"])] = {
+                "state": entry["state"], "by": "remediation", "time": entry["time"]}
+            tag = "openstack_ha/backend/" + ("drained" if entry["what"] == "drain" else "restored")
+            _announce(records, site, entry, tag)
+            done.append(entry)
         for action in actions:
             if action["action"] in ("drain", "restore"):
-                # Write-ahead: the loop's ownership of this drain is on disk before any HAProxy
-                # changes, so a runner killed mid-action (a master restart) still restores it.
-                records["backends"][action["key"]] = {"state": "drain" if action["action"] == "drain" else "ready",
-                                                      "by": "remediation", "time": time.time()}
-                _store(site, records)
-                entry = _act(model, controllers, action, who, reporter)
-                entry["timing"] = {"queued": round(started - arrived, 3) if arrived else None,
-                                   "verify": round(verified - started, 3), "act": round(time.monotonic() - verified, 3)}
-                records["backends"][action["key"]] = {"state": entry["state"], "by": "remediation", "time": entry["time"]}
-                tag = "openstack_ha/backend/" + ("drained" if action["action"] == "drain" else "restored")
-            else:
-                entry = {"what": action["action"], "alert": action.get("alert"), "service": action["service"],
-                         "backend": action["backend"], "why": action["reason"], "evidence": action["evidence"],
-                         "decided_by": who, "reported_by": reporter, "time": time.time()}
-                tag = "openstack_ha/alert/" + action["alert"] if action["action"] == "alert" else None
+                continue
+            entry = {"what": action["action"], "alert": action.get("alert"), "service": action["service"],
+                     "backend": action["backend"], "why": action["reason"], "evidence": action["evidence"],
+                     "decided_by": who, "reported_by": reporter, "time": time.time()}
+            tag = "openstack_ha/alert/" + action["alert"] if action["action"] == "alert" else None
             _announce(records, site, entry, tag)
             done.append(entry)
         if done:
@@ -989,7 +1097,11 @@ def _resolve_site(site):
         site = next(iter(sites))
     if site not in sites:
         raise SaltInvocationError("unknown site {!r}; known: {}".format(site, ", ".join(sorted(sites)) or "none"))
-    return site, sites, _site_model(sites[site][0])
+    model = _site_model(sites[site][0])
+    if model is None:
+        raise SaltInvocationError("the pillar of site {} is invalid and this master knows no earlier valid one: {}".format(
+            site, (_BAD_PILLAR.get(site) or {}).get("error", "no model")))
+    return site, sites, model
 
 
 def _maintenance(site, host, service, backend, drain, force):
@@ -1001,7 +1113,6 @@ def _maintenance(site, host, service, backend, drain, force):
         raise SaltInvocationError("{!r} is not a controller of site {}".format(backend, site))
     if service is not None and service not in __utils__["openstack_ha_model.backend_services"](model):
         raise SaltInvocationError("unknown service {!r} in site {}".format(service, site))
-    controllers = sites[site]
     keys = _backends(model, service, backend)
     who = "operator (salt-run openstack_ha.{}{})".format("drain" if drain else "undrain", ", force" if force else "")
     results = []
@@ -1023,8 +1134,8 @@ def _maintenance(site, host, service, backend, drain, force):
                     continue
             if force:
                 log.warning("openstack_ha: %s of %s forced by the operator", "drain" if drain else "undrain", key)
-            entry = _act(model, controllers, {"action": "drain" if drain else "restore", "service": svc, "backend": backend,
-                                              "reason": "planned maintenance", "evidence": {}}, who, "operator")
+            entry = _act(model, [{"action": "drain" if drain else "restore", "service": svc, "backend": backend,
+                                  "reason": "planned maintenance", "evidence": {}}], who, "operator")[0]
             records["backends"][key] = {"state": entry["state"], "by": "operator", "time": entry["time"]}
             if drain and key not in records["maintenance"]:
                 records["maintenance"].append(key)
@@ -1122,7 +1233,12 @@ def _summarise(site, controllers, views):
 def _table(summary):
     ctrls = summary["controllers"]
     width = max([len(c) for c in ctrls] + [12])
-    lines = ["site {}: {}".format(summary["site"], "HEALTHY" if summary["healthy"] else "DEGRADED"), ""]
+    lines = ["site {}: {}".format(summary["site"], "HEALTHY" if summary["healthy"] else "DEGRADED")]
+    if summary.get("bad_pillar"):
+        lines.append("PILLAR INVALID: {} ({})".format(summary["bad_pillar"]["error"], summary["bad_pillar"]["acting_on"]))
+    if summary.get("ignored"):
+        lines.append("IGNORED (not believed): " + "; ".join("{} x{} from {}".format(e["why"], e["count"], e["who"]) for e in summary["ignored"][:5]))
+    lines.append("")
     lines.append("{:<24}".format("BACKEND / SERVER") + "".join(" {:<{w}}".format("@" + c, w=width) for c in ctrls))
     for backend in sorted(summary["backends"]):
         for server in sorted(summary["backends"][backend]):
@@ -1199,6 +1315,13 @@ def status(site=None, timeout=10, recent=8):
     for name, ctrls in sorted(sites.items()):
         summary = _summarise(name, ctrls, _collect(name, ctrls, timeout))
         model = _site_model(ctrls[0])
+        if name in _BAD_PILLAR:
+            summary["healthy"] = False
+            summary["problems"].insert(0, "the pillar of site {} is invalid: {}".format(name, _BAD_PILLAR[name]["error"]))
+            summary["bad_pillar"] = {"error": _BAD_PILLAR[name]["error"],
+                                     "acting_on": "the loop acts on the last valid model" if model else "NO valid model: remediation stopped"}
+        ignored = (_cache().fetch("openstack_ha/ignored", "recent") or {}).get("counts") or []
+        summary["ignored"] = [e for e in ignored if time.time() - e.get("last", 0) < 3600]
         if model is not None:
             holders = {vip: who[0] for vip, who in summary["vip_holders"].items() if len(who) == 1}
             summary["catalog"] = _catalog_view(model, holders)

@@ -50,7 +50,7 @@ def member(name, timeout=None, interval=2):
         (default ``galera:startup_timeout``).
     """
     ret = {"name": name, "result": True, "comment": "", "changes": {}}
-    model = __salt__["openstack_ha.model"]()
+    model = __salt__["openstack_ha.model"](secrets=True)
     deadline = time.monotonic() + float(timeout or model["galera"]["startup_timeout"])
     seen = []
     joined_once = False
@@ -108,7 +108,7 @@ def users(name):
     component; the statements replicate. ``changes`` names accounts, never passwords.
     """
     ret = {"name": name, "result": True, "comment": "", "changes": {}}
-    model = __salt__["openstack_ha.model"]()
+    model = __salt__["openstack_ha.model"](secrets=True)
     try:
         changes = __salt__["openstack_ha_galera.ensure_users"](model, test=__opts__["test"])
     except CommandExecutionError as exc:

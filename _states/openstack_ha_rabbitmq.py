@@ -54,7 +54,7 @@ def member(name, timeout=180):
         this node's controller id.
     """
     ret = {"name": name, "result": True, "comment": "", "changes": {}}
-    model = __salt__["openstack_ha.model"]()
+    model = __salt__["openstack_ha.model"](secrets=True)
     me_node = __salt__["openstack_ha_rabbitmq.node_name"](name)
     status = __salt__["openstack_ha_rabbitmq.cluster_status"]()
     started = False
@@ -99,7 +99,7 @@ def member(name, timeout=180):
 def accounts(name):
     """Ensure the pillar's vhosts, users, permissions and policies (compared as data)."""
     ret = {"name": name, "result": True, "comment": "", "changes": {}}
-    model = __salt__["openstack_ha.model"]()
+    model = __salt__["openstack_ha.model"](secrets=True)
     try:
         changes = __salt__["openstack_ha_rabbitmq.ensure_accounts"](model, test=__opts__["test"])
     except CommandExecutionError as exc:
@@ -129,7 +129,7 @@ def cookie(name):
     import os
 
     ret = {"name": name, "result": True, "comment": "", "changes": {}}
-    model = __salt__["openstack_ha.model"]()
+    model = __salt__["openstack_ha.model"](secrets=True)
     wanted = model["rabbitmq"]["cookie"]
     try:
         current = __utils__["openstack_ha_files.read_nofollow"](name)

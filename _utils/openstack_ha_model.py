@@ -28,7 +28,47 @@ FQDN_RE = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
 # A raw HAProxy line from pillar may not open a new section or smuggle a second line in.
-SECTION_WORDS = ("global", "defaults", "frontend", "backend", "listen", "peers", "resolvers")
+# Every section keyword of HAProxy 2.6 (``program`` makes HAProxy's master run a command).
+SECTION_WORDS = ("global", "defaults", "frontend", "backend", "listen", "peers", "resolvers", "program", "userlist",
+                 "mailers", "http-errors", "ring", "log-forward", "cache", "fcgi-app", "crt-store", "traces")
+# Raw-line words that would make HAProxy run a program.
+FORBIDDEN_WORDS = ("external-check",)
+PATH_RE = re.compile(r"^/[A-Za-z0-9_./{}+-]*$")
+PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,63}$")
+SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+MAX_CONTROLLERS = 25  # keepalived priorities 250, 240, ... 10: the 26th would get 0
+
+# Every key the model knows, for the "unknown key" check. A dict is a section whose keys are
+# listed; "*" stands for names the operator chooses (a service, a VIP, a database); ANY is a
+# value checked elsewhere (or free-form, like a policy definition); a one-element list is a
+# list whose items follow that schema.
+ANY = object()
+_CHECK = {"inter": ANY, "fastinter": ANY, "timeout": ANY, "fall": ANY, "rise": ANY}
+_TIMEOUTS = {"connect": ANY, "server": ANY, "client": ANY, "queue": ANY, "response": ANY}
+SCHEMA = {
+    "site": ANY, "network": ANY, "paths": ANY, "packages": ANY, "local": ANY,
+    "controllers": [{"id": ANY, "address": ANY, "interface": ANY, "fqdn": ANY}],
+    "vips": {"*": {"address": ANY, "interface": ANY, "vrid": ANY, "fqdn": ANY}},
+    "services": {"*": {"port": ANY, "backend_port": ANY, "vip": ANY, "check": {"path": ANY, "status": ANY, "timeout": ANY},
+                       "catalog": {"type": ANY, "path": ANY}, "retry_idempotent": ANY, "timeouts": _TIMEOUTS,
+                       "tls": {"certificate": ANY, "key": ANY}, "extra_options": ANY}},
+    "haproxy": {"socket": ANY, "state_file": ANY, "maxconn": ANY, "stats": {"enabled": ANY, "port": ANY, "user": ANY, "password": ANY},
+                "retries": ANY, "redispatch": ANY, "timeouts": _TIMEOUTS, "extra_defaults": ANY},
+    "keepalived": {"advert_int": ANY, "nopreempt": ANY, "garp_master_delay": ANY, "garp_master_repeat": ANY,
+                   "garp_master_refresh": ANY, "track_interval": ANY},
+    "galera": {"enabled": ANY, "nodes": ANY, "port": ANY, "vip": ANY, "sst_method": ANY, "cluster_name": ANY, "sst_user": ANY,
+               "monitor_user": ANY, "sst_password": ANY, "monitor_password": ANY, "root_password": ANY, "check": ANY,
+               "health_port": ANY, "haproxy_check": _CHECK, "startup_timeout": ANY, "max_connect_errors": ANY, "sizes": ANY,
+               "provider_options": ANY, "databases": {"*": {"user": ANY, "password": ANY}}},
+    "rabbitmq": {"enabled": ANY, "nodes": ANY, "release": ANY, "port": ANY, "cookie": ANY, "partition_handling": ANY,
+                 "net_ticktime": ANY, "heal_partitions": ANY, "memory_high_watermark": ANY, "disk_free_limit": ANY,
+                 "users": {"*": {"password": ANY, "vhost": ANY, "tags": ANY}},
+                 "policies": {"*": {"vhost": ANY, "pattern": ANY, "definition": ANY, "apply-to": ANY, "priority": ANY}}},
+    "keystone": {"region": ANY, "endpoint_mode": ANY, "scheme": ANY, "timeout": ANY,
+                 "interfaces": {"public": ANY, "internal": ANY, "admin": ANY}},
+    "remediation": {"enabled": ANY, "quorum": ANY, "cooldown": ANY, "heartbeat": ANY,
+                    "probe": {"interval": ANY, "timeout": ANY, "fall": ANY, "rise": ANY}, "haproxy_check": _CHECK},
+}
 
 
 class ModelError(Exception):
@@ -157,7 +197,46 @@ class _Checker:
                 self.fail(path + [index], "expected one non-empty line, got {}".format(_describe(line)))
             elif line.split()[0] in SECTION_WORDS:
                 self.fail(path + [index], "may not open a new section ({!r})".format(line.split()[0]))
+            elif any(word in FORBIDDEN_WORDS for word in line.split()):
+                self.fail(path + [index], "may not make HAProxy run a program ({!r})".format(line))
         return value
+
+    def name(self, value, path, known, what):
+        """A reference to one of ``known`` names (a VIP, a controller): a string, never a list."""
+        if not isinstance(value, str):
+            self.fail(path, "expected the name of a {}, got {}".format(what, _describe(value)))
+            return None
+        if value not in known:
+            self.fail(path, "unknown {} {!r} (known: {})".format(what, value, ", ".join(sorted(known)) or "none"))
+            return None
+        return value
+
+
+def check_unknown_keys(c, value, schema, path):
+    """Report every key of ``value`` that ``schema`` does not know, by key path, with the
+    closest known key as a suggestion (a ``remediaton:`` typo must not leave the safety
+    switch at its default in silence)."""
+    import difflib
+
+    if schema is ANY:
+        return
+    if isinstance(schema, list):
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                check_unknown_keys(c, item, schema[0], path + [index])
+        return
+    if not isinstance(value, dict):
+        return
+    for key, sub in value.items():
+        if "*" in schema:
+            check_unknown_keys(c, sub, schema["*"], path + [key])
+        elif key not in schema:
+            known = sorted(k for k in schema if k != "local")
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            c.fail(path + [key], "unknown key{}".format(" (did you mean {!r}?)".format(close[0]) if close else
+                                                         " (known: {})".format(", ".join(known))))
+        else:
+            check_unknown_keys(c, sub, schema[key], path + [key])
 
 
 def _check_controllers(c, model, network):
@@ -168,6 +247,8 @@ def _check_controllers(c, model, network):
     if not isinstance(controllers, list) or not controllers:
         c.fail(path, "expected a non-empty list of controllers, got {}".format(_describe(controllers)))
         return []
+    if len(controllers) > MAX_CONTROLLERS:
+        c.fail(path, "at most {} controllers (keepalived priorities step down by 10 from 250), got {}".format(MAX_CONTROLLERS, len(controllers)))
     seen_ids, seen_addresses, ids = {}, {}, []
     for index, ctrl in enumerate(controllers):
         here = path + [index]
@@ -288,9 +369,8 @@ def _check_services(c, model, vips, ports):
         if "backend_port" in svc:
             c.integer(svc["backend_port"], here + ["backend_port"], 1, 65535)
         vip = c.require(svc, "vip", here)
-        if vip is not None and vip not in vips:
-            c.fail(here + ["vip"], "unknown VIP {!r} (known: {})".format(vip, ", ".join(sorted(vips)) or "none"))
-            vip = None
+        if vip is not None:
+            vip = c.name(vip, here + ["vip"], vips, "VIP")
         # The service listens on its own VIP and on every VIP its catalog endpoints name.
         for listen_vip in _published_vips(model, vip, vips):
             _check_listener_port(c, ports, listen_vip, port, here + ["port"], "service {!r}".format(name))
@@ -331,11 +411,14 @@ def _check_cluster_nodes(c, section, path, controller_ids, minimum):
         return []
     seen = set()
     for index, node in enumerate(nodes):
-        if node not in controller_ids:
+        if not isinstance(node, str):
+            c.fail(path + ["nodes", index], "expected a controller id, got {}".format(_describe(node)))
+        elif node not in controller_ids:
             c.fail(path + ["nodes", index], "unknown controller {!r}".format(node))
         elif node in seen:
             c.fail(path + ["nodes", index], "controller {!r} is listed twice".format(node))
-        seen.add(node)
+        if isinstance(node, str):
+            seen.add(node)
     if len(nodes) < minimum:
         c.fail(path + ["nodes"], "expected at least {} nodes for a cluster that survives one loss, got {}".format(minimum, len(nodes)))
     return nodes
@@ -350,9 +433,8 @@ def _check_galera(c, model, vips, ports, controller_ids):
     c.string(c.require(galera, "cluster_name", path), path + ["cluster_name"], re.compile(r"^[A-Za-z0-9_-]{1,32}$"), "a cluster name of letters, digits, '-' and '_'")
     port = c.integer(c.require(galera, "port", path), path + ["port"], 1, 65535)
     vip = c.require(galera, "vip", path)
-    if vip is not None and vip not in vips:
-        c.fail(path + ["vip"], "unknown VIP {!r}".format(vip))
-        vip = None
+    if vip is not None:
+        vip = c.name(vip, path + ["vip"], vips, "VIP")
     _check_listener_port(c, ports, vip, port, path + ["port"], "galera")
     c.choice(galera.get("sst_method"), path + ["sst_method"], SST_METHODS)
     for secret in ("sst_password", "monitor_password", "root_password"):
@@ -378,8 +460,9 @@ def _check_galera(c, model, vips, ports, controller_ids):
     for key, value in (options or {}).items():
         if not isinstance(key, str) or not re.match(r"^[a-z_]+(\.[a-z_]+)+$", key):
             c.fail(path + ["provider_options", key], "expected a Galera provider option like evs.suspect_timeout")
-        elif isinstance(value, bool) or not isinstance(value, (str, int, float)) or ";" in str(value) or not str(value).strip():
-            c.fail(path + ["provider_options", key], "expected a plain value without ';', got {}".format(_describe(value)))
+        elif (isinstance(value, bool) or not isinstance(value, (str, int, float)) or not str(value).strip()
+              or any(ch in str(value) for ch in ";\"'#\\") or any(ch.isspace() for ch in str(value))):
+            c.fail(path + ["provider_options", key], "expected a plain value (no spaces, ';', '#', quotes or backslashes), got {}".format(_describe(value)))
     dbs = c.mapping(galera.get("databases"), path + ["databases"], required=False)
     for dbname, db in (dbs or {}).items():
         if not isinstance(dbname, str) or not re.match(r"^[A-Za-z0-9_]{1,64}$", dbname):
@@ -407,7 +490,10 @@ def _check_rabbitmq(c, model, vips, ports, controller_ids):
         here = path + ["users", uname]
         if c.mapping(user, here) is not None:
             c.secret(user.get("password"), here + ["password"], 12)
-            c.string(user.get("vhost", "/"), here + ["vhost"], what="a vhost name")
+            c.string(user.get("vhost", "/"), here + ["vhost"], re.compile(r"^/?[A-Za-z0-9_.-]*$"), what="a vhost name like /openstack")
+            tags = user.get("tags", [])
+            if not isinstance(tags, list) or not all(isinstance(t, str) and re.match(r"^[a-z_]{1,32}$", t) for t in tags):
+                c.fail(here + ["tags"], "expected a list of tags like [administrator], got {}".format(_describe(tags)))
     release = None
     match = re.match(r"^(\d+)\.(\d+)", str(rabbit.get("release", "")))
     if match:
@@ -416,6 +502,9 @@ def _check_rabbitmq(c, model, vips, ports, controller_ids):
         c.fail(path + ["release"], "expected a RabbitMQ release like \"3.10\", got {}".format(_describe(rabbit.get("release"))))
     c.boolean(rabbit.get("heal_partitions", True), path + ["heal_partitions"])
     c.integer(rabbit.get("net_ticktime", 60), path + ["net_ticktime"], 5, 600)
+    c.number(rabbit.get("memory_high_watermark", 0.4), path + ["memory_high_watermark"], 0.05, 0.95)
+    c.string(rabbit.get("disk_free_limit", "50MB"), path + ["disk_free_limit"], re.compile(r"^[0-9]+(kB|MB|GB|KiB|MiB|GiB)?$"),
+             "a size like 50MB")
     policies = c.mapping(rabbit.get("policies"), path + ["policies"], required=False)
     for pname, policy in (policies or {}).items():
         here = path + ["policies", pname]
@@ -447,8 +536,8 @@ def _check_keystone(c, model, vips):
     for iface, vip in (interfaces or {}).items():
         if iface not in INTERFACES:
             c.fail(path + ["interfaces", iface], "expected one of {}".format(", ".join(INTERFACES)))
-        elif vip not in vips:
-            c.fail(path + ["interfaces", iface], "unknown VIP {!r}".format(vip))
+        else:
+            c.name(vip, path + ["interfaces", iface], vips, "VIP")
     if interfaces is not None and not interfaces:
         c.fail(path + ["interfaces"], "expected at least one of {}".format(", ".join(INTERFACES)))
     c.number(ks.get("timeout"), path + ["timeout"], 0.1, 120)
@@ -464,6 +553,10 @@ def _check_policy(c, model, controller_count):
     if quorum != "majority":
         if c.integer(quorum, path + ["quorum"], 1, 255) is not None and quorum > controller_count:
             c.fail(path + ["quorum"], "quorum {} is more than the {} controllers".format(quorum, controller_count))
+        elif isinstance(quorum, int) and controller_count and quorum <= controller_count // 2:
+            # Below a majority, one "down" vote could outweigh every "up".
+            c.fail(path + ["quorum"], "quorum {} is not a majority of the {} controllers (at least {})".format(
+                quorum, controller_count, controller_count // 2 + 1))
     _check_timing(c, policy, path, {"cooldown": (0, 86400), "heartbeat": (5, 86400)})
     probe = c.mapping(policy.get("probe"), path + ["probe"])
     if probe:
@@ -542,6 +635,9 @@ def validate(model):
                 c.require(timeouts, key, [ROOT, "haproxy", "timeouts"])
             _check_timing(c, timeouts, [ROOT, "haproxy", "timeouts"], HAPROXY_TIMEOUTS, closed=True)
         c.integer(haproxy.get("retries"), [ROOT, "haproxy", "retries"], 0, 10)
+        c.integer(haproxy.get("maxconn"), [ROOT, "haproxy", "maxconn"], 1, 10000000)
+        for key in ("socket", "state_file"):
+            c.string(haproxy.get(key), [ROOT, "haproxy", key], PATH_RE, "an absolute path")
         c.integer(haproxy.get("redispatch"), [ROOT, "haproxy", "redispatch"], -10, 10)
     keepalived = c.mapping(model.get("keepalived"), [ROOT, "keepalived"])
     if keepalived:
@@ -549,9 +645,28 @@ def validate(model):
         c.boolean(keepalived.get("nopreempt"), [ROOT, "keepalived", "nopreempt"])
         c.integer(keepalived.get("garp_master_repeat"), [ROOT, "keepalived", "garp_master_repeat"], 1, 255)
         c.number(keepalived.get("garp_master_refresh"), [ROOT, "keepalived", "garp_master_refresh"], 0, 86400)
+        c.number(keepalived.get("garp_master_delay"), [ROOT, "keepalived", "garp_master_delay"], 0, 86400)
+        c.number(keepalived.get("track_interval"), [ROOT, "keepalived", "track_interval"], 0.1, 3600)
+    _check_local_paths(c, model)
+    check_unknown_keys(c, model, SCHEMA, [ROOT])
     if c.problems:
         raise ModelError(c.problems)
     return model
+
+
+def _check_local_paths(c, model):
+    """``paths`` and ``packages`` reach init scripts, command lines and file names: absolute
+    paths of plain characters, package names as Debian spells them."""
+    paths = c.mapping(model.get("paths"), [ROOT, "paths"], required=False)
+    for key, value in (paths or {}).items():
+        if str(key).endswith("_service"):
+            c.string(value, [ROOT, "paths", key], SERVICE_NAME_RE, "a service name")
+        else:
+            c.string(value, [ROOT, "paths", key], PATH_RE, "an absolute path of letters, digits and ./_-+{}")
+    packages = c.mapping(model.get("packages"), [ROOT, "packages"], required=False)
+    for key, value in (packages or {}).items():
+        for name in (value if isinstance(value, list) else [value]):
+            c.string(name, [ROOT, "packages", key], PACKAGE_RE, "a package name")
 
 
 def build(defaults, pillar):
@@ -692,3 +807,21 @@ def catalog_endpoints(model, holders=None):
                           "region": keystone["region"],
                           "url": "{}://{}:{}{}".format(keystone["scheme"], host, port, svc["catalog"].get("path") or "")})
     return found
+
+
+REDACTED = "**********"
+_SECRET_KEY = re.compile(r"(^|_)password$|^cookie$")
+
+
+def redact(model, _path=()):
+    """A copy of ``model`` with every secret replaced by ``**********``: values of keys named
+    ``password``/``*_password``/``cookie``, and the ``key`` of a ``tls`` section."""
+    if isinstance(model, dict):
+        out = {}
+        for key, value in model.items():
+            secret = isinstance(key, str) and (_SECRET_KEY.search(key) or (key == "key" and _path and _path[-1] == "tls"))
+            out[key] = REDACTED if secret and value is not None and not isinstance(value, (dict, list)) else redact(value, _path + (key,))
+        return out
+    if isinstance(model, list):
+        return [redact(v, _path) for v in model]
+    return model

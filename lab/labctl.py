@@ -35,9 +35,10 @@ BRIDGE = "ohabr0"
 BRIDGE_ADDR = "10.213.0.1"
 PREFIX = 24
 CONTROLLERS = [("lab-ctrl%d" % i, "10.213.0.%d" % (10 + i)) for i in (1, 2, 3)]
-# The repository root is a file root (for _modules and friends): keep the virtualenv, git and
-# the test/lab trees out of the master's file list, or every sync walks tens of thousands of files.
-FILE_IGNORE = [r"(^|/)\.venv(/|$)", r"(^|/)\.git(/|$)", r"(^|/)__pycache__(/|$)", r"^(tests|bench|lab|scripts|\.ci)(/|$)"]
+# The one file root is states/ (the custom modules are linked into it): the pillar, the tests,
+# the lab and the virtualenv are never served to minions.
+FILE_ROOTS = [os.path.join(REPO, "states")]
+FILE_IGNORE = [r"(^|/)__pycache__(/|$)"]
 OVERLAID = ("etc", "usr/local", "var/lib", "var/log", "var/cache")
 # A second pillar root searched before the repository's: a test puts a changed copy of a site
 # file here (the first root holding a file wins) and removes it afterwards.
@@ -215,7 +216,7 @@ def master_config():
         "cachedir": os.path.join(MASTER_DIR, "cache"),
         "sock_dir": os.path.join(MASTER_DIR, "run", "sock"),
         "pidfile": os.path.join(MASTER_DIR, "run", "salt-master.pid"),
-        "file_roots": {"base": [os.path.join(REPO, "states"), REPO]},
+        "file_roots": {"base": list(FILE_ROOTS)},
         "file_ignore_regex": FILE_IGNORE,
         "pillar_roots": {"base": [PILLAR_OVERRIDES, os.path.join(REPO, "pillar")]},
         "runner_dirs": [os.path.join(REPO, "_runners")],

@@ -30,7 +30,7 @@ openstack_ha-galera-defaults:
     - require:
       - pkg: openstack_ha-galera-packages
 
-# Holds the SST password: readable by mysqld (group mysql), never shown in the output.
+# No secret in it (the SST credentials are in the secrets file below): its diffs are shown.
 # A change applies at the node's next start: restart nodes one at a time, each back to
 # Synced before the next (a state never restarts a cluster member by itself).
 openstack_ha-galera-config:
@@ -44,7 +44,16 @@ openstack_ha-galera-config:
     - user: root
     - group: mysql
     - mode: '0640'
-    - show_changes: False
+    - require:
+      - pkg: openstack_ha-galera-packages
+
+# wsrep_sst_auth: readable by mysqld (group mysql), never shown in any output.
+openstack_ha-galera-secrets:
+  openstack_ha_secret.file:
+    - name: {{ oha.paths.galera_secrets_config }}
+    - kind: galera_sst
+    - group: mysql
+    - mode: '0640'
     - require:
       - pkg: openstack_ha-galera-packages
 
@@ -79,6 +88,7 @@ openstack_ha-galera-member:
     - name: {{ me.id }}
     - require:
       - file: openstack_ha-galera-config
+      - openstack_ha_secret: openstack_ha-galera-secrets
       - file: openstack_ha-galera-defaults
       - file: openstack_ha-galera-log-dir
       - openstack_ha_service: openstack_ha-galera-health-running

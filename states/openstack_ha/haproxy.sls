@@ -24,19 +24,37 @@ openstack_ha-haproxy-run-dir:
 {%- for name, svc in oha.services | dictsort if svc.tls is defined %}
 
 openstack_ha-haproxy-tls-{{ name }}:
-  file.managed:
+  openstack_ha_secret.file:
     - name: /etc/haproxy/certs/{{ name }}.pem
-    - contents: |
-        {{ svc.tls.certificate | indent(8) }}
-        {{ svc.tls.key | indent(8) }}
+    - kind: tls
+    - service: {{ name }}
     - mode: '0600'
     - makedirs: True
-    - show_changes: False
     - require:
       - pkg: openstack_ha-haproxy-package
     - require_in:
       - file: openstack_ha-haproxy-config
 {%- endfor %}
+
+# The stats page's user and password: a second configuration file, loaded with -f.
+openstack_ha-haproxy-secrets:
+  openstack_ha_secret.file:
+    - name: {{ oha.paths.haproxy_secrets_config }}
+    - kind: haproxy_stats
+    - group: haproxy
+    - mode: '0640'
+    - require:
+      - pkg: openstack_ha-haproxy-package
+
+openstack_ha-haproxy-defaults:
+  file.managed:
+    - name: {{ oha.paths.haproxy_defaults }}
+    - contents: |
+        # Managed by Salt (openstack_ha.haproxy). Read by HAProxy's init script and unit.
+        EXTRAOPTS="-f {{ oha.paths.haproxy_secrets_config }}"
+    - mode: '0644'
+    - require:
+      - pkg: openstack_ha-haproxy-package
 
 # haproxy -c must accept the rendered file before it replaces the live one; if it does not,
 # the state fails with HAProxy's own message and the running HAProxy is not touched.
@@ -51,11 +69,11 @@ openstack_ha-haproxy-config:
     - user: root
     - group: haproxy
     - mode: '0640'
-    - show_changes: False
-    - check_cmd: /usr/sbin/haproxy -c -f
+    - check_cmd: /usr/sbin/haproxy -c -f {{ oha.paths.haproxy_secrets_config }} -f
     - require:
       - pkg: openstack_ha-haproxy-package
       - sysctl: openstack_ha-haproxy-nonlocal-bind
+      - openstack_ha_secret: openstack_ha-haproxy-secrets
 
 # Reload = save server state (drains included), then a seamless master-worker reload.
 openstack_ha-haproxy-running:
@@ -68,6 +86,7 @@ openstack_ha-haproxy-running:
         state_file: {{ oha.haproxy.state_file }}
         pidfile: {{ oha.paths.haproxy_pidfile }}
         config_file: {{ oha.paths.haproxy_config }}
+        extra_config: {{ oha.paths.haproxy_secrets_config }}
     # The saved server state carries each server's address and ports, and HAProxy applies them
     # over the configuration's: a server whose address or ports changed starts afresh instead.
     - prepare_function: openstack_ha_haproxy.prepare_start
@@ -76,6 +95,8 @@ openstack_ha-haproxy-running:
         config_file: {{ oha.paths.haproxy_config }}
     - require:
       - file: openstack_ha-haproxy-run-dir
+      - file: openstack_ha-haproxy-defaults
     - watch:
       - file: openstack_ha-haproxy-config
+      - openstack_ha_secret: openstack_ha-haproxy-secrets
 {%- endif %}

@@ -24,7 +24,7 @@ def salt_factories_config():
 @pytest.fixture(scope="module")
 def master(salt_factories):
     overrides = {
-        "file_roots": {"base": [os.path.join(REPO, "states"), REPO]},
+        "file_roots": {"base": list(labctl.FILE_ROOTS)},
         "file_ignore_regex": labctl.FILE_IGNORE,
         "pillar_roots": {"base": [os.path.join(REPO, "pillar")]},
         "utils_dirs": [os.path.join(REPO, "_utils")],

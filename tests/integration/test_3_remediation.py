@@ -37,10 +37,19 @@ def test_hung_backend_is_drained_everywhere_and_restored(remediating):
     wait_until(lambda: ready_everywhere("lab-ctrl3"), 45, "nova/lab-ctrl3 restored after SIGCONT", interval=0.5)
 
 
-@pytest.fixture
+_INTRUDER_ROOT = {}
+
+
+def intruder_config_dir(name):
+    return os.path.join(_INTRUDER_ROOT[name], "minion")
+
+
+@pytest.fixture(scope="module")
 def intruder(lab, tmp_path_factory):
-    """A minion that is not a controller: on the host, accepted by the lab's master."""
+    """A minion that is not a controller: on the host, accepted by the lab's master (one for
+    the module: a second minion under the same id would meet the first one's key)."""
     root = tmp_path_factory.mktemp("intruder")
+    _INTRUDER_ROOT["intruder"] = str(root)
     conf = root / "minion"
     conf.write_text(json.dumps({"id": "intruder", "master": labtools.labctl.BRIDGE_ADDR, "root_dir": str(root),
                                 "pidfile": str(root / "minion.pid"), "user": "root",
@@ -63,8 +72,18 @@ FORGED = {"kind": "change", "changes": [{"service": "nova", "backend": "lab-ctrl
 
 
 def forge(sender, tag, data):
-    rc, result = labtools.salt(sender, "event.send", tag, "data=" + json.dumps(data))
+    """Put ``data`` on the master's bus under ``tag`` as a beacon event would be: through the
+    ``events`` list of a minion event (``event.fire_master`` with a preload), so the runner
+    receives ``data`` itself, exactly as it receives a real beacon's report."""
+    preload = json.dumps({"events": [{"tag": tag, "data": data}]})
+    rc, result = labtools.salt(sender, "event.fire_master", "data={}", "tag=oha-forgery", "preload=" + preload)
     assert rc == 0 and result[sender] is True, result
+
+
+def ignored_counts():
+    """The runner's trace of ignored events and answers: {(why, who): count}."""
+    status = labtools.runner("openstack_ha.status")
+    return {(e["why"], e["who"]): e["count"] for e in status["lab"].get("ignored") or []}
 
 
 def test_forged_and_spoofed_events_drain_nothing(remediating, intruder):
@@ -79,12 +98,46 @@ def test_forged_and_spoofed_events_drain_nothing(remediating, intruder):
         forge("lab-ctrl1", "salt/beacon/lab-ctrl1/openstack_ha_backends/change", nasty)
         # And one straight from the intruder's own id.
         forge(intruder, "salt/beacon/intruder/openstack_ha_backends/change", FORGED)
+        seen = events.wait("salt/beacon/intruder/openstack_ha_backends/change", 15)
+        assert seen is not None and seen["data"].get("changes") == FORGED["changes"], "the forgery did not reach the bus as a report"
         assert events.wait("openstack_ha/backend/drained", 8) is None
     finally:
         events.close()
     assert ready_everywhere("lab-ctrl3")
     assert not os.path.exists("/tmp/oha-pwned")
     assert not [d for d in labtools.decisions()[before:] if d["what"] == "drain"]
+    # The intruder's own report was dropped before any pillar work, and a trace kept.
+    wait_until(lambda: any(who == "intruder" and "not a controller" in why for (why, who) in ignored_counts()), 20,
+               "the ignored intruder event in the status' trace", interval=1)
+
+
+def test_forged_job_returns_in_the_controllers_names_are_not_believed(remediating, intruder):
+    """The attack seen on the lab: the intruder answers each verification in the three
+    controllers' names (event-bus returns and resource_id returns), claiming a healthy backend
+    down and the others up. Nothing may be drained, and the forgeries are counted."""
+    root = os.path.dirname(intruder_config_dir(intruder))
+    before = len(labtools.decisions())
+    forger = subprocess.Popen([os.path.join(labtools.labctl.VENV_BIN, "python"), os.path.join(os.path.dirname(__file__), "intruder_forger.py"),
+                               root, os.path.join(labtools.labctl.MASTER_DIR, "etc"), "40", "nova", "lab-ctrl2"] + CTRLS,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(2)  # the forger's bus subscription is up (no event to wait for: it only listens)
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:
+            # Hints that make the runner verify (forged beacon reports in lab-ctrl2's name).
+            forge(intruder, "salt/beacon/lab-ctrl2/openstack_ha_backends/change",
+                  dict(FORGED, changes=[{"service": "nova", "backend": "lab-ctrl2", "state": "down"}], view={"nova/lab-ctrl2": "down"}))
+            assert ready_everywhere("lab-ctrl2"), "a healthy backend was drained on forged answers"
+            if any("unauthenticated" in why for (why, _) in ignored_counts()):
+                break
+        assert any("unauthenticated" in why for (why, _) in ignored_counts()), "no forged answer was seen by the runner"
+        time.sleep(2)
+        assert ready_everywhere("lab-ctrl2")
+        assert not [d for d in labtools.decisions()[before:] if d["what"] == "drain"]
+    finally:
+        labtools.labctl.kill_pids([forger.pid])
+        out = forger.stdout.read() if forger.stdout else ""
+    assert "forged round" in out, out
 
 
 def test_the_last_backend_of_a_service_is_never_drained(remediating):

@@ -7,7 +7,9 @@ import subprocess
 import jinja2
 import pytest
 
-from tests.conftest import REPO, build, model_lib
+from tests.conftest import REPO, build, load_module, model_lib
+
+secret_state = load_module("_states/openstack_ha_secret.py", "openstack_ha_secret")
 
 FILES = os.path.join(REPO, "states", "openstack_ha", "files")
 SITES = ["eqiad1", "codfw1dev", "lab"]
@@ -32,10 +34,14 @@ def controllers(site):
 def test_haproxy_config_passes_haproxy_c(site, tmp_path):
     for model, me in controllers(site):
         cfg = tmp_path / ("haproxy-%s.cfg" % me["id"])
-        cfg.write_text(render("haproxy.cfg.jinja", oha=model, me=me))
-        proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
+        # The states render from the redacted model; the secrets file from the real one.
+        cfg.write_text(render("haproxy.cfg.jinja", oha=model_lib.redact(model), me=me))
+        secrets = tmp_path / "secrets.cfg"
+        secrets.write_text(secret_state.render("haproxy_stats", model))
+        proc = subprocess.run(["haproxy", "-c", "-f", str(secrets), "-f", str(cfg)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         text = cfg.read_text()
+        assert "**********" not in text and model["haproxy"]["stats"].get("password", "-" * 20) not in text
         for name, svc in model["services"].items():
             assert "frontend %s\n    bind %s:%d" % (name, model["vips"][svc["vip"]]["address"], svc["port"]) in text
             # and on every VIP a catalog interface names (the vip mode's internal/admin endpoints)
@@ -99,3 +105,26 @@ def test_keepalived_t_rejects_a_broken_config(tmp_path):
     cfg = tmp_path / "bad.conf"
     cfg.write_text("vrrp_instance x {\n    virtual_router_id 999\n}\n")
     assert subprocess.run(["keepalived", "-l", "-t", "-f", str(cfg)], capture_output=True).returncode != 0
+
+
+def test_a_stats_password_with_hash_and_space_is_kept_whole(tmp_path):
+    """HAProxy cuts an unquoted word at '#' or a space (`abc#def` would be `abc`): the
+    secrets file quotes it, and HAProxy accepts the result."""
+    model = build("lab")
+    model["haproxy"]["stats"].update(enabled=True, password="abc#def ghi")
+    me = dict(model["controllers"][0], index=0)
+    secrets = tmp_path / "secrets.cfg"
+    secrets.write_text(secret_state.render("haproxy_stats", model))
+    assert 'insecure-password "abc#def ghi"' in secrets.read_text()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(render("haproxy.cfg.jinja", oha=model_lib.redact(model), me=me))
+    proc = subprocess.run(["haproxy", "-c", "-f", str(secrets), "-f", str(cfg)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_wsrep_configuration_holds_no_secret():
+    model = build("lab")
+    me = dict(model["controllers"][0], index=0)
+    text = render("galera.cnf.jinja", oha=model_lib.redact(model), me=me)
+    assert model["galera"]["sst_password"] not in text and "wsrep_sst_auth" not in text
+    assert "wsrep_sst_auth = sst:" + model["galera"]["sst_password"] in secret_state.render("galera_sst", model)

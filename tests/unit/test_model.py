@@ -128,7 +128,7 @@ CASES = [
     (lambda p: set_path(p, ["galera", "health_port"], 3306),
      "openstack_ha:galera:health_port: must differ from the database port 3306"),
     (lambda p: set_path(p, ["galera", "provider_options"], {"evs.suspect_timeout": "PT1S; pc.bootstrap=YES"}),
-     "openstack_ha:galera:provider_options:evs.suspect_timeout: expected a plain value without ';', got 'PT1S; pc.bootstrap=YES'"),
+     "openstack_ha:galera:provider_options:evs.suspect_timeout: expected a plain value (no spaces, ';', '#', quotes or backslashes), got 'PT1S; pc.bootstrap=YES'"),
     (lambda p: set_path(p, ["galera", "sizes"], {"innodb_buffer_pool": "1G"}),
      "openstack_ha:galera:sizes:innodb_buffer_pool: unknown size (known: gcache_size, innodb_buffer_pool_size, max_connections)"),
     (lambda p: set_path(p, ["galera", "databases"], {"nova-api": {"user": "nova", "password": "x" * 16}}),
@@ -182,3 +182,38 @@ def test_missing_pillar_is_explained():
 def test_quorum_size():
     assert model_lib.quorum_size(build()) == 2
     assert model_lib.quorum_size(build(mutate=lambda p: p.setdefault("remediation", {}).update(quorum=3))) == 3
+
+
+HARDENING = [
+    (lambda p: p.update(remediaton={"enabled": False}), "openstack_ha:remediaton: unknown key (did you mean 'remediation'?)"),
+    (lambda p: p.update(keepalive={"advert_int": 1}), "openstack_ha:keepalive: unknown key (did you mean 'keepalived'?)"),
+    (lambda p: set_path(p, ["services", "nova", "vip"], ["public"]), "openstack_ha:services:nova:vip: expected the name of a VIP, got ['public'] (list)"),
+    (lambda p: set_path(p, ["galera", "vip"], ["internal"]), "openstack_ha:galera:vip: expected the name of a VIP, got ['internal'] (list)"),
+    (lambda p: set_path(p, ["keystone", "interfaces"], {"public": ["public"]}), "openstack_ha:keystone:interfaces:public: expected the name of a VIP, got ['public'] (list)"),
+    (lambda p: set_path(p, ["galera", "nodes"], [{"id": "x"}, "b", "c"]), "openstack_ha:galera:nodes:0: expected a controller id, got {'id': 'x'} (dict)"),
+    (lambda p: set_path(p, ["rabbitmq", "nodes"], [["a"], "b", "c"]), "openstack_ha:rabbitmq:nodes:0: expected a controller id, got ['a'] (list)"),
+    (lambda p: set_path(p, ["keepalived"], {"track_interval": 0}), "openstack_ha:keepalived:track_interval: expected a number 0.1-3600, got 0 (int)"),
+    (lambda p: set_path(p, ["keepalived"], {"garp_master_delay": "1; x"}), "openstack_ha:keepalived:garp_master_delay: expected a number 0-86400, got '1; x'"),
+    (lambda p: set_path(p, ["remediation"], {"quorum": 1}), "openstack_ha:remediation:quorum: quorum 1 is not a majority of the 3 controllers (at least 2)"),
+    (lambda p: set_path(p, ["services", "nova", "extra_options"], ["program evil"]), "openstack_ha:services:nova:extra_options:0: may not open a new section ('program')"),
+    (lambda p: set_path(p, ["haproxy", "extra_defaults"], ["userlist x"]), "openstack_ha:haproxy:extra_defaults:0: may not open a new section ('userlist')"),
+    (lambda p: set_path(p, ["services", "nova", "extra_options"], ["external-check command /bin/sh"]),
+     "openstack_ha:services:nova:extra_options:0: may not make HAProxy run a program ('external-check command /bin/sh')"),
+    (lambda p: p.update(paths={"galera_health": "/usr/local/sbin/x; rm -rf /"}),
+     "openstack_ha:paths:galera_health: expected an absolute path of letters, digits and ./_-+{}, got '/usr/local/sbin/x; rm -rf /'"),
+    (lambda p: set_path(p, ["rabbitmq", "memory_high_watermark"], 2), "openstack_ha:rabbitmq:memory_high_watermark: expected a number 0.05-0.95, got 2 (int)"),
+]
+
+
+@pytest.mark.parametrize("mutate,message", HARDENING, ids=[m.split(": ")[0] for _, m in HARDENING])
+def test_hostile_or_mistyped_pillars_are_refused_by_key_path(mutate, message):
+    assert message in problems(mutate)
+
+
+def test_more_than_25_controllers_are_refused():
+    def many(p):
+        p["network"] = "10.9.0.0/16"
+        p["controllers"] = [{"id": "c%d" % i, "address": "10.9.0.%d" % (i + 10)} for i in range(26)]
+        for vip in p["vips"].values():
+            vip["address"] = "10.9.1.%d" % vip["vrid"]
+    assert any("at most 25 controllers" in m for m in problems(many))

@@ -1,0 +1,149 @@
+"""What the master believes and what it lets out: signed answers, malformed views, redaction,
+root writes that never follow a link, the Galera start marker."""
+
+import os
+import time
+
+import pytest
+
+from tests.conftest import REPO, defaults, example_pillar, load_module, model_lib
+
+files = load_module("_utils/openstack_ha_files.py", "openstack_ha_files")
+signed = load_module("_modules/openstack_ha_signed.py", "openstack_ha_signed")
+runner = load_module("_runners/openstack_ha.py", "openstack_ha_runner")
+plan = load_module("_utils/openstack_ha_galera_plan.py", "openstack_ha_galera_plan")
+health = load_module("states/openstack_ha/files/galera_health.py", "galera_health")
+
+
+@pytest.fixture
+def keys(tmp_path, monkeypatch):
+    """Two minions' key pairs (a controller and an intruder), and the master's key store
+    answering with the controller's accepted public key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pems = {}
+    for name in ("lab-ctrl1", "intruder"):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "minion.pem").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+        pems[name] = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    monkeypatch.setattr(runner, "_accepted_key", lambda minion: serialization.load_pem_public_key(pems[minion].encode())
+                        if minion == "lab-ctrl1" else None)
+    return tmp_path
+
+
+def answer_as(keys, minion, nonce, fun, answer, claimed_id=None):
+    signed.__opts__ = {"pki_dir": str(keys / minion), "id": claimed_id or minion}
+    signed.__salt__ = {fun: lambda: answer}
+    signed._KEY.clear()
+    return signed.call(fun, nonce=nonce)
+
+
+NONCE = "0123456789abcdef0123"
+VIEW = {"probes": {"nova/lab-ctrl2": {"up": True}}, "admin": {"nova/lab-ctrl2": "ready"}}
+
+
+def test_a_signed_answer_is_believed(keys):
+    reply = answer_as(keys, "lab-ctrl1", NONCE, "openstack_ha_probe.service_view", VIEW)
+    assert runner.authenticated_answer("lab-ctrl1", NONCE, "openstack_ha_probe.service_view", reply) == VIEW
+
+
+@pytest.mark.parametrize("tamper", ["other_nonce", "other_fun", "intruder_key", "altered_body", "bare_answer", "garbage_sig"])
+def test_forged_replayed_or_altered_answers_count_as_none(keys, tamper):
+    fun = "openstack_ha_probe.service_view"
+    if tamper == "intruder_key":
+        reply = answer_as(keys, "intruder", NONCE, fun, VIEW, claimed_id="lab-ctrl1")
+    else:
+        reply = answer_as(keys, "lab-ctrl1", NONCE, fun, VIEW)
+    nonce, asked = NONCE, fun
+    if tamper == "other_nonce":
+        nonce = "fedcba9876543210fedcba"
+    elif tamper == "other_fun":
+        asked = "openstack_ha_probe.vips_held"
+    elif tamper == "altered_body":
+        reply = dict(reply, body=reply["body"].replace("true", "false"))
+    elif tamper == "bare_answer":
+        reply = VIEW
+    elif tamper == "garbage_sig":
+        reply = dict(reply, sig="Zm9yZ2Vk")
+    assert runner.authenticated_answer("lab-ctrl1", nonce, asked, reply) is runner._NO_ANSWER
+
+
+def test_only_the_runners_functions_are_signed(keys):
+    signed.__opts__ = {"pki_dir": str(keys / "lab-ctrl1"), "id": "lab-ctrl1"}
+    with pytest.raises(Exception, match="not a function the runner asks"):
+        signed.call("cmd.run", ["id"], nonce=NONCE)
+
+
+@pytest.mark.parametrize("view", [
+    None, [], "up", {"probes": []}, {"probes": {"nova/x": {"up": "yes"}}}, {"probes": {"nova/x": True}},
+    {"probes": {}, "admin": {"nova/x": 3}}, {"probes": {"nova/x": {"up": True}}, "admin": []},
+])
+def test_a_malformed_view_is_not_a_vote(view):
+    assert runner.valid_view(view) is False
+
+
+def test_a_well_formed_view_is_a_vote():
+    assert runner.valid_view({"probes": {"nova/x": {"up": False, "detail": "refused"}}, "admin": {"nova/x": "ready"}, "haproxy": True})
+
+
+def test_redaction_hides_every_secret_of_a_real_site():
+    merged = model_lib.build(defaults(), example_pillar("eqiad1"))
+    text = repr(model_lib.redact(merged))
+    for secret in (merged["galera"]["root_password"], merged["galera"]["sst_password"], merged["rabbitmq"]["cookie"]):
+        assert secret not in text
+    assert "**********" in text
+    assert model_lib.redact(merged)["galera"]["sst_user"] == merged["galera"]["sst_user"]
+
+
+def test_write_atomic_replaces_a_planted_link_instead_of_following_it(tmp_path):
+    victim = tmp_path / "shadow"
+    victim.write_text("root:x:0\n")
+    cookie = tmp_path / ".erlang.cookie"
+    os.symlink(victim, cookie)
+    files.write_atomic(str(cookie), "NEWCOOKIE", mode=0o400)
+    assert victim.read_text() == "root:x:0\n"
+    assert not cookie.is_symlink() and cookie.read_text() == "NEWCOOKIE"
+    assert (cookie.stat().st_mode & 0o777) == 0o400
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".openstack-ha")]
+
+
+def test_read_nofollow_refuses_a_link(tmp_path):
+    os.symlink("/etc/hostname", tmp_path / "link")
+    with pytest.raises(OSError):
+        files.read_nofollow(str(tmp_path / "link"))
+    assert files.read_nofollow(str(tmp_path / "missing")) is None
+
+
+def test_a_bootstrap_in_flight_is_waited_for_not_refused():
+    uuid = "5f1c9a3e-1111-11ef-8000-0123456789ab"
+    bootstrapping = {"running": False, "starting": {"bootstrap": True, "age": 2.0},
+                     "grastate": {"uuid": uuid, "seqno": -1, "safe_to_bootstrap": False}}
+    fresh = {"running": False, "grastate": None}
+    action, reason = plan.start_plan("n2", ["n1", "n2", "n3"], {"n1": bootstrapping, "n2": fresh, "n3": fresh})
+    assert action == "wait" and "n1 is bootstrapping" in reason
+    # The same history with no start under way is a dead cluster: only galera_recover may act.
+    dead = dict(bootstrapping, starting=None)
+    assert plan.start_plan("n2", ["n1", "n2", "n3"], {"n1": dead, "n2": fresh, "n3": fresh})[0] == "refuse"
+
+
+def test_the_health_daemon_reports_a_start_marker_until_it_is_stale(tmp_path):
+    marker = tmp_path / "starting"
+    assert health.start_in_flight(str(marker), 60) is None
+    marker.write_text('{"bootstrap": true, "since": %f}' % (time.time() - 5))
+    found = health.start_in_flight(str(marker), 60)
+    assert found["bootstrap"] is True and 4 <= found["age"] <= 30
+    assert health.start_in_flight(str(marker), 1) is None
+    marker.write_text("not json")
+    assert health.start_in_flight(str(marker), 60) is None
+
+
+def test_no_pillar_is_under_the_file_root():
+    from lab import labctl
+
+    for root in labctl.FILE_ROOTS:
+        for dirpath, _, names in os.walk(root, followlinks=True):
+            assert not [n for n in names if n.endswith(".sls") and "pillar" in os.path.relpath(dirpath, REPO)], dirpath
+        assert not os.path.exists(os.path.join(root, "pillar"))
