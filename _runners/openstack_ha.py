@@ -435,6 +435,18 @@ def valid_view(view):
     return all(isinstance(k, str) and isinstance(v, str) for k, v in view.get("admin", {}).items())
 
 
+def valid_rabbit_view(view):
+    """True when ``view`` has the shape of ``openstack_ha_rabbitmq.report``'s answer (else it
+    is that node's missing answer, never an exception that stops the site's checks)."""
+    if not isinstance(view, dict):
+        return False
+    lists = all(view.get(k) is None or (isinstance(view[k], list) and all(isinstance(x, str) for x in view[k]))
+                for k in ("running_nodes", "members", "alarms", "expected"))
+    partitions = view.get("partitions")
+    return lists and (partitions is None or isinstance(partitions, dict)) and all(
+        isinstance(view.get(k, False), bool) for k in ("running", "app_running"))
+
+
 def _verify(model, service=None):
     """Every controller's fresh view of ``service`` (or of all services), from the model we
     hold: {controller: view} of those that answered with a well-formed view in time."""
@@ -623,7 +635,7 @@ def _vip_view(model):
     controllers = [c["id"] for c in model["controllers"]]
     addresses = {name: vip["address"] for name, vip in model["vips"].items()}
     held = {c: a for c, a in _publish(controllers, "openstack_ha_probe.vips_held", (addresses,), timeout=VERIFY_TIMEOUT).items()
-            if isinstance(a, list)}
+            if isinstance(a, list) and all(isinstance(n, str) for n in a)}
     holders = {vip: sorted(c for c, names in held.items() if vip in names) for vip in sorted(model["vips"])}
     return held, holders, len(held) >= __utils__["openstack_ha_model.quorum_size"](model)
 
@@ -703,7 +715,7 @@ def _check_rabbitmq(model, reporter, data):
                     del records["rabbitmq"][kind]
                 _store(model["site"], records)
         return []
-    views = _ask(nodes, "openstack_ha_rabbitmq.report", timeout=12, channel="slow")
+    views = {n: v for n, v in _ask(nodes, "openstack_ha_rabbitmq.report", timeout=12, channel="slow").items() if valid_rabbit_view(v)}
     expected = sorted({n for v in views.values() for n in v.get("expected") or []}) or expected
     problems = []
     partitioned = {n: v["partitions"] for n, v in views.items() if any((v.get("partitions") or {}).values())}

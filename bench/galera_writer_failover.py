@@ -80,7 +80,8 @@ def listener_state():
 
 
 def status(ctrl):
-    proc = subprocess.run(["curl", "-s", "-m", "2", "http://%s:9200/status" % ADDRESS[ctrl]], capture_output=True, text=True)
+    # From inside the controller: the health daemon answers only the controllers.
+    proc = subprocess.run(labctl.in_ctrl(ctrl, ["curl", "-s", "-m", "2", "http://%s:9200/status" % ADDRESS[ctrl]]), capture_output=True, text=True)
     try:
         return json.loads(proc.stdout)
     except ValueError:

@@ -34,7 +34,8 @@ def status(ctrl):
 
 
 def statuses():
-    return {c: labtools.http_json(labtools.ADDRESS[c], 9200, "/status") for c in CTRLS}
+    # Asked from inside each controller: the health daemon answers only the controllers.
+    return {c: labtools.http_json(labtools.ADDRESS[c], 9200, "/status", inside=c) for c in CTRLS}
 
 
 def all_synced(size=3):

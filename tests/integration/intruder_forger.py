@@ -35,6 +35,8 @@ def main(argv):
     minion_dir, master_dir, seconds, service, backend = argv[:5]
     ctrls = argv[5:]
     mopts = salt.config.minion_config(minion_dir + "/minion")
+    # What a running minion works out when it connects: where the master's request server is.
+    mopts["master_uri"] = "tcp://{}:{}".format(mopts["master"], mopts.get("master_port", 4506))
     master_opts = salt.config.master_config(master_dir + "/master")
     view = forged_view(service, backend, ctrls)
     deadline = time.monotonic() + float(seconds)

@@ -86,9 +86,11 @@ def http_get(address, port, timeout=3):
         return None
 
 
-def http_json(address, port, path="/", timeout=3):
-    """GET http://address:port/path from the host; the parsed JSON body, or None."""
-    proc = subprocess.run(["curl", "-s", "-m", str(timeout), "http://%s:%d%s" % (address, port, path)], capture_output=True, text=True)
+def http_json(address, port, path="/", timeout=3, inside=None):
+    """GET http://address:port/path from the host (or from inside controller ``inside``); the
+    parsed JSON body, or None."""
+    cmd = ["curl", "-s", "-m", str(timeout), "http://%s:%d%s" % (address, port, path)]
+    proc = subprocess.run(labctl.in_ctrl(inside, cmd) if inside else cmd, capture_output=True, text=True)
     try:
         return json.loads(proc.stdout)
     except ValueError:

@@ -42,3 +42,73 @@ def test_no_pid_file_or_a_half_written_one_is_no_evidence(health, tmp_path):
     assert health.server_gone(str(tmp_path / "missing.pid")) is None
     (tmp_path / "empty.pid").write_text("")
     assert health.server_gone(str(tmp_path / "empty.pid")) is None
+
+
+def _serve(health, tmp_path, allow, max_clients=4, client_timeout=1.0):
+    """The daemon's server on a free loopback port, in a thread; returns (server, port)."""
+    import threading
+
+    class Args:
+        node, socket, datadir, sst_user = "n1", str(tmp_path / "no.sock"), str(tmp_path), "sst"
+        maintenance_file, starting_file, starting_max = str(tmp_path / "maint"), None, 60
+        interval, pidfile, watch, stale, available_when_donor = 0.2, None, 0.1, 3.0, False
+
+    server = health.BoundedServer(("127.0.0.1", 0), health.make_handler(health.Probe(Args), client_timeout), allow, max_clients)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def _get(port, path="/status", timeout=3):
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_idle_connections_do_not_stop_it_answering(health, tmp_path):
+    import socket
+
+    server, port = _serve(health, tmp_path, allow=[], max_clients=4, client_timeout=1.0)
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(12)]
+    try:
+        # Every slot is taken by a silent client; they are cut off after the client timeout,
+        # and the ones beyond the bound were closed at once. A real check gets its answer.
+        deadline = time.monotonic() + 10
+        code = None
+        while time.monotonic() < deadline and code not in (200, 503):
+            try:
+                code = _get(port, "/", timeout=3)
+            except OSError:
+                time.sleep(0.2)
+        assert code == 503  # no database here: unhealthy, but answered
+        # And the silent clients were cut off by the server (at once beyond the bound, after
+        # the client timeout within it), so they cannot pile up threads and sockets.
+        for sock in idle:
+            sock.settimeout(5)
+            assert sock.recv(1) == b""
+    finally:
+        for sock in idle:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_only_the_allowed_addresses_may_ask(health, tmp_path):
+    server, port = _serve(health, tmp_path, allow=["127.0.0.2"])
+    try:
+        import urllib.error
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            _get(port)
+    finally:
+        server.shutdown()
+        server.server_close()
+    server, port = _serve(health, tmp_path, allow=["127.0.0.1"])
+    try:
+        assert _get(port) == 200
+    finally:
+        server.shutdown()
+        server.server_close()

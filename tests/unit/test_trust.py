@@ -147,3 +147,14 @@ def test_no_pillar_is_under_the_file_root():
         for dirpath, _, names in os.walk(root, followlinks=True):
             assert not [n for n in names if n.endswith(".sls") and "pillar" in os.path.relpath(dirpath, REPO)], dirpath
         assert not os.path.exists(os.path.join(root, "pillar"))
+
+
+@pytest.mark.parametrize("view", [None, [], {"running": "yes"}, {"running_nodes": "rabbit@a"}, {"partitions": []},
+                                  {"alarms": [1]}, {"running": True, "members": [["x"]]}])
+def test_a_malformed_rabbitmq_report_is_not_a_view(view):
+    assert runner.valid_rabbit_view(view) is False
+
+
+def test_a_rabbitmq_report_is_a_view():
+    assert runner.valid_rabbit_view({"running": True, "app_running": True, "running_nodes": ["rabbit@a"], "members": ["rabbit@a"],
+                                     "partitions": {"rabbit@a": []}, "alarms": [], "expected": ["rabbit@a"]})

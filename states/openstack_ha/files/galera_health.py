@@ -11,6 +11,11 @@ GET /status  200 and a JSON document, also while the database is down: the wsrep
              grastate.dat (uuid, seqno, safe_to_bootstrap) and whether the SST user exists.
              The openstack_ha.galera state reads it from every node before it starts one.
 
+Only the site's controllers may ask (``--allow``; others are disconnected at once), an idle or slow client is
+cut off after ``--client-timeout`` seconds, and at most ``--max-clients`` requests are served
+at once (more are closed at once): a host that opens idle connections cannot make it stop
+answering HAProxy's checks, which would mark every Galera node down.
+
 Runs as the ``mysql`` user and talks to the local server over its unix socket (no password).
 The maintenance switch is a file: while it exists the node reports 503. With --pidfile it
 also watches the server's process (every --watch seconds, one /proc read): a server that has
@@ -21,6 +26,7 @@ Standard library only, so it runs on the distribution's python3.
 import argparse
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -176,9 +182,42 @@ class Probe:
         return out
 
 
-def make_handler(probe):
+class BoundedServer(ThreadingHTTPServer):
+    """A threading HTTP server that serves at most ``max_clients`` requests at once and only
+    clients whose address is in ``allowed``: beyond the bound a connection is closed at once."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, handler, allowed, max_clients):
+        self.allowed = set(allowed)
+        self.slots = threading.BoundedSemaphore(max_clients)
+        super().__init__(address, handler)
+
+    def verify_request(self, request, client_address):
+        return not self.allowed or client_address[0] in self.allowed
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def make_handler(probe, client_timeout=2.0):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"
+        timeout = client_timeout  # an idle or slow client is cut off
 
         def _send(self, code, body, kind):
             data = body.encode()
@@ -222,12 +261,16 @@ def main():
     parser.add_argument("--starting-max", type=float, default=900.0,
                         help="a start marker older than this many seconds is stale (its start was killed)")
     parser.add_argument("--stale", type=float, default=3.0, help="an answer older than this is unhealthy")
+    parser.add_argument("--allow", action="append", default=[],
+                        help="an address that may ask (repeat; the controllers and the local host); none: everyone")
+    parser.add_argument("--client-timeout", type=float, default=2.0, help="seconds an idle or slow client is given")
+    parser.add_argument("--max-clients", type=int, default=32, help="requests served at once; more are closed")
     parser.add_argument("--available-when-donor", action="store_true",
                         help="a Donor/Desynced node stays healthy (a mariabackup donor keeps serving)")
     args = parser.parse_args()
-    ThreadingHTTPServer.allow_reuse_address = True
-    ThreadingHTTPServer.daemon_threads = True
-    server = ThreadingHTTPServer((args.address, args.port), make_handler(Probe(args)))
+    BoundedServer.address_family = socket.AF_INET6 if ":" in args.address else socket.AF_INET
+    server = BoundedServer((args.address, args.port), make_handler(Probe(args), args.client_timeout),
+                           args.allow, args.max_clients)
     server.serve_forever()
 
 
