@@ -49,6 +49,9 @@ MAX_DECISIONS = 200
 # unreachable, and the quorum of the others decides without it.
 VERIFY_TIMEOUT = 2
 ACT_TIMEOUT = 3
+# Once a quorum of controllers answered a verification, how much longer the others are
+# awaited. A healthy controller answers within about the probe timeout of the others.
+QUORUM_GRACE = 0.75
 
 
 def _pillar_model(minion):
@@ -284,8 +287,10 @@ def _announce(records, site, entry, tag=None):
 # ------------------------------------------------------------------------- verify and act
 
 
-_CLIENT = {}
-_CLIENT_LOCK = threading.Lock()
+# One LocalClient per thread and channel: a client is not thread-safe, and one shared client
+# (behind a lock) made every publish of the master wait for the slowest one in flight (a
+# verification waiting for a cut-off controller held up every other site's drains).
+_CLIENTS = threading.local()
 
 
 def _accepted_key(minion):
@@ -341,7 +346,7 @@ def authenticated_answer(minion, nonce, fun, reply):
     return data.get("answer")
 
 
-def _publish(controllers, fun, args=(), timeout=5, channel="local", kwargs=None, wait_for=None):
+def _publish(controllers, fun, args=(), timeout=5, channel="local", kwargs=None, wait_for=None, quorum=None):
     """Call ``fun`` on ``controllers`` in one publish; return {controller: answer} of those
     whose answer arrived within ``timeout`` seconds, signed by that controller's own key (a
     hard deadline: an unreachable controller costs exactly ``timeout``, never Salt's extra
@@ -351,6 +356,9 @@ def _publish(controllers, fun, args=(), timeout=5, channel="local", kwargs=None,
         the controllers worth waiting for (default: all); once every one of them answered,
         the call returns without waiting out the others (a controller known to be cut off
         does not hold up every decision of its site).
+    quorum
+        once this many answered, the rest get ``QUORUM_GRACE`` seconds more at most (a
+        controller cut off a moment ago costs the grace once, not the whole timeout).
 
     Answers are read off the event bus (fast), but believed only when their signature checks
     out (:func:`authenticated_answer`): a forged ``salt/job/<jid>/ret/<id>`` event from
@@ -366,31 +374,34 @@ def _publish(controllers, fun, args=(), timeout=5, channel="local", kwargs=None,
     returns = {}
     nonce = secrets.token_hex(16)
     call_args = [fun, list(args), dict(kwargs or {}), nonce]
-    with _CLIENT_LOCK:
-        lock = _CLIENT.setdefault("lock:" + channel, threading.Lock())
-    with lock:
-        client = _CLIENT.get(channel)
-        if client is None:
-            client = _CLIENT[channel] = salt.client.LocalClient(mopts=__opts__)
-        pub = client.run_job(controllers, "openstack_ha_signed.call", call_args, tgt_type="list", timeout=timeout, listen=True)
-        if not pub or not pub.get("jid"):
-            log.warning("openstack_ha: could not publish %s to %s", fun, ", ".join(controllers))
-            return {}
-        expected = set(pub.get("minions") or controllers) & set(controllers)
-        enough = expected & set(wait_for if wait_for is not None else controllers)
-        deadline = time.monotonic() + timeout
-        for raw in client.get_returns_no_block("salt/job/{}/ret".format(pub["jid"]), "startswith"):
-            if raw is not None:
-                data = raw.get("data") or {}
-                who = data.get("id")
-                if who in expected and who not in returns and "return" in data:
-                    answer = authenticated_answer(who, nonce, fun, data["return"])
-                    if answer is not _NO_ANSWER:
-                        returns[who] = answer
-                    else:
-                        _note_ignored("unauthenticated answer", who, "salt/job/{}/ret".format(pub["jid"]))
-            if set(returns) >= enough or time.monotonic() >= deadline:
-                break
+    clients = getattr(_CLIENTS, "by_channel", None)
+    if clients is None:
+        clients = _CLIENTS.by_channel = {}
+    client = clients.get(channel)
+    if client is None:
+        client = clients[channel] = salt.client.LocalClient(mopts=__opts__)
+    pub = client.run_job(controllers, "openstack_ha_signed.call", call_args, tgt_type="list", timeout=timeout, listen=True)
+    if not pub or not pub.get("jid"):
+        log.warning("openstack_ha: could not publish %s to %s", fun, ", ".join(controllers))
+        return {}
+    expected = set(pub.get("minions") or controllers) & set(controllers)
+    enough = expected & set(wait_for if wait_for is not None else controllers)
+    deadline = time.monotonic() + timeout
+    for raw in client.get_returns_no_block("salt/job/{}/ret".format(pub["jid"]), "startswith"):
+        if raw is not None:
+            data = raw.get("data") or {}
+            who = data.get("id")
+            if who in expected and who not in returns and "return" in data:
+                answer = authenticated_answer(who, nonce, fun, data["return"])
+                if answer is not _NO_ANSWER:
+                    returns[who] = answer
+                else:
+                    _note_ignored("unauthenticated answer", who, "salt/job/{}/ret".format(pub["jid"]))
+        if quorum and len(returns) >= quorum and deadline > time.monotonic() + QUORUM_GRACE:
+            # A quorum answered: the others get a short grace, not the whole timeout.
+            deadline = time.monotonic() + QUORUM_GRACE
+        if set(returns) >= enough or time.monotonic() >= deadline:
+            break
     return returns
 
 
@@ -454,7 +465,8 @@ def _verify(model, service=None):
     controllers = [c["id"] for c in model["controllers"]]
     answers = _publish(controllers, "openstack_ha_probe.service_view",
                        (service, targets, model["remediation"]["probe"]["timeout"], model["haproxy"]["socket"]),
-                       timeout=VERIFY_TIMEOUT, wait_for=_wait_for(model))
+                       timeout=VERIFY_TIMEOUT, wait_for=_wait_for(model),
+                       quorum=__utils__["openstack_ha_model.quorum_size"](model))
     views = {}
     for ctrl, view in answers.items():
         if valid_view(view):

@@ -51,7 +51,8 @@ def member(name, timeout=None, interval=2):
     """
     ret = {"name": name, "result": True, "comment": "", "changes": {}}
     model = __salt__["openstack_ha.model"](secrets=True)
-    deadline = time.monotonic() + float(timeout or model["galera"]["startup_timeout"])
+    started = time.monotonic()
+    deadline = started + float(timeout or model["galera"]["startup_timeout"])
     seen = []
     joined_once = False
     while True:
@@ -96,7 +97,8 @@ def member(name, timeout=None, interval=2):
             ret["comment"] = "{}: {}".format(name, reason)
             return ret
         if time.monotonic() >= deadline:
-            ret.update(result=False, comment="{}: gave up waiting: {}".format(name, " -> ".join(seen)))
+            ret.update(result=False, comment="{}: gave up after waiting {:.0f} s (galera:startup_timeout): {}".format(
+                name, time.monotonic() - started, " -> ".join(seen)))
             return ret
         time.sleep(interval)
 

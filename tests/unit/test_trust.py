@@ -158,3 +158,21 @@ def test_a_malformed_rabbitmq_report_is_not_a_view(view):
 def test_a_rabbitmq_report_is_a_view():
     assert runner.valid_rabbit_view({"running": True, "app_running": True, "running_nodes": ["rabbit@a"], "members": ["rabbit@a"],
                                      "partitions": {"rabbit@a": []}, "alarms": [], "expected": ["rabbit@a"]})
+
+
+def _report(cells, galera_ok=True):
+    """A controller_report whose HAProxy shows nova's servers in ``cells`` ({server: (status, admin)})."""
+    servers = {"nova": {srv: {"status": st, "admin": adm} for srv, (st, adm) in cells.items()}}
+    return {"haproxy": {"serving": True, "servers": servers}, "keepalived": {"running": True}, "vips": []}
+
+
+def test_status_is_never_healthy_while_a_service_has_no_server_in_rotation():
+    drained = {c: ("UP", "drain") for c in ("c1", "c2", "c3")}
+    views = {c: _report(drained) for c in ("c1", "c2", "c3")}
+    views["c1"]["vips"] = ["public"]
+    summary = runner._summarise("lab", ["c1", "c2", "c3"], views)
+    assert summary["healthy"] is False
+    assert "backend nova has no UP server on any HAProxy" in summary["problems"]
+    one_up = dict(drained, c2=("UP", "ready"))
+    summary = runner._summarise("lab", ["c1", "c2", "c3"], {c: _report(one_up) for c in ("c1", "c2", "c3")})
+    assert not [p for p in summary["problems"] if "nova" in p]
