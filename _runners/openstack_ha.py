@@ -1148,7 +1148,8 @@ def _maintenance(site, host, service, backend, drain, force):
         for key, svc in keys.items():
             if drain and not force:
                 others = [k for k, s in _backends(model, svc).items() if k != key]
-                healthy = [k for k in others if k not in records["maintenance"] and __utils__["openstack_ha_decide.healthy"](k, views, quorum)]
+                # The loop's rule (openstack_ha_decide.serving): healthy and not drained on a quorum.
+                healthy = [k for k in others if k not in records["maintenance"] and __utils__["openstack_ha_decide.serving"](k, views, quorum)]
                 if not healthy:
                     entry = {"what": "alert", "alert": "last_backend", "service": svc, "backend": backend,
                              "why": "refused: {} is the last healthy backend of {} (use force=True)".format(backend, svc),

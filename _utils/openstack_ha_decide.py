@@ -38,6 +38,18 @@ def healthy(key, views, quorum):
     return _majority([v["probes"][key]["up"] for v in views.values() if key in v.get("probes", {})], quorum) is True
 
 
+def drained(key, views, quorum):
+    """True when a quorum of HAProxies has backend ``key`` drained (or in maintenance)."""
+    return sum(1 for v in views.values() if v.get("admin", {}).get(key) in (DRAIN, "maint")) >= quorum
+
+
+def serving(key, views, quorum):
+    """True when backend ``key`` counts as a healthy backend in rotation: a quorum of fresh
+    probes sees it up and it is not drained on a quorum of HAProxies. The one rule for "the
+    last healthy backend", shared by the loop and the operator's drain."""
+    return healthy(key, views, quorum) and not drained(key, views, quorum)
+
+
 def decide(backends, views, quorum, records, now, cooldown, maintenance=()):
     """
     Decide the actions for ``backends``.
@@ -66,12 +78,7 @@ def decide(backends, views, quorum, records, now, cooldown, maintenance=()):
         }]
     health = {key: _majority([v["probes"][key]["up"] for v in views.values() if key in v.get("probes", {})], quorum) for key in backends}
 
-    def drained(key):
-        """Drained when a quorum of HAProxies has it drained (or in maintenance)."""
-        states = [v.get("admin", {}).get(key) for v in views.values()]
-        return sum(1 for s in states if s in (DRAIN, "maint")) >= quorum
-
-    admin = {key: drained(key) for key in backends}
+    admin = {key: drained(key, views, quorum) for key in backends}
     actions = []
     for key, service in backends.items():
         if key in maintenance or health[key] is None:

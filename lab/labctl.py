@@ -9,7 +9,7 @@ with this repository as file_roots and pillar_roots, and one salt-minion runs in
 controller. A stand-in HTTP API per service per controller answers the health checks of the
 OpenStack services that are not installed.
 
-Usage: labctl.py up | keystone | status | shell CTRL [CMD...] | salt ARGS... | run ARGS... | down
+Usage: labctl.py up | keystone | settle | status | shell CTRL [CMD...] | salt ARGS... | run ARGS... | down
 
 ``keystone`` (after ``state.apply openstack_ha``: it needs the Galera cluster) replaces the
 Keystone stand-ins with a real Keystone on every controller (see lab/keystone.py).
@@ -434,10 +434,20 @@ def up():
 # -------------------------------------------------------------------------------------- down
 
 
+def intruder_pids():
+    """The intruder minion's processes (lab/intruder.py), from its pid file."""
+    try:
+        with open(os.path.join(STATE, "intruder", "minion.pid")) as fh:
+            pid = int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    return [pid] + children(pid) if alive(pid) else []
+
+
 def down():
     """Remove every process, mount, namespace and link of the lab, whatever state it is in."""
     paths = ["/run/netns/" + netns(n) for n, _ in CONTROLLERS] + [p for n, _ in CONTROLLERS for p in ns_files(n)]
-    pids = pids_in_namespaces(paths) + master_pids()
+    pids = pids_in_namespaces(paths) + master_pids() + intruder_pids()
     step("stopping {} lab processes".format(len(pids)))
     kill_pids(pids)
     for name, _ in CONTROLLERS:
@@ -482,6 +492,29 @@ def status():
     return 0 if all(r["minion"] == "running" for r in rows) and master_pids() else 1
 
 
+LAB_VIPS = {"public": "10.213.0.100", "internal": "10.213.0.101"}
+
+
+def vip_holders(address):
+    """The controllers whose eth0 holds ``address`` now."""
+    return [name for name, _ in CONTROLLERS
+            if " {}/".format(address) in run(["ip", "-n", netns(name), "-o", "addr", "show", "dev", "eth0"], check=False).stdout]
+
+
+def settle(timeout=30.0):
+    """Wait (bounded) until every lab VIP is held by exactly one controller; print who holds
+    each. Returns 0, or 1 when the time ran out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        holders = {name: vip_holders(address) for name, address in LAB_VIPS.items()}
+        if all(len(who) == 1 for who in holders.values()) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    for name, who in sorted(holders.items()):
+        step("VIP {} ({}) held by {}".format(name, LAB_VIPS[name], ", ".join(who) or "NOBODY"))
+    return 0 if all(len(who) == 1 for who in holders.values()) else 1
+
+
 # Salt 3008's CLIs leave their own Runner/MasterMinion open at exit and say so on stderr
 # ("unclosed Runner ...; call destroy()"): Salt's housekeeping, not the operator's business.
 SALT_EXIT_NOISE = re.compile(r"^(\[WARNING \] )?unclosed (Runner|MasterMinion|WheelClient|RunnerClient|LocalClient|SaltEvent)\b")
@@ -516,6 +549,8 @@ def main(argv):
             from lab import keystone_lab
 
             keystone_lab.deploy()
+        elif command == "settle":
+            return settle()
         elif command == "status":
             return status()
         elif command == "shell":

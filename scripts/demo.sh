@@ -13,7 +13,7 @@ echo "==> a real Keystone on every controller (database on the Galera cluster th
 "$lab" keystone
 echo "==> salt-run state.orchestrate openstack_ha.orch.catalog   (the Keystone catalog, from the pillar)"
 "$lab" run state.orchestrate openstack_ha.orch.catalog --state-output=terse --state-verbose=False
-echo "==> waiting for VRRP to settle"
-sleep 3
+echo "==> waiting for every VIP to have one holder"
+"$lab" settle
 echo "==> salt-run openstack_ha.status"
 "$lab" run openstack_ha.status

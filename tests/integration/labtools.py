@@ -173,3 +173,24 @@ def drained_everywhere(backend, service="nova"):
 
 def ready_everywhere(backend, service="nova"):
     return set(admin_states(service, backend).values()) == {"ready"}
+
+
+def lab_secrets():
+    """Every secret of the lab site's pillar (values of password/cookie keys, TLS keys)."""
+    import yaml
+
+    with open(labctl.os.path.join(labctl.REPO, "pillar", "openstack_ha", "sites", "lab.sls")) as fh:
+        pillar = yaml.safe_load(fh)["openstack_ha"]
+    found = []
+
+    def walk(node, key=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, str(k))
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, key)
+        elif isinstance(node, str) and (key.endswith("password") or key in ("cookie", "key")):
+            found.append(node)
+    walk(pillar)
+    return found

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from lab import intruder as intruder_lib
 from tests.integration import labtools
 from tests.integration.labtools import (ADDRESS, COOLDOWN, CTRLS, VIPS, admin_states, drained_everywhere, ready_everywhere,
                                         sh, standin_pid, wait_until)
@@ -37,34 +38,20 @@ def test_hung_backend_is_drained_everywhere_and_restored(remediating):
     wait_until(lambda: ready_everywhere("lab-ctrl3"), 45, "nova/lab-ctrl3 restored after SIGCONT", interval=0.5)
 
 
-_INTRUDER_ROOT = {}
-
-
-def intruder_config_dir(name):
-    return os.path.join(_INTRUDER_ROOT[name], "minion")
-
-
 @pytest.fixture(scope="module")
-def intruder(lab, tmp_path_factory):
+def intruder(lab):
     """A minion that is not a controller: on the host, accepted by the lab's master (one for
-    the module: a second minion under the same id would meet the first one's key)."""
-    root = tmp_path_factory.mktemp("intruder")
-    _INTRUDER_ROOT["intruder"] = str(root)
-    conf = root / "minion"
-    conf.write_text(json.dumps({"id": "intruder", "master": labtools.labctl.BRIDGE_ADDR, "root_dir": str(root),
-                                "pidfile": str(root / "minion.pid"), "user": "root",
-                                "acceptance_wait_time": 1, "random_reauth_delay": 0}))
-    subprocess.run([os.path.join(labtools.labctl.VENV_BIN, "salt-minion"), "-c", str(root), "-d"], check=True)
+    the module), stopped and its key deleted afterwards, also on failure."""
     try:
-        wait_until(lambda: "intruder" in labtools.labctl.salt_cmd("salt-key", "-L").stdout, 30, "the intruder's key")
-        labtools.labctl.salt_cmd("salt-key", "-y", "-a", "intruder")
-        wait_until(lambda: labtools.salt("intruder", "test.ping")[1].get("intruder") is True, 30, "the intruder to answer")
-        yield "intruder"
+        yield intruder_lib.start()
     finally:
-        pid = int((root / "minion.pid").read_text()) if (root / "minion.pid").exists() else None
-        if pid:
-            labtools.labctl.kill_pids([pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()])
-        labtools.labctl.salt_cmd("salt-key", "-y", "-d", "intruder", check=False)
+        intruder_lib.stop()
+
+
+def intruder_tool(*args):
+    """``python -m lab.intruder ARGS`` in the background: its Popen (stdout piped)."""
+    return subprocess.Popen([os.path.join(labtools.labctl.VENV_BIN, "python"), "-m", "lab.intruder"] + [str(a) for a in args],
+                            cwd=labtools.labctl.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 FORGED = {"kind": "change", "changes": [{"service": "nova", "backend": "lab-ctrl3", "state": "down", "detail": "refused"}],
@@ -115,7 +102,6 @@ def test_forged_job_returns_in_the_controllers_names_are_not_believed(remediatin
     """The attack seen on the lab: the intruder answers each verification in the three
     controllers' names (event-bus returns and resource_id returns), claiming a healthy backend
     down and the others up. Nothing may be drained, and the forgeries are counted."""
-    root = os.path.dirname(intruder_config_dir(intruder))
     before = len(labtools.decisions())
     counted = sum(n for (why, _), n in ignored_counts().items() if "unauthenticated" in why)
     # A hung nova on lab-ctrl1 makes every real answer wait the probe timeout (0.25 s), so the
@@ -123,9 +109,7 @@ def test_forged_job_returns_in_the_controllers_names_are_not_believed(remediatin
     # healthy lab-ctrl2. (lab-ctrl1 itself may be drained: that one is real.)
     hung = standin_pid("lab-ctrl1", "nova")
     os.kill(hung, signal.SIGSTOP)
-    forger = subprocess.Popen([os.path.join(labtools.labctl.VENV_BIN, "python"), os.path.join(os.path.dirname(__file__), "intruder_forger.py"),
-                               root, os.path.join(labtools.labctl.MASTER_DIR, "etc"), "40", "nova", "lab-ctrl2"] + CTRLS,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    forger = intruder_tool("forge", 40, "nova", "lab-ctrl2", *CTRLS)
     try:
         time.sleep(2)  # the forger's bus subscription is up (no event to wait for: it only listens)
         assert forger.poll() is None, "the forger stopped: " + forger.stdout.read()
@@ -229,3 +213,52 @@ def test_draining_the_last_healthy_backend_needs_force(remediating):
         for ctrl in CTRLS:
             labtools.runner("openstack_ha.undrain", "service=nova", "backend=" + ctrl)
     assert all(ready_everywhere(c) for c in CTRLS)
+
+
+def test_the_intruder_cannot_read_any_pillar_through_the_fileserver(remediating, intruder):
+    rc, result = labtools.salt(intruder, "cp.list_master")
+    files = result[intruder]
+    assert isinstance(files, list) and "openstack_ha/defaults.yaml" in files
+    assert not [f for f in files if f.startswith(("pillar/", "tests/", "lab/", "bench/", ".venv/", ".git/"))], files
+    for path in ("salt://pillar/openstack_ha/sites/lab.sls", "salt://pillar/top.sls", "salt://openstack_ha/../../pillar/top.sls"):
+        rc, result = labtools.salt(intruder, "cp.get_file_str", path)
+        assert not result[intruder], (path, result)
+
+
+def test_no_secret_reaches_the_bus_from_a_controller(remediating):
+    """What the master's CLI (and so its job cache and event bus) gets from a controller."""
+    secrets = [s for s in labtools.lab_secrets() if len(s) >= 8]
+    for args in (["openstack_ha.model"], ["state.show_sls", "openstack_ha"], ["openstack_ha.controller_report"]):
+        proc = labtools.labctl.salt_cmd("salt", "--out=json", "lab-ctrl1", *args, check=False)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        leaked = [s[:3] + "..." for s in secrets if s in proc.stdout + proc.stderr]
+        assert not leaked, (args, leaked)
+    rc, result = labtools.salt("lab-ctrl1", "sys.list_functions", "openstack_ha_galera")
+    assert "openstack_ha_galera.wanted_users" not in result["lab-ctrl1"]
+
+
+def test_the_galera_health_daemon_answers_only_the_controllers(remediating):
+    # From the host (the master's bridge address, not a controller): disconnected, no answer.
+    proc = subprocess.run(["curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", "http://%s:9200/status" % ADDRESS["lab-ctrl1"]],
+                          capture_output=True, text=True)
+    assert proc.stdout.strip() in ("000", ""), proc.stdout
+    # From a controller: answered.
+    assert labtools.http_json(ADDRESS["lab-ctrl1"], 9200, "/status", inside="lab-ctrl2")["node"] == "lab-ctrl1"
+    # Replication listens on the controller's address only.
+    listening = sh("lab-ctrl1", "ss -ltnH")
+    assert "10.213.0.11:4567" in listening and "0.0.0.0:4567" not in listening and "*:4567" not in listening
+
+
+def test_a_flood_of_events_does_not_blind_the_loop(remediating, intruder):
+    """1,000 events a second from the intruder (half in its own name, half forged in a
+    controller's): a real crash is still drained everywhere within the usual bound."""
+    flooder = intruder_tool("flood", 20, 1000, "lab-ctrl1")
+    try:
+        time.sleep(3)  # the flood is under way (its own clock: no event marks it)
+        assert flooder.poll() is None, flooder.stdout.read()
+        os.kill(standin_pid("lab-ctrl3", "nova"), signal.SIGKILL)
+        wait_until(lambda: drained_everywhere("lab-ctrl3"), 10, "nova/lab-ctrl3 drained during the flood", interval=0.2)
+        assert ready_everywhere("lab-ctrl1"), "the forged reports drained a healthy backend"
+    finally:
+        labtools.labctl.kill_pids([flooder.pid])
+    labtools.start_standins("lab-ctrl3")

@@ -78,3 +78,13 @@ def test_cooldown_suppresses_a_flap():
 
 def test_planned_maintenance_is_left_alone():
     assert run(views(down={"nova/c2"}), maintenance=["nova/c2"]) == []
+
+
+def test_a_backend_drained_on_a_quorum_is_not_serving_for_the_operator_either():
+    """One rule for "the last healthy backend": up but drained on a quorum of HAProxies does
+    not count, for the loop and for ``salt-run openstack_ha.drain`` alike."""
+    views = {c: {"probes": {"nova/b": {"up": True}}, "admin": {"nova/b": "drain" if c != "c3" else "ready"}} for c in ("c1", "c2", "c3")}
+    assert decide_lib.healthy("nova/b", views, 2) is True
+    assert decide_lib.serving("nova/b", views, 2) is False
+    views["c2"]["admin"]["nova/b"] = "ready"
+    assert decide_lib.serving("nova/b", views, 2) is True
