@@ -21,7 +21,8 @@ never through a link.
 
 Kinds: ``galera_sst`` (``wsrep_sst_auth``, a MariaDB option file), ``haproxy_stats`` (the
 userlist the stats page authenticates against, an HAProxy configuration file loaded with a
-second ``-f``), ``tls`` (a service's certificate and key, ``service`` names it).
+second ``-f``), ``tls`` (a service's certificate and key, ``service`` names it),
+``galera_tls_ca``/``galera_tls_cert``/``galera_tls_key`` (this node's replication TLS).
 """
 
 import grp
@@ -53,6 +54,13 @@ def render(kind, model, service=None):
             return HEADER + "# the stats listener is disabled: no user\n"
         # Quoted: a password may hold '#' or spaces (the validator refuses quotes and backslashes).
         return HEADER + 'userlist openstack_ha_stats\n    user {} insecure-password "{}"\n'.format(stats["user"], stats["password"])
+    if kind in ("galera_tls_ca", "galera_tls_cert", "galera_tls_key"):
+        tls = model["galera"].get("tls")
+        me = (model.get("local") or {}).get("id")
+        if not tls or me not in (tls.get("nodes") or {}):
+            raise CommandExecutionError("galera:tls has no certificate for {}".format(me))
+        value = tls["ca"] if kind == "galera_tls_ca" else tls["nodes"][me]["certificate" if kind == "galera_tls_cert" else "key"]
+        return value.strip() + "\n"
     if kind == "tls":
         tls = (model["services"].get(service) or {}).get("tls")
         if not tls:

@@ -59,7 +59,8 @@ SCHEMA = {
     "galera": {"enabled": ANY, "nodes": ANY, "port": ANY, "vip": ANY, "sst_method": ANY, "cluster_name": ANY, "sst_user": ANY,
                "monitor_user": ANY, "sst_password": ANY, "monitor_password": ANY, "root_password": ANY, "check": ANY,
                "health_port": ANY, "haproxy_check": _CHECK, "startup_timeout": ANY, "max_connect_errors": ANY, "sizes": ANY,
-               "provider_options": ANY, "databases": {"*": {"user": ANY, "password": ANY}}},
+               "provider_options": ANY, "databases": {"*": {"user": ANY, "password": ANY}},
+               "tls": {"ca": ANY, "nodes": {"*": {"certificate": ANY, "key": ANY}}}},
     "rabbitmq": {"enabled": ANY, "nodes": ANY, "release": ANY, "port": ANY, "cookie": ANY, "partition_handling": ANY,
                  "net_ticktime": ANY, "heal_partitions": ANY, "memory_high_watermark": ANY, "disk_free_limit": ANY,
                  "users": {"*": {"password": ANY, "vhost": ANY, "tags": ANY}},
@@ -463,6 +464,7 @@ def _check_galera(c, model, vips, ports, controller_ids):
         elif (isinstance(value, bool) or not isinstance(value, (str, int, float)) or not str(value).strip()
               or any(ch in str(value) for ch in ";\"'#\\") or any(ch.isspace() for ch in str(value))):
             c.fail(path + ["provider_options", key], "expected a plain value (no spaces, ';', '#', quotes or backslashes), got {}".format(_describe(value)))
+    _check_galera_tls(c, galera, path, galera.get("nodes") if isinstance(galera.get("nodes"), list) else controller_ids)
     dbs = c.mapping(galera.get("databases"), path + ["databases"], required=False)
     for dbname, db in (dbs or {}).items():
         if not isinstance(dbname, str) or not re.match(r"^[A-Za-z0-9_]{1,64}$", dbname):
@@ -472,6 +474,40 @@ def _check_galera(c, model, vips, ports, controller_ids):
         if c.mapping(db, here) is not None:
             c.string(c.require(db, "user", here), here + ["user"], re.compile(r"^[A-Za-z0-9_]{1,32}$"), "a database user name")
             c.secret(db.get("password"), here + ["password"], 12)
+
+
+PEM_CERT_RE = re.compile(r"^-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+-----END CERTIFICATE-----\n?$")
+PEM_KEY_RE = re.compile(r"^-----BEGIN ((RSA|EC) )?PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+-----END ((RSA|EC) )?PRIVATE KEY-----\n?$")
+
+
+def _check_galera_tls(c, galera, path, nodes):
+    """``galera:tls``: the CA and, for every Galera node, its certificate and key (PEM).
+    Replication, IST and SST are then encrypted and only nodes with a certificate from that CA
+    can join."""
+    tls = c.mapping(galera.get("tls"), path + ["tls"], required=False)
+    if not tls:
+        return
+    here = path + ["tls"]
+    ca = c.require(tls, "ca", here)
+    if ca is not None and (not isinstance(ca, str) or not PEM_CERT_RE.match(ca.strip() + "\n")):
+        c.fail(here + ["ca"], "expected a PEM certificate")
+    per_node = c.mapping(c.require(tls, "nodes", here), here + ["nodes"])
+    if per_node is None:
+        return
+    for node in nodes:
+        if isinstance(node, str) and node not in per_node:
+            c.fail(here + ["nodes", node], "missing: every Galera node needs its certificate and key")
+    for node, entry in per_node.items():
+        where = here + ["nodes", node]
+        if node not in nodes:
+            c.fail(where, "unknown Galera node {!r}".format(node))
+        if c.mapping(entry, where) is None:
+            continue
+        cert, key = c.require(entry, "certificate", where), c.require(entry, "key", where)
+        if cert is not None and (not isinstance(cert, str) or not PEM_CERT_RE.match(cert.strip() + "\n")):
+            c.fail(where + ["certificate"], "expected a PEM certificate")
+        if key is not None and (not isinstance(key, str) or not PEM_KEY_RE.match(key.strip() + "\n")):
+            c.fail(where + ["key"], "expected a PEM private key (not shown)")
 
 
 def _check_rabbitmq(c, model, vips, ports, controller_ids):
@@ -819,7 +855,7 @@ def redact(model, _path=()):
     if isinstance(model, dict):
         out = {}
         for key, value in model.items():
-            secret = isinstance(key, str) and (_SECRET_KEY.search(key) or (key == "key" and _path and _path[-1] == "tls"))
+            secret = isinstance(key, str) and (_SECRET_KEY.search(key) or (key == "key" and "tls" in _path))
             out[key] = REDACTED if secret and value is not None and not isinstance(value, (dict, list)) else redact(value, _path + (key,))
         return out
     if isinstance(model, list):

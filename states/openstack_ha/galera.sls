@@ -57,6 +57,32 @@ openstack_ha-galera-secrets:
     - require:
       - pkg: openstack_ha-galera-packages
 
+{%- if g.tls is defined %}
+
+# mysqld (group mysql) reads the certificates and the key; nobody else may list the directory.
+openstack_ha-galera-tls-dir:
+  file.directory:
+    - name: {{ oha.paths.galera_tls_dir }}
+    - user: root
+    - group: mysql
+    - mode: '0750'
+    - require:
+      - pkg: openstack_ha-galera-packages
+{%- for kind, file, mode in [('galera_tls_ca', 'ca.pem', '0644'), ('galera_tls_cert', 'node.pem', '0644'), ('galera_tls_key', 'node.key', '0640')] %}
+
+openstack_ha-{{ kind | replace('_', '-') }}:
+  openstack_ha_secret.file:
+    - name: {{ oha.paths.galera_tls_dir }}/{{ file }}
+    - kind: {{ kind }}
+    - group: mysql
+    - mode: '{{ mode }}'
+    - require:
+      - file: openstack_ha-galera-tls-dir
+    - require_in:
+      - openstack_ha_galera: openstack_ha-galera-member
+{%- endfor %}
+{%- endif %}
+
 openstack_ha-galera-health-script:
   file.managed:
     - name: {{ oha.paths.galera_health }}

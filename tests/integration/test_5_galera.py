@@ -145,3 +145,32 @@ def test_full_crash_recovers_with_no_commit_lost_and_the_same_uuid(cluster):
     assert "failed" not in done and len(done["done"]) == 5, done
     healthy_cluster(cluster)
     assert {c: table_digest(c) for c in CTRLS} == before
+
+
+def test_replication_is_tls_and_a_node_without_the_sites_certificate_cannot_join(cluster, tmp_path):
+    """galera:tls (the lab's pillar has it): the cluster formed over TLS; lab-ctrl3 with a
+    certificate from another CA is refused by its peers and never joins; with its own
+    certificate back (a state.apply rewrites it) it rejoins the same cluster."""
+    assert "socket.ssl_cert=" in node_sql("lab-ctrl1", "SELECT @@wsrep_provider_options")[0][0]
+    assert labtools.sh("lab-ctrl1", "stat -c '%a %U %G' /etc/mysql/openstack-ha-tls/node.key").split() == ["640", "root", "mysql"]
+    rogue = tmp_path / "rogue"
+    rogue.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=lab-ctrl3",
+                    "-keyout", str(rogue / "node.key"), "-out", str(rogue / "node.pem")], check=True, capture_output=True)
+    rc, result = labtools.salt("lab-ctrl3", "openstack_ha_galera.stop")
+    assert rc == 0 and result["lab-ctrl3"] is True, result
+    try:
+        for name in ("node.pem", "node.key"):
+            labtools.labctl.ctrl_run("lab-ctrl3", ["sh", "-c", "cat > /etc/mysql/openstack-ha-tls/" + name],
+                                     input_text=(rogue / name).read_text())
+        rc, result = labtools.salt("lab-ctrl3", "openstack_ha_galera.start", "timeout=45", timeout=300)
+        assert rc != 0, "a node with a certificate of another CA started and joined: %s" % result
+        others = {c: s for c, s in statuses().items() if c != "lab-ctrl3"}
+        assert {s["cluster_size"] for s in others.values()} == {2}, others
+        assert {s["cluster_uuid"] for s in others.values()} == {cluster}
+    finally:
+        labtools.salt("lab-ctrl3", "openstack_ha_galera.stop")
+    rc, result = labtools.salt("lab-ctrl3", "state.apply", "openstack_ha.galera", timeout=900)
+    assert rc == 0, labtools.failed_states(result) or result
+    assert "openstack_ha-galera-tls-cert" in changed_states(result["lab-ctrl3"])
+    healthy_cluster(cluster)

@@ -128,3 +128,17 @@ def test_the_wsrep_configuration_holds_no_secret():
     text = render("galera.cnf.jinja", oha=model_lib.redact(model), me=me)
     assert model["galera"]["sst_password"] not in text and "wsrep_sst_auth" not in text
     assert "wsrep_sst_auth = sst:" + model["galera"]["sst_password"] in secret_state.render("galera_sst", model)
+
+
+def test_galera_tls_encrypts_replication_and_state_transfers():
+    model = build("lab")
+    me = dict(model["controllers"][1], index=1)
+    text = render("galera.cnf.jinja", oha=model_lib.redact(model), me=me)
+    tls_dir = model["paths"]["galera_tls_dir"]
+    assert "socket.ssl_ca={0}/ca.pem; socket.ssl_cert={0}/node.pem; socket.ssl_key={0}/node.key".format(tls_dir) in text
+    assert "\nencrypt = 3\ntca = {0}/ca.pem\ntcert = {0}/node.pem\ntkey = {0}/node.key\nssl-mode = VERIFY_CA".format(tls_dir) in text
+    assert "PRIVATE KEY" not in text
+    model["local"] = me
+    key = secret_state.render("galera_tls_key", model)
+    assert key == model["galera"]["tls"]["nodes"]["lab-ctrl2"]["key"].strip() + "\n"
+    assert "PRIVATE KEY" not in repr(model_lib.redact(model))

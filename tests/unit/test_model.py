@@ -217,3 +217,14 @@ def test_more_than_25_controllers_are_refused():
         for vip in p["vips"].values():
             vip["address"] = "10.9.1.%d" % vip["vrid"]
     assert any("at most 25 controllers" in m for m in problems(many))
+
+
+def test_galera_tls_needs_a_certificate_for_every_node_and_never_echoes_a_key():
+    def no_ctrl3(p):
+        pem = "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----"
+        p["galera"]["tls"] = {"ca": pem, "nodes": {c["id"]: {"certificate": pem, "key": "not a key"} for c in p["controllers"][:2]}}
+    found = problems(no_ctrl3)
+    ctrl3 = build()["controllers"][2]["id"]
+    assert "openstack_ha:galera:tls:nodes:{}: missing: every Galera node needs its certificate and key".format(ctrl3) in found
+    assert any(m.endswith(":key: expected a PEM private key (not shown)") for m in found)
+    assert not any("not a key" in m for m in found)
