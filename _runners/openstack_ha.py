@@ -174,6 +174,18 @@ def _bad_pillar(site, minion, error):
     return good[1] if good else None
 
 
+def _publish_controller_map(ids):
+    """Write the controller ids where the reactor's admission (``openstack_ha_admit``) reads
+    them: events from anyone else are then dropped before a runner call."""
+    import json
+
+    path = os.path.join(__opts__["cachedir"], "openstack_ha-controllers.json")
+    try:
+        __utils__["openstack_ha_files.write_atomic"](path, json.dumps({"controllers": ids, "time": time.time()}), mode=0o644)
+    except OSError as exc:
+        log.warning("openstack_ha: could not write the controller map for the reactor (%s): %s", path, exc)
+
+
 def _controller_site(reporter):
     """The site ``reporter`` is a controller of, from the cached map, or None. The map is
     rebuilt (every accepted minion's pillar) at most once per ``MODEL_TTL``; an id not in it
@@ -184,6 +196,7 @@ def _controller_site(reporter):
             found = {ctrl: site for site, ids in _sites().items() for ctrl in ids}
             _CONTROLLERS["map"].update(found)
             _CONTROLLERS["time"] = time.monotonic()
+            _publish_controller_map(sorted(_CONTROLLERS["map"]))
     return _CONTROLLERS["map"].get(reporter)
 
 
@@ -243,33 +256,9 @@ def _site_lock(site):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-_IGNORED = {"counts": {}, "logged": {}, "stored": 0.0}
-IGNORED_LOG_EVERY = 60.0    # seconds between two log lines about the same source
-IGNORED_STORE_EVERY = 5.0   # seconds between two writes of the counts to the master cache
-
-
 def _note_ignored(why, who, tag):
-    """
-    Keep a trace of an ignored event or answer (a reporter that is not a controller, a forged
-    tag, an answer whose signature does not check out) so an operator can see that someone is
-    trying: counted per (why, who), logged at most once a minute per source, the counts kept
-    in the master cache (``openstack_ha/ignored``) and shown by ``status``. Cheap enough to
-    call for every event of a flood.
-    """
-    now = time.time()
-    key = "{} | {}".format(why, who)
-    entry = _IGNORED["counts"].setdefault(key, {"why": why, "who": str(who)[:120], "count": 0, "first": now})
-    entry.update(count=entry["count"] + 1, last=now, tag=str(tag)[:200])
-    if now - _IGNORED["logged"].get(key, 0) >= IGNORED_LOG_EVERY:
-        _IGNORED["logged"][key] = now
-        log.warning("openstack_ha: ignored %s from %r (%s); %d so far", why, who, tag, entry["count"])
-    if entry["count"] == 1 or now - _IGNORED["stored"] >= IGNORED_STORE_EVERY:
-        _IGNORED["stored"] = now
-        try:
-            counts = sorted(_IGNORED["counts"].values(), key=lambda e: -e["last"])[:50]
-            _cache().store("openstack_ha/ignored", "recent", {"counts": counts, "time": now})
-        except Exception as exc:  # never let the trace of an intruder stop the loop
-            log.debug("openstack_ha: could not store the ignored-event counts: %s", exc)
+    """Keep a trace of an ignored event or answer (see ``_utils/openstack_ha_trace.py``)."""
+    __utils__["openstack_ha_trace.note"](__opts__, "runner", why, who, tag)
 
 
 def _fire(tag, data):
@@ -580,6 +569,50 @@ def _reconcile(model, reporter, service=None, backend=None, who="remediation", a
     return done
 
 
+def _arrival(data):
+    """When the master received the event, on this process's monotonic clock: from the
+    ``_stamp`` the master sets on every event it fires (a minion cannot choose it), never
+    later than now. Coalescing compares this with when verifications started, so events that
+    waited in the reactor's queue (a flood) are answered by one verification, not one each."""
+    import datetime
+
+    now = time.monotonic()
+    stamp = data.get("_stamp") if isinstance(data, dict) else None
+    try:
+        received = datetime.datetime.fromisoformat(str(stamp))
+        if received.tzinfo is None:
+            received = received.replace(tzinfo=datetime.timezone.utc)
+        waited = (datetime.datetime.now(datetime.timezone.utc) - received).total_seconds()
+    except ValueError:
+        return now
+    return now - min(max(waited, 0.0), 3600.0)
+
+
+def _take_pending(reporter, beacon, data):
+    """Take this event's entry out of the reactor's table of waiting events (see
+    ``openstack_ha_admit``) and fold what was coalesced into it into ``data``: a change among
+    them makes this a change, and the services they named are checked too. Outside the
+    reactor (an operator's call) there is no table and ``data`` is returned as it is."""
+    import salt
+
+    lock = salt.__dict__.get("_openstack_ha_pending_lock")
+    if lock is None:
+        return data
+    with lock:
+        entry = salt.__dict__.get("_openstack_ha_pending", {}).pop((reporter, beacon), None)
+    if not entry or not entry["folded"] or not isinstance(data, dict):
+        return data
+    merged = dict(data)
+    if "change" in entry["kinds"]:
+        merged["kind"] = "change"
+    named = {c.get("service") for c in data.get("changes") or [] if isinstance(c, dict)} | entry["services"]
+    merged["changes"] = [{"service": name} for name in sorted(n for n in named if isinstance(n, str))]
+    if len(named) != 1 or any(k not in ("change", "heartbeat") for k in entry["kinds"]):
+        merged["changes"] = []  # several or unknown: the whole site is checked
+        merged["kind"] = "change"
+    return merged
+
+
 def handle_event(tag, data):
     """
     The reactor's single entry point: ``tag`` and ``data`` of one beacon event.
@@ -589,11 +622,12 @@ def handle_event(tag, data):
     must exist in that site (else the whole site is checked), and the decision rests on fresh,
     authenticated answers from the site's controllers.
     """
-    arrived = time.monotonic()
+    arrived = _arrival(data)
     parts = str(tag).split("/")
     if len(parts) < 4 or parts[0] != "salt" or parts[1] != "beacon":
         return {"ignored": "not a beacon event"}
     reporter, beacon = parts[2], parts[3]
+    data = _take_pending(reporter, beacon, data)
     if _controller_site(reporter) is None:
         _note_ignored("event from a minion that is not a controller", reporter, tag)
         return {"ignored": "{!r} is not a controller".format(reporter)}
@@ -1345,8 +1379,7 @@ def status(site=None, timeout=10, recent=8):
             summary["problems"].insert(0, "the pillar of site {} is invalid: {}".format(name, _BAD_PILLAR[name]["error"]))
             summary["bad_pillar"] = {"error": _BAD_PILLAR[name]["error"],
                                      "acting_on": "the loop acts on the last valid model" if model else "NO valid model: remediation stopped"}
-        ignored = (_cache().fetch("openstack_ha/ignored", "recent") or {}).get("counts") or []
-        summary["ignored"] = [e for e in ignored if time.time() - e.get("last", 0) < 3600]
+        summary["ignored"] = __utils__["openstack_ha_trace.recent"](__opts__)
         if model is not None:
             holders = {vip: who[0] for vip, who in summary["vip_holders"].items() if len(who) == 1}
             summary["catalog"] = _catalog_view(model, holders)

@@ -151,7 +151,8 @@ def test_replication_is_tls_and_a_node_without_the_sites_certificate_cannot_join
     """galera:tls (the lab's pillar has it): the cluster formed over TLS; lab-ctrl3 with a
     certificate from another CA is refused by its peers and never joins; with its own
     certificate back (a state.apply rewrites it) it rejoins the same cluster."""
-    assert "socket.ssl_cert=" in node_sql("lab-ctrl1", "SELECT @@wsrep_provider_options")[0][0]
+    options = node_sql("lab-ctrl1", "SELECT @@wsrep_provider_options")[0][0]
+    assert "socket.ssl_cert = /etc/mysql/openstack-ha-tls/node.pem" in options and "socket.ssl = YES" in options, options
     assert labtools.sh("lab-ctrl1", "stat -c '%a %U %G' /etc/mysql/openstack-ha-tls/node.key").split() == ["640", "root", "mysql"]
     rogue = tmp_path / "rogue"
     rogue.mkdir()
