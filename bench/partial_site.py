@@ -61,12 +61,8 @@ def standin_pid(ctrl, service):
 
 
 def wait(predicate, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.monotonic()
-        time.sleep(step)
-    return None
+    """When ``predicate`` first held (monotonic seconds, to within ``step``), or None."""
+    return time.monotonic() if dl.wait(predicate, timeout, step) else None
 
 
 def all_back(paths, timeout=90):
