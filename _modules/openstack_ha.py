@@ -34,11 +34,10 @@ def _load_defaults():
 
 def _layered_defaults(defaults):
     """Return the ``openstack_ha`` defaults with this OS family's packages and paths merged in."""
-    os_family = __grains__.get("os_family", "Debian")
-    per_os = (defaults.get("os_family") or {}).get(os_family)
-    if per_os is None:
-        raise CommandExecutionError("openstack_ha: no defaults for os_family {!r} in defaults.yaml".format(os_family))
-    return __utils__["openstack_ha_model.deep_merge"](defaults.get("openstack_ha") or {}, per_os)
+    try:
+        return __utils__["openstack_ha_model.layer_defaults"](defaults, __grains__.get("os_family", "Debian"))
+    except ValueError as exc:
+        raise CommandExecutionError("openstack_ha: {}".format(exc)) from None
 
 
 def _pillar():
@@ -120,6 +119,12 @@ def listen_vips(merged, service):
     The VIP names HAProxy binds ``service`` on, from a model returned by :func:`model`: the
     service's own ``vip`` and every VIP a Keystone catalog interface points at (so each
     endpoint of the ``vip`` mode reaches the service). Used by the HAProxy template.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha.listen_vips <merged> <service>
     """
     return __utils__["openstack_ha_model.listen_vips"](merged, service)
 
@@ -158,6 +163,12 @@ def controller_report():
     Returns ``{'id', 'site', 'haproxy': {'running', 'serving', 'servers'}, 'keepalived':
     {'running'}, 'vips': [names held]}`` and, on a Galera node, ``'galera'`` (its wsrep state,
     cluster size and UUID, health); never secrets.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha.controller_report
     """
     merged = model()
     paths, report = merged["paths"], {"id": __grains__["id"], "site": merged["site"]}

@@ -43,7 +43,14 @@ def _nodes(model):
 
 
 def node_ids(model=None):
-    """The ids of the site's Galera nodes (empty when Galera is disabled)."""
+    """The ids of the site's Galera nodes (empty when Galera is disabled).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_galera.node_ids
+    """
     return [n["id"] for n in _nodes(_model(model))]
 
 
@@ -68,6 +75,12 @@ def local_status(model=None, timeout=2.0):
     ``cluster_status``, ``cluster_size``, ``cluster_uuid``, ``last_committed``, ``healthy``,
     ``reason``, ``grastate`` ({uuid, seqno, safe_to_bootstrap} or None), ``sst_ready``.
     ``None`` when the daemon does not answer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_galera.local_status
     """
     model = _model(model)
     me = _me(model)
@@ -76,7 +89,14 @@ def local_status(model=None, timeout=2.0):
 
 def statuses(model=None, timeout=2.0):
     """Every Galera node's status (see :func:`local_status`), asked in parallel:
-    ``{node id: status or None}`` (None: its health daemon did not answer)."""
+    ``{node id: status or None}`` (None: its health daemon did not answer).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_galera.statuses
+    """
     model = _model(model)
     out = {}
 
@@ -92,7 +112,14 @@ def statuses(model=None, timeout=2.0):
 
 
 def plan(model=None):
-    """What ``openstack_ha.galera`` would do on this node now: ``{action, reason, statuses}``."""
+    """What ``openstack_ha.galera`` would do on this node now: ``{action, reason, statuses}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_galera.plan
+    """
     model = _model(model)
     me = _me(model)
     seen = statuses(model)
@@ -119,12 +146,12 @@ def _mask(text, model):
     return text
 
 
-def quote(value):
+def _quote(value):
     """A SQL string literal for ``value`` (backslashes and quotes escaped)."""
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def sql(statements, model=None, timeout=30):
+def _sql(statements, model=None, timeout=30):
     """
     Run ``statements`` on the local server (root over the unix socket, SQL on stdin).
 
@@ -173,18 +200,18 @@ def _wanted_users(model=None):
 
 
 def _password_matches(model, user, host, password):
-    rows = sql("SELECT PASSWORD({}); SHOW CREATE USER {}@{};".format(quote(password), quote(user), quote(host)), model)
+    rows = _sql("SELECT PASSWORD({}); SHOW CREATE USER {}@{};".format(_quote(password), _quote(user), _quote(host)), model)
     digest = rows[0][0]
     return any(digest in " ".join(row) for row in rows[1:])
 
 
 def _user_exists(model, user, host):
-    rows = sql("SELECT COUNT(*) FROM mysql.user WHERE User = {} AND Host = {};".format(quote(user), quote(host)), model)
+    rows = _sql("SELECT COUNT(*) FROM mysql.user WHERE User = {} AND Host = {};".format(_quote(user), _quote(host)), model)
     return rows[0][0] != "0"
 
 
 def _grants(model, user, host):
-    return sorted(" ".join(r) for r in sql("SHOW GRANTS FOR {}@{};".format(quote(user), quote(host)), model))
+    return sorted(" ".join(r) for r in _sql("SHOW GRANTS FOR {}@{};".format(_quote(user), _quote(host)), model))
 
 
 def ensure_users(model=None, test=False, only_sst=False):
@@ -195,32 +222,38 @@ def ensure_users(model=None, test=False, only_sst=False):
 
     Returns ``{"user@host": "created" | "password updated" | "grants updated" | ...}`` for what
     changed (or would change with ``test``); passwords never appear.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_galera.ensure_users
     """
     model = _model(model)
     changes = {}
     wanted = _wanted_users(model)[:1] if only_sst else _wanted_users(model)
     for account in wanted:
         label = "{}@{}".format(account["user"], account["host"])
-        who = "{}@{}".format(quote(account["user"]), quote(account["host"]))
+        who = "{}@{}".format(_quote(account["user"]), _quote(account["host"]))
         if account.get("database"):
-            exists = sql("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};".format(quote(account["database"])), model)
+            exists = _sql("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};".format(_quote(account["database"])), model)
             if exists[0][0] == "0":
                 changes["database " + account["database"]] = "created"
                 if not test:
-                    sql("CREATE DATABASE IF NOT EXISTS `{}`;".format(account["database"]), model)
+                    _sql("CREATE DATABASE IF NOT EXISTS `{}`;".format(account["database"]), model)
         if not _user_exists(model, account["user"], account["host"]):
             changes[label] = "created"
             if not test:
-                sql("CREATE USER {} IDENTIFIED BY {};".format(who, quote(account["password"])), model)
+                _sql("CREATE USER {} IDENTIFIED BY {};".format(who, _quote(account["password"])), model)
         elif not _password_matches(model, account["user"], account["host"], account["password"]):
             changes[label] = "password updated"
             if not test:
-                sql("ALTER USER {} IDENTIFIED BY {};".format(who, quote(account["password"])), model)
+                _sql("ALTER USER {} IDENTIFIED BY {};".format(who, _quote(account["password"])), model)
         if test and label in changes:
             continue
         before = _grants(model, account["user"], account["host"]) if label not in changes else []
         if not test:
-            sql("".join("GRANT {} TO {};".format(grant, who) for grant in account["grants"]), model)
+            _sql("".join("GRANT {} TO {};".format(grant, who) for grant in account["grants"]), model)
             if label not in changes and _grants(model, account["user"], account["host"]) != before:
                 changes[label] = "grants updated"
     if not only_sst:
@@ -228,7 +261,7 @@ def ensure_users(model=None, test=False, only_sst=False):
         if not _password_matches(model, "root", "localhost", root_pw):
             changes["root@localhost"] = "password set (socket authentication kept)"
             if not test:
-                sql("ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD({});".format(quote(root_pw)), model)
+                _sql("ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD({});".format(_quote(root_pw)), model)
     return changes
 
 
@@ -236,13 +269,27 @@ def ensure_users(model=None, test=False, only_sst=False):
 
 
 def pidfile(model=None):
-    """This node's mariadbd pid file (``paths:galera_pidfile`` with ``{node}`` = its id)."""
+    """This node's mariadbd pid file (``paths:galera_pidfile`` with ``{node}`` = its id).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_galera.pidfile
+    """
     model = _model(model)
     return model["paths"]["galera_pidfile"].replace("{node}", _me(model)["id"])
 
 
 def running(model=None):
-    """True when this node's mariadbd (from its pidfile) is alive."""
+    """True when this node's mariadbd (from its pidfile) is alive.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_galera.running
+    """
     model = _model(model)
     return __salt__["openstack_ha.live_pid"](pidfile(model)) is not None
 
@@ -250,7 +297,14 @@ def running(model=None):
 def wait_synced(model=None, timeout=None):
     """Wait until this node is Synced in a Primary component; return its status. Raises
     CommandExecutionError with the last state seen when ``timeout`` (default: the model's
-    ``galera:startup_timeout``) passes first."""
+    ``galera:startup_timeout``) passes first.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_galera.wait_synced
+    """
     model = _model(model)
     deadline = time.monotonic() + float(timeout or model["galera"]["startup_timeout"])
     status = None
@@ -269,6 +323,12 @@ def start(bootstrap=False, model=None, timeout=None):
     ``bootstrap`` otherwise). mysqld_safe/the unit recovers the node's position first
     (``--wsrep-recover``), so a node that was part of the cluster catches up by IST.
     Waits until the node is Synced and returns its status.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_galera.start
     """
     model = _model(model)
     service = model["paths"]["galera_service"]
@@ -306,7 +366,14 @@ def start(bootstrap=False, model=None, timeout=None):
 
 def stop(model=None, timeout=120):
     """Stop this node's MariaDB cleanly (``mariadb-admin shutdown``), falling back to
-    SIGTERM/SIGKILL of the pidfile's process. Returns True when it was running."""
+    SIGTERM/SIGKILL of the pidfile's process. Returns True when it was running.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_galera.stop
+    """
     model = _model(model)
     path = pidfile(model)
     pid = __salt__["openstack_ha.live_pid"](path)
@@ -327,6 +394,12 @@ def recover_position(model=None):
     This node's last committed position, ``{"uuid", "seqno", "source"}``: from the running
     server when it runs, else from ``mariadbd --wsrep-recover`` (reads InnoDB, changes
     nothing), else from grastate.dat.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_galera.recover_position
     """
     model = _model(model)
     if running(model):
@@ -376,6 +449,12 @@ def write_grastate(uuid, seqno, safe_to_bootstrap=True, model=None):
     Write grastate.dat with ``uuid``, ``seqno`` and ``safe_to_bootstrap`` together, atomically
     (a new file renamed over the old, owned by mysql), so a recovery never leaves a node
     half-marked. Refuses while MariaDB runs.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_galera.write_grastate <uuid> <seqno>
     """
     model = _model(model)
     if running(model):
@@ -391,7 +470,14 @@ def write_grastate(uuid, seqno, safe_to_bootstrap=True, model=None):
 
 def last_join(model=None, lines=400):
     """How this node last caught up with the cluster, from the tail of its error log:
-    ``"IST"``, ``"SST"`` or ``None``."""
+    ``"IST"``, ``"SST"`` or ``None``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_galera.last_join
+    """
     try:
         with open("/var/log/mysql/error.log", errors="replace") as fh:
             tail = fh.readlines()[-lines:]

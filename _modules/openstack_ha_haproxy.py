@@ -191,6 +191,12 @@ def configured_servers(config_text):
     The servers an HAProxy configuration defines: ``{(section, server): (address, port,
     check_port)}`` for every ``server`` line of a ``listen`` or ``backend`` section;
     ``check_port`` is the ``port`` option of the line (the port checks go to) or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_haproxy.configured_servers <config_text>
     """
     found, section = {}, None
     for raw in config_text.splitlines():
@@ -222,6 +228,12 @@ def prune_server_state(state_text, config_text):
     from ``health`` to ``tcp``, say) would silently keep checking the old port. A dropped
     server starts from the configuration (up, no runtime drain); the remediation loop checks
     it again. Returns ``(text, dropped)``: the state to load and ``["backend/server", ...]``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_haproxy.prune_server_state <state_text> <config_text>
     """
     servers = configured_servers(config_text)
     kept, dropped = [], []
@@ -248,6 +260,12 @@ def save_server_state(socket_path=None, state_file=None, config_file=None):
 
     Returns ``{"path": path written, "dropped": [backend/server, ...]}``. Raises
     ``CommandExecutionError`` when HAProxy cannot be asked or the configuration read.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_haproxy.save_server_state
     """
     path = state_file or DEFAULT_STATE_FILE
     text, dropped = _command("show servers state", socket_path), []
@@ -280,6 +298,12 @@ def prepare_start(state_file=None, config_file=None):
     Before HAProxy starts: prune the server-state file the previous process left against the
     configuration it will start with (see :func:`prune_server_state`). Returns the servers
     dropped (a list); nothing to do when there is no state file or no configuration.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_haproxy.prepare_start
     """
     path, config_file = state_file or DEFAULT_STATE_FILE, config_file or DEFAULT_CONFIG
     if not os.path.exists(config_file):
@@ -298,7 +322,14 @@ def prepare_start(state_file=None, config_file=None):
 
 
 def master_pid(pidfile=None):
-    """Return the PID of the live HAProxy master process from its pidfile, or None."""
+    """Return the PID of the live HAProxy master process from its pidfile, or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_haproxy.master_pid
+    """
     return __salt__["openstack_ha.live_pid"](pidfile or DEFAULT_PIDFILE)
 
 
@@ -330,6 +361,12 @@ def reload(socket_path=None, state_file=None, pidfile=None, timeout=10, config_f
     finishes its connections. Waits (bounded by ``timeout``) until a new worker answers.
 
     Returns ``{'saved': {path, dropped}, 'old_worker': pid, 'new_worker': pid}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_haproxy.reload
     """
     pid = master_pid(pidfile)
     if pid is None:

@@ -59,6 +59,12 @@ def probe_targets(targets, timeout=0.5):
         service sets its own, ``timeout`` (else ``timeout`` applies).
 
     Returns ``{'<service>/<backend>': {'up': bool, 'detail': str}}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_probe.probe_targets <targets>
     """
     results = {}
     if not targets:
@@ -75,7 +81,14 @@ def probe_targets(targets, timeout=0.5):
 
 
 def targets(model=None):
-    """The probe targets of every service backend in ``model`` (default: this controller's)."""
+    """The probe targets of every service backend in ``model`` (default: this controller's).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_probe.targets
+    """
     return __utils__["openstack_ha_model.probe_targets"](model or __salt__["openstack_ha.model"]())
 
 
@@ -89,6 +102,12 @@ def service_view(service=None, targets_=None, timeout=None, socket_path=None):
 
     Returns ``{'probes': {'svc/backend': {'up', 'detail'}}, 'admin': {'svc/backend': state},
     'haproxy': bool}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_probe.service_view
     """
     if targets_ is None:
         model = __salt__["openstack_ha.model"]()
@@ -116,6 +135,12 @@ def vips_held(vips=None):
         the model costs a few hundred milliseconds more).
 
     Returns a sorted list of names. Raises CommandExecutionError when ``ip`` fails.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_probe.vips_held
     """
     if vips is None:
         vips = {name: vip["address"] for name, vip in __salt__["openstack_ha.model"]()["vips"].items()}

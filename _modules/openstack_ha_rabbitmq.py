@@ -31,7 +31,14 @@ def _model(model=None):
 
 
 def nodes(model=None):
-    """The controllers (entries, in order) that are RabbitMQ nodes; [] when disabled."""
+    """The controllers (entries, in order) that are RabbitMQ nodes; [] when disabled.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.nodes
+    """
     return __utils__["openstack_ha_model.cluster_nodes"](_model(model), "rabbitmq")
 
 
@@ -40,7 +47,14 @@ def node_ids(model=None):
 
 
 def short(node_id):
-    """The host part of a RabbitMQ node name for a controller id (``rabbit@<short>``)."""
+    """The host part of a RabbitMQ node name for a controller id (``rabbit@<short>``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.short <node_id>
+    """
     return node_id.split(".")[0]
 
 
@@ -48,7 +62,7 @@ def node_name(node_id):
     return "rabbit@" + short(node_id)
 
 
-def ctl(*args, stdin=None, timeout=60, check=True):
+def _ctl(*args, stdin=None, timeout=60, check=True):
     """Run ``rabbitmqctl ARGS``; return its stdout. Raises CommandExecutionError naming the
     command (never its stdin) and RabbitMQ's own message."""
     cmd = ["rabbitmqctl", "-q"] + list(args)
@@ -62,8 +76,25 @@ def ctl(*args, stdin=None, timeout=60, check=True):
     return proc.stdout
 
 
+def peer_running_nodes(node, timeout=30):
+    """
+    The running members of the cluster as RabbitMQ node ``node`` (``rabbit@host``) sees them,
+    asked over Erlang distribution. Raises CommandExecutionError when it does not answer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lab-ctrl1 openstack_ha_rabbitmq.peer_running_nodes rabbit@lab-ctrl2
+    """
+    import json
+
+    out = _ctl("-n", node, "cluster_status", "--formatter", "json", timeout=timeout)
+    return sorted(json.loads(out).get("running_nodes") or [])
+
+
 def _json(*args, timeout=30):
-    out = ctl(*(list(args) + ["--formatter", "json"]), timeout=timeout)
+    out = _ctl(*(list(args) + ["--formatter", "json"]), timeout=timeout)
     return json.loads(out) if out.strip() else None
 
 
@@ -71,6 +102,12 @@ def cluster_status(timeout=15):
     """
     This node's view of the cluster: ``{running, members, running_nodes, partitions, alarms,
     cluster_name}``; ``running`` False (and the reason) when the node does not answer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.cluster_status
     """
     try:
         data = _json("cluster_status", timeout=timeout)
@@ -91,9 +128,16 @@ def cluster_status(timeout=15):
 
 
 def app_running(timeout=15):
-    """True when the rabbit application runs on this node (not paused, not stopped)."""
+    """True when the rabbit application runs on this node (not paused, not stopped).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.app_running
+    """
     try:
-        ctl("await_startup", "--timeout", "1", timeout=timeout)
+        _ctl("await_startup", "--timeout", "1", timeout=timeout)
         return True
     except CommandExecutionError:
         return False
@@ -101,7 +145,14 @@ def app_running(timeout=15):
 
 def report(model=None):
     """What the beacon and ``salt-run openstack_ha.status`` show for this node: its cluster
-    view, whether its app runs (a paused minority does not), and the expected members."""
+    view, whether its app runs (a paused minority does not), and the expected members.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.report
+    """
     model = _model(model)
     status = cluster_status()
     status["node"] = node_name(__grains__["id"])
@@ -114,19 +165,33 @@ def report(model=None):
 
 def join(seed, timeout=120):
     """Make this (fresh or lost) node a member of ``seed``'s cluster: stop its app, reset it,
-    join and start again. Only for a node that holds nothing the cluster needs."""
-    ctl("stop_app", timeout=timeout)
-    ctl("reset", timeout=timeout)
-    ctl("join_cluster", seed, timeout=timeout)
-    ctl("start_app", timeout=timeout)
-    ctl("await_startup", "--timeout", str(timeout), timeout=timeout + 10)
+    join and start again. Only for a node that holds nothing the cluster needs.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.join <seed>
+    """
+    _ctl("stop_app", timeout=timeout)
+    _ctl("reset", timeout=timeout)
+    _ctl("join_cluster", seed, timeout=timeout)
+    _ctl("start_app", timeout=timeout)
+    _ctl("await_startup", "--timeout", str(timeout), timeout=timeout + 10)
     return cluster_status()
 
 
 def restart_app(timeout=120):
-    """Restart the rabbit application on this node (heals a paused or partitioned minority)."""
-    ctl("stop_app", timeout=timeout)
-    ctl("start_app", timeout=timeout)
+    """Restart the rabbit application on this node (heals a paused or partitioned minority).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.restart_app
+    """
+    _ctl("stop_app", timeout=timeout)
+    _ctl("start_app", timeout=timeout)
     return cluster_status()
 
 
@@ -173,12 +238,18 @@ def roll_cookie(cookie, path, timeout=60):
 
     Returns {node name: "ok"}. Raises CommandExecutionError naming the nodes that did not
     switch (they keep the old cookie and their links; apply the state there again).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.roll_cookie <cookie> <path>
     """
     if not cookie.isalnum():
         raise CommandExecutionError("refusing to roll out a cookie that is not letters and digits only")
     if not path.startswith("/") or '"' in path or "\\" in path:
         raise CommandExecutionError("refusing to roll out to cookie file {!r}: expected an absolute path without quotes".format(path))
-    out = ctl("eval", stdin=_ROLL_COOKIE.format(cookie=cookie, path=path, rpc_ms=int(timeout * 1000 / 4)), timeout=timeout)
+    out = _ctl("eval", stdin=_ROLL_COOKIE.format(cookie=cookie, path=path, rpc_ms=int(timeout * 1000 / 4)), timeout=timeout)
     results = {}
     for item in out.strip().strip('"').split(";"):
         node, _, result = item.partition("=")
@@ -219,7 +290,7 @@ def _policies(vhost):
 
 def _password_ok(user, password):
     try:
-        ctl("authenticate_user", user, stdin=password + "\n", timeout=30)
+        _ctl("authenticate_user", user, stdin=password + "\n", timeout=30)
         return True
     except CommandExecutionError:
         return False
@@ -230,7 +301,7 @@ def _create(*args, stdin=None):
     created it, False when it already existed: controllers applied at the same time race for
     the same account, and the loser converges the rest (password, tags) like any other run."""
     try:
-        ctl(*args, stdin=stdin)
+        _ctl(*args, stdin=stdin)
         return True
     except CommandExecutionError as exc:
         if "already exists" in str(exc) or "already_exists" in str(exc):
@@ -243,6 +314,12 @@ def ensure_accounts(model=None, test=False):
     Make users, vhosts, permissions and policies match the model's ``rabbitmq`` section.
     Policies are compared as data (pattern, apply-to, priority, definition), not as strings.
     Returns ``{what: change}`` for what changed (or would with ``test``); no password ever.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.ensure_accounts
     """
     model = _model(model)
     rabbit = model["rabbitmq"]
@@ -268,18 +345,18 @@ def ensure_accounts(model=None, test=False):
         if not created and not _password_ok(name, user["password"]):
             changes["user " + name] = "password updated"
             if not test:
-                ctl("change_password", name, stdin=user["password"] + "\n")
+                _ctl("change_password", name, stdin=user["password"] + "\n")
         tags = sorted(user.get("tags") or [])
         if users.get(name, []) != tags:
             changes["user {} tags".format(name)] = tags
             if not test:
-                ctl("set_user_tags", name, *tags)
+                _ctl("set_user_tags", name, *tags)
         vhost = user.get("vhost", "/")
         perms = _permissions(vhost) if vhost in vhosts else {}
         if perms.get(name) != [".*", ".*", ".*"]:
             changes["permissions {} on {}".format(name, vhost)] = "configure/write/read .*"
             if not test:
-                ctl("set_permissions", "-p", vhost, name, ".*", ".*", ".*")
+                _ctl("set_permissions", "-p", vhost, name, ".*", ".*", ".*")
     for name, policy in sorted((rabbit.get("policies") or {}).items()):
         vhost = policy.get("vhost", "/")
         want = {"pattern": policy["pattern"], "apply-to": policy.get("apply-to", "all"),
@@ -288,7 +365,7 @@ def ensure_accounts(model=None, test=False):
         if have != want:
             changes["policy {} on {}".format(name, vhost)] = "created" if have is None else "updated"
             if not test:
-                ctl("set_policy", "-p", vhost, "--priority", str(want["priority"]), "--apply-to", want["apply-to"],
+                _ctl("set_policy", "-p", vhost, "--priority", str(want["priority"]), "--apply-to", want["apply-to"],
                     name, want["pattern"], json.dumps(want["definition"], sort_keys=True))
     return changes
 
@@ -298,6 +375,12 @@ def transport_url(model=None, user=None):
     The oslo.messaging ``transport_url`` for the OpenStack services: every RabbitMQ node of
     the site, ``rabbit://USER:PASSWORD@host1:port,USER:PASSWORD@host2:port/VHOST``. ``user``
     defaults to the first user in the pillar.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.transport_url
     """
     model = _model(model)
     rabbit = model["rabbitmq"]
@@ -314,7 +397,14 @@ def transport_url(model=None, user=None):
 
 
 def wait_running(timeout=120):
-    """Wait until this node's app runs; return its cluster status or raise."""
+    """Wait until this node's app runs; return its cluster status or raise.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.wait_running
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if app_running(timeout=10):
@@ -338,6 +428,12 @@ def start(timeout=120):
     wait until its app runs; return the cluster status. A paused node is left alone (it
     resumes by itself). Callers (the state, the remediation loop) are serialised by a lock
     file: two init-script starts at once make the loser delete the winner's pid file.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.start
     """
     with open(LOCKFILE, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -358,6 +454,12 @@ def oslo_messaging(model=None, user=None):
     ``{"transport_url": ..., "rabbit_quorum_queue": True, "amqp_durable_queues": True,
     "rabbit_ha_queues": False}``. Quorum queues are declared by the clients (RabbitMQ 3.x has
     no per-vhost default queue type), so this is where the OpenStack vhost gets them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.oslo_messaging
     """
     return {"transport_url": transport_url(model, user), "rabbit_quorum_queue": True,
             "amqp_durable_queues": True, "rabbit_ha_queues": False}

@@ -42,15 +42,22 @@ _KEY = {}
 
 
 def __virtual__():
-    try:
-        import cryptography  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("cryptography") is None:
         return (False, "openstack_ha_signed: the cryptography package is missing")
     return __virtualname__
 
 
 def body(minion_id, nonce, fun, answer):
-    """The exact bytes that are signed: canonical JSON of who, which question, what answer."""
+    """The exact bytes that are signed: canonical JSON of who, which question, what answer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_signed.body <minion_id> <nonce> <fun> <answer>
+    """
     return json.dumps({"id": minion_id, "nonce": nonce, "fun": fun, "answer": answer},
                       sort_keys=True, separators=(",", ":"), default=str).encode()
 
@@ -68,7 +75,14 @@ def _private_key():
 
 
 def sign(data):
-    """An RSA PKCS#1 v1.5 SHA-256 signature of ``data`` (bytes) with this minion's key, base64."""
+    """An RSA PKCS#1 v1.5 SHA-256 signature of ``data`` (bytes) with this minion's key, base64.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_signed.sign <data>
+    """
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 

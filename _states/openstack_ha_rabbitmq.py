@@ -17,7 +17,6 @@ started before the others could answer) joins that cluster. Only the first node 
 may stay alone, so two clusters can never both survive.
 """
 
-import json
 import time
 
 from salt.exceptions import CommandExecutionError
@@ -38,11 +37,9 @@ def _peer_cluster(model, me, timeout):
             continue
         name = __salt__["openstack_ha_rabbitmq.node_name"](node)
         try:
-            out = __salt__["openstack_ha_rabbitmq.ctl"]("-n", name, "cluster_status", "--formatter", "json", timeout=timeout)
+            return name, __salt__["openstack_ha_rabbitmq.peer_running_nodes"](name, timeout=timeout)
         except CommandExecutionError:
             continue
-        data = json.loads(out)
-        return name, sorted(data.get("running_nodes") or [])
     return None, []
 
 

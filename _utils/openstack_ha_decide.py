@@ -45,9 +45,29 @@ def drained(key, views, quorum):
 
 def serving(key, views, quorum):
     """True when backend ``key`` counts as a healthy backend in rotation: a quorum of fresh
-    probes sees it up and it is not drained on a quorum of HAProxies. The one rule for "the
-    last healthy backend", shared by the loop and the operator's drain."""
+    probes sees it up and it is not drained on a quorum of HAProxies."""
     return healthy(key, views, quorum) and not drained(key, views, quorum)
+
+
+def last_serving(key, keys, views, quorum, maintenance=(), decided=None):
+    """
+    The one rule for "the last healthy backend", used by the loop and by the operator's drain:
+    True when no backend of ``keys`` other than ``key`` is serving (see :func:`serving`).
+
+    maintenance
+        keys under planned maintenance: they do not count as serving.
+    decided
+        ``{key: drained}`` for backends drained (True) or restored (False) earlier in the same
+        decision round: they count as already in that state.
+    """
+    decided = decided or {}
+    for other in keys:
+        if other == key or other in maintenance:
+            continue
+        out = decided[other] if other in decided else drained(other, views, quorum)
+        if healthy(other, views, quorum) and not out:
+            return False
+    return True
 
 
 def decide(backends, views, quorum, records, now, cooldown, maintenance=()):
@@ -77,8 +97,7 @@ def decide(backends, views, quorum, records, now, cooldown, maintenance=()):
             "evidence": {"answered": sorted(views)},
         }]
     health = {key: _majority([v["probes"][key]["up"] for v in views.values() if key in v.get("probes", {})], quorum) for key in backends}
-
-    admin = {key: drained(key, views, quorum) for key in backends}
+    decided = {}  # drains (True) and restores (False) of this round
     actions = []
     for key, service in backends.items():
         if key in maintenance or health[key] is None:
@@ -91,22 +110,155 @@ def decide(backends, views, quorum, records, now, cooldown, maintenance=()):
         cooling = record and now - record.get("time", 0) < cooldown
         base = {"key": key, "service": service, "backend": backend, "evidence": evidence}
         if health[key] is False and states_everywhere - {DRAIN, "maint"}:
-            others = [k for k, s in backends.items() if s == service and k != key]
-            if not any(health[k] is True and not admin[k] for k in others):
+            siblings = [k for k, s in backends.items() if s == service]
+            if last_serving(key, siblings, views, quorum, maintenance, decided):
                 actions.append(dict(base, action="alert", alert="last_backend",
                                     reason="{} is down but is the last healthy backend of {}; not drained".format(backend, service)))
                 continue
             if cooling and record.get("state") == READY:
                 actions.append(dict(base, action="suppressed", reason="cooldown: restored {:.1f}s ago".format(now - record["time"])))
                 continue
-            admin[key] = True
+            decided[key] = True
             actions.append(dict(base, action="drain", reason="a quorum of controllers ({} of {}) sees {} down".format(
                 sum(1 for e in evidence.values() if e["up"] is False), len(views), backend)))
         elif health[key] is True and DRAIN in states_everywhere and record.get("by") == "remediation" and record.get("state") == DRAIN:
             if cooling:
                 actions.append(dict(base, action="suppressed", reason="cooldown: drained {:.1f}s ago".format(now - record["time"])))
                 continue
-            admin[key] = False
+            decided[key] = False
             actions.append(dict(base, action="restore", reason="a quorum of controllers ({} of {}) sees {} healthy again".format(
                 sum(1 for e in evidence.values() if e["up"] is True), len(views), backend)))
     return actions
+
+
+# ------------------------------------------------------------------------------ VIPs
+
+
+def classify_vips(holders, answered, controllers, quorum):
+    """
+    What is wrong with the VIPs, from every answering controller's list of VIPs it holds.
+
+    holders
+        ``{vip: [controllers holding it]}`` among those that answered.
+    answered
+        the controllers that answered; ``controllers``: all of the site's.
+    quorum
+        how many answers a judgement needs.
+
+    Returns ``[{"alert", "vip", "holders", "why"}]``: ``no_quorum`` (too few answers: nothing
+    else is judged), ``split_brain`` (more than one holder), ``vip_unconfirmed`` (no answering
+    controller holds it, some did not answer: one of them may), ``vip_orphaned`` (every
+    controller answered, none holds it). Empty: one holder per VIP, confirmed by a quorum.
+    """
+    if len(answered) < quorum:
+        return [{"alert": "no_quorum", "vip": ", ".join(sorted(holders)), "holders": [],
+                 "why": "only {} of {} controllers answered about the VIPs ({}): no repointing".format(
+                     len(answered), len(controllers), ", ".join(sorted(answered)) or "none")}]
+    silent = sorted(c for c in controllers if c not in answered)
+    found = []
+    for vip, who in sorted(holders.items()):
+        if len(who) > 1:
+            found.append({"alert": "split_brain", "vip": vip, "holders": list(who),
+                          "why": "VIP {} is held by {}".format(vip, ", ".join(who))})
+        elif not who and silent:
+            found.append({"alert": "vip_unconfirmed", "vip": vip, "holders": [],
+                          "why": "no controller that answered holds VIP {} and {} did not answer: no repointing".format(
+                              vip, ", ".join(silent))})
+        elif not who:
+            found.append({"alert": "vip_orphaned", "vip": vip, "holders": [],
+                          "why": "VIP {} is held by nobody (every controller answered)".format(vip)})
+    return found
+
+
+# -------------------------------------------------------------------------- RabbitMQ
+
+# A RabbitMQ condition already announced is announced again only after this many heartbeat
+# intervals: the beacon reports it on every heartbeat, an operator needs it once in a while.
+ALERT_REPEAT_HEARTBEATS = 4
+
+
+def rabbit_healthy(view, expected):
+    """True when one node's report says: running, app running, no partition, no alarm, and
+    exactly the ``expected`` nodes running."""
+    return bool(view.get("running") and view.get("app_running") and not any((view.get("partitions") or {}).values())
+                and not view.get("alarms") and sorted(view.get("running_nodes") or []) == sorted(expected))
+
+
+def rabbit_problems(views, expected):
+    """The cluster's problems from every answering node's report: ``[(kind, why, subject)]``
+    for ``rabbitmq_partition``, ``rabbitmq_alarm`` and ``rabbitmq_node_down`` (an expected
+    node that no answering node sees running: down, paused or unreachable)."""
+    problems = []
+    partitioned = sorted(n for n, v in views.items() if any((v.get("partitions") or {}).values()))
+    if partitioned:
+        problems.append(("rabbitmq_partition", "partitions seen by {}".format(", ".join(partitioned)), partitioned))
+    alarms = sorted({a for v in views.values() for a in v.get("alarms") or []})
+    if alarms:
+        problems.append(("rabbitmq_alarm", "resource alarms: " + "; ".join(alarms), alarms))
+    running = {n for v in views.values() if v.get("app_running") for n in v.get("running_nodes") or []}
+    down = sorted(set(expected) - running)
+    if down:
+        problems.append(("rabbitmq_node_down", "not running (down, paused or unreachable): " + ", ".join(down), down))
+    return problems
+
+
+def rabbit_news(problems, seen, now, heartbeat):
+    """The problems worth an alert now: new ones, ones whose subject changed, and ones last
+    announced ``ALERT_REPEAT_HEARTBEATS`` heartbeats ago or more. ``seen``: ``{kind:
+    {"subject", "time"}}`` of the last announcements."""
+    news = []
+    for kind, why, subject in problems:
+        last = seen.get(kind) or {}
+        if last.get("subject") == subject and now - last.get("time", 0) < ALERT_REPEAT_HEARTBEATS * heartbeat:
+            continue
+        news.append((kind, why, subject))
+    return news
+
+
+def rabbit_remedy(nodes, majority, views, seen, now, cooldown, heal_partitions=True):
+    """
+    The one repair to make now, or None: ``("heal", node)`` restarts the app of the first node
+    on the minority side of a partition (with ``heal_partitions``), else ``("restart", node)``
+    starts a node whose controller answers but whose RabbitMQ does not run; each at most once
+    per ``cooldown`` (``seen["heal_time"]``, ``seen["restart_time"]``). A node sees itself on
+    the minority side when it sees fewer than ``majority`` nodes running.
+    """
+    minority = [n for n in nodes if n in views and any((views[n].get("partitions") or {}).values())
+                and views[n].get("app_running") and len(views[n].get("running_nodes") or []) < majority]
+    dead = [n for n in nodes if n in views and not views[n].get("running")]
+    if heal_partitions and minority and now - seen.get("heal_time", 0) >= cooldown:
+        return "heal", minority[0]
+    if dead and now - seen.get("restart_time", 0) >= cooldown:
+        return "restart", dead[0]
+    return None
+
+
+# ---------------------------------------------------------------- answers' shapes
+
+
+def valid_view(view):
+    """True when ``view`` has the shape of ``openstack_ha_probe.service_view``'s answer. A
+    controller that answers anything else (confused or hostile) counts as not answering: its
+    malformed answer must not stop remediation for the whole site."""
+    if not isinstance(view, dict) or not isinstance(view.get("probes"), dict) or not isinstance(view.get("admin", {}), dict):
+        return False
+    if not all(isinstance(k, str) and isinstance(p, dict) and isinstance(p.get("up"), bool) for k, p in view["probes"].items()):
+        return False
+    return all(isinstance(k, str) and isinstance(v, str) for k, v in view.get("admin", {}).items())
+
+
+def valid_rabbit_view(view):
+    """True when ``view`` has the shape of ``openstack_ha_rabbitmq.report``'s answer (else it
+    is that node's missing answer, never an exception that stops the site's checks)."""
+    if not isinstance(view, dict):
+        return False
+    lists = all(view.get(k) is None or (isinstance(view[k], list) and all(isinstance(x, str) for x in view[k]))
+                for k in ("running_nodes", "members", "alarms", "expected"))
+    partitions = view.get("partitions")
+    return lists and (partitions is None or isinstance(partitions, dict)) and all(
+        isinstance(view.get(k, False), bool) for k in ("running", "app_running"))
+
+
+def valid_vip_list(answer):
+    """True when ``answer`` has the shape of ``openstack_ha_probe.vips_held``'s: VIP names."""
+    return isinstance(answer, list) and all(isinstance(n, str) for n in answer)

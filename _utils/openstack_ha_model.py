@@ -592,7 +592,7 @@ def _check_policy(c, model, controller_count):
         elif isinstance(quorum, int) and controller_count and quorum <= controller_count // 2:
             # Below a majority, one "down" vote could outweigh every "up".
             c.fail(path + ["quorum"], "quorum {} is not a majority of the {} controllers (at least {})".format(
-                quorum, controller_count, controller_count // 2 + 1))
+                quorum, controller_count, majority(controller_count)))
     _check_timing(c, policy, path, {"cooldown": (0, 86400), "heartbeat": (5, 86400)})
     probe = c.mapping(policy.get("probe"), path + ["probe"])
     if probe:
@@ -687,6 +687,10 @@ def validate(model):
     check_unknown_keys(c, model, SCHEMA, [ROOT])
     if c.problems:
         raise ModelError(c.problems)
+    for svc in model["services"].values():
+        # One place for this default: the API's own port on the controller is the VIP's port
+        # unless the pillar says otherwise. Everything after this reads svc["backend_port"].
+        svc.setdefault("backend_port", svc["port"])
     return model
 
 
@@ -731,12 +735,27 @@ def controller(model, minion_id):
     return None
 
 
+def majority(count):
+    """The smallest number of ``count`` members that is more than half of them."""
+    return count // 2 + 1
+
+
 def quorum_size(model):
     """The number of controller views that must agree before the runner acts."""
     quorum = model["remediation"]["quorum"]
     if quorum == "majority":
-        return len(model["controllers"]) // 2 + 1
+        return majority(len(model["controllers"]))
     return int(quorum)
+
+
+def layer_defaults(raw, os_family):
+    """The project's defaults for ``os_family``: ``defaults.yaml``'s ``openstack_ha`` mapping
+    with that family's layer merged over it. Raises ValueError for a family it has no layer for."""
+    per_os = (raw.get("os_family") or {}).get(os_family)
+    if per_os is None:
+        raise ValueError("no defaults for os_family {!r} in defaults.yaml (known: {})".format(
+            os_family, ", ".join(sorted(raw.get("os_family") or {})) or "none"))
+    return deep_merge(raw["openstack_ha"], per_os)
 
 
 def cluster_nodes(model, section):
@@ -762,7 +781,7 @@ def backend_services(model):
     Galera is enabled."""
     found = {}
     for name, svc in model["services"].items():
-        found[name] = {"port": svc.get("backend_port", svc["port"]), "path": svc["check"]["path"],
+        found[name] = {"port": svc["backend_port"], "path": svc["check"]["path"],
                        "status": svc["check"]["status"], "servers": list(model["controllers"])}
         if "timeout" in svc["check"]:
             found[name]["timeout"] = svc["check"]["timeout"]
@@ -836,7 +855,7 @@ def catalog_endpoints(model, holders=None):
             if host is None:
                 raise ValueError("no controller holds VIP {!r} (interface {}): no endpoint can point at it".format(
                     keystone["interfaces"][interface], interface))
-            port = svc["port"] if keystone["endpoint_mode"] == "vip" else svc.get("backend_port", svc["port"])
+            port = svc["port"] if keystone["endpoint_mode"] == "vip" else svc["backend_port"]
             if ":" in host:
                 host = "[{}]".format(host)
             found.append({"service": name, "type": svc["catalog"]["type"], "interface": interface,

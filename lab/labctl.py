@@ -37,8 +37,6 @@ PREFIX = 24
 CONTROLLERS = [("lab-ctrl%d" % i, "10.213.0.%d" % (10 + i)) for i in (1, 2, 3)]
 # The one file root is states/ (the custom modules are linked into it): the pillar, the tests,
 # the lab and the virtualenv are never served to minions.
-FILE_ROOTS = [os.path.join(REPO, "states")]
-FILE_IGNORE = [r"(^|/)__pycache__(/|$)"]
 OVERLAID = ("etc", "usr/local", "var/lib", "var/log", "var/cache")
 # A second pillar root searched before the repository's: a test puts a changed copy of a site
 # file here (the first root holding a file wins) and removes it afterwards.
@@ -204,8 +202,21 @@ def is_mountpoint(path):
 # ---------------------------------------------------------------------------------------- up
 
 
+def project_master_config():
+    """``master.d/openstack_ha.conf``, the file operators copy, with its checkout path
+    (/srv/openstack_ha) replaced by this repository: the lab (and CI) run that very file."""
+    import yaml
+
+    with open(os.path.join(REPO, "master.d", "openstack_ha.conf")) as fh:
+        text = fh.read().replace("/srv/openstack_ha", REPO)
+    return yaml.safe_load(text)
+
+
 def master_config():
-    return {
+    """The lab master's configuration: the project's master.d file, plus where the lab keeps
+    its files, the override pillar root (searched first) and the lab's Keystone account."""
+    config = project_master_config()
+    config.update({
         "id": "lab-master",
         "root_dir": MASTER_DIR,
         "interface": BRIDGE_ADDR,
@@ -216,20 +227,14 @@ def master_config():
         "cachedir": os.path.join(MASTER_DIR, "cache"),
         "sock_dir": os.path.join(MASTER_DIR, "run", "sock"),
         "pidfile": os.path.join(MASTER_DIR, "run", "salt-master.pid"),
-        "file_roots": {"base": list(FILE_ROOTS)},
-        "file_ignore_regex": FILE_IGNORE,
-        "pillar_roots": {"base": [PILLAR_OVERRIDES, os.path.join(REPO, "pillar")]},
-        "runner_dirs": [os.path.join(REPO, "_runners")],
-        "states_dirs": [os.path.join(REPO, "_states")],
-        "utils_dirs": [os.path.join(REPO, "_utils")],
-        "module_dirs": [os.path.join(REPO, "_modules")],
-        "reactor": [{"salt/beacon/*/openstack_ha_*": [os.path.join(REPO, "reactor", "openstack_ha_beacon.sls")]}],
+        "pillar_roots": {"base": [PILLAR_OVERRIDES] + config["pillar_roots"]["base"]},
         "worker_threads": 4,
         "timeout": 15,
         "gather_job_timeout": 15,
         "state_output": "mixed",
         "openstack_ha_keystone": {"lab": dict(KEYSTONE_ADMIN)},
-    }
+    })
+    return config
 
 
 def start_master():

@@ -35,7 +35,7 @@ def example_pillar(site):
 
 def defaults(os_family="Debian"):
     raw = read_yaml("states/openstack_ha/defaults.yaml")
-    return model_lib.deep_merge(raw["openstack_ha"], raw["os_family"][os_family])
+    return model_lib.layer_defaults(raw, os_family)
 
 
 def build(site="eqiad1", mutate=None):

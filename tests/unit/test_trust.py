@@ -10,7 +10,9 @@ from tests.conftest import REPO, defaults, example_pillar, load_module, model_li
 
 files = load_module("_utils/openstack_ha_files.py", "openstack_ha_files")
 signed = load_module("_modules/openstack_ha_signed.py", "openstack_ha_signed")
-runner = load_module("_runners/openstack_ha.py", "openstack_ha_runner")
+publish = load_module("_utils/openstack_ha_publish.py", "openstack_ha_publish")
+decide = load_module("_utils/openstack_ha_decide.py", "openstack_ha_decide")
+status = load_module("_utils/openstack_ha_status.py", "openstack_ha_status")
 plan = load_module("_utils/openstack_ha_galera_plan.py", "openstack_ha_galera_plan")
 health = load_module("states/openstack_ha/files/galera_health.py", "galera_health")
 
@@ -29,7 +31,7 @@ def keys(tmp_path, monkeypatch):
         (tmp_path / name / "minion.pem").write_bytes(key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
         pems[name] = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    monkeypatch.setattr(runner, "_accepted_key", lambda minion: serialization.load_pem_public_key(pems[minion].encode())
+    monkeypatch.setattr(publish, "_accepted_key", lambda ctx, minion: serialization.load_pem_public_key(pems[minion].encode())
                         if minion == "lab-ctrl1" else None)
     return tmp_path
 
@@ -47,7 +49,7 @@ VIEW = {"probes": {"nova/lab-ctrl2": {"up": True}}, "admin": {"nova/lab-ctrl2": 
 
 def test_a_signed_answer_is_believed(keys):
     reply = answer_as(keys, "lab-ctrl1", NONCE, "openstack_ha_probe.service_view", VIEW)
-    assert runner.authenticated_answer("lab-ctrl1", NONCE, "openstack_ha_probe.service_view", reply) == VIEW
+    assert publish.authenticated_answer(None, "lab-ctrl1", NONCE, "openstack_ha_probe.service_view", reply) == (True, VIEW)
 
 
 @pytest.mark.parametrize("tamper", ["other_nonce", "other_fun", "intruder_key", "altered_body", "bare_answer", "garbage_sig"])
@@ -68,7 +70,7 @@ def test_forged_replayed_or_altered_answers_count_as_none(keys, tamper):
         reply = VIEW
     elif tamper == "garbage_sig":
         reply = dict(reply, sig="Zm9yZ2Vk")
-    assert runner.authenticated_answer("lab-ctrl1", nonce, asked, reply) is runner._NO_ANSWER
+    assert publish.authenticated_answer(None, "lab-ctrl1", nonce, asked, reply) == (False, None)
 
 
 def test_only_the_runners_functions_are_signed(keys):
@@ -82,11 +84,11 @@ def test_only_the_runners_functions_are_signed(keys):
     {"probes": {}, "admin": {"nova/x": 3}}, {"probes": {"nova/x": {"up": True}}, "admin": []},
 ])
 def test_a_malformed_view_is_not_a_vote(view):
-    assert runner.valid_view(view) is False
+    assert decide.valid_view(view) is False
 
 
 def test_a_well_formed_view_is_a_vote():
-    assert runner.valid_view({"probes": {"nova/x": {"up": False, "detail": "refused"}}, "admin": {"nova/x": "ready"}, "haproxy": True})
+    assert decide.valid_view({"probes": {"nova/x": {"up": False, "detail": "refused"}}, "admin": {"nova/x": "ready"}, "haproxy": True})
 
 
 def test_redaction_hides_every_secret_of_a_real_site():
@@ -143,7 +145,9 @@ def test_the_health_daemon_reports_a_start_marker_until_it_is_stale(tmp_path):
 def test_no_pillar_is_under_the_file_root():
     from lab import labctl
 
-    for root in labctl.FILE_ROOTS:
+    roots = labctl.project_master_config()["file_roots"]["base"]
+    assert roots == [os.path.join(REPO, "states")]
+    for root in roots:
         for dirpath, _, names in os.walk(root, followlinks=True):
             assert not [n for n in names if n.endswith(".sls") and "pillar" in os.path.relpath(dirpath, REPO)], dirpath
         assert not os.path.exists(os.path.join(root, "pillar"))
@@ -152,11 +156,11 @@ def test_no_pillar_is_under_the_file_root():
 @pytest.mark.parametrize("view", [None, [], {"running": "yes"}, {"running_nodes": "rabbit@a"}, {"partitions": []},
                                   {"alarms": [1]}, {"running": True, "members": [["x"]]}])
 def test_a_malformed_rabbitmq_report_is_not_a_view(view):
-    assert runner.valid_rabbit_view(view) is False
+    assert decide.valid_rabbit_view(view) is False
 
 
 def test_a_rabbitmq_report_is_a_view():
-    assert runner.valid_rabbit_view({"running": True, "app_running": True, "running_nodes": ["rabbit@a"], "members": ["rabbit@a"],
+    assert decide.valid_rabbit_view({"running": True, "app_running": True, "running_nodes": ["rabbit@a"], "members": ["rabbit@a"],
                                      "partitions": {"rabbit@a": []}, "alarms": [], "expected": ["rabbit@a"]})
 
 
@@ -170,9 +174,9 @@ def test_status_is_never_healthy_while_a_service_has_no_server_in_rotation():
     drained = {c: ("UP", "drain") for c in ("c1", "c2", "c3")}
     views = {c: _report(drained) for c in ("c1", "c2", "c3")}
     views["c1"]["vips"] = ["public"]
-    summary = runner._summarise("lab", ["c1", "c2", "c3"], views)
+    summary = status.summarise("lab", ["c1", "c2", "c3"], views)
     assert summary["healthy"] is False
     assert "backend nova has no UP server on any HAProxy" in summary["problems"]
     one_up = dict(drained, c2=("UP", "ready"))
-    summary = runner._summarise("lab", ["c1", "c2", "c3"], {c: _report(one_up) for c in ("c1", "c2", "c3")})
+    summary = status.summarise("lab", ["c1", "c2", "c3"], {c: _report(one_up) for c in ("c1", "c2", "c3")})
     assert not [p for p in summary["problems"] if "nova" in p]

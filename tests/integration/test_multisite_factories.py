@@ -23,14 +23,7 @@ def salt_factories_config():
 
 @pytest.fixture(scope="module")
 def master(salt_factories):
-    overrides = {
-        "file_roots": {"base": list(labctl.FILE_ROOTS)},
-        "file_ignore_regex": labctl.FILE_IGNORE,
-        "pillar_roots": {"base": [os.path.join(REPO, "pillar")]},
-        "utils_dirs": [os.path.join(REPO, "_utils")],
-        "runner_dirs": [os.path.join(REPO, "_runners")],
-        "interface": "127.0.0.1",
-    }
+    overrides = dict(labctl.project_master_config(), interface="127.0.0.1")
     factory = salt_factories.salt_master_daemon("oha-factories-master", overrides=overrides)
     with factory.started():
         yield factory

@@ -201,12 +201,27 @@ def test_planned_maintenance_of_a_whole_host(remediating):
     assert ready_everywhere("lab-ctrl2", "nova") and ready_everywhere("lab-ctrl2", "keystone")
 
 
+@pytest.mark.parametrize("args, reason", [
+    (("openstack_ha.drain", "host=not-a-controller"), "'not-a-controller' is not a controller of site lab"),
+    (("openstack_ha.drain", "service=nope", "backend=lab-ctrl1"), "unknown service 'nope' in site lab"),
+    (("openstack_ha.status", "site=nowhere"), "unknown site 'nowhere'; known: lab"),
+    (("openstack_ha.galera_recover", "site=nowhere"), "unknown site 'nowhere'; known: lab"),
+    (("openstack_ha.galera_recover",), "): nothing to recover"),
+])
+def test_every_refusal_is_one_line_and_exits_non_zero(remediating, args, reason):
+    proc = labtools.labctl.salt_cmd("salt-run", *args, check=False)
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert reason in proc.stdout and "Traceback" not in proc.stdout + proc.stderr, proc.stdout
+    assert labtools.runner(*args)["refused"].count("\n") == 0
+
+
 def test_draining_the_last_healthy_backend_needs_force(remediating):
     labtools.runner("openstack_ha.drain", "service=nova", "backend=lab-ctrl1")
     labtools.runner("openstack_ha.drain", "service=nova", "backend=lab-ctrl2")
     try:
         refused = labtools.runner("openstack_ha.drain", "service=nova", "backend=lab-ctrl3")
-        assert refused[0]["alert"] == "last_backend" and ready_everywhere("lab-ctrl3")
+        assert refused["retcode"] == 1 and "last healthy backend of nova" in refused["refused"], refused
+        assert refused["entries"][0]["alert"] == "last_backend" and ready_everywhere("lab-ctrl3")
         forced = labtools.runner("openstack_ha.drain", "service=nova", "backend=lab-ctrl3", "force=True")
         assert forced[0]["what"] == "drain" and "force" in forced[0]["decided_by"]
     finally:

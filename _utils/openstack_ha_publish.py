@@ -1,0 +1,167 @@
+"""
+Asking the controllers: one publish, answers believed only when signed by the controller's
+own accepted key, a hard deadline, no waiting for a controller known to be cut off.
+
+:depends: runs on the master (``salt.client.LocalClient``, the master's key store,
+    ``cryptography``); the controllers' ``openstack_ha_signed`` module. Every function takes
+    the :class:`openstack_ha_context.Context` first.
+
+Salt lets any accepted minion put events on the master's bus under any tag, including
+``salt/job/<jid>/ret/<id>`` in another minion's name, and every accepted minion receives every
+publish (so learns its jid). So an answer read off the bus is believed only when its
+signature checks out against the key the master accepted for that id, over the question's
+nonce and function (:func:`authenticated_answer`).
+"""
+
+import logging
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+# Once a quorum of controllers answered, how much longer the others are awaited. A healthy
+# controller answers within about the probe timeout of the others.
+QUORUM_GRACE = 0.75
+
+# One LocalClient per thread and channel: a client is not thread-safe, and one shared client
+# (behind a lock) made every publish of the master wait for the slowest one in flight.
+_CLIENTS = threading.local()
+
+
+def _accepted_key(ctx, minion):
+    """The public key the master accepted for ``minion`` (a cryptography key object), or None.
+    Read through the master's own key store (``keys.cache_driver``), cached per key text."""
+    import salt.cache
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        found = salt.cache.Cache(ctx.opts, driver=ctx.opts.get("keys.cache_driver", "localfs_key")).fetch("keys", minion)
+    except Exception:  # an id that is not a valid key name, an unreadable store
+        return None
+    if not found or found.get("state") != "accepted" or not found.get("pub"):
+        return None
+    keys = ctx.shared("keys")
+    text = found["pub"]
+    key = keys.get(text)
+    if key is None:
+        try:
+            key = keys[text] = serialization.load_pem_public_key(text.encode())
+        except ValueError:
+            return None
+    return key
+
+
+def authenticated_answer(ctx, minion, nonce, fun, reply, key=None):
+    """
+    ``(True, answer)`` when ``reply`` is signed by ``minion``'s accepted key (or ``key``) for
+    this question (``nonce`` and ``fun``), else ``(False, None)``: a forged, replayed, altered
+    or malformed reply counts as no answer from that controller (see ``openstack_ha_signed``).
+    """
+    import base64
+    import json
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    if not isinstance(reply, dict) or not isinstance(reply.get("body"), str) or not isinstance(reply.get("sig"), str):
+        return False, None
+    key = key or _accepted_key(ctx, minion)
+    if key is None:
+        return False, None
+    try:
+        key.verify(base64.b64decode(reply["sig"]), reply["body"].encode(), padding.PKCS1v15(), hashes.SHA256())
+        data = json.loads(reply["body"])
+    except (InvalidSignature, ValueError, TypeError):
+        return False, None
+    if not isinstance(data, dict) or data.get("id") != minion or data.get("nonce") != nonce or data.get("fun") != fun:
+        return False, None
+    return True, data.get("answer")
+
+
+def publish(ctx, controllers, fun, args=(), timeout=5, channel="local", kwargs=None, wait_for=None, quorum=None):
+    """Call ``fun`` on ``controllers`` in one publish; return {controller: answer} of those
+    whose answer arrived within ``timeout`` seconds, signed by that controller's own key (a
+    hard deadline: an unreachable controller costs exactly ``timeout``, never Salt's extra
+    find_job rounds).
+
+    wait_for
+        the controllers worth waiting for (default: all); once every one of them answered,
+        the call returns without waiting out the others.
+    quorum
+        once this many answered, the rest get ``QUORUM_GRACE`` seconds more at most.
+    channel
+        each channel has its own LocalClient per thread (slow questions, like RabbitMQ's
+        reports, use their own so that they never hold up a drain).
+    """
+    import secrets
+
+    import salt.client
+
+    nonce = secrets.token_hex(16)
+    clients = getattr(_CLIENTS, "by_channel", None)
+    if clients is None:
+        clients = _CLIENTS.by_channel = {}
+    client = clients.get(channel)
+    if client is None:
+        client = clients[channel] = salt.client.LocalClient(mopts=ctx.opts)
+    try:
+        return _gather(ctx, client, controllers, fun, [fun, list(args), dict(kwargs or {}), nonce], nonce, timeout, wait_for, quorum)
+    finally:
+        # Unsubscribe from the event bus between calls: a subscriber that does not read keeps
+        # a backlog of every event fired meanwhile (a flood: thousands), and the next call
+        # would read through all of it before its own answers.
+        client.event.close_pub()
+
+
+def _gather(ctx, client, controllers, fun, call_args, nonce, timeout, wait_for, quorum):
+    """Publish one signed call and collect the answers (see :func:`publish`)."""
+    returns = {}
+    pub = client.run_job(controllers, "openstack_ha_signed.call", call_args, tgt_type="list", timeout=timeout, listen=True)
+    if not pub or not pub.get("jid"):
+        log.warning("openstack_ha: could not publish %s to %s", fun, ", ".join(controllers))
+        return {}
+    expected = set(pub.get("minions") or controllers) & set(controllers)
+    enough = expected & set(wait_for if wait_for is not None else controllers)
+    deadline = time.monotonic() + timeout
+    for raw in client.get_returns_no_block("salt/job/{}/ret".format(pub["jid"]), "startswith"):
+        if raw is not None:
+            data = raw.get("data") or {}
+            who = data.get("id")
+            if who in expected and who not in returns and "return" in data:
+                ok, answer = authenticated_answer(ctx, who, nonce, fun, data["return"])
+                if ok:
+                    returns[who] = answer
+                else:
+                    ctx.call("records.note_ignored", "unauthenticated answer", who, "salt/job/{}/ret".format(pub["jid"]))
+        if quorum and len(returns) >= quorum and deadline > time.monotonic() + QUORUM_GRACE:
+            deadline = time.monotonic() + QUORUM_GRACE  # a quorum answered: a short grace for the rest
+        if set(returns) >= enough or time.monotonic() >= deadline:
+            break
+    return returns
+
+
+def ask(ctx, controllers, fun, args=(), timeout=5, channel="local"):
+    """Call ``fun`` on every controller; return the dict answers of those that answered."""
+    return {c: r for c, r in publish(ctx, controllers, fun, args, timeout, channel).items() if isinstance(r, dict)}
+
+
+def wait_for(ctx, model):
+    """The controllers worth waiting for in this site: all but the ones that missed the last
+    verification (they are brought in line when they answer again), unless that would leave
+    fewer than a quorum (then everyone is awaited)."""
+    controllers = [c["id"] for c in model["controllers"]]
+    silent = ctx.shared("silent").get(model["site"], {})
+    awake = [c for c in controllers if c not in silent]
+    return awake if len(awake) >= ctx.util("model.quorum_size")(model) else controllers
+
+
+def note_answers(ctx, model, answered):
+    """Remember who missed this round (and who is back)."""
+    silent = ctx.shared("silent").setdefault(model["site"], {})
+    now = time.time()
+    for ctrl in (c["id"] for c in model["controllers"]):
+        if ctrl in answered:
+            silent.pop(ctrl, None)
+        else:
+            silent.setdefault(ctrl, now)

@@ -1,0 +1,82 @@
+"""
+RabbitMQ, watched from the master: partitions, resource alarms and nodes down raised as
+alerts (once per condition), a partitioned minority healed, a dead node started again.
+
+:depends: runs on the master; every function takes the
+    :class:`openstack_ha_context.Context` first. The choices are ``openstack_ha_decide``'s
+    ``rabbit_*`` functions (pure, unit-tested).
+"""
+
+import time
+
+REPORT_TIMEOUT = 12  # every rabbitmqctl call starts an Erlang VM: seconds, not milliseconds
+REPAIR_TIMEOUT = 150
+
+
+def _forget_alerts(ctx, site):
+    """The cluster is healthy again: the next problem is news."""
+    if any(k.startswith("rabbitmq_") for k in (ctx.call("records.load", site).get("rabbitmq") or {})):
+        with ctx.call("records.lock", site):
+            records = ctx.call("records.load", site)
+            for kind in [k for k in records.get("rabbitmq", {}) if k.startswith("rabbitmq_")]:
+                del records["rabbitmq"][kind]
+            ctx.call("records.store", site, records)
+
+
+def check(ctx, model, reporter, data):
+    """
+    Ask every RabbitMQ node of the site for its view of the cluster; alert on partitions
+    (``rabbitmq_partition``), resource alarms (``rabbitmq_alarm``) and nodes that are down or
+    paused (``rabbitmq_node_down``); with ``rabbitmq:heal_partitions``, restart the app of
+    one partitioned minority node; start a node whose RabbitMQ does not run. One repair per
+    cooldown, never two at once, outside the site lock.
+    """
+    healthy = ctx.util("decide.rabbit_healthy")
+    nodes = [n["id"] for n in ctx.util("model.cluster_nodes")(model, "rabbitmq")]
+    if reporter not in nodes:
+        return []
+    site = model["site"]
+    expected = data.get("expected") or []
+    if data.get("kind") == "heartbeat" and healthy(data, expected):
+        _forget_alerts(ctx, site)
+        return []
+    valid = ctx.util("decide.valid_rabbit_view")
+    views = {n: v for n, v in ctx.call("publish.ask", nodes, "openstack_ha_rabbitmq.report", timeout=REPORT_TIMEOUT,
+                                        channel="slow").items() if valid(v)}
+    expected = sorted({n for v in views.values() for n in v.get("expected") or []}) or expected
+    problems = ctx.util("decide.rabbit_problems")(views, expected)
+    decisions, todo = [], None
+    with ctx.call("records.lock", site):
+        records = ctx.call("records.load", site)
+        seen = records.setdefault("rabbitmq", {})
+        now = time.time()
+        for kind, why, subject in ctx.util("decide.rabbit_news")(problems, seen, now, model["remediation"]["heartbeat"]):
+            seen[kind] = {"subject": subject, "time": now}
+            entry = {"what": "alert", "alert": kind, "service": "rabbitmq", "why": why, "evidence": views,
+                     "decided_by": "remediation", "reported_by": reporter, "time": now}
+            ctx.call("records.announce", records, site, entry, "openstack_ha/alert/" + kind)
+            decisions.append(entry)
+        for kind in [k for k in list(seen) if k.startswith("rabbitmq_") and k not in {p[0] for p in problems}]:
+            del seen[kind]
+        remedy = ctx.util("decide.rabbit_remedy")(nodes, ctx.util("model.majority")(len(nodes)), views, seen, now, model["remediation"]["cooldown"],
+                                                 model["rabbitmq"].get("heal_partitions", True))
+        if remedy and remedy[0] == "heal":
+            seen["heal_time"] = now
+            todo = ("heal", remedy[1], "openstack_ha_rabbitmq.restart_app", "openstack_ha/rabbitmq/healed",
+                    "{} is on the minority side of a partition: its app restarted to rejoin the majority".format(remedy[1]))
+        elif remedy:
+            # Its controller answers but its RabbitMQ does not run at all (killed, crashed):
+            # start it again; it rejoins its cluster by itself.
+            seen["restart_time"] = now
+            todo = ("restart", remedy[1], "openstack_ha_rabbitmq.start", "openstack_ha/rabbitmq/restarted",
+                    "RabbitMQ is not running on {} while its controller answers: started again".format(remedy[1]))
+        ctx.call("records.store", site, records)
+    if todo:
+        # Outside the site lock: a RabbitMQ restart takes seconds, drains must not wait for it.
+        what, target, fun, tag, why = todo
+        answer = ctx.call("publish.publish", [target], fun, timeout=REPAIR_TIMEOUT, channel="slow").get(target)
+        entry = {"what": what, "service": "rabbitmq", "backend": target, "why": why, "evidence": views, "result": answer,
+                 "decided_by": "remediation", "reported_by": reporter, "time": time.time()}
+        ctx.call("records.record", site, [(entry, tag)])
+        decisions.append(entry)
+    return decisions

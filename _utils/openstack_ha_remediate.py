@@ -1,0 +1,208 @@
+"""
+Backends: verify with every controller, decide, drain or restore on every HAProxy, record,
+announce; and the operator's planned drains, under the same last-backend rule.
+
+:depends: runs on the master; every function takes the
+    :class:`openstack_ha_context.Context` first. The decision itself is
+    ``_utils/openstack_ha_decide.py`` (pure, unit-tested).
+"""
+
+import logging
+import time
+
+log = logging.getLogger(__name__)
+
+# Seconds the loop waits for the controllers' answers. A probe round takes at most the probe
+# timeout and an admin-socket command milliseconds: a controller silent this long is
+# unreachable, and the quorum of the others decides without it.
+VERIFY_TIMEOUT = 2
+ACT_TIMEOUT = 3
+
+
+def verify(ctx, model, service=None):
+    """Every controller's fresh view of ``service`` (or of all services), from the model we
+    hold: {controller: view} of those that answered with a well-formed view in time."""
+    targets = ctx.util("model.probe_targets")(model, service)
+    controllers = [c["id"] for c in model["controllers"]]
+    answers = ctx.call("publish.publish", controllers, "openstack_ha_probe.service_view",
+                       (service, targets, model["remediation"]["probe"]["timeout"], model["haproxy"]["socket"]),
+                       timeout=VERIFY_TIMEOUT, wait_for=ctx.call("publish.wait_for", model),
+                       quorum=ctx.util("model.quorum_size")(model))
+    views = {}
+    for ctrl, view in answers.items():
+        if ctx.util("decide.valid_view")(view):
+            views[ctrl] = view
+        else:
+            ctx.call("records.note_ignored", "malformed verification answer", ctrl, "openstack_ha_probe.service_view")
+    ctx.call("publish.note_answers", model, views)
+    return views
+
+
+def backends(ctx, model, service=None, backend=None):
+    """{"service/server": service} for every watched backend in scope (Galera included)."""
+    keys = {}
+    for name, svc in sorted(ctx.util("model.backend_services")(model).items()):
+        if service is None or name == service:
+            for ctrl in svc["servers"]:
+                if backend is None or ctrl["id"] == backend:
+                    keys["{}/{}".format(name, ctrl["id"])] = name
+    return keys
+
+
+def act(ctx, model, actions, who, reporter):
+    """Apply every drain/restore of one decision round in one publish to every controller;
+    wait only for the controllers that are not known to be cut off (they catch up when they
+    answer again: the next verification sees their HAProxy out of line and re-applies).
+    Returns one decision entry per action."""
+    controllers = [c["id"] for c in model["controllers"]]
+    changes = [[a["service"], a["backend"], "drain" if a["action"] == "drain" else "ready"] for a in actions]
+    answers = ctx.call("publish.publish", controllers, "openstack_ha_haproxy.set_servers_state", (changes,),
+                       timeout=ACT_TIMEOUT, wait_for=ctx.call("publish.wait_for", model))
+    answers = {c: a for c, a in answers.items() if isinstance(a, dict)}
+    entries = []
+    for action, (service, backend, state) in zip(actions, changes):
+        key = "{}/{}".format(service, backend)
+        applied = {c: bool((a.get(key) or {}).get("changed")) for c, a in sorted(answers.items())
+                   if isinstance(a.get(key), dict) and "error" not in a[key]}
+        entries.append({
+            "what": action["action"], "service": service, "backend": backend, "state": state,
+            "why": action["reason"], "evidence": action["evidence"], "decided_by": who,
+            "reported_by": reporter, "time": time.time(),
+            "applied": applied, "not_applied": sorted(set(controllers) - set(applied)),
+        })
+    return entries
+
+
+def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation", arrived=None):
+    """Verify every backend in scope with every controller, decide, act, record, announce.
+
+    Coalesces: when another verification of the same scope (or of the whole site) started
+    after this event arrived (``arrived``, this process's monotonic clock), it already saw a
+    fresher state, and this one does nothing.
+
+    The site lock is held only to decide and to record, never across a wait for the
+    controllers (a cut-off controller must not queue every other decision of its site): the
+    verification runs before it, the one publish of all of this round's drains and restores
+    after the write-ahead record.
+    """
+    site = model["site"]
+    quorum = ctx.util("model.quorum_size")(model)
+    last_verify = ctx.shared("last_verify")
+    with ctx.call("records.lock", site):
+        last = last_verify.get(site, {})
+        if arrived is not None and max(last.get(None, 0), last.get(service, 0)) > arrived:
+            return []
+        started = time.monotonic()
+        last_verify.setdefault(site, {})[service] = started
+    started_wall = time.time()
+    views = verify(ctx, model, service)
+    verified = time.monotonic()
+    with ctx.call("records.lock", site):
+        records = ctx.call("records.load", site)
+        actions = ctx.util("decide.decide")(
+            backends(ctx, model, service, backend), views, quorum, records["backends"], time.time(),
+            model["remediation"]["cooldown"], maintenance=records["maintenance"])
+        # Another round that verified after this one began already acted on these backends.
+        actions = [a for a in actions if not (a["action"] in ("drain", "restore") and
+                   (records["backends"].get(a["key"]) or {}).get("time", 0) > started_wall and
+                   records["backends"][a["key"]].get("state") == ("drain" if a["action"] == "drain" else "ready"))]
+        moves = [a for a in actions if a["action"] in ("drain", "restore")]
+        for action in moves:
+            # Write-ahead: the loop's ownership of this drain is on disk before any HAProxy
+            # changes, so a runner killed mid-action (a master restart) still restores it.
+            records["backends"][action["key"]] = {"state": "drain" if action["action"] == "drain" else "ready",
+                                                  "by": "remediation", "time": time.time()}
+        if moves:
+            ctx.call("records.store", site, records)
+    entries = act(ctx, model, moves, who, reporter) if moves else []
+    acted = time.monotonic()
+    done = []
+    with ctx.call("records.lock", site):
+        records = ctx.call("records.load", site)
+        for entry in entries:
+            entry["timing"] = {"queued": round(started - arrived, 3) if arrived else None,
+                               "verify": round(verified - started, 3), "act": round(acted - verified, 3)}
+            records["backends"]["{}/{}".format(entry["service"], entry["backend"])] = {
+                "state": entry["state"], "by": "remediation", "time": entry["time"]}
+            tag = "openstack_ha/backend/" + ("drained" if entry["what"] == "drain" else "restored")
+            ctx.call("records.announce", records, site, entry, tag)
+            done.append(entry)
+        for action in actions:
+            if action["action"] in ("drain", "restore"):
+                continue
+            entry = {"what": action["action"], "alert": action.get("alert"), "service": action["service"],
+                     "backend": action["backend"], "why": action["reason"], "evidence": action["evidence"],
+                     "decided_by": who, "reported_by": reporter, "time": time.time()}
+            tag = "openstack_ha/alert/" + action["alert"] if action["action"] == "alert" else None
+            ctx.call("records.announce", records, site, entry, tag)
+            done.append(entry)
+        if done:
+            ctx.call("records.store", site, records)
+    return done
+
+
+def loop_drained(ctx, model, service=None):
+    """True when the remediation loop holds a drain (of ``service``) it may have to undo."""
+    records = ctx.call("records.load", model["site"])
+    return any(r.get("by") == "remediation" and r.get("state") == "drain"
+               and (service is None or key.split("/")[0] == service) for key, r in records["backends"].items())
+
+
+def heartbeat_needs_work(ctx, model, data):
+    """A heartbeat is worth a full check when its view reports a backend down (or is not a
+    view), or when the loop has drained a backend it may have to restore."""
+    view = data.get("view")
+    if not isinstance(view, dict) or any(state != "up" for state in view.values()):
+        return True
+    return loop_drained(ctx, model)
+
+
+def operator_drain(ctx, site, host, service, backend, drain, force):
+    """
+    An operator's drain (``drain`` True) or undrain of ``backend`` (or every backend of
+    ``host``), on every HAProxy of the site, recorded as planned maintenance so the loop
+    leaves it alone. Returns ``(entries, refused)``: one decision entry per backend, and the
+    reasons of the backends it refused (the last serving backend of a service, unless
+    ``force``). Raises SaltInvocationError for an unknown site, controller or service.
+    """
+    from salt.exceptions import SaltInvocationError
+
+    site, sites, model = ctx.call("sites.resolve_site", site)
+    backend = backend or host
+    if backend is None:
+        raise SaltInvocationError("name a backend (host=CONTROLLER, or service=NAME backend=CONTROLLER)")
+    if backend not in sites[site]:
+        raise SaltInvocationError("{!r} is not a controller of site {}".format(backend, site))
+    if service is not None and service not in ctx.util("model.backend_services")(model):
+        raise SaltInvocationError("unknown service {!r} in site {}".format(service, site))
+    keys = backends(ctx, model, service, backend)
+    who = "operator (salt-run openstack_ha.{}{})".format("drain" if drain else "undrain", ", force" if force else "")
+    results, refused = [], []
+    quorum = ctx.util("model.quorum_size")(model)
+    with ctx.call("records.lock", site):
+        records = ctx.call("records.load", site)
+        # Only a guarded drain needs to know which other backends are healthy.
+        views = verify(ctx, model, service) if drain and not force else {}
+        for key, svc in keys.items():
+            if drain and not force and ctx.util("decide.last_serving")(
+                    key, list(backends(ctx, model, svc)), views, quorum, records["maintenance"]):
+                why = "refused: {} is the last healthy backend of {} (use force=True)".format(backend, svc)
+                entry = {"what": "alert", "alert": "last_backend", "service": svc, "backend": backend,
+                         "why": why, "decided_by": who, "time": time.time(), "site": site}
+                ctx.call("records.announce", records, site, entry, "openstack_ha/alert/last_backend")
+                results.append(entry)
+                refused.append(why)
+                continue
+            if force:
+                log.warning("openstack_ha: %s of %s forced by the operator", "drain" if drain else "undrain", key)
+            entry = act(ctx, model, [{"action": "drain" if drain else "restore", "service": svc, "backend": backend,
+                                      "reason": "planned maintenance", "evidence": {}}], who, "operator")[0]
+            records["backends"][key] = {"state": entry["state"], "by": "operator", "time": entry["time"]}
+            if drain and key not in records["maintenance"]:
+                records["maintenance"].append(key)
+            if not drain and key in records["maintenance"]:
+                records["maintenance"].remove(key)
+            ctx.call("records.announce", records, site, entry, "openstack_ha/backend/" + ("drained" if drain else "restored"))
+            results.append(entry)
+        ctx.call("records.store", site, records)
+    return results, refused

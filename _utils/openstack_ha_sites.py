@@ -1,0 +1,214 @@
+"""
+The sites as the master knows them: each controller's site model from the pillar the master
+compiles, the map of controller ids, the fallback to the last valid pillar.
+
+:depends: runs on the master (pillar compilation, the key store); every function takes the
+    :class:`openstack_ha_context.Context` first.
+
+Compiling pillar takes a good part of a second, and the loop needs a model for every event:
+a model is reused for ``MODEL_TTL`` seconds. When a site's pillar turns invalid, the loop
+keeps acting on its last valid model (a typo must not switch remediation off) and raises
+``openstack_ha/alert/bad_pillar``.
+"""
+
+import logging
+import time
+
+log = logging.getLogger(__name__)
+
+MODEL_TTL = 30  # seconds a compiled site model is reused
+
+
+class ModelError(Exception):
+    """A pillar too broken to build a model from (caught by name, like the model's own)."""
+
+
+def _expose(value):
+    """``value`` with Salt 3008's masked pillar values unwrapped (other releases: unchanged)."""
+    try:
+        import salt.utils.secret
+    except ImportError:
+        return value
+    return salt.utils.secret.expose(value)
+
+
+def pillar_model(ctx, minion):
+    """The ``openstack_ha`` pillar the master compiles for ``minion`` (trusted), or {}."""
+    import salt.pillar
+    import salt.utils.minions
+
+    _, grains, _ = salt.utils.minions.get_minion_data(minion, ctx.opts)
+    pillar = salt.pillar.get_pillar(ctx.opts, grains or {}, minion, saltenv="base").compile_pillar()
+    return _expose(pillar.get("openstack_ha") or {})
+
+
+def defaults(ctx, os_family="Debian"):
+    """The project's defaults (``states/openstack_ha/defaults.yaml``), as the master serves
+    them, with ``os_family``'s layer merged in (the master judges the remediation settings,
+    which no OS layer changes)."""
+    import salt.fileclient
+    import salt.utils.yaml
+
+    with salt.fileclient.get_file_client(ctx.opts) as client:
+        path = client.cache_file("salt://openstack_ha/defaults.yaml")
+    with open(path) as fh:
+        raw = salt.utils.yaml.safe_load(fh)
+    return ctx.util("model.layer_defaults")(raw, os_family)
+
+
+def _build(ctx, raw):
+    return ctx.util("model.build")(defaults(ctx), raw)
+
+
+def _controllers(ctx):
+    return ctx.shared("controllers", lambda: {"map": {}, "time": 0.0})
+
+
+def site_model(ctx, minion):
+    """
+    The validated model of the site ``minion`` is a controller of, or None if it is not one
+    (or its site never had a valid pillar on this master). Reused for ``MODEL_TTL`` seconds.
+    """
+    cache = ctx.shared("models")
+    cached = cache.get(minion)
+    if cached and time.monotonic() - cached[0] < MODEL_TTL:
+        return cached[1]
+    known = _controllers(ctx)["map"]
+    raw = pillar_model(ctx, minion)
+    listed = raw.get("controllers")
+    readable = isinstance(listed, list) and all(isinstance(c, dict) for c in listed)
+    ids = [c.get("id") for c in listed] if readable else []
+    site = raw.get("site") if isinstance(raw.get("site"), str) else known.get(minion)
+    model = None
+    if readable and minion not in ids:
+        known.pop(minion, None)  # no longer a controller (or never was)
+    elif minion in ids or minion in known:
+        try:
+            if not readable:
+                raise ModelError("openstack_ha:controllers: expected a list of mappings")
+            model = _build(ctx, raw)
+        except Exception as exc:  # ModelError, from a module loaded by Salt's loader
+            if type(exc).__name__ != "ModelError":
+                raise
+            model = _bad_pillar(ctx, site, minion, str(exc))
+        else:
+            _remember_good(ctx, model["site"], raw)
+            ctx.shared("last_good")[model["site"]] = (time.time(), model)
+            ctx.shared("bad_pillar").pop(model["site"], None)
+            for ctrl in model["controllers"]:
+                known[ctrl["id"]] = model["site"]
+    cache[minion] = (time.monotonic(), model)
+    return model
+
+
+def bad_pillar(ctx, site):
+    """``{"error", "minion", "since"}`` when ``site``'s pillar is invalid now, else None."""
+    return ctx.shared("bad_pillar").get(site)
+
+
+def _remember_good(ctx, site, raw):
+    """Keep ``site``'s last valid pillar in the master cache (root-only, where the master's
+    pillar cache also lives), so every runner process (the engine's, an operator's
+    ``status``) can fall back to it; written only when it changed."""
+    try:
+        kept = ctx.call("records.fetch", site, "last_valid_pillar") or {}
+        if kept.get("pillar") != raw:
+            ctx.call("records.keep", site, "last_valid_pillar", {"pillar": raw, "time": time.time()})
+    except Exception as exc:  # the fallback is a convenience; never stop the loop for it
+        log.debug("openstack_ha: could not keep the last valid pillar of %s: %s", site, exc)
+
+
+def _recall_good(ctx, site):
+    """(time, model) from the last valid pillar kept by :func:`_remember_good`, or None."""
+    try:
+        kept = ctx.call("records.fetch", site, "last_valid_pillar") or {}
+        if kept.get("pillar"):
+            return (kept["time"], _build(ctx, kept["pillar"]))
+    except Exception as exc:
+        log.debug("openstack_ha: no usable last valid pillar of %s: %s", site, exc)
+    return None
+
+
+def _bad_pillar(ctx, site, minion, error):
+    """Record that ``site``'s pillar is invalid, alert (at most once per ``MODEL_TTL``), and
+    return the site's last valid model or None."""
+    now = time.time()
+    good = ctx.shared("last_good").get(site) or _recall_good(ctx, site)
+    bad = ctx.shared("bad_pillar").setdefault(site, {"since": now, "alerted": 0.0})
+    bad.update(error=error, minion=minion)
+    if now - bad["alerted"] >= MODEL_TTL:
+        bad["alerted"] = now
+        log.error("openstack_ha: the pillar of site %s is invalid (%s); %s", site, error,
+                  "acting on the last valid model" if good else "no valid model known: remediation stopped")
+        ctx.call("records.fire", "openstack_ha/alert/bad_pillar", {
+            "site": site, "what": "alert", "alert": "bad_pillar", "why": error, "decided_by": "remediation",
+            "reported_by": minion, "time": now,
+            "acting_on": "the last valid model, from {}".format(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(good[0])))
+                         if good else "nothing: no valid model known since the master started"})
+    return good[1] if good else None
+
+
+def _publish_controller_map(ctx, ids):
+    """Write the controller ids where the engine's admission (``openstack_ha_admit``) reads
+    them: events from anyone else are then dropped before a runner call."""
+    import json
+    import os
+
+    path = os.path.join(ctx.opts["cachedir"], ctx.util("admit.map_file")())
+    try:
+        ctx.util("files.write_atomic")(path, json.dumps({"controllers": ids, "time": time.time()}), mode=0o644)
+    except OSError as exc:
+        log.warning("openstack_ha: could not write the controller map for the intake (%s): %s", path, exc)
+
+
+def controller_site(ctx, reporter):
+    """The site ``reporter`` is a controller of, from the cached map, or None. The map is
+    rebuilt (every accepted minion's pillar) at most once per ``MODEL_TTL``; an id not in it
+    is dropped before any per-reporter pillar work, so a flood of events from (or naming)
+    minions that are not controllers costs a dictionary lookup each."""
+    state = _controllers(ctx)
+    with ctx.shared("controllers_lock", _lock):  # the engine's threads wait for one rebuild
+        if time.monotonic() - state["time"] >= MODEL_TTL:
+            state["map"].update({ctrl: site for site, ids in sites(ctx).items() for ctrl in ids})
+            state["time"] = time.monotonic()
+            _publish_controller_map(ctx, sorted(state["map"]))
+    return state["map"].get(reporter)
+
+
+def _lock():
+    import threading
+
+    return threading.Lock()
+
+
+def sites(ctx):
+    """``{site: [controller ids]}`` from the pillar the master compiles for every accepted minion."""
+    import salt.key
+
+    found = {}
+    accepted = salt.key.get_key(ctx.opts).list_status("accepted").get("minions", [])
+    for minion in accepted:
+        model = pillar_model(ctx, minion)
+        listed = model.get("controllers") if isinstance(model.get("controllers"), list) else []
+        ids = [c.get("id") for c in listed if isinstance(c, dict)]
+        if minion in ids and isinstance(model.get("site"), str):
+            found.setdefault(model["site"], ids)
+    return found
+
+
+def resolve_site(ctx, site):
+    """The site an operator command means (the only one when ``site`` is None): returns
+    ``(site, {site: controller ids}, its model)``. Raises SaltInvocationError, naming what is
+    wrong: an unknown site, or one whose pillar is invalid with no earlier valid one."""
+    from salt.exceptions import SaltInvocationError
+
+    known = sites(ctx)
+    if site is None and len(known) == 1:
+        site = next(iter(known))
+    if site not in known:
+        raise SaltInvocationError("unknown site {!r}; known: {}".format(site, ", ".join(sorted(known)) or "none"))
+    model = site_model(ctx, known[site][0])
+    if model is None:
+        raise SaltInvocationError("the pillar of site {} is invalid and this master knows no earlier valid one: {}".format(
+            site, (bad_pillar(ctx, site) or {}).get("error", "no model")))
+    return site, known, model

@@ -1,0 +1,55 @@
+"""
+The VIPs: who holds each one, as a quorum of controllers says; split brains, orphaned and
+unconfirmed VIPs raised as alerts; with one holder per VIP, the Keystone catalog follows.
+
+:depends: runs on the master; every function takes the
+    :class:`openstack_ha_context.Context` first. The classification is
+    ``openstack_ha_decide.classify_vips`` (pure, unit-tested).
+"""
+
+import time
+
+VIEW_TIMEOUT = 2
+
+
+def vip_view(ctx, model):
+    """Ask every controller which VIPs it holds. Returns (answers {controller: [vip names]},
+    holders {vip: [controllers]}, quorum reached)."""
+    controllers = [c["id"] for c in model["controllers"]]
+    addresses = {name: vip["address"] for name, vip in model["vips"].items()}
+    valid = ctx.util("decide.valid_vip_list")
+    held = {c: a for c, a in ctx.call("publish.publish", controllers, "openstack_ha_probe.vips_held", (addresses,),
+                                      timeout=VIEW_TIMEOUT).items() if valid(a)}
+    holders = {vip: sorted(c for c, names in held.items() if vip in names) for vip in sorted(model["vips"])}
+    return held, holders, len(held) >= ctx.util("model.quorum_size")(model)
+
+
+def check_vips(ctx, model, reporter, data=None):
+    """
+    Ask every controller which VIPs it holds; alert on a split brain, an orphaned VIP, a VIP
+    no answering controller holds while some did not answer (``vip_unconfirmed``) or too few
+    answers (``no_quorum``). With a quorum and one holder per VIP, make the Keystone catalog
+    follow (``catalog_sync.follow``); never while the view is split or short of a quorum.
+    """
+    reported = (data or {}).get("time")
+    # Seconds from the beacon seeing the change to this check starting (the event's way through
+    # the master and the engine); kept in the record of a repoint, with the other parts.
+    event_lag = round(time.time() - reported, 3) if isinstance(reported, (int, float)) else None
+    asked = time.monotonic()
+    held, holders, _ = vip_view(ctx, model)
+    view_took = round(time.monotonic() - asked, 3)
+    found = ctx.util("decide.classify_vips")(holders, sorted(held), [c["id"] for c in model["controllers"]],
+                                            ctx.util("model.quorum_size")(model))
+    if found:
+        base = {"what": "alert", "decided_by": "remediation", "reported_by": reporter, "time": time.time(),
+                "site": model["site"], "evidence": held}
+        decisions = [dict(base, **alert) for alert in found]
+        for entry in decisions:
+            ctx.call("records.fire", "openstack_ha/alert/" + entry["alert"], entry)
+        with ctx.call("records.lock", model["site"]):
+            records = ctx.call("records.load", model["site"])
+            records["decisions"].extend(decisions)
+            ctx.call("records.store", model["site"], records)
+        return decisions
+    return ctx.call("catalog_sync.follow", model, {vip: who[0] for vip, who in holders.items()}, held, reporter, data or {},
+                    {"event_lag": event_lag, "view_took": view_took, "reported_at": reported if event_lag is not None else None})
