@@ -112,8 +112,8 @@ def main():
         baseline.setdefault(failure, med if "anchors" in label else None)
         print("{:<44} {:<20} {:>8.3f} {:>8.3f}".format(label, failure, med, p95))
     for failure in ("keepalived SIGKILL", "HAProxy SIGKILL"):
-        ours = [summary(s)[0] for l, f, s in results if f == failure and "project" in l][0]
-        anchor = [summary(s)[0] for l, f, s in results if f == failure and "anchors" in l][0]
+        ours = [summary(s)[0] for name, f, s in results if f == failure and "project" in name][0]
+        anchor = [summary(s)[0] for name, f, s in results if f == failure and "anchors" in name][0]
         print("ratio (anchors / project), {}: {:.1f}x faster".format(failure, anchor / ours))
 
 

@@ -33,7 +33,7 @@ openstack_ha-haproxy-tls-{{ name }}:
     - require:
       - pkg: openstack_ha-haproxy-package
     - require_in:
-      - file: openstack_ha-haproxy-config
+      - openstack_ha_config: openstack_ha-haproxy-config
 {%- endfor %}
 
 # The stats page's user and password: a second configuration file, loaded with -f.
@@ -59,7 +59,7 @@ openstack_ha-haproxy-defaults:
 # haproxy -c must accept the rendered file before it replaces the live one; if it does not,
 # the state fails with HAProxy's own message and the running HAProxy is not touched.
 openstack_ha-haproxy-config:
-  file.managed:
+  openstack_ha_config.managed:
     - name: {{ oha.paths.haproxy_config }}
     - source: salt://openstack_ha/files/haproxy.cfg.jinja
     - template: jinja
@@ -69,7 +69,7 @@ openstack_ha-haproxy-config:
     - user: root
     - group: haproxy
     - mode: '0640'
-    - check_cmd: /usr/sbin/haproxy -c -f {{ oha.paths.haproxy_secrets_config }} -f
+    - check: /usr/sbin/haproxy -c -f {{ oha.paths.haproxy_secrets_config }} -f
     - require:
       - pkg: openstack_ha-haproxy-package
       - sysctl: openstack_ha-haproxy-nonlocal-bind
@@ -97,6 +97,6 @@ openstack_ha-haproxy-running:
       - file: openstack_ha-haproxy-run-dir
       - file: openstack_ha-haproxy-defaults
     - watch:
-      - file: openstack_ha-haproxy-config
+      - openstack_ha_config: openstack_ha-haproxy-config
       - openstack_ha_secret: openstack_ha-haproxy-secrets
 {%- endif %}

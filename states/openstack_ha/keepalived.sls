@@ -26,7 +26,7 @@ openstack_ha-keepalived-track-script:
 
 # keepalived -t must accept the rendered file before it replaces the live one.
 openstack_ha-keepalived-config:
-  file.managed:
+  openstack_ha_config.managed:
     - name: {{ oha.paths.keepalived_config }}
     - source: salt://openstack_ha/files/keepalived.conf.jinja
     - template: jinja
@@ -36,7 +36,7 @@ openstack_ha-keepalived-config:
     - user: root
     - group: root
     - mode: '0640'
-    - check_cmd: /usr/sbin/keepalived -l -t -f
+    - check: /usr/sbin/keepalived -l -t -f
     - require:
       - pkg: openstack_ha-keepalived-package
       - file: openstack_ha-keepalived-track-script
@@ -55,6 +55,6 @@ openstack_ha-keepalived-running:
     - require:
       - openstack_ha_service: openstack_ha-haproxy-running
     - watch:
-      - file: openstack_ha-keepalived-config
+      - openstack_ha_config: openstack_ha-keepalived-config
       - file: openstack_ha-keepalived-track-script
 {%- endif %}

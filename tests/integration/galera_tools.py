@@ -5,7 +5,7 @@ import signal
 import subprocess
 
 from tests.integration import labtools
-from tests.integration.labtools import CTRLS, VIPS, sh, wait_until
+from tests.integration.labtools import CTRLS, VIPS, wait_until
 
 DB_USER, DB_PASSWORD, DB = "keystone", "lab-keystone-db-secret", "keystone"  # pillar/openstack_ha/sites/lab.sls
 

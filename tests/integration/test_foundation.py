@@ -1,6 +1,5 @@
 """Foundation in the lab: three controllers answer, a bad pillar stops the run and writes nothing."""
 
-import hashlib
 
 from tests.integration import labtools
 from tests.integration.labtools import CTRLS, sh

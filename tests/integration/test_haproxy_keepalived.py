@@ -3,10 +3,9 @@
 import os
 import signal
 
-import pytest
 
 from tests.integration import labtools
-from tests.integration.labtools import ADDRESS, CTRLS, VIPS, changed_states, pidfile_pid, sh, vip_holders, wait_until
+from tests.integration.labtools import CTRLS, VIPS, changed_states, pidfile_pid, sh, vip_holders, wait_until
 
 SERVICES = {"keystone": 5000, "glance": 9292, "designate": 9001, "neutron": 9696, "nova": 8774, "placement": 8778, "proxy": 5668}
 
@@ -76,6 +75,27 @@ def test_invalid_rendered_config_fails_and_the_old_haproxy_keeps_serving(applied
     assert sh("lab-ctrl1", "sha256sum /etc/haproxy/haproxy.cfg") == before
     assert pidfile_pid("lab-ctrl1", "/run/haproxy.pid") == pid
     assert labtools.http_get(VIPS["public"], SERVICES["nova"])["service"] == "nova"
+
+
+def test_a_dry_run_catches_what_haproxy_and_keepalived_would_reject(applied):
+    """test=True renders each candidate and runs the program's own check on it: a rejected
+    one fails the dry run with the program's message (Salt's file.managed skips check_cmd
+    under test=True, so this used to say "would change" and fail only on the real run)."""
+    before = sh("lab-ctrl1", "sha256sum /etc/haproxy/haproxy.cfg /etc/keepalived/keepalived.conf")
+    rc, result = labtools.apply("lab-ctrl1", "test=True",
+                                'pillar={"openstack_ha": {"services": {"nova": {"extra_options": ["option httpchk-bogus GET /"]}}}}')
+    assert rc != 0
+    config = [r for k, r in result["lab-ctrl1"].items() if "openstack_ha-haproxy-config" in k][0]
+    assert config["result"] is False and "would be rejected by `/usr/sbin/haproxy`" in config["comment"], config
+    assert "unknown option 'httpchk-bogus'" in config["comment"]
+    assert "<candidate>" in config["comment"] and "/tmp/" not in config["comment"]
+    keepalived = [r for k, r in result["lab-ctrl1"].items() if "openstack_ha-keepalived-config" in k][0]
+    assert keepalived["result"] is True, keepalived  # unchanged and accepted
+    # an accepted change: "would change", the check named
+    rc, result = labtools.apply("lab-ctrl1", "test=True", 'pillar={"openstack_ha": {"haproxy": {"maxconn": 5001}}}')
+    config = [r for k, r in result["lab-ctrl1"].items() if "openstack_ha-haproxy-config" in k][0]
+    assert config["result"] is None and "haproxy accepts it" in config["comment"], config
+    assert sh("lab-ctrl1", "sha256sum /etc/haproxy/haproxy.cfg /etc/keepalived/keepalived.conf") == before
 
 
 def test_a_runtime_drain_survives_a_config_change_reload(applied):

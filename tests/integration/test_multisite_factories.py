@@ -9,7 +9,6 @@ import pytest
 
 from lab import labctl
 
-from tests.conftest import REPO
 
 ROOT = "/srv/openstack-ha-factories"  # salt-factories ignores --basetemp: its root_dir is set here
 

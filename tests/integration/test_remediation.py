@@ -10,7 +10,7 @@ import pytest
 
 from lab import intruder as intruder_lib
 from tests.integration import labtools
-from tests.integration.labtools import (ADDRESS, COOLDOWN, CTRLS, VIPS, admin_states, drained_everywhere, ready_everywhere,
+from tests.integration.labtools import (ADDRESS, COOLDOWN, CTRLS, VIPS, drained_everywhere, ready_everywhere,
                                         sh, standin_pid, wait_until)
 
 NOVA = 8774

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import build, defaults, example_pillar, model_lib
+from tests.conftest import build, defaults, model_lib
 
 ModelError = model_lib.ModelError
 
