@@ -22,6 +22,9 @@ DEFAULTS_URL = "salt://openstack_ha/defaults.yaml"
 def __virtual__():
     if "openstack_ha_model.build" not in __utils__:
         return (False, "openstack_ha: the openstack_ha_model utils module is missing; run saltutil.sync_all")
+    problem = __utils__["openstack_ha_model.salt_release_problem"]()
+    if problem:
+        return (False, problem)
     return __virtualname__
 
 

@@ -46,6 +46,9 @@ __virtualname__ = "openstack_ha"
 
 
 def __virtual__():
+    problem = __utils__["openstack_ha_model.salt_release_problem"]()
+    if problem:
+        return (False, problem)
     return __virtualname__
 
 

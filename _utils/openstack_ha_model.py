@@ -72,6 +72,23 @@ SCHEMA = {
 }
 
 
+# The oldest Salt release this project supports (3006 is the LTS line); CI tests 3008.3.
+MIN_SALT = (3006, 0)
+
+
+def salt_release_problem(info=None):
+    """None when the running Salt (or ``info``, a version tuple) is supported, else the reason,
+    naming the minimum: what every ``__virtual__`` of the project says instead of failing on an
+    import deep inside."""
+    if info is None:
+        import salt.version
+
+        info = salt.version.__saltstack_version__.info
+    if tuple(info[:2]) < MIN_SALT:
+        return "openstack_ha needs Salt {}.{} or newer; this is {}".format(MIN_SALT[0], MIN_SALT[1], ".".join(str(x) for x in info[:3]))
+    return None
+
+
 class ModelError(Exception):
     """Raised with every problem found in a pillar model, one per line."""
 
@@ -721,7 +738,7 @@ def build(defaults, pillar):
     Returns the merged, validated model. Raises :class:`ModelError` on any problem.
     """
     if pillar is None:
-        raise ModelError(["{}: missing: this minion has no openstack_ha pillar (check pillar/top.sls)".format(ROOT)])
+        raise ModelError(["{}: missing: this minion has no openstack_ha pillar (map it in your pillar top file: see pillar/top.sls.example)".format(ROOT)])
     if not isinstance(pillar, dict):
         raise ModelError(["{}: expected a mapping, got {}".format(ROOT, _describe(pillar))])
     return validate(deep_merge(defaults, pillar))

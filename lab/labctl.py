@@ -227,7 +227,7 @@ def master_config():
         "cachedir": os.path.join(MASTER_DIR, "cache"),
         "sock_dir": os.path.join(MASTER_DIR, "run", "sock"),
         "pidfile": os.path.join(MASTER_DIR, "run", "salt-master.pid"),
-        "pillar_roots": {"base": [PILLAR_OVERRIDES] + config["pillar_roots"]["base"]},
+        "pillar_roots": {"base": [PILLAR_OVERRIDES, os.path.join(REPO, "lab", "pillar")] + config["pillar_roots"]["base"]},
         "worker_threads": 4,
         "timeout": 15,
         "gather_job_timeout": 15,

@@ -228,3 +228,9 @@ def test_galera_tls_needs_a_certificate_for_every_node_and_never_echoes_a_key():
     assert "openstack_ha:galera:tls:nodes:{}: missing: every Galera node needs its certificate and key".format(ctrl3) in found
     assert any(m.endswith(":key: expected a PEM private key (not shown)") for m in found)
     assert not any("not a key" in m for m in found)
+
+
+def test_an_unsupported_salt_release_gets_one_clear_reason():
+    assert model_lib.salt_release_problem((3008, 3, 0)) is None
+    assert model_lib.salt_release_problem((3006, 0)) is None
+    assert model_lib.salt_release_problem((3005, 1, 0)) == "openstack_ha needs Salt 3006.0 or newer; this is 3005.1.0"
