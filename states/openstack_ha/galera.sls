@@ -89,6 +89,37 @@ openstack_ha-galera-health-script:
     - source: salt://openstack_ha/files/galera_health.py
     - mode: '0755'
 
+{#- The health daemon's command line, in one place: the init script or the systemd unit runs it. #}
+{%- set health_args = [oha.paths.galera_health, '--node', me.id, '--address', me.address, '--port', oha.galera.health_port,
+      '--socket', oha.paths.galera_socket, '--datadir', oha.paths.galera_datadir,
+      '--maintenance-file', oha.paths.galera_maintenance_file, '--sst-user', oha.galera.sst_user,
+      '--starting-file', oha.paths.galera_starting_file, '--starting-max', oha.galera.startup_timeout + 120,
+      '--pidfile', oha.paths.galera_pidfile | replace('{node}', me.id), '--allow', '127.0.0.1'] %}
+{%- for c in oha.controllers %}{% do health_args.extend(['--allow', c.address]) %}{% endfor %}
+{%- if oha.galera.sst_method == 'mariabackup' %}{% do health_args.append('--available-when-donor') %}{% endif %}
+{%- set systemd = grains.get('init') == 'systemd' %}
+{%- if systemd %}
+# Where systemd is PID 1 it runs the daemon and restarts it when it dies (a dead daemon would
+# make HAProxy move this node's writer role for nothing until the next apply).
+openstack_ha-galera-health-init:
+  file.managed:
+    - name: /etc/systemd/system/{{ oha.paths.galera_health_service }}.service
+    - source: salt://openstack_ha/files/galera-health.service.jinja
+    - template: jinja
+    - context:
+        args: {{ health_args | join(' ') | json }}
+    - mode: '0644'
+
+openstack_ha-galera-health-running:
+  service.running:
+    - name: {{ oha.paths.galera_health_service }}
+    - enable: True
+    - require:
+      - pkg: openstack_ha-galera-packages
+    - watch:
+      - file: openstack_ha-galera-health-script
+      - file: openstack_ha-galera-health-init
+{%- else %}
 openstack_ha-galera-health-init:
   file.managed:
     - name: /etc/init.d/{{ oha.paths.galera_health_service }}
@@ -96,7 +127,7 @@ openstack_ha-galera-health-init:
     - template: jinja
     - context:
         oha: {{ oha | json }}
-        me: {{ me | json }}
+        args: {{ health_args | join(' ') | json }}
     - mode: '0755'
 
 openstack_ha-galera-health-running:
@@ -108,6 +139,7 @@ openstack_ha-galera-health-running:
     - watch:
       - file: openstack_ha-galera-health-script
       - file: openstack_ha-galera-health-init
+{%- endif %}
 
 openstack_ha-galera-member:
   openstack_ha_galera.member:
@@ -117,7 +149,7 @@ openstack_ha-galera-member:
       - openstack_ha_secret: openstack_ha-galera-secrets
       - file: openstack_ha-galera-defaults
       - file: openstack_ha-galera-log-dir
-      - openstack_ha_service: openstack_ha-galera-health-running
+      - {{ 'service' if systemd else 'openstack_ha_service' }}: openstack_ha-galera-health-running
 
 openstack_ha-galera-accounts:
   openstack_ha_galera.users:

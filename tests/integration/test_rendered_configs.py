@@ -142,3 +142,15 @@ def test_galera_tls_encrypts_replication_and_state_transfers():
     key = secret_state.render("galera_tls_key", model)
     assert key == model["galera"]["tls"]["nodes"]["lab-ctrl2"]["key"].strip() + "\n"
     assert "PRIVATE KEY" not in repr(model_lib.redact(model))
+
+
+def test_the_galera_health_unit_is_one_systemd_accepts(tmp_path):
+    """Where systemd is PID 1 (not here: the lab runs the init script) the health daemon is
+    a unit that systemd restarts when it dies; systemd-analyze checks the rendered file."""
+    unit = tmp_path / "openstack-ha-galera-health.service"
+    unit.write_text(render("galera-health.service.jinja", args="/usr/local/sbin/openstack-ha-galera-health --node c1 --port 9200"))
+    text = unit.read_text()
+    assert "Restart=always" in text and "User=mysql" in text
+    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    problems = [line for line in (proc.stdout + proc.stderr).splitlines() if str(unit) in line]
+    assert proc.returncode == 0 and problems == [], proc.stdout + proc.stderr
