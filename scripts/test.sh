@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run every test: installs what is missing (scripts/setup.sh), the linter, then pytest over tests/.
+# Run every test: installs what is missing (scripts/setup.sh), the linter, pytest over tests/,
+# then the adoption test on Salt 3006 and 3007 (scripts/salt-releases.sh).
 # The lab tests bring the lab up themselves and take it down afterwards, also on failure.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -7,4 +8,8 @@ bash "$repo/scripts/setup.sh"
 cd "$repo"
 echo "==> ruff check (pyproject.toml)"
 "$repo/.venv/bin/ruff" check --no-cache .
-exec "$repo/.venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false -q tests "$@"
+"$repo/.venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false -q tests "$@"
+# The whole run (no pytest arguments) also covers the other supported Salt releases.
+if [ $# -eq 0 ]; then
+  bash "$repo/scripts/salt-releases.sh"
+fi
