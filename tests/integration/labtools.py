@@ -12,12 +12,13 @@ VIPS = {"public": "10.213.0.100", "internal": "10.213.0.101"}
 COOLDOWN = 10  # remediation:cooldown in defaults.yaml
 
 
-def salt(target, *args, timeout=300):
-    """Run ``salt TARGET ARGS`` on the lab master; return (retcode, parsed JSON by minion).
+def salt(target, *args, timeout=300, wait=60):
+    """Run ``salt TARGET ARGS`` on the lab master, waiting ``wait`` seconds for the minions;
+    return (retcode, parsed JSON by minion).
 
     Not ``--static``: it loses the minions' retcode. Each minion prints its own JSON document.
     """
-    proc = labctl.salt_cmd("salt", "--out=json", "-t", "60", target, *args, timeout=timeout, check=False)
+    proc = labctl.salt_cmd("salt", "--out=json", "-t", str(wait), target, *args, timeout=timeout, check=False)
     decoder, text, data = json.JSONDecoder(), proc.stdout.strip(), {}
     try:
         while text:

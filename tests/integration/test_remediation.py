@@ -179,7 +179,9 @@ def test_master_restart_while_a_backend_is_down_resyncs_from_the_heartbeat(remed
     os.kill(standin_pid("lab-ctrl3", "nova"), signal.SIGKILL)
     time.sleep(3)  # the change event is lost: no master to receive it
     labtools.labctl.start_master()
-    wait_until(lambda: labtools.salt("lab-ctrl*", "test.ping")[1] == {c: True for c in CTRLS}, 60, "minions back", interval=1)
+    # A publish sent before a minion has reconnected is lost to it: ask again and again, each
+    # with a short wait, rather than once with a long one.
+    wait_until(lambda: labtools.salt("lab-ctrl*", "test.ping", wait=5)[1] == {c: True for c in CTRLS}, 90, "minions back", interval=1)
     wait_until(lambda: drained_everywhere("lab-ctrl3"), 40, "the heartbeat to resync and drain nova/lab-ctrl3", interval=1)
 
 
