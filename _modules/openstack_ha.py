@@ -183,8 +183,8 @@ def controller_report():
     if report["haproxy"]["serving"]:
         report["haproxy"]["servers"] = __salt__["openstack_ha_haproxy.servers"](merged["haproxy"]["socket"])
     report["keepalived"] = {"running": live_pid(paths["keepalived_pidfile"]) is not None}
-    addresses = __salt__["cmd.run"]("ip -o addr show", python_shell=False)
-    report["vips"] = sorted(name for name, vip in merged["vips"].items() if " {}/".format(vip["address"]) in addresses)
+    # The same question the runner and the VIP beacon ask, answered the same way.
+    report["vips"] = sorted(__salt__["openstack_ha_probe.vips_held"]({name: vip["address"] for name, vip in merged["vips"].items()}))
     if any(n["id"] == __grains__["id"] for n in __utils__["openstack_ha_model.galera_nodes"](merged)):
         status = __salt__["openstack_ha_galera.local_status"](merged) or {"reason": "health daemon not answering"}
         report["galera"] = {k: status.get(k) for k in ("running", "state", "cluster_status", "cluster_size", "cluster_uuid",

@@ -3,7 +3,7 @@ The remediation loop against HAProxy's own checks, in the lab.
 
 1. Time from a backend failure to that backend out of rotation on all three HAProxies:
    crash (SIGKILL) and hang (SIGSTOP) of nova's backend on lab-ctrl3, N runs each, median and
-   p95, for: the project (beacons + reactor + runner drain it), HAProxy's checks alone at the
+   p95, for: the project (beacons + engine + runner drain it), HAProxy's checks alone at the
    anchors' settings (inter 2 s fall 3; Kolla's inter 2 s fall 5), and HAProxy alone at this
    project's own check settings (the remediation loop off, so what it adds is visible).
 2. Failed client requests through the VIP at 100 requests/s for 20 s while one backend is
@@ -149,7 +149,7 @@ def main():
     parser.add_argument("--only", choices=("project", "anchors", "kolla"), help="measure one setting (no ratio, no load phase)")
     args = parser.parse_args()
     configs = [
-        ("project (reactor drain; checks inter 2 s fall 3)", 2, 3, True),
+        ("project (loop drain; checks inter 2 s fall 3)", 2, 3, True),
         ("HAProxy alone, anchors (inter 2 s fall 3)", 2, 3, False),
         ("HAProxy alone, Kolla (inter 2 s fall 5)", 2, 5, False),
     ]
@@ -168,7 +168,7 @@ def main():
                     samples.append(one_failure(kind))
                     print("  {:<52} {:<5} run {:>2}: {:.2f} s".format(label, kind, i + 1, samples[-1]), flush=True)
                 rows.append((label, kind, statistics.median(samples), p95(samples)))
-        for label, remediation in (("project (reactor drain)", True), ("HAProxy checks alone (inter 2 s fall 3)", False)):
+        for label, remediation in (("project (loop drain)", True), ("HAProxy checks alone (inter 2 s fall 3)", False)):
             if not args.load_runs:
                 break
             configure(2, 3, remediation)

@@ -10,7 +10,7 @@ Counted: requests that fail or take over 2 s. Five runs per setting, median, all
       only), the remediation loop off;
   (b) HAProxy alone with this project's settings (connect 1 s, GET/HEAD response timeout
       1.5 s with `retry-on ... response-timeout`, redispatch on every retry), the loop off;
-  (c) the full project: (b) plus beacons, reactor and runner draining the hung backend.
+  (c) the full project: (b) plus beacons, the loop (engine) and runner draining the hung backend.
 
 Usage: lab/labctl up && lab/labctl salt '*ctrl*' state.apply openstack_ha &&
        .venv/bin/python bench/hung_backend_load.py [--runs 5]
@@ -32,7 +32,7 @@ ANCHORS = {"haproxy": {"timeouts": {"connect": 10, "server": 60, "client": 60, "
 SETTINGS = [
     ("(a) anchors' HAProxy settings", ANCHORS, False),
     ("(b) HAProxy alone, this project's settings", {}, False),
-    ("(c) full project (HAProxy + reactor drain)", {}, True),
+    ("(c) full project (HAProxy + loop drain)", {}, True),
 ]
 
 

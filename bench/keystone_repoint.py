@@ -155,7 +155,7 @@ def main():
     keystone_lab.deploy()
     session = keystone_lab.admin_session()
     keystone_lab.set_endpoint_mode("active_controller")
-    print("active_controller mode: waiting {} s for the reactor's runner to see it".format(MODEL_TTL), flush=True)
+    print("active_controller mode: waiting {} s for the loop's runner to see it".format(MODEL_TTL), flush=True)
     time.sleep(MODEL_TTL)
     vip_times, catalog_times = [], []
     since = time.time()
