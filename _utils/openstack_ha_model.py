@@ -89,6 +89,26 @@ def salt_release_problem(info=None):
     return None
 
 
+def json_schema():
+    """A JSON Schema (draft 2020-12) of the ``openstack_ha`` pillar's keys, from ``SCHEMA``:
+    for editors, which then complete key names and flag unknown ones. Values are checked by
+    :func:`validate` (the schema leaves them open); ``docs/openstack_ha.schema.json`` is this,
+    written by ``scripts/json_schema.py``."""
+
+    def node(schema):
+        if isinstance(schema, list):
+            return {"type": "array", "items": node(schema[0])}
+        if not isinstance(schema, dict):
+            return {}
+        if set(schema) == {"*"}:
+            return {"type": "object", "additionalProperties": node(schema["*"])}
+        return {"type": "object", "additionalProperties": False,
+                "properties": {key: node(sub) for key, sub in sorted(schema.items())}}
+
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "openstack_ha pillar",
+            "type": "object", "properties": {"openstack_ha": node(SCHEMA)}}
+
+
 class ModelError(Exception):
     """Raised with every problem found in a pillar model, one per line."""
 

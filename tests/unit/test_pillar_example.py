@@ -36,3 +36,37 @@ def test_the_example_names_every_key_of_the_model():
     example = read_yaml("pillar.example")["openstack_ha"]
     missing = ["openstack_ha:" + ":".join(p) for p in schema_paths(model_lib.SCHEMA) if not present(example, p)]
     assert missing == []
+
+
+def test_the_json_schema_for_editors_is_up_to_date_and_accepts_the_example():
+    import importlib.util
+    import json
+    import os
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("json_schema_script", os.path.join(REPO, "scripts", "json_schema.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with open(script.TARGET) as fh:
+        assert fh.read() == script.render(), "docs/openstack_ha.schema.json is out of date: run scripts/json_schema.py"
+    schema = json.loads(script.render())
+
+    def unknown(value, node, here):
+        """Key paths of ``value`` the schema does not allow (its additionalProperties: false)."""
+        if node.get("type") == "array" and isinstance(value, list):
+            return [p for item in value for p in unknown(item, node["items"], here)]
+        if node.get("type") != "object" or not isinstance(value, dict):
+            return []
+        found = []
+        for key, sub in value.items():
+            if key in node.get("properties", {}):
+                found += unknown(sub, node["properties"][key], here + [key])
+            elif isinstance(node.get("additionalProperties"), dict):
+                found += unknown(sub, node["additionalProperties"], here + [key])
+            elif node.get("additionalProperties") is False:
+                found.append(":".join(here + [key]))
+        return found
+
+    assert unknown(read_yaml("pillar.example"), schema, []) == []
+    assert unknown({"openstack_ha": {"vips": {"public": {"adress": "x"}}}}, schema, []) == ["openstack_ha:vips:public:adress"]
