@@ -248,7 +248,7 @@ def catalog(site=None, test=False):
                     "; ".join("{}: {}".format(v, ", ".join(c) or "nobody") for v, c in who.items()) if quorum else
                     "only {} controllers answered".format(len(held))), result=False, changes={})
             holders = {vip: c[0] for vip, c in who.items()}
-        outcome = ctx.call("catalog_sync.operator_sync", site, holders, test)
+        outcome = ctx.call("catalog_sync.operator_sync", model, holders, test)
     except SaltInvocationError as exc:
         return _refuse(exc, result=False, changes={})
     result = {k: outcome[k] for k in ("result", "changes", "comment")}

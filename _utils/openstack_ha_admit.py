@@ -124,7 +124,7 @@ class Admission:
                 return "folded", key
             if len(self.waiting) >= MAX_WAITING:
                 return "drop", "too many reporters waiting"
-            self.waiting[key] = {"since": self.clock(), "tag": tag, "data": data, "stamp": stamp,
+            self.waiting[key] = {"tag": tag, "data": data, "stamp": stamp,
                                  "kinds": {data.get("kind") if isinstance(data, dict) else None},
                                  "services": set(), "folded": 0}
             # One runner call at a time per key: while one runs, this entry waits (and takes

@@ -273,12 +273,12 @@ def view(ctx, model, holders):
                           for e in ctx.util("model.catalog_endpoints")(model, holders)}}
 
 
-def operator_sync(ctx, site, holders, test):
-    """The operator's catalog sync (``salt-run openstack_ha.catalog``) of ``site`` to
+def operator_sync(ctx, model, holders, test):
+    """The operator's catalog sync (``salt-run openstack_ha.catalog``) of ``model``'s site to
     ``holders``: ``{"result", "changes", "comment", "repointed"}``; recorded (and the loop's
     memory of the catalog dropped) when something changed. Raises SaltInvocationError when
     the master is not set up for the site's catalog."""
-    model = ctx.call("sites.resolve_site", site)[2]
+    site = model["site"]
     try:
         with ctx.call("records.lock", site + "-catalog"):
             outcome = sync(ctx, model, holders, test=bool(test))

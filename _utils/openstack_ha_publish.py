@@ -51,9 +51,9 @@ def _accepted_key(ctx, minion):
     return key
 
 
-def authenticated_answer(ctx, minion, nonce, fun, reply, key=None):
+def authenticated_answer(ctx, minion, nonce, fun, reply):
     """
-    ``(True, answer)`` when ``reply`` is signed by ``minion``'s accepted key (or ``key``) for
+    ``(True, answer)`` when ``reply`` is signed by ``minion``'s accepted key for
     this question (``nonce`` and ``fun``), else ``(False, None)``: a forged, replayed, altered
     or malformed reply counts as no answer from that controller (see ``openstack_ha_signed``).
     """
@@ -66,7 +66,7 @@ def authenticated_answer(ctx, minion, nonce, fun, reply, key=None):
 
     if not isinstance(reply, dict) or not isinstance(reply.get("body"), str) or not isinstance(reply.get("sig"), str):
         return False, None
-    key = key or _accepted_key(ctx, minion)
+    key = _accepted_key(ctx, minion)
     if key is None:
         return False, None
     try:

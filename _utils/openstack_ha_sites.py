@@ -12,6 +12,7 @@ keeps acting on its last valid model (a typo must not switch remediation off) an
 """
 
 import logging
+import threading
 import time
 
 log = logging.getLogger(__name__)
@@ -167,18 +168,12 @@ def controller_site(ctx, reporter):
     is dropped before any per-reporter pillar work, so a flood of events from (or naming)
     minions that are not controllers costs a dictionary lookup each."""
     state = _controllers(ctx)
-    with ctx.shared("controllers_lock", _lock):  # the engine's threads wait for one rebuild
+    with ctx.shared("controllers_lock", threading.Lock):  # the engine's threads wait for one rebuild
         if time.monotonic() - state["time"] >= MODEL_TTL:
             state["map"].update({ctrl: site for site, ids in sites(ctx).items() for ctrl in ids})
             state["time"] = time.monotonic()
             _publish_controller_map(ctx, sorted(state["map"]))
     return state["map"].get(reporter)
-
-
-def _lock():
-    import threading
-
-    return threading.Lock()
 
 
 def sites(ctx):

@@ -44,12 +44,7 @@ def check_vips(ctx, model, reporter, data=None):
         base = {"what": "alert", "decided_by": "remediation", "reported_by": reporter, "time": time.time(),
                 "site": model["site"], "evidence": held}
         decisions = [dict(base, **alert) for alert in found]
-        for entry in decisions:
-            ctx.call("records.fire", "openstack_ha/alert/" + entry["alert"], entry)
-        with ctx.call("records.lock", model["site"]):
-            records = ctx.call("records.load", model["site"])
-            records["decisions"].extend(decisions)
-            ctx.call("records.store", model["site"], records)
+        ctx.call("records.record", model["site"], [(entry, "openstack_ha/alert/" + entry["alert"]) for entry in decisions])
         return decisions
     return ctx.call("catalog_sync.follow", model, {vip: who[0] for vip, who in holders.items()}, held, reporter, data or {},
                     {"event_lag": event_lag, "view_took": view_took, "reported_at": reported if event_lag is not None else None})
