@@ -184,7 +184,7 @@ def controller_report():
         report["haproxy"]["servers"] = __salt__["openstack_ha_haproxy.servers"](merged["haproxy"]["socket"])
     report["keepalived"] = {"running": live_pid(paths["keepalived_pidfile"]) is not None}
     # The same question the runner and the VIP beacon ask, answered the same way.
-    report["vips"] = sorted(__salt__["openstack_ha_probe.vips_held"]({name: vip["address"] for name, vip in merged["vips"].items()}))
+    report["vips"] = sorted(__salt__["openstack_ha_probe.vips_held"](__utils__["openstack_ha_model.vip_addresses"](merged)))
     if any(n["id"] == __grains__["id"] for n in __utils__["openstack_ha_model.galera_nodes"](merged)):
         status = __salt__["openstack_ha_galera.local_status"](merged) or {"reason": "health daemon not answering"}
         report["galera"] = {k: status.get(k) for k in ("running", "state", "cluster_status", "cluster_size", "cluster_uuid",

@@ -63,7 +63,8 @@ def _me(model):
 
 def _get_status(address, port, timeout):
     try:
-        with urllib.request.urlopen("http://{}:{}/status".format(address, port), timeout=timeout) as response:
+        host = "[{}]".format(address) if ":" in address else address
+        with urllib.request.urlopen("http://{}:{}/status".format(host, port), timeout=timeout) as response:
             return json.loads(response.read().decode())
     except (OSError, ValueError, urllib.error.URLError):
         return None
@@ -170,33 +171,58 @@ def _sql(statements, model=None, timeout=30):
     return [line.split("\t") for line in proc.stdout.splitlines()]
 
 
-def _network_host(model):
-    """The controllers' network as a MariaDB host pattern (``10.0.0.0/255.255.255.0``)."""
+def _legacy_network_host(model):
+    """The host pattern (``10.0.0.0/255.255.255.0``) releases before 0.4 granted network
+    accounts to; None on an IPv6 site (MariaDB has no such pattern for IPv6)."""
     net = ipaddress.ip_network(model["network"], strict=False)
-    return "{}/{}".format(net.network_address, net.netmask)
+    return "{}/{}".format(net.network_address, net.netmask) if net.version == 4 else None
+
+
+def _controller_hosts(model):
+    """The hosts network accounts are granted to: each controller's cluster-family address
+    (where HAProxy's connections to a node come from), in controller order. One account per
+    address works for IPv4 and IPv6 alike; a netmask pattern works for IPv4 only."""
+    return [c["address"] for c in model["controllers"]]
 
 
 def _wanted_users(model=None):
     """
     The accounts the model asks for: ``[{user, host, password, grants: [statement, ...],
-    database}]``. SST (local, for mariabackup), monitoring (local and the controllers'
-    network), root (socket or password, local) and one per OpenStack database.
+    database}]``. SST (local, for mariabackup), monitoring (local and each controller's
+    address), root (socket or password, local) and one per OpenStack database and controller.
     """
     model = _model(model)
     g = model["galera"]
-    network = _network_host(model)
     users = [
         {"user": g["sst_user"], "host": "localhost", "password": g["sst_password"],
          "grants": ["RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.*"]},
         {"user": g["monitor_user"], "host": "localhost", "password": g["monitor_password"],
          "grants": ["PROCESS, BINLOG MONITOR ON *.*"]},
-        {"user": g["monitor_user"], "host": network, "password": g["monitor_password"],
-         "grants": ["PROCESS, BINLOG MONITOR ON *.*"]},
     ]
+    for host in _controller_hosts(model):
+        users.append({"user": g["monitor_user"], "host": host, "password": g["monitor_password"],
+                      "grants": ["PROCESS, BINLOG MONITOR ON *.*"]})
     for name, db in sorted((g.get("databases") or {}).items()):
-        users.append({"user": db["user"], "host": network, "password": db["password"], "database": name,
-                      "grants": ["ALL PRIVILEGES ON `{}`.*".format(name)]})
+        for host in _controller_hosts(model):
+            users.append({"user": db["user"], "host": host, "password": db["password"], "database": name,
+                          "grants": ["ALL PRIVILEGES ON `{}`.*".format(name)]})
     return users
+
+
+def _drop_legacy_accounts(model, test):
+    """Drop the network-pattern accounts of releases before 0.4 (now one per controller
+    address): ``{"user@pattern": "dropped ..."}``."""
+    legacy = _legacy_network_host(model)
+    if legacy is None:
+        return {}
+    g = model["galera"]
+    changes = {}
+    for user in sorted({g["monitor_user"]} | {db["user"] for db in (g.get("databases") or {}).values()}):
+        if _user_exists(model, user, legacy):
+            changes["{}@{}".format(user, legacy)] = "dropped (replaced by one account per controller address)"
+            if not test:
+                _sql("DROP USER {}@{};".format(_quote(user), _quote(legacy)), model)
+    return changes
 
 
 def _password_matches(model, user, host, password):
@@ -257,6 +283,7 @@ def ensure_users(model=None, test=False, only_sst=False):
             if label not in changes and _grants(model, account["user"], account["host"]) != before:
                 changes[label] = "grants updated"
     if not only_sst:
+        changes.update(_drop_legacy_accounts(model, test))
         root_pw = model["galera"]["root_password"]
         if not _password_matches(model, "root", "localhost", root_pw):
             changes["root@localhost"] = "password set (socket authentication kept)"

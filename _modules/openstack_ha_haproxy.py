@@ -12,6 +12,7 @@ out or answers with an error.
 
 import csv
 import io
+import ipaddress
 import logging
 import os
 import signal
@@ -207,11 +208,26 @@ def configured_servers(config_text):
             section = words[1] if words[0] in ("listen", "backend") and len(words) > 1 else None
             continue
         if section and words[0] == "server" and len(words) >= 3:
-            address, _, port = words[2].rpartition(":")
+            address, port = split_address(words[2])
             options = words[3:]
             check_port = options[options.index("port") + 1] if "port" in options[:-1] else None
             found[(section, words[1])] = (address, port, check_port)
     return found
+
+
+def split_address(text):
+    """``(address, port)`` of an HAProxy ``address:port`` (``10.0.0.1:80``, ``[fd00::1]:80``,
+    ``ipv6@fd00::1:80``), the address written as HAProxy's ``show servers state`` prints it."""
+    for prefix in ("ipv4@", "ipv6@"):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    address, _, port = text.rpartition(":")
+    address = address[1:-1] if address.startswith("[") and address.endswith("]") else address
+    try:
+        address = str(ipaddress.ip_address(address))
+    except ValueError:
+        pass  # a host name: compared as written
+    return address, port
 
 
 def _check_port(check_port, port):

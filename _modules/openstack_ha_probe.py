@@ -10,6 +10,7 @@ timeout is a failure: a hung API is as dead to clients as a crashed one.
 """
 
 import concurrent.futures
+import ipaddress
 import socket
 import subprocess
 import time
@@ -29,7 +30,8 @@ def _probe(address, port, path, status, timeout):
     try:
         with socket.create_connection((address, port), timeout=timeout) as sock:
             sock.settimeout(max(0.01, deadline - time.monotonic()))
-            sock.sendall("GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: openstack_ha-probe\r\n\r\n".format(path, address).encode())
+            host = "[{}]".format(address) if ":" in address else address
+            sock.sendall("GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: openstack_ha-probe\r\n\r\n".format(path, host).encode())
             head = b""
             while b"\r\n" not in head and len(head) < 1024:
                 sock.settimeout(max(0.01, deadline - time.monotonic()))
@@ -143,11 +145,36 @@ def vips_held(vips=None):
         salt '*ctrl*' openstack_ha_probe.vips_held
     """
     if vips is None:
-        vips = {name: vip["address"] for name, vip in __salt__["openstack_ha.model"]()["vips"].items()}
+        vips = __utils__["openstack_ha_model.vip_addresses"](__salt__["openstack_ha.model"]())
     try:
         proc = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError) as exc:
         raise CommandExecutionError("cannot list this controller's addresses (ip -o addr show): {}".format(exc))
     if proc.returncode != 0:
         raise CommandExecutionError("ip -o addr show failed: {}".format(proc.stderr.strip()))
-    return sorted(name for name, address in vips.items() if " {}/".format(address) in proc.stdout)
+    held = addresses_in(proc.stdout)
+    return sorted(name for name, address in vips.items() if _ip(address) in held)
+
+
+def _ip(text):
+    try:
+        return ipaddress.ip_address(str(text))
+    except ValueError:
+        return None
+
+
+def addresses_in(ip_output):
+    """The addresses (``ipaddress`` objects) listed by ``ip -o addr show``: a VIP is found in
+    whatever spelling the pillar used, since both sides are compared parsed. An IPv6 address
+    whose duplicate address detection failed is not held."""
+    found = set()
+    for line in ip_output.splitlines():
+        words = line.split()
+        if "dadfailed" in words:
+            continue
+        for index, word in enumerate(words[:-1]):
+            if word in ("inet", "inet6"):
+                ip = _ip(words[index + 1].split("/", 1)[0])
+                if ip is not None:
+                    found.add(ip)
+    return found

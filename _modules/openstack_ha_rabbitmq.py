@@ -391,7 +391,7 @@ def transport_url(model=None, user=None):
     if name not in users:
         raise CommandExecutionError("unknown RabbitMQ user {!r} (known: {})".format(name, ", ".join(sorted(users))))
     cred = "{}:{}".format(urllib.parse.quote(name, safe=""), urllib.parse.quote(users[name]["password"], safe=""))
-    hosts = ",".join("{}@{}:{}".format(cred, n["address"], rabbit["port"]) for n in nodes(model))
+    hosts = ",".join("{}@{}:{}".format(cred, n["host"], rabbit["port"]) for n in nodes(model))
     vhost = users[name].get("vhost", "/")
     return "rabbit://{}/{}".format(hosts, urllib.parse.quote(vhost.lstrip("/") if vhost != "/" else "", safe=""))
 

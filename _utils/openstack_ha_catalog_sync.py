@@ -31,8 +31,8 @@ def _keystone_urls(model, admin):
         raise SaltInvocationError("site {} has no service of catalog type identity: set openstack_ha_keystone:{}:auth_url".format(
             model["site"], model["site"]))
     svc, scheme = model["services"][identity[0]], model["keystone"]["scheme"]
-    urls = ["{}://{}:{}/v3".format(scheme, model["vips"][svc["vip"]]["address"], svc["port"])]
-    return urls + ["{}://{}:{}/v3".format(scheme, c["address"], svc["backend_port"]) for c in model["controllers"]]
+    urls = ["{}://{}:{}/v3".format(scheme, host, svc["port"]) for host in model["vips"][svc["vip"]]["hosts"]]
+    return urls + ["{}://{}:{}/v3".format(scheme, c["host"], svc["backend_port"]) for c in model["controllers"]]
 
 
 def _keystone(ctx, model):

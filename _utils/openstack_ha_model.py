@@ -36,6 +36,8 @@ FORBIDDEN_WORDS = ("external-check",)
 PATH_RE = re.compile(r"^/[A-Za-z0-9_./{}+-]*$")
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,63}$")
 SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
+FAMILY_KEYS = {4: "ipv4", 6: "ipv6"}
 MAX_CONTROLLERS = 25  # keepalived priorities 250, 240, ... 10: the 26th would get 0
 
 # Every key the model knows, for the "unknown key" check. A dict is a section whose keys are
@@ -215,13 +217,53 @@ class _Checker:
             return None
         return value
 
-    def address(self, value, path):
+    def address(self, value, path, networks=None):
+        """One IP address (any spelling) as an ``ipaddress`` object; with ``networks``
+        ({family: network}) it must lie in its family's network. No scope suffix (``%eth0``):
+        a VIP or a controller address is global to the site."""
+        if isinstance(value, str) and "%" in value:
+            self.fail(path, "{!r} has a scope suffix: write the address without '%...'".format(value))
+            return None
         try:
-            return ipaddress.ip_address(value) if isinstance(value, str) else None
+            ip = ipaddress.ip_address(value) if isinstance(value, str) else None
         except ValueError:
-            pass
-        self.fail(path, "expected an IP address, got {}".format(_describe(value)))
-        return None
+            ip = None
+        if ip is None:
+            self.fail(path, "expected an IP address, got {}".format(_describe(value)))
+            return None
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            self.fail(path, "{} is an IPv4-mapped IPv6 address: write the IPv4 address {}".format(value, ip.ipv4_mapped))
+            return None
+        if networks is not None:
+            net = networks.get(ip.version)
+            if net is None:
+                self.fail(path, "{} is an {} address but the site has no {} network (network: {})".format(
+                    value, FAMILY_NAMES[ip.version], FAMILY_NAMES[ip.version], ", ".join(str(n) for n in networks.values()) or "none"))
+                return None
+            if ip not in net:
+                self.fail(path, "{} is outside the site's {} network {}".format(value, FAMILY_NAMES[ip.version], net))
+                return None
+        return ip
+
+    def addresses(self, value, path, networks):
+        """An address or a list of up to one address per family: ``{family: ip}`` in the
+        order written, or None when any is wrong."""
+        items = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and not 1 <= len(value) <= 2:
+            self.fail(path, "expected an address, or a list of two (an IPv4 and an IPv6 one), got {} entries".format(len(value)))
+            return None
+        found, ok = {}, True
+        for index, item in enumerate(items):
+            here = path + [index] if isinstance(value, list) else path
+            ip = self.address(item, here, networks)
+            if ip is None:
+                ok = False
+            elif ip.version in found:
+                self.fail(here, "a second {} address ({} and {}): one address per family".format(FAMILY_NAMES[ip.version], found[ip.version], ip))
+                ok = False
+            else:
+                found[ip.version] = ip
+        return found if ok else None
 
     def extra_lines(self, value, path):
         """Raw HAProxy lines: a list of single-line strings that do not open a section."""
@@ -277,16 +319,19 @@ def check_unknown_keys(c, value, schema, path):
             check_unknown_keys(c, sub, schema[key], path + [key])
 
 
-def _check_controllers(c, model, network):
+def _check_controllers(c, model, networks):
+    """Check ``controllers``; returns (ids, {normalised address: where}) so VIPs can be
+    checked against the controllers' own addresses in any spelling."""
     path = [ROOT, "controllers"]
     controllers = c.require(model, "controllers", [ROOT])
     if controllers is None:
-        return []
+        return [], {}
     if not isinstance(controllers, list) or not controllers:
         c.fail(path, "expected a non-empty list of controllers, got {}".format(_describe(controllers)))
-        return []
+        return [], {}
     if len(controllers) > MAX_CONTROLLERS:
         c.fail(path, "at most {} controllers (keepalived priorities step down by 10 from 250), got {}".format(MAX_CONTROLLERS, len(controllers)))
+    primary = next(iter(networks), None)
     seen_ids, seen_addresses, ids = {}, {}, []
     for index, ctrl in enumerate(controllers):
         here = path + [index]
@@ -294,7 +339,7 @@ def _check_controllers(c, model, network):
             continue
         cid = c.string(c.require(ctrl, "id", here), here + ["id"], MINION_ID_RE, "a Salt minion id")
         address = c.require(ctrl, "address", here)
-        ip = c.address(address, here + ["address"]) if address is not None else None
+        found = c.addresses(address, here + ["address"], networks) if address is not None else {}
         if "interface" in ctrl:
             c.string(ctrl["interface"], here + ["interface"], IFACE_RE, "an interface name")
         if "fqdn" in ctrl:
@@ -305,22 +350,27 @@ def _check_controllers(c, model, network):
             else:
                 seen_ids[cid] = index
                 ids.append(cid)
-        if ip is not None:
-            if address in seen_addresses:
-                c.fail(here + ["address"], "address {} is already used by controller at index {}".format(address, seen_addresses[address]))
-            seen_addresses.setdefault(address, index)
-            if network is not None and ip not in network:
-                c.fail(here + ["address"], "{} is outside the site network {}".format(address, network))
-    return ids
+        if found and primary is not None and primary not in found:
+            c.fail(here + ["address"], "no {} address: every controller needs one in the site's first network {} "
+                   "(Galera, RabbitMQ and HAProxy's backends use that family)".format(FAMILY_NAMES[primary], networks[primary]))
+        written = dict(zip((found or {}).values(), address if isinstance(address, list) else [address]))
+        for ip in (found or {}).values():
+            if ip in seen_addresses:
+                there = seen_addresses[ip][1]
+                c.fail(here + ["address"], "address {} is already used by controller at index {}{}".format(
+                    ip, seen_addresses[ip][0], "" if written[ip] == there else " (written {!r} there)".format(there)))
+            seen_addresses.setdefault(ip, (index, written[ip]))
+    return ids, seen_addresses
 
 
-def _check_vips(c, model, network, controller_addresses):
+def _check_vips(c, model, networks, controller_addresses):
     path = [ROOT, "vips"]
     vips = c.mapping(c.require(model, "vips", [ROOT]), path)
     if not vips:
         if vips is not None:
             c.fail(path, "expected at least one VIP")
         return {}
+    controllers = [ctrl for ctrl in model.get("controllers") or [] if isinstance(ctrl, dict)]
     seen_vrid, seen_addr = {}, {}
     for name, vip in vips.items():
         here = path + [name]
@@ -329,15 +379,19 @@ def _check_vips(c, model, network, controller_addresses):
         if c.mapping(vip, here) is None:
             continue
         address = c.require(vip, "address", here)
-        ip = c.address(address, here + ["address"]) if address is not None else None
-        if ip is not None:
-            if network is not None and ip not in network:
-                c.fail(here + ["address"], "VIP {} is outside the controllers' subnet {}".format(address, network))
-            if address in controller_addresses:
-                c.fail(here + ["address"], "VIP {} is a controller's own address".format(address))
-            if address in seen_addr:
-                c.fail(here + ["address"], "VIP {} is also VIP {!r}".format(address, seen_addr[address]))
-            seen_addr.setdefault(address, name)
+        found = c.addresses(address, here + ["address"], networks) if address is not None else {}
+        for family, ip in (found or {}).items():
+            if ip in controller_addresses:
+                c.fail(here + ["address"], "VIP {} is a controller's own address".format(ip))
+            if ip in seen_addr:
+                c.fail(here + ["address"], "VIP {} is also VIP {!r}".format(ip, seen_addr[ip]))
+            seen_addr.setdefault(ip, name)
+            lacking = [str(ctrl.get("id")) for ctrl in controllers if family not in _families_of(ctrl.get("address"))]
+            if lacking and family != next(iter(networks), None):
+                c.fail(here + ["address"], "VIP {} is {} but controller{} {} {} no {} address (keepalived's {} VRRP "
+                       "instance speaks to each controller's own address of that family)".format(
+                           ip, FAMILY_NAMES[family], "s" if len(lacking) > 1 else "", ", ".join(lacking),
+                           "have" if len(lacking) > 1 else "has", FAMILY_NAMES[family], FAMILY_NAMES[family]))
         c.string(c.require(vip, "interface", here), here + ["interface"], IFACE_RE, "an interface name")
         vrid = c.integer(c.require(vip, "vrid", here), here + ["vrid"], 1, 255)
         if vrid is not None:
@@ -655,17 +709,104 @@ def _check_haproxy_check(c, section, path):
             c.fail(here + [key], "unknown check setting (known: fall, fastinter, inter, rise, timeout)")
 
 
+def _families_of(value):
+    """The address families (4, 6) among ``value``'s valid addresses (one, or a list)."""
+    found = set()
+    for item in value if isinstance(value, list) else [value]:
+        try:
+            found.add(ipaddress.ip_address(item).version)
+        except (TypeError, ValueError):
+            pass
+    return found
+
+
+def url_host(address):
+    """``address`` as the host part of a URL or an ``address:port`` pair: an IPv6 address in
+    brackets (``[fd00::11]``), anything else unchanged."""
+    return "[{}]".format(address) if ":" in str(address) else str(address)
+
+
+def _normalise_addresses(model, networks):
+    """Write every address of a valid model once, canonically (``ipaddress``'s spelling), with
+    the derived keys the renderings read:
+
+    - ``network``: the first network (the cluster's family); ``networks``: ``{ipv4|ipv6: cidr}``;
+      ``family``: the cluster's family (``ipv4`` or ``ipv6``);
+    - each controller: ``address`` (its cluster-family address), ``addresses``
+      (``{family: address}``, cluster family first), ``host`` (``address`` for a URL);
+    - each VIP: ``addresses`` (``{family: address}``), ``address`` (the first of them),
+      ``hosts`` (each address as HAProxy's ``bind`` and a URL write it);
+    - ``vip_instances``: :func:`vip_instances`.
+    """
+    order = list(networks)
+    model["network"] = str(networks[order[0]])
+    model["networks"] = {FAMILY_KEYS[f]: str(networks[f]) for f in order}
+    model["family"] = FAMILY_KEYS[order[0]]
+
+    def by_family(value):
+        ips = sorted((ipaddress.ip_address(v) for v in (value.values() if isinstance(value, dict) else
+                                                        value if isinstance(value, list) else [value])),
+                     key=lambda ip: order.index(ip.version))
+        return {FAMILY_KEYS[ip.version]: str(ip) for ip in ips}
+
+    for ctrl in model["controllers"]:
+        ctrl["addresses"] = by_family(ctrl.get("addresses") or ctrl["address"])
+        ctrl["address"] = ctrl["addresses"][model["family"]]
+        ctrl["host"] = url_host(ctrl["address"])
+    for vip in model["vips"].values():
+        vip["addresses"] = by_family(vip.get("addresses") or vip["address"])
+        vip["address"] = next(iter(vip["addresses"].values()))
+        vip["hosts"] = [url_host(a) for a in vip["addresses"].values()]
+    model["vip_instances"] = vip_instances(model)
+
+
+def vip_instances(model):
+    """Every VIP address as keepalived and the VIP beacon see it: one VRRP instance per VIP and
+    address family, ``[{key, vip, family, address, host, interface, vrid, prefix}]`` sorted by
+    VIP. ``key`` is the VIP's name for its first address and ``<name>/<family>`` for a second
+    (a dual-stack VIP's IPv6 address: ``public/ipv6``); the two instances share the VRID, which
+    VRRP keeps apart per family. ``prefix`` is the length of the family's site network."""
+    found = []
+    for name, vip in sorted(model["vips"].items()):
+        for index, (family, address) in enumerate(vip["addresses"].items()):
+            found.append({"key": name if index == 0 else "{}/{}".format(name, family), "vip": name, "family": family,
+                          "address": address, "host": url_host(address), "interface": vip["interface"],
+                          "vrid": vip["vrid"], "prefix": int(model["networks"][family].split("/")[1])})
+    return found
+
+
+def vip_addresses(model):
+    """``{instance key: address}`` of every VIP address (see :func:`vip_instances`): what a
+    controller is asked whether it holds."""
+    return {inst["key"]: inst["address"] for inst in vip_instances(model)}
+
+
 def _check_network(c, model):
+    """The site's networks, ``{family: network}`` with the first one written first (the
+    cluster's family). ``network`` is one CIDR or a list of two, one per address family."""
     value = c.require(model, "network", [ROOT])
     if value is None:
-        return None
-    if isinstance(value, str) and "/" in value:
-        try:
-            return ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            pass
-    c.fail([ROOT, "network"], "expected a network in CIDR form like 10.0.0.0/24, got {}".format(_describe(value)))
-    return None
+        return {}
+    items, path = (value, [ROOT, "network"]) if isinstance(value, list) else ([value], None)
+    if isinstance(value, list) and not 1 <= len(value) <= 2:
+        c.fail([ROOT, "network"], "expected one network, or a list of two (an IPv4 and an IPv6 one), got {} entries".format(len(value)))
+        return {}
+    found = {}
+    for index, item in enumerate(items):
+        here = path + [index] if path else [ROOT, "network"]
+        net = None
+        if isinstance(item, str) and "/" in item and "%" not in item:
+            try:
+                net = ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                pass
+        if net is None:
+            c.fail(here, "expected a network in CIDR form like 10.0.0.0/24 or fd00:10::/64, got {}".format(_describe(item)))
+        elif net.version in found:
+            c.fail(here, "a second {} network: the site has one network per address family".format(FAMILY_NAMES[net.version]))
+        else:
+            found[net.version] = net
+    return found
 
 
 def validate(model):
@@ -682,12 +823,11 @@ def validate(model):
     if not isinstance(model, dict):
         raise ModelError(["{}: expected a mapping, got {}".format(ROOT, _describe(model))])
     c.string(c.require(model, "site", [ROOT]), [ROOT, "site"], re.compile(r"^[A-Za-z0-9_-]{1,32}$"), "a site name")
-    network = _check_network(c, model)
-    controller_ids = _check_controllers(c, model, network)
-    addresses = {ctrl.get("address") for ctrl in model.get("controllers") or [] if isinstance(ctrl, dict)}
+    networks = _check_network(c, model)
+    controller_ids, addresses = _check_controllers(c, model, networks)
     if controller_ids and len(controller_ids) < 2:
         c.fail([ROOT, "controllers"], "expected at least 2 controllers for high availability, got {}".format(len(controller_ids)))
-    vips = _check_vips(c, model, network, addresses)
+    vips = _check_vips(c, model, networks, addresses)
     ports = {}
     _check_services(c, model, vips, ports)
     _check_galera(c, model, vips, ports, controller_ids)
@@ -724,6 +864,7 @@ def validate(model):
     check_unknown_keys(c, model, SCHEMA, [ROOT])
     if c.problems:
         raise ModelError(c.problems)
+    _normalise_addresses(model, networks)
     for svc in model["services"].values():
         # One place for this default: the API's own port on the controller is the VIP's port
         # unless the pillar says otherwise. Everything after this reads svc["backend_port"].

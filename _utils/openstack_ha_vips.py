@@ -16,11 +16,11 @@ def vip_view(ctx, model):
     """Ask every controller which VIPs it holds. Returns (answers {controller: [vip names]},
     holders {vip: [controllers]}, quorum reached)."""
     controllers = [c["id"] for c in model["controllers"]]
-    addresses = {name: vip["address"] for name, vip in model["vips"].items()}
+    addresses = ctx.util("model.vip_addresses")(model)
     valid = ctx.util("decide.valid_vip_list")
     held = {c: a for c, a in ctx.call("publish.publish", controllers, "openstack_ha_probe.vips_held", (addresses,),
                                       timeout=VIEW_TIMEOUT).items() if valid(a)}
-    holders = {vip: sorted(c for c, names in held.items() if vip in names) for vip in sorted(model["vips"])}
+    holders = {vip: sorted(c for c, names in held.items() if vip in names) for vip in sorted(addresses)}
     return held, holders, len(held) >= ctx.util("model.quorum_size")(model)
 
 

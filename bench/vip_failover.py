@@ -79,7 +79,7 @@ def one_run(kill, advert_int):
     elapsed = time.monotonic() - start
     # Clean up what a hard kill leaves (the VIP stays on an interface keepalived can't tidy).
     if kill is kill_keepalived:
-        labctl.ctrl_run(HOLDER, ["sh", "-c", "ip addr del %s/24 dev eth0 2>/dev/null; ip addr del 10.213.0.101/24 dev eth0 2>/dev/null; rm -f /run/keepalived.pid /run/vrrp.pid; true" % VIP])
+        labctl.ctrl_run(HOLDER, ["sh", "-c", "ip addr del %s/24 dev eth0 2>/dev/null; ip addr del 10.213.0.101/24 dev eth0 2>/dev/null; ip addr del fd00:213::100/64 dev eth0 2>/dev/null; rm -f /run/keepalived.pid /run/vrrp.pid; true" % VIP])
     apply(HOLDER, advert_int)
     return elapsed
 

@@ -37,8 +37,11 @@ from keystone.wsgi.api import application  # noqa: E402,F401
 
 
 def lab_pillar():
-    """The lab site's pillar file, read as the master reads it (plain YAML)."""
-    with open(os.path.join(labctl.REPO, "pillar", "openstack_ha", "sites", "lab.sls")) as fh:
+    """The lab site's pillar file, read as the master reads it (plain YAML): a test's copy in
+    the override pillar root when there is one, else the repository's."""
+    override = os.path.join(labctl.PILLAR_OVERRIDES, "openstack_ha", "sites", "lab.sls")
+    path = override if os.path.exists(override) else os.path.join(labctl.REPO, "pillar", "openstack_ha", "sites", "lab.sls")
+    with open(path) as fh:
         return yaml.safe_load(fh)["openstack_ha"]
 
 
@@ -51,7 +54,7 @@ def config_text(pillar):
     """keystone.conf for every controller: the Galera cluster through its VIP, fernet tokens."""
     galera = pillar["galera"]
     db = galera["databases"]["keystone"]
-    vip = pillar["vips"][galera["vip"]]["address"]
+    vip = bracketed(all_addresses(pillar["vips"][galera["vip"]]["address"])[0])
     return "\n".join([
         "# Written by lab/keystone_lab.py: the lab's real Keystone.",
         "[DEFAULT]",
@@ -102,9 +105,19 @@ def copy_dir(source, targets, path):
             raise labctl.LabError("copying {} to {} failed: {}".format(path, target, proc.stderr.decode(errors="replace")))
 
 
+def bracketed(address):
+    """``address`` as a URL's host: an IPv6 address in brackets."""
+    return "[{}]".format(address) if ":" in address else address
+
+
+def all_addresses(value):
+    """The addresses of a pillar ``address`` value (one, or a list of one per family)."""
+    return list(value) if isinstance(value, list) else [value]
+
+
 def answers(address, port):
     try:
-        with urllib.request.urlopen("http://{}:{}/v3".format(address, port), timeout=2) as resp:
+        with urllib.request.urlopen("http://{}:{}/v3".format(bracketed(address), port), timeout=2) as resp:
             return resp.status == 200
     except OSError:
         return False
@@ -130,7 +143,8 @@ def start(name, address, port, wait=0):
     if standin.isdigit():
         labctl.kill_pids([int(standin)])
     labctl.ctrl_run(name, [os.path.join(VENV, "bin", "gunicorn"), "--daemon", "--pid", PIDFILE,
-                           "--bind", "{}:{}".format(address, port), "--workers", "2", "--timeout", "60",
+                           "--bind", "{}:{}".format(address, port), "--bind", "[{}]:{}".format(labctl.ADDRESSES6[name], port),
+                           "--workers", "2", "--timeout", "60",
                            "--graceful-timeout", "5",
                            "--error-logfile", "/var/log/keystone/gunicorn.log", "--chdir", "/",
                            "--pythonpath", os.path.dirname(WSGI), "lab_wsgi:application"], timeout=60)
@@ -190,7 +204,7 @@ def deploy():
     labctl.step("Keystone answers on every controller")
     # HAProxy saw the backends fail while the stand-ins made way: wait for its health checks
     # (rise count) to put them back, so a client of the VIP finds Keystone when this returns.
-    vips = still_silent({v["address"]: v["address"] for v in pillar["vips"].values()}, port, deadline + 30)
+    vips = still_silent({a: a for v in pillar["vips"].values() for a in all_addresses(v["address"])}, port, deadline + 30)
     if vips:
         raise labctl.LabError("Keystone does not answer through HAProxy on {} (see salt-run openstack_ha.status)".format(", ".join(sorted(vips))))
     labctl.step("Keystone answers through every VIP")

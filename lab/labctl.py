@@ -35,6 +35,11 @@ BRIDGE = "ohabr0"
 BRIDGE_ADDR = "10.213.0.1"
 PREFIX = 24
 CONTROLLERS = [("lab-ctrl%d" % i, "10.213.0.%d" % (10 + i)) for i in (1, 2, 3)]
+# The lab is dual-stack: a ULA network beside the IPv4 one, on the bridge and in every
+# controller (added without duplicate address detection, so they are usable at once).
+BRIDGE_ADDR6 = "fd00:213::1"
+PREFIX6 = 64
+ADDRESSES6 = {name: "fd00:213::%d" % (10 + i) for i, (name, _) in enumerate(CONTROLLERS, start=1)}
 # The one file root is states/ (the custom modules are linked into it): the pillar, the tests,
 # the lab and the virtualenv are never served to minions.
 OVERLAID = ("etc", "usr/local", "var/lib", "var/log", "var/cache")
@@ -267,6 +272,8 @@ def ensure_bridge():
     addrs = run(["ip", "-o", "addr", "show", "dev", BRIDGE]).stdout
     if BRIDGE_ADDR + "/" not in addrs:
         run(["ip", "addr", "add", "%s/%d" % (BRIDGE_ADDR, PREFIX), "dev", BRIDGE])
+    if BRIDGE_ADDR6 + "/" not in addrs:
+        run(["ip", "addr", "add", "%s/%d" % (BRIDGE_ADDR6, PREFIX6), "dev", BRIDGE, "nodad"])
     run(["ip", "link", "set", BRIDGE, "up"])
 
 
@@ -288,8 +295,16 @@ def ensure_network(name, address):
     nsx = ["ip", "netns", "exec", ns]
     run(nsx + ["ip", "link", "set", "lo", "up"])
     run(nsx + ["ip", "link", "set", "eth0", "up"])
-    if address + "/" not in run(nsx + ["ip", "-o", "addr", "show", "dev", "eth0"]).stdout:
+    have = run(nsx + ["ip", "-o", "addr", "show", "dev", "eth0"]).stdout
+    if address + "/" not in have:
         run(nsx + ["ip", "addr", "add", "%s/%d" % (address, PREFIX), "dev", "eth0"])
+    if ADDRESSES6[name] + "/" not in have:
+        run(nsx + ["ip", "addr", "add", "%s/%d" % (ADDRESSES6[name], PREFIX6), "dev", "eth0", "nodad"])
+
+
+def addresses(name):
+    """Controller ``name``'s addresses: its IPv4 one, then its IPv6 one."""
+    return [dict(CONTROLLERS)[name], ADDRESSES6[name]]
 
 
 def ensure_filesystems(name):
@@ -373,7 +388,7 @@ def start_standins(name, address):
             continue
         ctrl_run(name, ["sh", "-c", 'nohup "$0" "$@" >/var/log/standin-{s}.log 2>&1 &'.format(s=service),
                         os.path.join(VENV_BIN, "python"), os.path.join(REPO, "lab", "standin_api.py"),
-                        "--service", service, "--address", address, "--port", str(port), "--pidfile", pidfile,
+                        "--service", service, "--address", address, "--address", ADDRESSES6[name], "--port", str(port), "--pidfile", pidfile,
                         "--journal", "/var/log/standin-%s-posts.log" % service])
         started += 1
     return started
@@ -483,7 +498,7 @@ def controller_facts(name):
         return facts
     pid = ctrl_run(name, ["cat", "/run/salt-minion.pid"], check=False).stdout.strip()
     facts["minion"] = "running" if pid.isdigit() and alive(int(pid)) else "stopped"
-    out = ctrl_run(name, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"], check=False).stdout
+    out = ctrl_run(name, ["ip", "-o", "addr", "show", "dev", "eth0", "scope", "global"], check=False).stdout
     facts["addresses"] = [line.split()[3] for line in out.splitlines()]
     return facts
 
@@ -497,7 +512,7 @@ def status():
     return 0 if all(r["minion"] == "running" for r in rows) and master_pids() else 1
 
 
-LAB_VIPS = {"public": "10.213.0.100", "internal": "10.213.0.101"}
+LAB_VIPS = {"public": "10.213.0.100", "public/ipv6": "fd00:213::100", "internal": "10.213.0.101"}
 
 
 def vip_holders(address):

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import socket
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -52,18 +53,27 @@ def make_handler(service, journal=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--service", required=True)
-    parser.add_argument("--address", required=True)
+    parser.add_argument("--address", action="append", required=True, help="an address to listen on (repeat for each)")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--pidfile")
     parser.add_argument("--journal", help="append each POST's X-Request-Id to this file")
     args = parser.parse_args()
-    ThreadingHTTPServer.allow_reuse_address = True
-    ThreadingHTTPServer.daemon_threads = True
-    server = ThreadingHTTPServer((args.address, args.port), make_handler(args.service, args.journal))
+    handler = make_handler(args.service, args.journal)
+    servers = [make_server(address, args.port, handler) for address in args.address]
     if args.pidfile:
         with open(args.pidfile, "w") as fh:
             fh.write("%d\n" % os.getpid())
-    server.serve_forever()
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    servers[0].serve_forever()
+
+
+def make_server(address, port, handler):
+    """A threading HTTP server on ``address`` (IPv4 or IPv6) and ``port``."""
+    server_class = type("Server", (ThreadingHTTPServer,), {
+        "allow_reuse_address": True, "daemon_threads": True,
+        "address_family": socket.AF_INET6 if ":" in address else socket.AF_INET})
+    return server_class((address, port), handler)
 
 
 if __name__ == "__main__":

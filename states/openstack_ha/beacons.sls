@@ -20,8 +20,8 @@ openstack_ha-beacon-vip:
       - interval: 1
       - heartbeat: {{ oha.remediation.heartbeat }}
       - vips:
-{%- for name, vip in oha.vips | dictsort %}
-          {{ name }}: {address: {{ vip.address }}, interface: {{ vip.interface }}}
+{%- for inst in oha.vip_instances %}
+          {{ inst.key | json }}: {address: {{ inst.address | json }}, interface: {{ inst.interface }}}
 {%- endfor %}
 {%- if me is not none and me.id in salt['openstack_ha_galera.node_ids'](oha) %}
 
@@ -30,7 +30,7 @@ openstack_ha-beacon-galera:
     - name: openstack_ha_galera
     - config:
       - interval: 1
-      - url: http://{{ me.address }}:{{ oha.galera.health_port }}/status
+      - url: http://{{ me.host }}:{{ oha.galera.health_port }}/status
       - timeout: 0.5
       - heartbeat: {{ oha.remediation.heartbeat }}
 {%- endif %}

@@ -90,12 +90,13 @@ openstack_ha-galera-health-script:
     - mode: '0755'
 
 {#- The health daemon's command line, in one place: the init script or the systemd unit runs it. #}
-{%- set health_args = [oha.paths.galera_health, '--node', me.id, '--address', me.address, '--port', oha.galera.health_port,
+{%- set health_args = [oha.paths.galera_health, '--node', me.id, '--port', oha.galera.health_port,
       '--socket', oha.paths.galera_socket, '--datadir', oha.paths.galera_datadir,
       '--maintenance-file', oha.paths.galera_maintenance_file, '--sst-user', oha.galera.sst_user,
       '--starting-file', oha.paths.galera_starting_file, '--starting-max', oha.galera.startup_timeout + 120,
-      '--pidfile', oha.paths.galera_pidfile | replace('{node}', me.id), '--allow', '127.0.0.1'] %}
-{%- for c in oha.controllers %}{% do health_args.extend(['--allow', c.address]) %}{% endfor %}
+      '--pidfile', oha.paths.galera_pidfile | replace('{node}', me.id), '--allow', '127.0.0.1', '--allow', '::1'] %}
+{%- for address in me.addresses.values() %}{% do health_args.extend(['--address', address]) %}{% endfor %}
+{%- for c in oha.controllers %}{% for address in c.addresses.values() %}{% do health_args.extend(['--allow', address]) %}{% endfor %}{% endfor %}
 {%- if oha.galera.sst_method == 'mariabackup' %}{% do health_args.append('--available-when-donor') %}{% endif %}
 {%- set systemd = grains.get('init') == 'systemd' %}
 {%- if systemd %}

@@ -11,6 +11,15 @@ openstack_ha-haproxy-nonlocal-bind:
     - name: net.ipv4.ip_nonlocal_bind
     - value: 1
     - config: {{ oha.paths.sysctl_file }}
+{%- if oha.vip_instances | selectattr('family', 'equalto', 'ipv6') | list %}
+
+# The same for the site's IPv6 VIPs (a separate switch in the kernel).
+openstack_ha-haproxy-nonlocal-bind-ipv6:
+  sysctl.present:
+    - name: net.ipv6.ip_nonlocal_bind
+    - value: 1
+    - config: {{ oha.paths.sysctl_file }}
+{%- endif %}
 
 openstack_ha-haproxy-package:
   pkg.installed:

@@ -12,7 +12,7 @@ openstack_ha-rabbitmq-package:
 
 openstack_ha-rabbitmq-host-{{ n.id }}:
   host.only:
-    - name: {{ n.address }}
+    - name: {{ n.address | json }}
     - hostnames:
       - {{ n.id.split('.')[0] }}
 {%- if n.id.split('.')[0] != n.id %}
@@ -33,6 +33,7 @@ openstack_ha-rabbitmq-env:
     - template: jinja
     - context:
         me: {{ me | json }}
+        family: {{ oha.family }}
     - mode: '0644'
     - require:
       - pkg: openstack_ha-rabbitmq-package

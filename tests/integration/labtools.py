@@ -8,7 +8,7 @@ from lab import labctl
 
 CTRLS = [name for name, _ in labctl.CONTROLLERS]
 ADDRESS = dict(labctl.CONTROLLERS)
-VIPS = {"public": "10.213.0.100", "internal": "10.213.0.101"}
+VIPS = dict(labctl.LAB_VIPS)  # public, public/ipv6 (the dual-stack public VIP's second address), internal
 COOLDOWN = 10  # remediation:cooldown in defaults.yaml
 
 
@@ -60,7 +60,7 @@ def sh(ctrl, script, check=True):
 
 
 def vip_holders(address):
-    return [c for c in CTRLS if (" %s/" % address) in sh(c, "ip -o -4 addr show dev eth0")]
+    return [c for c in CTRLS if (" %s/" % address) in sh(c, "ip -o addr show dev eth0")]
 
 
 def wait_until(predicate, timeout, what, interval=0.05):
@@ -78,9 +78,19 @@ def pidfile_pid(ctrl, path):
     return int(out[0]) if out and out[0].isdigit() else None
 
 
+def url_host(address):
+    """``address`` as a URL's host: IPv6 in brackets."""
+    return "[%s]" % address if ":" in address else address
+
+
+def vip_prefix(address):
+    """The prefix length a lab VIP is added with (its family's lab network)."""
+    return labctl.PREFIX6 if ":" in address else labctl.PREFIX
+
+
 def http_get(address, port, timeout=3):
     """GET http://address:port/ from the host (the bridge); returns the JSON body or None."""
-    proc = subprocess.run(["curl", "-s", "-m", str(timeout), "http://%s:%d/" % (address, port)], capture_output=True, text=True)
+    proc = subprocess.run(["curl", "-s", "-m", str(timeout), "http://%s:%d/" % (url_host(address), port)], capture_output=True, text=True)
     try:
         return json.loads(proc.stdout)
     except ValueError:
@@ -90,7 +100,7 @@ def http_get(address, port, timeout=3):
 def http_json(address, port, path="/", timeout=3, inside=None):
     """GET http://address:port/path from the host (or from inside controller ``inside``); the
     parsed JSON body, or None."""
-    cmd = ["curl", "-s", "-m", str(timeout), "http://%s:%d%s" % (address, port, path)]
+    cmd = ["curl", "-s", "-m", str(timeout), "http://%s:%d%s" % (url_host(address), port, path)]
     proc = subprocess.run(labctl.in_ctrl(inside, cmd) if inside else cmd, capture_output=True, text=True)
     try:
         return json.loads(proc.stdout)

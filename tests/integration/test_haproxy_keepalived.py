@@ -3,6 +3,7 @@
 import os
 import signal
 
+import pytest
 
 from tests.integration import labtools
 from tests.integration.labtools import CTRLS, VIPS, changed_states, pidfile_pid, sh, vip_holders, wait_until
@@ -25,6 +26,7 @@ def test_every_controller_runs_haproxy_and_keepalived(applied):
         assert pidfile_pid(ctrl, "/run/haproxy.pid"), ctrl
         assert pidfile_pid(ctrl, "/run/keepalived.pid"), ctrl
         assert sh(ctrl, "sysctl -n net.ipv4.ip_nonlocal_bind").strip() == "1"
+        assert sh(ctrl, "sysctl -n net.ipv6.ip_nonlocal_bind").strip() == "1"  # the public VIP is dual-stack
         assert sh(ctrl, "stat -c %a /run/haproxy/admin.sock").strip() == "600"
 
 
@@ -42,6 +44,17 @@ def test_each_service_answers_on_the_vip_from_every_backend(applied):
             assert body and body["service"] == service, (service, body)
             seen.add(body["controller"])
         assert seen == set(CTRLS), (service, seen)  # round robin over all three backends
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_each_service_answers_on_the_dual_stack_vip_in_both_families(applied, family):
+    """Every API through the public VIP's address of each family, from every backend (the
+    backends are the controllers' IPv4 addresses: the lab's first network)."""
+    address = VIPS["public" if family == "ipv4" else "public/ipv6"]
+    wait_until(lambda: vip_holders(address) == ["lab-ctrl1"], 15, "lab-ctrl1 alone to hold %s" % address)
+    for service, port in SERVICES.items():
+        seen = {(labtools.http_get(address, port) or {}).get("controller") for _ in range(6)}
+        assert seen == set(CTRLS), (service, address, seen)
 
 
 def test_second_apply_changes_nothing(applied):
@@ -152,10 +165,15 @@ def test_killing_haproxy_on_the_holder_moves_the_vip(applied):
     new = wait_until(lambda: (lambda h: h[0] if len(h) == 1 and h[0] != old else None)(vip_holders(VIPS["public"])), 10, "the VIP to move")
     assert new != old
     assert labtools.http_get(VIPS["public"], SERVICES["keystone"])["service"] == "keystone"
+    # The IPv6 address of the public VIP (its own VRRP instance) moves the same way.
+    new6 = wait_until(lambda: (lambda h: h[0] if len(h) == 1 and h[0] != old else None)(vip_holders(VIPS["public/ipv6"])), 10,
+                      "the IPv6 VIP to move")
+    assert labtools.http_get(VIPS["public/ipv6"], SERVICES["keystone"])["service"] == "keystone", new6
     # Salt heals it: the next apply starts HAProxy again and the first controller takes the VIP back.
     rc, _ = labtools.apply(old)
     assert rc == 0
     wait_until(lambda: vip_holders(VIPS["public"]) == [old], 15, "%s to take the VIP back" % old)
+    wait_until(lambda: vip_holders(VIPS["public/ipv6"]) == [old], 15, "%s to take the IPv6 VIP back" % old)
 
 
 def test_killing_keepalived_hard_on_the_holder_moves_the_vip(applied):
@@ -169,7 +187,7 @@ def test_killing_keepalived_hard_on_the_holder_moves_the_vip(applied):
     finally:
         # keepalived killed with SIGKILL cannot remove its addresses: the test removes them.
         for vip in VIPS.values():
-            sh(old, "ip addr del %s/24 dev eth0 2>/dev/null || true" % vip)
+            sh(old, "ip addr del %s/%d dev eth0 2>/dev/null || true" % (vip, labtools.vip_prefix(vip)))
         sh(old, "rm -f /run/keepalived.pid /run/vrrp.pid")
     assert len(vip_holders(VIPS["public"])) == 1
     rc, _ = labtools.apply(old)

@@ -74,7 +74,7 @@ CASES = [
     (lambda p: set_path(p, ["services", "neutron", "port"], 5000),
      "openstack_ha:services:neutron:port: port 5000 on VIP 'public' is already used by service 'keystone'"),
     (lambda p: set_path(p, ["vips", "public", "address"], "10.99.0.100"),
-     "openstack_ha:vips:public:address: VIP 10.99.0.100 is outside the controllers' subnet 10.64.20.0/24"),
+     "openstack_ha:vips:public:address: 10.99.0.100 is outside the site's IPv4 network 10.64.20.0/24"),
     (lambda p: set_path(p, ["services", "nova", "vip"], "external"),
      "openstack_ha:services:nova:vip: unknown VIP 'external' (known: internal, public)"),
     (lambda p: set_path(p, ["galera", "nodes"], ["cloudcontrol1005.wikimedia.org", "cloudcontrol1006.wikimedia.org"]),
@@ -94,7 +94,7 @@ CASES = [
     (lambda p: set_path(p, ["vips", "public", "address"], "10.64.20.5"),
      "openstack_ha:vips:public:address: VIP 10.64.20.5 is a controller's own address"),
     (lambda p: set_path(p, ["network"], "10.64.20.0"),
-     "openstack_ha:network: expected a network in CIDR form like 10.0.0.0/24, got '10.64.20.0'"),
+     "openstack_ha:network: expected a network in CIDR form like 10.0.0.0/24 or fd00:10::/64, got '10.64.20.0'"),
     (lambda p: set_path(p, ["services", "keystone", "check", "path"], "v3"),
      "openstack_ha:services:keystone:check:path: expected an absolute URL path without spaces, got 'v3'"),
     (lambda p: set_path(p, ["services", "keystone", "check", "status"], 99),
@@ -151,6 +151,34 @@ CASES = [
      "openstack_ha:haproxy:retries: expected an integer 0-10, got '3'"),
     (lambda p: p.setdefault("haproxy", {}).setdefault("timeouts", {}).update(connect="1s"),
      "openstack_ha:haproxy:timeouts:connect: expected a number 0.1-60, got '1s'"),
+    # IPv6 and dual stack: the family of each address, its network, one spelling, no scope.
+    (lambda p: set_path(p, ["vips", "public", "address"], "fd00:10::100"),
+     "openstack_ha:vips:public:address: fd00:10::100 is an IPv6 address but the site has no IPv6 network (network: 10.64.20.0/24)"),
+    (lambda p: (set_path(p, ["network"], ["10.64.20.0/24", "fd00:10::/64"]), set_path(p, ["vips", "public", "address"], "fd00:99::100")),
+     "openstack_ha:vips:public:address: fd00:99::100 is outside the site's IPv6 network fd00:10::/64"),
+    (lambda p: set_path(p, ["network"], ["10.64.20.0/24", "10.65.0.0/24"]),
+     "openstack_ha:network:1: a second IPv4 network: the site has one network per address family"),
+    (lambda p: (set_path(p, ["network"], ["10.64.20.0/24", "fd00:10::/64"]),
+                [set_path(p, ["controllers", i, "address"], ["10.64.20.%d" % (5 + i), "fd00:10::%d" % (5 + i)]) for i in range(3)],
+                set_path(p, ["vips", "public", "address"], ["10.64.20.100", "fd00:10:0::0:6"])),
+     "openstack_ha:vips:public:address: VIP fd00:10::6 is a controller's own address"),
+    (lambda p: (set_path(p, ["network"], ["10.64.20.0/24", "fd00:10::/64"]),
+                [set_path(p, ["controllers", i, "address"], ["10.64.20.%d" % (5 + i), "fd00:10::%d" % (5 + i)]) for i in range(3)],
+                set_path(p, ["controllers", 2, "address"], ["10.64.20.7", "FD00:0010::5"])),
+     "openstack_ha:controllers:2:address: address fd00:10::5 is already used by controller at index 0 (written 'fd00:10::5' there)"),
+    (lambda p: (set_path(p, ["network"], ["10.64.20.0/24", "fd00:10::/64"]), set_path(p, ["vips", "public", "address"], ["10.64.20.100", "fd00:10::100"])),
+     "openstack_ha:vips:public:address: VIP fd00:10::100 is IPv6 but controllers cloudcontrol1005.wikimedia.org, "
+     "cloudcontrol1006.wikimedia.org, cloudcontrol1007.wikimedia.org have no IPv6 address (keepalived's IPv6 VRRP instance "
+     "speaks to each controller's own address of that family)"),
+    (lambda p: (set_path(p, ["network"], ["10.64.20.0/24", "fd00:10::/64"]), set_path(p, ["vips", "public", "address"], "fd00:10::100%eth0")),
+     "openstack_ha:vips:public:address: 'fd00:10::100%eth0' has a scope suffix: write the address without '%...'"),
+    (lambda p: (set_path(p, ["network"], ["10.64.20.0/24", "fd00:10::/64"]), set_path(p, ["vips", "public", "address"], ["10.64.20.100", "10.64.20.101"])),
+     "openstack_ha:vips:public:address:1: a second IPv4 address (10.64.20.100 and 10.64.20.101): one address per family"),
+    (lambda p: (set_path(p, ["network"], ["fd00:10::/64", "10.64.20.0/24"])),
+     "openstack_ha:controllers:0:address: no IPv6 address: every controller needs one in the site's first network fd00:10::/64 "
+     "(Galera, RabbitMQ and HAProxy's backends use that family)"),
+    (lambda p: set_path(p, ["vips", "public", "address"], "::ffff:10.64.20.100"),
+     "openstack_ha:vips:public:address: ::ffff:10.64.20.100 is an IPv4-mapped IPv6 address: write the IPv4 address 10.64.20.100"),
 ]
 
 
@@ -234,3 +262,45 @@ def test_an_unsupported_salt_release_gets_one_clear_reason():
     assert model_lib.salt_release_problem((3008, 3, 0)) is None
     assert model_lib.salt_release_problem((3006, 0)) is None
     assert model_lib.salt_release_problem((3005, 1, 0)) == "openstack_ha needs Salt 3006.0 or newer; this is 3005.1.0"
+
+
+def dual_stack(p, v6_first=False):
+    """Make the eqiad1 example dual-stack: every controller and the public VIP on both families."""
+    nets = ["10.64.20.0/24", "fd00:10::/64"]
+    p["network"] = nets[::-1] if v6_first else nets
+    for i, ctrl in enumerate(p["controllers"]):
+        ctrl["address"] = [ctrl["address"], "FD00:10:0:0::%X" % (0x11 + i)]
+    p["vips"]["public"]["address"] = ["fd00:0010::100", p["vips"]["public"]["address"]]
+
+
+def test_a_dual_stack_site_is_normalised_once():
+    model = build(mutate=dual_stack)
+    assert model["networks"] == {"ipv4": "10.64.20.0/24", "ipv6": "fd00:10::/64"} and model["family"] == "ipv4"
+    first = model["controllers"][0]
+    assert first["address"] == "10.64.20.5" and first["host"] == "10.64.20.5"
+    assert first["addresses"] == {"ipv4": "10.64.20.5", "ipv6": "fd00:10::11"}
+    public = model["vips"]["public"]
+    assert public["addresses"] == {"ipv4": public["address"], "ipv6": "fd00:10::100"}
+    keys = [(i["key"], i["family"], i["address"], i["prefix"]) for i in model["vip_instances"]]
+    assert ("public/ipv6", "ipv6", "fd00:10::100", 64) in keys and ("public", "ipv4", public["address"], 24) in keys
+    assert model_lib.vip_addresses(model)["public/ipv6"] == "fd00:10::100"
+    assert model_lib.url_host("fd00:10::100") == "[fd00:10::100]" and model_lib.url_host("10.0.0.1") == "10.0.0.1"
+
+
+def test_an_ipv6_first_site_runs_its_clusters_on_ipv6():
+    model = build(mutate=lambda p: dual_stack(p, v6_first=True))
+    assert model["family"] == "ipv6" and model["network"] == "fd00:10::/64"
+    assert model["controllers"][1]["address"] == "fd00:10::12" and model["controllers"][1]["host"] == "[fd00:10::12]"
+    assert [t["address"] for t in model_lib.probe_targets(model, "nova")] == ["fd00:10::11", "fd00:10::12", "fd00:10::13"]
+
+
+def test_active_controller_urls_of_an_ipv6_site_are_bracketed():
+    def mutate(p):
+        dual_stack(p, v6_first=True)
+        p["keystone"]["endpoint_mode"] = "active_controller"
+        for ctrl in p["controllers"]:
+            ctrl.pop("fqdn", None)
+    model = build(mutate=mutate)
+    holder = model["controllers"][0]["id"]
+    urls = {e["url"] for e in model_lib.catalog_endpoints(model, {name: holder for name in model["vips"]})}
+    assert "https://[fd00:10::11]:8774/v2.1" in urls and all(u.startswith("https://[fd00:10::11]:") for u in urls)

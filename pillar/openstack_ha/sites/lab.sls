@@ -1,14 +1,16 @@
 # The lab site (lab/): three controllers in network namespaces on one machine, bridged on
-# 10.213.0.0/24. Same keys as a production site; only names, addresses and secrets differ.
+# 10.213.0.0/24 and fd00:213::/64 (dual stack). Same keys as a production site; only names,
+# addresses and secrets differ. The clusters and backends run on the first network's family
+# (IPv4 here); the public VIP answers on both families (one VRRP instance each).
 openstack_ha:
   site: lab
-  network: 10.213.0.0/24
+  network: [10.213.0.0/24, "fd00:213::/64"]
   controllers:
-    - {id: lab-ctrl1, address: 10.213.0.11}
-    - {id: lab-ctrl2, address: 10.213.0.12}
-    - {id: lab-ctrl3, address: 10.213.0.13}
+    - {id: lab-ctrl1, address: [10.213.0.11, "fd00:213::11"]}
+    - {id: lab-ctrl2, address: [10.213.0.12, "fd00:213::12"]}
+    - {id: lab-ctrl3, address: [10.213.0.13, "fd00:213::13"]}
   vips:
-    public:   {address: 10.213.0.100, interface: eth0, vrid: 51, fqdn: openstack.lab.example}
+    public:   {address: [10.213.0.100, "fd00:213::100"], interface: eth0, vrid: 51, fqdn: openstack.lab.example}
     internal: {address: 10.213.0.101, interface: eth0, vrid: 52, fqdn: openstack-internal.lab.example}
   galera:
     enabled: true

@@ -24,6 +24,7 @@ Standard library only, so it runs on the distribution's python3.
 """
 
 import argparse
+import ipaddress
 import json
 import os
 import socket
@@ -182,6 +183,16 @@ class Probe:
         return out
 
 
+def canonical(address):
+    """``address`` spelt one way: IPv6 compressed and lower-case, without a scope, an
+    IPv4-mapped IPv6 address as its IPv4 address; anything unparsable unchanged."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    return str(ip.ipv4_mapped) if ip.version == 6 and ip.ipv4_mapped else str(ip)
+
+
 class BoundedServer(ThreadingHTTPServer):
     """A threading HTTP server that serves at most ``max_clients`` requests at once and only
     clients whose address is in ``allowed``: beyond the bound a connection is closed at once."""
@@ -190,12 +201,13 @@ class BoundedServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address, handler, allowed, max_clients):
-        self.allowed = set(allowed)
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.allowed = {canonical(a) for a in allowed}
         self.slots = threading.BoundedSemaphore(max_clients)
         super().__init__(address, handler)
 
     def verify_request(self, request, client_address):
-        return not self.allowed or client_address[0] in self.allowed
+        return not self.allowed or canonical(client_address[0]) in self.allowed
 
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
@@ -248,7 +260,8 @@ def make_handler(probe, client_timeout=2.0):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--node", required=True)
-    parser.add_argument("--address", required=True)
+    parser.add_argument("--address", action="append", required=True,
+                        help="an address to listen on (repeat: one per address family of the node)")
     parser.add_argument("--port", type=int, default=9200)
     parser.add_argument("--socket", default="/run/mysqld/mysqld.sock")
     parser.add_argument("--datadir", default="/var/lib/mysql")
@@ -268,10 +281,11 @@ def main():
     parser.add_argument("--available-when-donor", action="store_true",
                         help="a Donor/Desynced node stays healthy (a mariabackup donor keeps serving)")
     args = parser.parse_args()
-    BoundedServer.address_family = socket.AF_INET6 if ":" in args.address else socket.AF_INET
-    server = BoundedServer((args.address, args.port), make_handler(Probe(args), args.client_timeout),
-                           args.allow, args.max_clients)
-    server.serve_forever()
+    handler = make_handler(Probe(args), args.client_timeout)
+    servers = [BoundedServer((address, args.port), handler, args.allow, args.max_clients) for address in args.address]
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    servers[0].serve_forever()
 
 
 if __name__ == "__main__":
