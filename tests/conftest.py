@@ -38,8 +38,22 @@ def defaults(os_family="Debian"):
     return model_lib.layer_defaults(raw, os_family)
 
 
+def ipv6_only(pillar):
+    """Turn the lab site's pillar (in place) into an IPv6-only site on fd00:213::/64: the
+    controllers' and VIPs' IPv6 addresses only (the lab variant where Galera and RabbitMQ
+    cluster over IPv6)."""
+    pillar["network"] = "fd00:213::/64"
+    for index, ctrl in enumerate(pillar["controllers"], start=1):
+        ctrl["address"] = "fd00:213::%d" % (10 + index)
+    pillar["vips"]["public"]["address"] = "fd00:213::100"
+    pillar["vips"]["internal"]["address"] = "fd00:213::101"
+    return pillar
+
+
 def build(site="eqiad1", mutate=None):
-    pillar = example_pillar(site)
+    """The model of example site ``site`` (``lab-ipv6``: the lab made IPv6-only), with
+    ``mutate`` applied to its pillar first."""
+    pillar = ipv6_only(example_pillar("lab")) if site == "lab-ipv6" else example_pillar(site)
     if mutate:
         mutate(pillar)
     return model_lib.build(defaults(), pillar)

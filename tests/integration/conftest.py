@@ -55,6 +55,7 @@ def remediating(applied):
 
 
 def pytest_collection_modifyitems(items):
-    """The lab's teardown test runs last, whatever the files are called and whichever of
-    them run: every other test file sets up what it needs through the fixtures above."""
-    items.sort(key=lambda item: item.fspath.basename == "test_lab_down.py")
+    """The lab's teardown test runs last (the IPv6 site's tests just before it), whatever the
+    files are called and whichever of them run: every other test file sets up what it needs through the fixtures above."""
+    # The IPv6-only site re-addresses the whole lab: after everything else, before the teardown.
+    items.sort(key=lambda item: (item.fspath.basename == "test_lab_down.py", item.fspath.basename == "test_ipv6_site.py"))

@@ -206,4 +206,4 @@ def test_status_shows_every_backend_on_every_haproxy_and_the_vip_holder(applied)
     import json
     data = json.loads(labtools.labctl.salt_cmd("salt-run", "--out=json", "openstack_ha.status").stdout)
     assert data["lab"]["backends"]["nova"]["lab-ctrl2"] == {c: "UP" for c in CTRLS}
-    assert data["lab"]["vip_holders"] == {"public": ["lab-ctrl1"], "internal": ["lab-ctrl1"]}
+    assert data["lab"]["vip_holders"] == {"public": ["lab-ctrl1"], "public/ipv6": ["lab-ctrl1"], "internal": ["lab-ctrl1"]}

@@ -12,7 +12,7 @@ from tests.conftest import REPO, build, load_module, model_lib
 secret_state = load_module("_states/openstack_ha_secret.py", "openstack_ha_secret")
 
 FILES = os.path.join(REPO, "states", "openstack_ha", "files")
-SITES = ["eqiad1", "codfw1dev", "lab"]
+SITES = ["eqiad1", "codfw1dev", "lab", "lab-ipv6"]  # lab: dual-stack; lab-ipv6: IPv6 only
 
 
 # The execution-module functions the templates call through ``salt[...]`` (each one a thin
@@ -43,10 +43,14 @@ def test_haproxy_config_passes_haproxy_c(site, tmp_path):
         text = cfg.read_text()
         assert "**********" not in text and model["haproxy"]["stats"].get("password", "-" * 20) not in text
         for name, svc in model["services"].items():
-            assert "frontend %s\n    bind %s:%d" % (name, model["vips"][svc["vip"]]["address"], svc["port"]) in text
-            # and on every VIP a catalog interface names (the vip mode's internal/admin endpoints)
+            assert "frontend %s\n    bind %s:%d" % (name, model_lib.url_host(model["vips"][svc["vip"]]["address"]), svc["port"]) in text
+            # and on every address of every VIP a catalog interface names (the vip mode's
+            # internal/admin endpoints), an IPv6 one in brackets
             for vip in model_lib.listen_vips(model, name):
-                assert "    bind %s:%d\n" % (model["vips"][vip]["address"], svc["port"]) in text.split("frontend %s\n" % name)[1].split("\nbackend ")[0]
+                for address in model["vips"][vip]["addresses"].values():
+                    assert "    bind %s:%d\n" % (model_lib.url_host(address), svc["port"]) in text.split("frontend %s\n" % name)[1].split("\nbackend ")[0]
+            for ctrl in model["controllers"]:
+                assert "    server %s %s:%d check" % (ctrl["id"], ctrl["host"], svc["backend_port"]) in text
         assert "option redispatch" in text and "timeout check" in text
         assert text.count(" backup on-marked-down shutdown-sessions") == 2  # Galera: one writer
         # Hung backends: GET/HEAD replayed elsewhere after the response timeout; nothing else
@@ -97,6 +101,12 @@ def test_keepalived_config_passes_keepalived_t(site, tmp_path, netns_with_interf
         text = cfg.read_text()
         assert "vrrp_version 3" in text and "unicast_peer" in text
         assert me["address"] not in text.split("unicast_peer")[1].split("}")[0]
+        # one VRRP instance per VIP address, each speaking its own family; IPv6 VIPs deprecated
+        for inst in model["vip_instances"]:
+            block = text.split("vrrp_instance %s {" % inst["key"])[1].split("\n}")[0]
+            assert "unicast_src_ip %s\n" % me["addresses"][inst["family"]] in block
+            assert "%s/%d dev %s%s\n" % (inst["address"], inst["prefix"], inst["interface"],
+                                          " preferred_lft 0" if inst["family"] == "ipv6" else "") in block
         priorities.append(int(re.search(r"^\s+priority (\d+)$", text, re.M).group(1)))
     assert priorities == sorted(priorities, reverse=True) and len(set(priorities)) == 3
 
@@ -154,3 +164,20 @@ def test_the_galera_health_unit_is_one_systemd_accepts(tmp_path):
     proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     problems = [line for line in (proc.stdout + proc.stderr).splitlines() if str(unit) in line]
     assert proc.returncode == 0 and problems == [], proc.stdout + proc.stderr
+
+
+def test_an_ipv6_site_writes_galera_rabbitmq_and_grants_for_ipv6():
+    """Brackets wherever a port may follow an IPv6 address, the SST streamer on IPv6, Erlang
+    distribution over IPv6, the health daemon on the node's address, grants per controller."""
+    model = build("lab-ipv6")
+    me = dict(model["controllers"][1], index=1)
+    text = render("galera.cnf.jinja", oha=model_lib.redact(model), me=me)
+    assert "wsrep_cluster_address = gcomm://[fd00:213::11],[fd00:213::12],[fd00:213::13]\n" in text
+    assert "wsrep_node_address = [fd00:213::12]\n" in text and "wsrep_sst_receive_address = [fd00:213::12]\n" in text
+    assert "gmcast.listen_addr=tcp://[fd00:213::12]:4567; ist.recv_addr=[fd00:213::12]" in text
+    assert "bind-address = fd00:213::12\n" in text and 'sockopt = ",pf=ip6"' in text
+    env = render("rabbitmq-env.conf.jinja", me=me, family=model["family"])
+    assert 'SERVER_ADDITIONAL_ERL_ARGS="-proto_dist inet6_tcp"' in env and 'CTL_ERL_ARGS="-proto_dist inet6_tcp"' in env
+    assert "proto_dist" not in render("rabbitmq-env.conf.jinja", me=me, family=build("lab")["family"])
+    conf = render("rabbitmq.conf.jinja", oha=model_lib.redact(model), me=me, nodes=model["controllers"])
+    assert "listeners.tcp.1 = fd00:213::12:5672\n" in conf
