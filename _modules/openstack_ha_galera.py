@@ -221,7 +221,7 @@ def _drop_legacy_accounts(model, test):
         if _user_exists(model, user, legacy):
             changes["{}@{}".format(user, legacy)] = "dropped (replaced by one account per controller address)"
             if not test:
-                _sql("DROP USER {}@{};".format(_quote(user), _quote(legacy)), model)
+                _sql("DROP USER IF EXISTS {}@{};".format(_quote(user), _quote(legacy)), model)
     return changes
 
 
@@ -270,7 +270,8 @@ def ensure_users(model=None, test=False, only_sst=False):
         if not _user_exists(model, account["user"], account["host"]):
             changes[label] = "created"
             if not test:
-                _sql("CREATE USER {} IDENTIFIED BY {};".format(who, _quote(account["password"])), model)
+                # IF NOT EXISTS: every node applies at once and another may create it first.
+                _sql("CREATE USER IF NOT EXISTS {} IDENTIFIED BY {};".format(who, _quote(account["password"])), model)
         elif not _password_matches(model, account["user"], account["host"], account["password"]):
             changes[label] = "password updated"
             if not test:
