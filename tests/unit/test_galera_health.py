@@ -5,6 +5,8 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -44,7 +46,7 @@ def test_no_pid_file_or_a_half_written_one_is_no_evidence(health, tmp_path):
     assert health.server_gone(str(tmp_path / "empty.pid")) is None
 
 
-def _serve(health, tmp_path, allow, max_clients=4, client_timeout=1.0):
+def _serve(health, tmp_path, allow, max_clients=4, client_timeout=1.0, address="127.0.0.1"):
     """The daemon's server on a free loopback port, in a thread; returns (server, port)."""
     import threading
 
@@ -53,7 +55,7 @@ def _serve(health, tmp_path, allow, max_clients=4, client_timeout=1.0):
         maintenance_file, starting_file, starting_max = str(tmp_path / "maint"), None, 60
         interval, pidfile, watch, stale, available_when_donor = 0.2, None, 0.1, 3.0, False
 
-    server = health.BoundedServer(("127.0.0.1", 0), health.make_handler(health.Probe(Args), client_timeout), allow, max_clients)
+    server = health.BoundedServer((address, 0), health.make_handler(health.Probe(Args), client_timeout), allow, max_clients)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, server.server_address[1]
 
@@ -109,6 +111,22 @@ def test_only_the_allowed_addresses_may_ask(health, tmp_path):
     server, port = _serve(health, tmp_path, allow=["127.0.0.1"])
     try:
         assert _get(port) == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_daemon_serves_ipv6_and_matches_allowed_addresses_in_any_spelling(health, tmp_path):
+    """An IPv6 node's daemon listens on its IPv6 address; the allow list is compared parsed
+    (``0:0::1`` is ``::1``), so HAProxy's checks from the controllers get through."""
+    assert health.canonical("FD00:0213::0011") == "fd00:213::11" and health.canonical("::ffff:10.0.0.1") == "10.0.0.1"
+    assert health.canonical("fe80::1%eth0") == "fe80::1"
+    server, port = _serve(health, tmp_path, allow=["0:0::1"], address="::1")
+    try:
+        with urllib.request.urlopen("http://[::1]:%d/" % port, timeout=3) as response:
+            assert response.status in (200, 503)
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 503  # no database here: unhealthy, but it answered over IPv6
     finally:
         server.shutdown()
         server.server_close()

@@ -58,3 +58,16 @@ def test_a_changed_check_port_address_or_port_or_a_removed_server_is_not_loaded_
     # A check port that equals the server's own port is the same check as none at all.
     same = HEADER + state_line("nova", "c1", "10.0.0.11", 8774, 8774) + "\n"
     assert haproxy.prune_server_state(same, CONFIG_HEALTH) == (same, [])
+
+
+def test_server_addresses_are_read_in_every_spelling_haproxy_takes():
+    """A server line's address compares with what ``show servers state`` prints: brackets,
+    ``ipv6@`` and uppercase IPv6 are the same server as HAProxy's canonical spelling."""
+    assert haproxy.split_address("10.0.0.11:8774") == ("10.0.0.11", "8774")
+    assert haproxy.split_address("[fd00:213::11]:8774") == ("fd00:213::11", "8774")
+    assert haproxy.split_address("ipv6@FD00:0213::0011:8774") == ("fd00:213::11", "8774")
+    config = "backend nova\n    server c1 [fd00:213::11]:8774 check\n"
+    state = "1\n# be_id be_name srv_id srv_name srv_addr ...\n" + " ".join(
+        ["3", "nova", "1", "c1", "fd00:213::11"] + ["0"] * 13 + ["8774"] + ["0", "0", "-"]) + "\n"
+    text, dropped = haproxy.prune_server_state(state, config)
+    assert dropped == [] and "fd00:213::11" in text
