@@ -164,8 +164,9 @@ def controller_report():
     which VIPs it holds, and whether HAProxy and keepalived run.
 
     Returns ``{'id', 'site', 'haproxy': {'running', 'serving', 'servers'}, 'keepalived':
-    {'running'}, 'vips': [names held]}`` and, on a Galera node, ``'galera'`` (its wsrep state,
-    cluster size and UUID, health); never secrets.
+    {'running'}, 'vips': [names held], 'maintenance': [markers present], 'pending_restart':
+    {component: [files changed since it started]}}`` and, on a Galera node, ``'galera'`` (its
+    wsrep state, cluster size and UUID, health); never secrets.
 
     CLI Example:
 
@@ -193,4 +194,7 @@ def controller_report():
         rabbit = __salt__["openstack_ha_rabbitmq.report"](merged)
         report["rabbitmq"] = {k: rabbit.get(k) for k in ("node", "running", "app_running", "members", "running_nodes",
                                                           "partitions", "alarms")}
+    report["maintenance"] = sorted(k for k, present in __salt__["openstack_ha_maintenance.state"]().items() if present)
+    # {component: [files changed since its process started]}: file names only, never contents.
+    report["pending_restart"] = __salt__["openstack_ha_maintenance.pending_restarts"](merged)
     return report

@@ -127,9 +127,20 @@ def _admin_states(socket_path=None):
     return states
 
 
-def set_server_state(backend, server, state, socket_path=None):
+def _save_after_change(socket_path, state_file):
+    """Save the server states after a runtime change, so an HAProxy restarted by anything (a
+    package upgrade, a reboot, an init script) loads the drain instead of forgetting it. A
+    failed save is logged, never fatal: the change itself is in place."""
+    try:
+        save_server_state(socket_path, state_file)
+    except (CommandExecutionError, OSError) as exc:
+        log.warning("openstack_ha: HAProxy's server state not saved after a runtime change: %s", exc)
+
+
+def set_server_state(backend, server, state, socket_path=None, state_file=None):
     """
-    Set ``server`` of ``backend`` to ``state`` (``ready``, ``drain`` or ``maint``).
+    Set ``server`` of ``backend`` to ``state`` (``ready``, ``drain`` or ``maint``), then save
+    every server's state to ``state_file`` (default ``/var/lib/haproxy/server-state``).
 
     Idempotent: returns ``{'changed': bool, 'old': ..., 'new': ...}``.
 
@@ -147,14 +158,16 @@ def set_server_state(backend, server, state, socket_path=None):
     if current["admin"] == state:
         return {"changed": False, "old": state, "new": state}
     _command("set server {}/{} state {}".format(backend, server, state), socket_path)
+    _save_after_change(socket_path, state_file)
     return {"changed": True, "old": current["admin"], "new": state}
 
 
-def set_servers_state(changes, socket_path=None):
+def set_servers_state(changes, socket_path=None, state_file=None):
     """
     Apply several ``[backend, server, state]`` changes in one call (the runner's one publish
     per decision round). Each is applied on its own: one unknown server does not stop the
-    others.
+    others. When any changed, every server's state is saved to ``state_file`` (default
+    ``/var/lib/haproxy/server-state``) so a restart keeps the drains.
 
     Returns ``{"backend/server": {'changed', 'old', 'new'} or {'error': message}}``.
 
@@ -184,6 +197,8 @@ def set_servers_state(changes, socket_path=None):
                 done[key] = {"changed": True, "old": info["admin"], "new": state}
             except CommandExecutionError as exc:
                 done[key] = {"error": str(exc)}
+    if any(result.get("changed") for result in done.values()):
+        _save_after_change(socket_path, state_file)
     return done
 
 
@@ -347,6 +362,19 @@ def master_pid(pidfile=None):
         salt '*ctrl*' openstack_ha_haproxy.master_pid
     """
     return __salt__["openstack_ha.live_pid"](pidfile or DEFAULT_PIDFILE)
+
+
+def worker_pid(socket_path=None):
+    """The PID of the HAProxy worker answering on the admin socket now (a reload starts a new
+    one), or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_haproxy.worker_pid
+    """
+    return _worker_pid(socket_path or DEFAULT_SOCKET)
 
 
 def _worker_pid(socket_path):

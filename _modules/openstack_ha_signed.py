@@ -36,6 +36,9 @@ ALLOWED = frozenset({
     "openstack_ha_galera.stop",
     "openstack_ha_galera.write_grastate",
     "openstack_ha_galera.start",
+    "openstack_ha_maintenance.enter",
+    "openstack_ha_maintenance.leave",
+    "openstack_ha_maintenance.restart",
 })
 
 _KEY = {}

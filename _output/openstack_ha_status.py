@@ -9,6 +9,7 @@ the runner returns (``--out json`` or salt-api callers get that data itself).
     salt-run openstack_ha.status
 """
 
+import os
 import time
 
 __virtualname__ = "openstack_ha_status"
@@ -87,6 +88,12 @@ def table(summary):
         lines.append("PROBLEM: " + problem)
     if summary.get("maintenance"):
         lines.append("planned maintenance: " + ", ".join(summary["maintenance"]))
+    for host in summary.get("hosts_in_maintenance") or []:
+        lines.append("HOST IN MAINTENANCE: {} (its VIPs and the Galera writer role are elsewhere)".format(host))
+    for ctrl, components in sorted((summary.get("pending_restart") or {}).items()):
+        for component, files in sorted(components.items()):
+            lines.append("PENDING RESTART: {} on {} (changed since it started: {})".format(
+                component, ctrl, ", ".join(os.path.basename(f) for f in files)))
     if summary.get("recent"):
         lines += ["", "RECENT DECISIONS"]
         for d in summary["recent"]:

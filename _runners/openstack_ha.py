@@ -22,6 +22,9 @@ commands. The work is done by one ``_utils`` module per concern, each handed a c
     salt-run openstack_ha.drain host=lab-ctrl2 # planned maintenance of a whole controller
     salt-run openstack_ha.drain service=nova backend=lab-ctrl2
     salt-run openstack_ha.undrain host=lab-ctrl2
+    salt-run openstack_ha.maintenance host=lab-ctrl2          # VIPs, writer role, backends away
+    salt-run openstack_ha.maintenance host=lab-ctrl2 end=True
+    salt-run openstack_ha.rolling_restart component=galera    # one controller at a time
 
 The engine (``_engines/openstack_ha_loop.py``) calls :func:`handle_event` with every
 ``openstack_ha_*`` beacon event. An event is a hint, never proof: the runner re-asks every
@@ -38,7 +41,7 @@ import datetime
 import logging
 import time
 
-from salt.exceptions import SaltInvocationError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +264,63 @@ def _progress(message):
     jid_event = globals().get("__jid_event__")
     if jid_event is not None:
         jid_event.fire_event({"message": message}, "progress")
+
+
+def maintenance(host=None, end=False, site=None, timeout=None):
+    """
+    Planned maintenance of a whole controller: every VIP moves away (its keepalived goes to
+    FAULT), the Galera writer role moves and that node's sessions end, every backend of it is
+    drained on every HAProxy, and the command returns once another controller holds each VIP
+    and no HAProxy sends it database traffic: then ``host`` can be patched, rebooted, stopped.
+    The loop leaves it alone; ``status`` shows it. ``end=True`` brings it back: markers
+    removed, wait until it is healthy, backends undrained.
+
+    Refuses (nothing changed, exit code 1) when ``host`` is not a controller, when another
+    controller is in maintenance already and the site cannot spare two, or when ``host`` is
+    the only controller that could hold the VIPs, the only healthy Galera node or the last
+    healthy backend of an API. A step that does not happen within ``timeout`` seconds
+    (default 120) fails with the reason and leaves the controller in maintenance.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run openstack_ha.maintenance host=lab-ctrl2
+        salt-run openstack_ha.maintenance host=lab-ctrl2 end=True
+    """
+    if not host:
+        return _refuse("name the controller: host=CONTROLLER")
+    planned = __utils__["openstack_ha_planned.leave" if end else "openstack_ha_planned.enter"]
+    try:
+        return planned(_ctx(), site, host, _progress, timeout=float(timeout or __utils__["openstack_ha_planned.step_timeout"]()))
+    except SaltInvocationError as exc:
+        return _refuse(exc)
+    except CommandExecutionError as exc:  # a step that did not happen: say which, exit non-zero
+        return _failed({"host": host, "failed": str(exc)})
+
+
+def rolling_restart(component="all", site=None, timeout=None):
+    """
+    Restart ``component`` (``haproxy``, ``keepalived``, ``galera``, ``rabbitmq`` or ``all``)
+    on every controller, one at a time: maintenance on, restart, health gate (HAProxy
+    serving, keepalived running, Galera Synced, RabbitMQ running and clustered), maintenance
+    off, next. Progress lines as it goes and ``openstack_ha/rolling/progress`` events. Stops at
+    the first controller that does not come back healthy, with the reason (that controller
+    stays in maintenance). Refuses to start while any controller is down or in maintenance.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run openstack_ha.rolling_restart component=galera
+        salt-run openstack_ha.rolling_restart
+    """
+    try:
+        done = __utils__["openstack_ha_planned.rolling_restart"](
+            _ctx(), site, component, _progress, timeout=float(timeout or __utils__["openstack_ha_planned.restart_timeout"]()))
+    except SaltInvocationError as exc:
+        return _refuse(exc)
+    return _failed(done) if done.get("failed") else done
 
 
 def galera_recover(site=None, confirm=False, timeout=None):

@@ -262,3 +262,62 @@ def valid_rabbit_view(view):
 def valid_vip_list(answer):
     """True when ``answer`` has the shape of ``openstack_ha_probe.vips_held``'s: VIP names."""
     return isinstance(answer, list) and all(isinstance(n, str) for n in answer)
+
+
+def maintenance_refusal(host, controllers, views, galera_nodes, in_maintenance, majority_count):
+    """
+    Why controller ``host`` may not go into planned maintenance now, or None. Pure.
+
+    controllers
+        every controller id of the site, in order; ``views``: {controller: its
+        ``controller_report``, or {"error": why}}; ``galera_nodes``: the Galera node ids;
+        ``in_maintenance``: the controllers in maintenance already (markers or records);
+        ``majority_count``: the site's majority.
+
+    Refused: an unknown host; more controllers in maintenance at once than the site can spare
+    (its majority must stay in service); no other controller that could hold the VIPs
+    (HAProxy serving and keepalived running, not in maintenance); ``host`` the only healthy
+    Galera node (the writer role would have nowhere to go).
+    """
+    if host not in controllers:
+        return "{!r} is not a controller of this site (known: {})".format(host, ", ".join(controllers))
+    others = [c for c in in_maintenance if c != host]
+    spare = len(controllers) - majority_count
+    if others and len(others) + 1 > spare:
+        return "{} {} in maintenance already: at most {} of the {} controllers at once (a majority stays in service)".format(
+            ", ".join(sorted(others)), "is" if len(others) == 1 else "are", spare, len(controllers))
+
+    def serving(ctrl):
+        view = views.get(ctrl) or {}
+        return "error" not in view and (view.get("haproxy") or {}).get("serving") and (view.get("keepalived") or {}).get("running")
+
+    if not any(serving(c) for c in controllers if c != host and c not in in_maintenance):
+        return "no other controller can hold the VIPs (HAProxy serving and keepalived running): {} would take them all down".format(host)
+    if host in galera_nodes:
+        healthy = [c for c in galera_nodes if c != host and c not in in_maintenance
+                   and ((views.get(c) or {}).get("galera") or {}).get("healthy")]
+        if not healthy:
+            return "{} is the only healthy Galera node: the writer role would have nowhere to go".format(host)
+    return None
+
+
+def restart_refusal(controllers, views, components):
+    """Why a rolling restart of ``components`` may not start now, or None: every controller
+    must answer and be whole first (a restart while a node is down would take a second one
+    out). Pure."""
+    for ctrl in controllers:
+        view = views.get(ctrl) or {}
+        if "error" in view:
+            return "{} did not answer ({}): restart nothing while a controller is down".format(ctrl, view["error"])
+        if view.get("maintenance"):
+            return "{} is in maintenance: end it first (salt-run openstack_ha.maintenance host={} end=True)".format(ctrl, ctrl)
+        if not (view.get("haproxy") or {}).get("serving") or not (view.get("keepalived") or {}).get("running"):
+            return "{} is not serving (HAProxy or keepalived down): restart nothing while a controller is down".format(ctrl)
+        if "galera" in components and "galera" in view and not view["galera"].get("healthy"):
+            return "Galera on {} is not healthy ({}): restart nothing while a node is down".format(ctrl, view["galera"].get("reason"))
+        rabbit = view.get("rabbitmq")
+        if "rabbitmq" in components and rabbit is not None and (
+                not rabbit.get("app_running") or set(rabbit.get("running_nodes") or []) != set(rabbit.get("members") or [])):
+            return "RabbitMQ on {} is not whole (running {} of {})".format(ctrl, len(rabbit.get("running_nodes") or []),
+                                                                        len(rabbit.get("members") or []))
+    return None

@@ -56,7 +56,8 @@ def act(ctx, model, actions, who, reporter):
     Returns one decision entry per action."""
     controllers = [c["id"] for c in model["controllers"]]
     changes = [[a["service"], a["backend"], "drain" if a["action"] == "drain" else "ready"] for a in actions]
-    answers = ctx.call("publish.publish", controllers, "openstack_ha_haproxy.set_servers_state", (changes,),
+    answers = ctx.call("publish.publish", controllers, "openstack_ha_haproxy.set_servers_state",
+                       (changes, model["haproxy"]["socket"], model["haproxy"]["state_file"]),
                        timeout=ACT_TIMEOUT, wait_for=ctx.call("publish.wait_for", model))
     answers = {c: a for c, a in answers.items() if isinstance(a, dict)}
     entries = []

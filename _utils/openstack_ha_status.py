@@ -61,8 +61,28 @@ def summarise(site, controllers, views):
             problems.append("RabbitMQ partition seen by {}: {}".format(ctrl, r["partitions"]))
         for alarm in r.get("alarms") or []:
             problems.append("RabbitMQ alarm: " + alarm)
+    pending = {ctrl: view["pending_restart"] for ctrl, view in sorted(views.items()) if view.get("pending_restart")}
+    in_maintenance = sorted(ctrl for ctrl, view in views.items() if view.get("maintenance"))
     return {"site": site, "controllers": controllers, "vip_holders": vips, "backends": backends, "galera": galera,
-            "rabbitmq": rabbit, "healthy": not problems, "problems": sorted(set(problems), key=problems.index)}
+            "rabbitmq": rabbit, "healthy": not problems, "problems": sorted(set(problems), key=problems.index),
+            "pending_restart": pending, "hosts_in_maintenance": in_maintenance}
+
+
+def unowned_drains(backends, records):
+    """The runtime drains nobody owns: ``["nova/lab-ctrl2 (DRAIN on lab-ctrl1)", ...]`` for
+    every server an HAProxy holds out of service (``DRAIN``/``MAINT``) that neither the loop
+    (its last action on that backend a drain) nor planned maintenance put there. Such a drain
+    was made by hand, or outlived whoever made it; a restart would keep it. Pure."""
+    found = []
+    owned = set(records.get("maintenance") or [])
+    owned |= {key for key, last in (records.get("backends") or {}).items() if (last or {}).get("state") == "drain"}
+    for backend, servers in sorted(backends.items()):
+        for server, cells in sorted(servers.items()):
+            key = "{}/{}".format(backend, server)
+            held = sorted(ctrl for ctrl, cell in cells.items() if cell in ("DRAIN", "MAINT"))
+            if held and key not in owned:
+                found.append("{} ({} on {})".format(key, "/".join(sorted({cells[c] for c in held})), ", ".join(held)))
+    return found
 
 
 def site_status(ctx, site=None, timeout=10, recent=8):
@@ -99,6 +119,10 @@ def site_status(ctx, site=None, timeout=10, recent=8):
                 summary["healthy"] = False
         records = ctx.call("records.load", name)
         summary["maintenance"] = records["maintenance"]
+        for drain in unowned_drains(summary["backends"], records):
+            summary["problems"].append("a drain nobody owns (not the loop, not maintenance): {}; "
+                                       "salt-run openstack_ha.undrain ends it".format(drain))
+            summary["healthy"] = False
         summary["recent"] = records["decisions"][-int(recent):]
         summaries[name] = summary
     return summaries

@@ -1,0 +1,125 @@
+"""Day-2 operations on the lab: a controller's maintenance moves its VIPs, the Galera writer
+role and its backends away with no failed request; a rolling Galera restart keeps the
+cluster's history; pending restarts are shown; runtime drains survive an HAProxy restart and
+a drain nobody owns is reported."""
+
+import threading
+import time
+
+import pytest
+
+from lab import loadgen
+from tests.integration import labtools
+from tests.integration.galera_tools import all_synced, node_sql, vip_sql
+from tests.integration.labtools import CTRLS, VIPS, admin_states, sh, vip_holders, wait_until
+
+NOVA = 8774
+GALERA_CONFIG = "/etc/mysql/mariadb.conf.d/60-openstack-ha-galera.cnf"
+
+
+def table():
+    return labtools.labctl.salt_cmd("salt-run", "openstack_ha.status", check=False).stdout
+
+
+@pytest.fixture
+def whole_site(applied):
+    """Every controller serving, every VIP on lab-ctrl1, Galera Synced, nothing in maintenance."""
+    wait_until(lambda: all(vip_holders(a) == ["lab-ctrl1"] for a in VIPS.values()), 30, "lab-ctrl1 to hold every VIP")
+    wait_until(lambda: all_synced(), 60, "three Synced Galera nodes", interval=1)
+    for backend in CTRLS:
+        wait_until(lambda: set(admin_states("nova", backend).values()) == {"ready"}, 45, "nova/%s ready" % backend, interval=1)
+    yield
+    for ctrl in CTRLS:  # whatever a failed test left: markers gone, drains undone
+        labtools.runner("openstack_ha.maintenance", "host=" + ctrl, "end=True")
+
+
+def under_load(action, seconds):
+    """Run ``action`` while GETs go to nova through the public VIP at 50/s for ``seconds``;
+    return (action's result, load results)."""
+    box = {}
+    load = threading.Thread(target=lambda: box.update(results=loadgen.run(VIPS["public"], NOVA, rate=50, seconds=seconds, timeout=5)))
+    load.start()
+    try:
+        done = action()
+    finally:
+        load.join(seconds + 30)
+    return done, box.get("results") or []
+
+
+def test_maintenance_of_the_vip_holder_moves_everything_away_with_no_failed_request(whole_site):
+    assert vip_sql("SELECT @@wsrep_node_name") == (True, "lab-ctrl1")
+    started = time.monotonic()
+    done, results = under_load(lambda: labtools.runner("openstack_ha.maintenance", "host=lab-ctrl1"), 25)
+    assert done.get("ready") is True, done
+    assert set(done["vips"]) == set(VIPS) and "lab-ctrl1" not in done["vips"].values(), done
+    print("maintenance ready after {:.1f} s: {}".format(time.monotonic() - started, loadgen.summary(results)))
+    bad = [r for r in results if r.bad()]
+    assert results and not bad, loadgen.summary(results)
+    for address in VIPS.values():
+        assert "lab-ctrl1" not in vip_holders(address)
+    ok, writer = vip_sql("SELECT @@wsrep_node_name")
+    assert ok and writer in ("lab-ctrl2", "lab-ctrl3"), writer
+    for ctrl in CTRLS:
+        assert admin_states("nova", "lab-ctrl1")[ctrl] == "drain"
+    assert "HOST IN MAINTENANCE: lab-ctrl1" in table()
+    # A second controller of three may not go at the same time; nothing changes.
+    refused = labtools.runner("openstack_ha.maintenance", "host=lab-ctrl2")
+    assert refused["refused"] == "lab-ctrl1 is in maintenance already: at most 1 of the 3 controllers at once (a majority stays in service)"
+    assert set(admin_states("nova", "lab-ctrl2").values()) == {"ready"}
+    # The loop leaves it alone for a heartbeat and more: still drained, still without VIPs.
+    time.sleep(3)
+    assert set(admin_states("nova", "lab-ctrl1").values()) == {"drain"}
+    ended, results = under_load(lambda: labtools.runner("openstack_ha.maintenance", "host=lab-ctrl1", "end=True"), 15)
+    assert ended.get("ready") is False and "failed" not in ended, ended
+    assert not [r for r in results if r.bad()], loadgen.summary(results)
+    assert set(admin_states("nova", "lab-ctrl1").values()) == {"ready"}
+    wait_until(lambda: vip_holders(VIPS["public"]) == ["lab-ctrl1"], 20, "lab-ctrl1 to take the VIP back")
+    assert "HOST IN MAINTENANCE" not in table()
+
+
+def test_pending_restart_is_shown_and_a_rolling_galera_restart_clears_it(whole_site):
+    uuid = node_sql("lab-ctrl1", "SHOW STATUS LIKE 'wsrep_cluster_state_uuid'")[0][1]
+    sh("lab-ctrl2", "touch %s" % GALERA_CONFIG)  # as a changed wsrep setting would
+    rc, out = labtools.salt("lab-ctrl2", "openstack_ha.controller_report")
+    assert list(out["lab-ctrl2"]["pending_restart"]) == ["galera"], out["lab-ctrl2"]["pending_restart"]
+    assert "PENDING RESTART: galera on lab-ctrl2 (changed since it started: 60-openstack-ha-galera.cnf)" in table()
+    done = labtools.runner("openstack_ha.rolling_restart", "component=galera")
+    assert "failed" not in done and [d["host"] for d in done["done"]] == CTRLS, done
+    print("rolling Galera restart: {} s ({})".format(done["took"], ", ".join("%s %ss" % (d["host"], d["took"]) for d in done["done"])))
+    assert all_synced()
+    assert node_sql("lab-ctrl3", "SHOW STATUS LIKE 'wsrep_cluster_state_uuid'")[0][1] == uuid  # same history
+    for ctrl in CTRLS:
+        rc, out = labtools.salt(ctrl, "openstack_ha.controller_report")
+        assert "galera" not in out[ctrl]["pending_restart"], out[ctrl]["pending_restart"]
+    assert "PENDING RESTART" not in table()
+
+
+def test_a_rolling_restart_while_a_node_is_down_is_refused(whole_site):
+    pid = labtools.pidfile_pid("lab-ctrl3", "/run/haproxy.pid")
+    sh("lab-ctrl3", "kill %d" % pid)
+    try:
+        wait_until(lambda: not labtools.labctl.alive(pid), 10, "HAProxy on lab-ctrl3 to stop")
+        refused = labtools.runner("openstack_ha.rolling_restart", "component=haproxy")
+        assert refused["refused"].startswith("lab-ctrl3 is not serving"), refused
+    finally:
+        rc, results = labtools.salt("lab-ctrl3", "state.sls", "openstack_ha.haproxy")
+        assert rc == 0, labtools.failed_states(results)
+
+
+def test_a_runtime_drain_survives_an_haproxy_restart_and_a_drain_nobody_owns_is_reported(whole_site):
+    drained = labtools.runner("openstack_ha.drain", "service=nova", "backend=lab-ctrl3")
+    assert all(e["state"] == "drain" for e in drained), drained
+    try:
+        # Restarted behind Salt's back (a package upgrade, a reboot): the drain is kept.
+        old = labtools.pidfile_pid("lab-ctrl2", "/run/haproxy.pid")
+        sh("lab-ctrl2", "/etc/init.d/haproxy restart >/dev/null 2>&1 || true")
+        wait_until(lambda: labtools.pidfile_pid("lab-ctrl2", "/run/haproxy.pid") not in (None, old), 20, "a new HAProxy on lab-ctrl2")
+        wait_until(lambda: admin_states("nova", "lab-ctrl3").get("lab-ctrl2") == "drain", 20, "the drain back on lab-ctrl2")
+    finally:
+        labtools.runner("openstack_ha.undrain", "service=nova", "backend=lab-ctrl3")
+    # A drain made by hand, owned by nobody: status names it.
+    labtools.salt("lab-ctrl1", "openstack_ha_haproxy.set_server_state", "nova", "lab-ctrl2", "drain")
+    try:
+        assert "a drain nobody owns (not the loop, not maintenance): nova/lab-ctrl2 (DRAIN on lab-ctrl1)" in table()
+    finally:
+        labtools.salt("lab-ctrl1", "openstack_ha_haproxy.set_server_state", "nova", "lab-ctrl2", "ready")

@@ -1,0 +1,63 @@
+"""Planned work: when a controller may go into maintenance, when a rolling restart may start,
+and which runtime drains nobody owns. Pure decisions; the lab tests run the real thing."""
+
+from tests.conftest import load_module
+
+decide = load_module("_utils/openstack_ha_decide.py", "openstack_ha_decide")
+status = load_module("_utils/openstack_ha_status.py", "openstack_ha_status")
+CTRLS = ["c1", "c2", "c3"]
+
+
+def report(serving=True, galera_healthy=True, maintenance=(), rabbit_running=("c1", "c2", "c3")):
+    return {"haproxy": {"serving": serving}, "keepalived": {"running": serving}, "maintenance": list(maintenance),
+            "galera": {"healthy": galera_healthy, "reason": None if galera_healthy else "not Synced"},
+            "rabbitmq": {"app_running": True, "members": list(CTRLS), "running_nodes": list(rabbit_running)}}
+
+
+def views(**per_ctrl):
+    return {c: per_ctrl.get(c, report()) for c in CTRLS}
+
+
+def refusal(host, views_, in_maintenance=()):
+    return decide.maintenance_refusal(host, CTRLS, views_, CTRLS, list(in_maintenance), 2)
+
+
+def test_a_whole_site_lets_any_one_controller_go():
+    assert all(refusal(c, views()) is None for c in CTRLS)
+
+
+def test_two_of_three_at_once_are_refused():
+    assert refusal("c2", views(c1=report(maintenance=["keepalived"])), ["c1"]) == \
+        "c1 is in maintenance already: at most 1 of the 3 controllers at once (a majority stays in service)"
+
+
+def test_the_only_controller_that_could_hold_the_vips_stays():
+    why = refusal("c1", views(c2={"error": "no answer"}, c3=report(serving=False)))
+    assert why.startswith("no other controller can hold the VIPs")
+
+
+def test_the_only_healthy_galera_node_stays():
+    why = refusal("c3", views(c1=report(galera_healthy=False), c2=report(galera_healthy=False)))
+    assert why == "c3 is the only healthy Galera node: the writer role would have nowhere to go"
+
+
+def test_an_unknown_host_is_named():
+    assert refusal("c9", views()).startswith("'c9' is not a controller of this site")
+
+
+def test_a_rolling_restart_waits_for_a_whole_site():
+    assert decide.restart_refusal(CTRLS, views(), ["galera"]) is None
+    assert decide.restart_refusal(CTRLS, views(c2={"error": "no answer"}), ["haproxy"]).startswith("c2 did not answer")
+    assert decide.restart_refusal(CTRLS, views(c3=report(galera_healthy=False)), ["galera"]).startswith("Galera on c3 is not healthy")
+    assert decide.restart_refusal(CTRLS, views(c1=report(rabbit_running=("c1", "c2"))), ["rabbitmq"]) == \
+        "RabbitMQ on c1 is not whole (running 2 of 3)"
+    assert "in maintenance" in decide.restart_refusal(CTRLS, views(c1=report(maintenance=["galera"])), ["haproxy"])
+
+
+def test_a_drain_nobody_owns_is_reported_and_owned_ones_are_not():
+    backends = {"nova": {"c2": {"c1": "DRAIN", "c2": "DRAIN", "c3": "UP"}, "c3": {"c1": "MAINT", "c2": "UP", "c3": "UP"}},
+                "glance": {"c1": {"c1": "DRAIN", "c2": "DRAIN", "c3": "DRAIN"}}}
+    records = {"maintenance": ["glance/c1"], "backends": {"nova/c3": {"state": "ready"}}}
+    assert status.unowned_drains(backends, records) == ["nova/c2 (DRAIN on c1, c2)", "nova/c3 (MAINT on c1)"]
+    records["backends"]["nova/c2"] = {"state": "drain", "by": "remediation"}
+    assert status.unowned_drains(backends, records) == ["nova/c3 (MAINT on c1)"]
