@@ -256,3 +256,37 @@ def restart(component, timeout=300):
         __salt__["openstack_ha_rabbitmq.start"](timeout)
         pid = __salt__["openstack_ha.live_pid"]("/run/rabbitmq/pid")
     return {"component": component, "pid": pid, "took": round(time.monotonic() - started, 1)}
+
+
+def decommission(timeout=300):
+    """
+    Take this controller out of its site for good (it is being replaced; run it after
+    ``salt-run openstack_ha.maintenance``): Galera stopped cleanly (the node leaves the
+    cluster's view), RabbitMQ reset (it leaves the cluster) and stopped, keepalived and HAProxy
+    stopped. The markers stay. Returns what was done, per component.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lab-ctrl3 openstack_ha_maintenance.decommission
+    """
+    model = _model()
+    paths, done = model["paths"], {}
+    if _galera_node(model):
+        __salt__["openstack_ha_galera.stop"](model)
+        done["galera"] = "stopped (left the cluster)"
+    if __grains__["id"] in __salt__["openstack_ha_rabbitmq.node_ids"](model) and \
+            __salt__["openstack_ha.live_pid"]("/run/rabbitmq/pid"):
+        for args in (["stop_app"], ["reset"], ["shutdown"]):
+            proc = subprocess.run(["rabbitmqctl"] + args, capture_output=True, text=True, timeout=timeout)
+            if proc.returncode != 0:
+                raise CommandExecutionError("rabbitmqctl {} failed: {}".format(args[0], (proc.stderr or proc.stdout).strip()[-300:]))
+        done["rabbitmq"] = "reset (left the cluster) and stopped"
+    for name, pidfile in (("keepalived", paths["keepalived_pidfile"]), ("haproxy", paths["haproxy_pidfile"])):
+        pid = __salt__["openstack_ha.live_pid"](pidfile)
+        if pid:
+            __salt__["service.stop"](name)
+            _wait(lambda: __salt__["openstack_ha.live_pid"](pidfile) is None, timeout, "{} did not stop".format(name))
+            done[name] = "stopped"
+    return done

@@ -181,6 +181,23 @@ def join(seed, timeout=120):
     return cluster_status()
 
 
+def forget_node(node_id, timeout=120):
+    """Remove ``node_id``'s node (a controller taken out of the site) from this node's cluster
+    view (``rabbitmqctl forget_cluster_node``); the node must not run. Returns the cluster
+    status; an already forgotten node is not an error.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lab-ctrl1 openstack_ha_rabbitmq.forget_node lab-ctrl3
+    """
+    node = node_name(node_id)
+    if node in cluster_status()["members"]:
+        _ctl("forget_cluster_node", node, timeout=timeout)
+    return cluster_status()
+
+
 def restart_app(timeout=120):
     """Restart the rabbit application on this node (heals a paused or partitioned minority).
 

@@ -39,6 +39,7 @@ ALLOWED = frozenset({
     "openstack_ha_maintenance.enter",
     "openstack_ha_maintenance.leave",
     "openstack_ha_maintenance.restart",
+    "openstack_ha_rabbitmq.forget_node",
 })
 
 _KEY = {}

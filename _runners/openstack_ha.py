@@ -323,6 +323,29 @@ def rolling_restart(component="all", site=None, timeout=None):
     return _failed(done) if done.get("failed") else done
 
 
+def forget(host=None, site=None):
+    """
+    The last step of replacing a controller (README, "Replacing a controller"): once ``host``
+    is out of the pillar's controllers and the others applied, remove it from RabbitMQ's
+    cluster, check Galera no longer counts it, and drop the master's records about it.
+    Refuses while ``host`` is still a controller in the pillar.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run openstack_ha.forget host=lab-ctrl3
+    """
+    if not host:
+        return _refuse("name the controller that left: host=CONTROLLER")
+    try:
+        return __utils__["openstack_ha_planned.forget"](_ctx(), site, host, _progress)
+    except SaltInvocationError as exc:
+        return _refuse(exc)
+    except CommandExecutionError as exc:
+        return _failed({"host": host, "failed": str(exc)})
+
+
 def galera_recover(site=None, confirm=False, timeout=None):
     """
     Bring a Galera cluster back after every node went down (power loss, all killed).

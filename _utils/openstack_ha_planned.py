@@ -222,3 +222,48 @@ def rolling_restart(ctx, site, component, progress, timeout=RESTART_TIMEOUT):
         ctx.call("records.fire", "openstack_ha/rolling/progress", {"site": site, "component": component, "host": host,
                                                                     "done": len(done), "of": len(controllers)})
     return {"component": component, "done": done, "took": round(time.monotonic() - started, 1)}
+
+
+def forget(ctx, site, host, progress):
+    """
+    After ``host`` left the pillar's controllers (it was replaced): remove it from RabbitMQ's
+    cluster view (``forget_cluster_node`` on a running node), check Galera no longer counts
+    it, and drop the master's records about it (drains, maintenance). Returns ``{"host",
+    "rabbitmq", "galera", "records"}``. Raises SaltInvocationError while ``host`` is still a
+    controller in the pillar, PlannedError when no RabbitMQ node could forget it.
+    """
+    from salt.exceptions import SaltInvocationError
+
+    site, sites, model = ctx.call("sites.resolve_site", site)
+    if host in sites[site]:
+        raise SaltInvocationError("{} is still a controller of site {}: take it out of openstack_ha:controllers "
+                                  "(and apply) first".format(host, site))
+    done = {"host": host}
+    rabbit = [n["id"] for n in ctx.util("model.cluster_nodes")(model, "rabbitmq")]
+    if rabbit:
+        progress("RabbitMQ: forgetting rabbit@{}".format(host.split(".")[0]))
+        answers = ctx.call("publish.publish", rabbit, "openstack_ha_rabbitmq.forget_node", (host,), timeout=60)
+        ok = {c: a for c, a in answers.items() if isinstance(a, dict) and "error" not in a}
+        if not ok:
+            raise PlannedError("no RabbitMQ node forgot {}: {}".format(host, answers or "no answer"))
+        members = next(iter(ok.values())).get("members") or []
+        done["rabbitmq"] = {"members": members}
+    galera = [n["id"] for n in ctx.util("model.galera_nodes")(model)]
+    if galera:
+        views = _views(ctx, model)
+        sizes = sorted({(v.get("galera") or {}).get("cluster_size") for c, v in views.items() if c in galera and "galera" in v})
+        done["galera"] = {"cluster_size": sizes, "expected": len(galera)}
+        if sizes != [len(galera)]:
+            done["galera"]["note"] = "Galera still counts another node: stop it cleanly (openstack_ha_galera.stop) where it runs"
+    with ctx.call("records.lock", site):
+        records = ctx.call("records.load", site)
+        suffix = "/" + host
+        dropped = [k for k in records.get("backends") or {} if k.endswith(suffix)]
+        for key in dropped:
+            records["backends"].pop(key)
+        records["maintenance"] = [k for k in records["maintenance"] if not k.endswith(suffix)]
+        (records.get("hosts") or {}).pop(host, None)
+        ctx.call("records.store", site, records)
+    done["records"] = "dropped {} record(s) of {}".format(len(dropped), host)
+    ctx.call("records.fire", "openstack_ha/controller/forgotten", {"site": site, "host": host})
+    return done

@@ -39,7 +39,9 @@ CONTROLLERS = [("lab-ctrl%d" % i, "10.213.0.%d" % (10 + i)) for i in (1, 2, 3)]
 # controller (added without duplicate address detection, so they are usable at once).
 BRIDGE_ADDR6 = "fd00:213::1"
 PREFIX6 = 64
-ADDRESSES6 = {name: "fd00:213::%d" % (10 + i) for i, (name, _) in enumerate(CONTROLLERS, start=1)}
+# A fourth controller, started only on demand (add_spare): the one a replacement brings in.
+SPARE = ("lab-ctrl4", "10.213.0.14")
+ADDRESSES6 = {name: "fd00:213::%d" % (10 + i) for i, (name, _) in enumerate(CONTROLLERS + [SPARE], start=1)}
 # The one file root is states/ (the custom modules are linked into it): the pillar, the tests,
 # the lab and the virtualenv are never served to minions.
 OVERLAID = ("etc", "usr/local", "var/lib", "var/log", "var/cache")
@@ -405,26 +407,26 @@ def salt_cmd(tool, *args, timeout=300, check=True):
     return run(cmd, timeout=timeout, check=check)
 
 
-def accept_keys():
-    ids = [name for name, _ in CONTROLLERS]
+def accept_keys(ids=None):
+    ids = ids or [name for name, _ in CONTROLLERS]
 
     def all_pending_or_accepted():
         keys = json.loads(salt_cmd("salt-key", "-L", "--out=json").stdout)
         known = set(keys.get("minions", [])) | set(keys.get("minions_pre", []))
         return all(i in known for i in ids)
 
-    wait_for(all_pending_or_accepted, 60, "the three minions to present their keys")
+    wait_for(all_pending_or_accepted, 60, "the minions ({}) to present their keys".format(", ".join(ids)))
     for i in ids:
         salt_cmd("salt-key", "-y", "-a", i, check=False)
 
     def all_answer():
-        out = salt_cmd("salt", "--out=json", "--static", "-t", "5", "lab-ctrl*", "test.ping", check=False).stdout
+        out = salt_cmd("salt", "--out=json", "--static", "-t", "5", "-L", ",".join(ids), "test.ping", check=False).stdout
         try:
             return all(json.loads(out or "{}").get(i) is True for i in ids)
         except ValueError:
             return False
 
-    wait_for(all_answer, 90, "all three minions to answer test.ping")
+    wait_for(all_answer, 90, "the minions ({}) to answer test.ping".format(", ".join(ids)))
 
 
 def up():
@@ -464,13 +466,11 @@ def intruder_pids():
     return [pid] + children(pid) if alive(pid) else []
 
 
-def down():
-    """Remove every process, mount, namespace and link of the lab, whatever state it is in."""
-    paths = ["/run/netns/" + netns(n) for n, _ in CONTROLLERS] + [p for n, _ in CONTROLLERS for p in ns_files(n)]
-    pids = pids_in_namespaces(paths) + master_pids() + intruder_pids()
-    step("stopping {} lab processes".format(len(pids)))
-    kill_pids(pids)
-    for name, _ in CONTROLLERS:
+def _remove_namespaces(names):
+    """Kill every process of these controllers' namespaces, unmount and delete them."""
+    paths = ["/run/netns/" + netns(n) for n in names] + [p for n in names for p in ns_files(n)]
+    kill_pids(pids_in_namespaces(paths))
+    for name in names:
         for path in ns_files(name):
             if is_mountpoint(path):
                 run(["umount", path])
@@ -479,6 +479,38 @@ def down():
             run(["ip", "netns", "del", ns])
         if link_exists(ns + "-h"):
             run(["ip", "link", "del", ns + "-h"], check=False)  # may already be gone with its netns
+
+
+def add_spare():
+    """Bring the spare controller (SPARE) up like the others: namespaces, link, minion, its
+    key accepted, stand-in APIs, custom modules synced. Not applied: that is the test's."""
+    name, address = SPARE
+    step("spare controller {} ({}): namespaces, overlays, link".format(name, address))
+    ensure_network(name, address)
+    ensure_filesystems(name)
+    start_minion(name)
+    start_standins(name, address)
+    accept_keys([name])
+    salt_cmd("salt", name, "saltutil.sync_all")
+    step("{} is up".format(name))
+
+
+def remove_spare():
+    """Stop and remove the spare controller and its key (idempotent)."""
+    _remove_namespaces([SPARE[0]])
+    salt_cmd("salt-key", "-y", "-d", SPARE[0], check=False)
+    if os.path.isdir(os.path.join(STATE, SPARE[0].split("-")[-1])):
+        run(["rm", "-rf", "--one-file-system", os.path.join(STATE, SPARE[0].split("-")[-1])])
+
+
+def down():
+    """Remove every process, mount, namespace and link of the lab, whatever state it is in."""
+    names = [n for n, _ in CONTROLLERS + [SPARE]]
+    paths = ["/run/netns/" + netns(n) for n in names] + [p for n in names for p in ns_files(n)]
+    pids = pids_in_namespaces(paths) + master_pids() + intruder_pids()
+    step("stopping {} lab processes".format(len(pids)))
+    kill_pids(pids)
+    _remove_namespaces(names)
     if link_exists(BRIDGE):
         run(["ip", "link", "del", BRIDGE])
     if os.path.isdir(NS_DIR) and is_mountpoint(NS_DIR):

@@ -1,0 +1,119 @@
+"""Replacing a controller from the pillar, under load: lab-ctrl3 goes, lab-ctrl4 (the lab's
+spare, a new address) comes, by the documented sequence (README, "Replacing a controller"):
+maintenance, decommission, the pillar changed, state.apply, ``salt-run openstack_ha.forget``.
+No client request fails; Galera keeps its history with the new node joined by SST; RabbitMQ,
+every HAProxy, keepalived and the beacons follow. Afterwards the lab is put back the same way.
+
+It runs after the other lab tests (conftest.py): the lab has a fourth minion meanwhile.
+"""
+
+import os
+import threading
+
+import pytest
+import yaml
+
+from lab import labctl, loadgen
+from tests.conftest import REPO
+from tests.integration import labtools
+from tests.integration.galera_tools import node_sql
+from tests.integration.labtools import VIPS, sh, vip_holders, wait_until
+
+SITE_FILE = os.path.join(REPO, "pillar", "openstack_ha", "sites", "lab.sls")
+OVERRIDE = os.path.join(labctl.PILLAR_OVERRIDES, "openstack_ha", "sites", "lab.sls")
+TLS = os.path.join(REPO, "lab", "galera-tls")
+NEW, NEW_ADDRESS = labctl.SPARE
+OLD = "lab-ctrl3"
+NOVA = 8774
+
+
+def site_with(old, new):
+    """The lab site with controller ``old`` replaced (same place in the list) by ``new``."""
+    with open(SITE_FILE) as fh:
+        document = yaml.safe_load(fh)
+    oha = document["openstack_ha"]
+    addresses = {name: [address, labctl.ADDRESSES6[name]] for name, address in labctl.CONTROLLERS + [labctl.SPARE]}
+    oha["controllers"] = [{"id": new, "address": addresses[new]} if c["id"] == old else c for c in oha["controllers"]]
+    nodes = oha["galera"]["tls"]["nodes"]
+    nodes.pop(old, None)
+    with open(os.path.join(TLS, new + ".pem")) as cert, open(os.path.join(TLS, new + ".key")) as key:
+        nodes[new] = {"certificate": cert.read(), "key": key.read()}
+    return document
+
+
+def write_site(document):
+    if document is None:
+        if os.path.exists(OVERRIDE):
+            os.remove(OVERRIDE)
+        return
+    os.makedirs(os.path.dirname(OVERRIDE), exist_ok=True)
+    with open(OVERRIDE + ".tmp", "w") as fh:
+        yaml.safe_dump(document, fh, default_flow_style=False)
+    os.replace(OVERRIDE + ".tmp", OVERRIDE)
+
+
+def replace(old, new, document):
+    """The documented sequence; returns the apply's results per minion."""
+    entered = labtools.runner("openstack_ha.maintenance", "host=" + old)
+    assert entered.get("ready") is True, entered
+    rc, out = labtools.salt(old, "openstack_ha_maintenance.decommission", wait=300)
+    assert rc == 0 and "error" not in str(out.get(old)), out
+    write_site(document)
+    keep = [c["id"] for c in document["openstack_ha"]["controllers"]] if document else [n for n, _ in labctl.CONTROLLERS]
+    labtools.salt("-L", ",".join(keep + [old]), "saltutil.refresh_pillar")
+    labtools.salt(new, "openstack_ha_maintenance.leave")  # a controller coming back may carry old markers
+    rc, results = labtools.salt("-L", ",".join(keep), "state.apply", "openstack_ha", timeout=900, wait=600)
+    assert rc == 0, labtools.failed_states(results)
+    forgotten = labtools.runner("openstack_ha.forget", "host=" + old)
+    assert "refused" not in forgotten and "failed" not in forgotten, forgotten
+    return keep, forgotten
+
+
+@pytest.fixture(scope="module")
+def replaced(applied):
+    uuid = node_sql("lab-ctrl1", "SHOW STATUS LIKE 'wsrep_cluster_state_uuid'")[0][1]
+    labctl.add_spare()
+    box = {}
+    load = threading.Thread(target=lambda: box.update(results=loadgen.run(VIPS["public"], NOVA, rate=30, seconds=150, timeout=5)))
+    load.start()
+    try:
+        keep, forgotten = replace(OLD, NEW, site_with(OLD, NEW))
+    finally:
+        load.join(200)
+    yield {"uuid": uuid, "keep": keep, "forgotten": forgotten, "load": box.get("results") or []}
+    # Back to the lab's own three controllers, the same way, then the spare goes.
+    replace(NEW, OLD, None)
+    labctl.remove_spare()
+
+
+def test_no_request_failed_during_the_replacement(replaced):
+    results = [r for r in replaced["load"] if r.sent < 140]  # requests sent while the sequence ran
+    assert results and not [r for r in results if r.bad()], loadgen.summary(results)
+    print("replacement under load: " + loadgen.summary(results))
+
+
+def test_galera_has_the_new_node_and_its_history(replaced):
+    for ctrl in replaced["keep"]:
+        status = dict(node_sql(ctrl, "SHOW STATUS LIKE 'wsrep_%'"))
+        assert status["wsrep_cluster_size"] == "3" and status["wsrep_local_state_comment"] == "Synced", (ctrl, status)
+        assert status["wsrep_cluster_state_uuid"] == replaced["uuid"]
+        assert NEW_ADDRESS in status["wsrep_incoming_addresses"] and "10.213.0.13" not in status["wsrep_incoming_addresses"]
+
+
+def test_rabbitmq_forgot_the_old_node_and_the_new_one_joined(replaced):
+    assert sorted(replaced["forgotten"]["rabbitmq"]["members"]) == ["rabbit@lab-ctrl1", "rabbit@lab-ctrl2", "rabbit@" + NEW]
+    rc, out = labtools.salt(NEW, "openstack_ha_rabbitmq.cluster_status")
+    assert sorted(out[NEW]["running_nodes"]) == ["rabbit@lab-ctrl1", "rabbit@lab-ctrl2", "rabbit@" + NEW], out
+
+
+def test_every_haproxy_keepalived_and_the_beacons_follow(replaced):
+    for ctrl in replaced["keep"]:
+        rc, out = labtools.salt(ctrl, "openstack_ha_haproxy.servers")
+        assert set(out[ctrl]["nova"]) == {"lab-ctrl1", "lab-ctrl2", NEW}, out[ctrl]["nova"]
+        peers = sh(ctrl, "grep -A4 'unicast_peer' /etc/keepalived/keepalived.conf")
+        assert "10.213.0.13" not in peers and (ctrl == NEW or NEW_ADDRESS in peers), peers
+    rc, out = labtools.salt(NEW, "beacons.list", "return_yaml=False")
+    assert {"openstack_ha_backends", "openstack_ha_vip", "openstack_ha_galera", "openstack_ha_rabbitmq"} <= set(out[NEW])
+    wait_until(lambda: all(vip_holders(a) and OLD not in vip_holders(a) for a in VIPS.values()), 20, "every VIP held, not by " + OLD)
+    table = labctl.salt_cmd("salt-run", "openstack_ha.status", check=False).stdout
+    assert NEW in table and OLD not in table.split("VIP ")[0] and "did not answer" not in table, table
