@@ -40,7 +40,7 @@ class PlannedError(CommandExecutionError):
 
 def _views(ctx, model):
     controllers = [c["id"] for c in model["controllers"]]
-    return ctx.call("status._collect", model["site"], controllers, 10)
+    return ctx.call("status.collect", model["site"], controllers, 10)
 
 
 def _in_maintenance(views, records):

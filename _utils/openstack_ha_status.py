@@ -8,7 +8,7 @@ Is the control plane healthy? Every controller's report gathered and summarised 
 """
 
 
-def _collect(ctx, site, controllers, timeout):
+def collect(ctx, site, controllers, timeout):
     """Every controller's ``controller_report``: {controller: report, or {"error": why}}."""
     returns = ctx.call("publish.publish", controllers, "openstack_ha.controller_report", timeout=timeout)
     views = {}
@@ -101,7 +101,7 @@ def site_status(ctx, site=None, timeout=10, recent=8):
         sites = {site: sites[site]}
     summaries = {}
     for name, ctrls in sorted(sites.items()):
-        summary = summarise(name, ctrls, _collect(ctx, name, ctrls, timeout))
+        summary = summarise(name, ctrls, collect(ctx, name, ctrls, timeout))
         model = ctx.call("sites.site_model", ctrls[0])
         bad = ctx.call("sites.bad_pillar", name)
         if bad:
