@@ -59,7 +59,8 @@ def state():
 def enter(reason="planned maintenance"):
     """
     Put this controller in maintenance: keepalived's track script fails from its next run
-    (every VRRP instance goes to FAULT and the VIPs move to the next controller) and the
+    (this controller's VRRP priority drops below the others': the next controller takes each
+    VIP before this one lets it go) and the
     Galera health daemon answers 503 (HAProxy moves the writer role away). Idempotent.
     Returns ``{marker: "written" | "present"}``.
 

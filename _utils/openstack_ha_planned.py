@@ -4,7 +4,8 @@ a rolling restart of a component through every controller, one at a time.
 
 Maintenance of a controller, in order: the refusal checks (nothing is changed when one
 fails); the markers on the controller (keepalived's track script fails, so its VRRP instances
-go to FAULT and every VIP moves to the next controller; the Galera health daemon answers 503,
+drop below every other controller's priority, so the next one takes each VIP before this one
+lets it go; the Galera health daemon answers 503,
 so HAProxy moves the writer role away and ends that node's sessions); every backend of the
 controller drained on every HAProxy (recorded as planned maintenance: the loop leaves them
 alone); then it waits until another controller holds each VIP and no HAProxy sends Galera
