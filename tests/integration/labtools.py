@@ -205,3 +205,28 @@ def lab_secrets():
             found.append(node)
     walk(pillar)
     return found
+
+
+def load_while(action, address, port, rate=50):
+    """Run ``action()`` while GETs go to ``address:port`` at ``rate`` a second, in 2-second
+    rounds until it returns (and one more); return (its result, every request's Result)."""
+    import threading
+
+    from lab import loadgen
+
+    results, done = [], threading.Event()
+
+    def load():
+        while True:
+            last = done.is_set()
+            results.extend(loadgen.run(address, port, rate=rate, seconds=2, timeout=5))
+            if last:
+                return
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    try:
+        return action(), results
+    finally:
+        done.set()
+        thread.join(30)

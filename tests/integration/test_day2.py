@@ -3,7 +3,6 @@ role and its backends away with no failed request; a rolling Galera restart keep
 cluster's history; pending restarts are shown; runtime drains survive an HAProxy restart and
 a drain nobody owns is reported."""
 
-import threading
 import time
 
 import pytest
@@ -33,23 +32,10 @@ def whole_site(applied):
         labtools.runner("openstack_ha.maintenance", "host=" + ctrl, "end=True")
 
 
-def under_load(action, seconds):
-    """Run ``action`` while GETs go to nova through the public VIP at 50/s for ``seconds``;
-    return (action's result, load results)."""
-    box = {}
-    load = threading.Thread(target=lambda: box.update(results=loadgen.run(VIPS["public"], NOVA, rate=50, seconds=seconds, timeout=5)))
-    load.start()
-    try:
-        done = action()
-    finally:
-        load.join(seconds + 30)
-    return done, box.get("results") or []
-
-
 def test_maintenance_of_the_vip_holder_moves_everything_away_with_no_failed_request(whole_site):
     assert vip_sql("SELECT @@wsrep_node_name") == (True, "lab-ctrl1")
     started = time.monotonic()
-    done, results = under_load(lambda: labtools.runner("openstack_ha.maintenance", "host=lab-ctrl1"), 25)
+    done, results = labtools.load_while(lambda: labtools.runner("openstack_ha.maintenance", "host=lab-ctrl1"), VIPS["public"], NOVA)
     assert done.get("ready") is True, done
     assert set(done["vips"]) == set(VIPS) and "lab-ctrl1" not in done["vips"].values(), done
     print("maintenance ready after {:.1f} s: {}".format(time.monotonic() - started, loadgen.summary(results)))
@@ -69,7 +55,8 @@ def test_maintenance_of_the_vip_holder_moves_everything_away_with_no_failed_requ
     # The loop leaves it alone for a heartbeat and more: still drained, still without VIPs.
     time.sleep(3)
     assert set(admin_states("nova", "lab-ctrl1").values()) == {"drain"}
-    ended, results = under_load(lambda: labtools.runner("openstack_ha.maintenance", "host=lab-ctrl1", "end=True"), 15)
+    ended, results = labtools.load_while(lambda: labtools.runner("openstack_ha.maintenance", "host=lab-ctrl1", "end=True"),
+                                         VIPS["public"], NOVA)
     assert ended.get("ready") is False and "failed" not in ended, ended
     assert not [r for r in results if r.bad()], loadgen.summary(results)
     assert set(admin_states("nova", "lab-ctrl1").values()) == {"ready"}
