@@ -42,10 +42,27 @@ def _markers(model):
     return found
 
 
+def _keepalived_drop(path):
+    """The priority drop keepalived reads from its maintenance file (0: none, or no file)."""
+    try:
+        with open(path) as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _write(path, text):
+    tmp = "{}.tmp".format(path)
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)  # keepalived reads the file when it changes: never half-written
+
+
 def state():
     """
-    Which maintenance markers are present on this controller: ``{"keepalived": bool,
-    "galera": bool}`` (``galera`` only on a Galera node).
+    Which maintenance markers are in force on this controller: ``{"keepalived": bool,
+    "galera": bool}`` (``galera`` only on a Galera node); keepalived's is in force when its
+    file holds a priority drop other than 0.
 
     CLI Example:
 
@@ -53,31 +70,41 @@ def state():
 
         salt '*ctrl*' openstack_ha_maintenance.state
     """
-    return {name: os.path.exists(path) for name, path in _markers(_model()).items()}
+    found = {}
+    for name, path in _markers(_model()).items():
+        found[name] = _keepalived_drop(path) != 0 if name == "keepalived" else os.path.exists(path)
+    return found
 
 
-def enter(reason="planned maintenance"):
+def enter(drop=254, reason="planned maintenance"):
     """
-    Put this controller in maintenance: keepalived's track script fails from its next run
-    (this controller's VRRP priority drops below the others': the next controller takes each
-    VIP before this one lets it go) and the
-    Galera health daemon answers 503 (HAProxy moves the writer role away). Idempotent.
-    Returns ``{marker: "written" | "present"}``.
+    Put this controller in maintenance: keepalived's priority drops by ``drop`` at once (its
+    track file; the runner picks the drop that puts it just below the controller that should
+    take the VIPs, so that one alone takes each VIP before this one lets go; 254, the default,
+    means FAULT) and the Galera health daemon answers 503 (HAProxy moves the writer role
+    away). Idempotent. Returns ``{marker: "written" | "present"}``.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt lab-ctrl2 openstack_ha_maintenance.enter
+        salt lab-ctrl2 openstack_ha_maintenance.enter 15
     """
+    try:
+        drop = int(drop)
+    except (TypeError, ValueError):
+        raise CommandExecutionError("drop must be an integer 1-254, got {!r}".format(drop))
+    if not 1 <= drop <= 254:
+        raise CommandExecutionError("drop must be an integer 1-254, got {}".format(drop))
     done = {}
     for name, path in _markers(_model()).items():
-        if os.path.exists(path):
+        present = _keepalived_drop(path) == drop if name == "keepalived" else os.path.exists(path)
+        if present:
             done[name] = "present"
             continue
+        text = "{}\n".format(drop) if name == "keepalived" else "{} {}\n".format(int(time.time()), str(reason).replace("\n", " ")[:200])
         try:
-            with open(path, "w") as fh:
-                fh.write("{} {}\n".format(int(time.time()), str(reason).replace("\n", " ")[:200]))
+            _write(path, text)
         except OSError as exc:
             raise CommandExecutionError("cannot write the {} maintenance marker {}: {}".format(name, path, exc))
         done[name] = "written"
@@ -86,9 +113,10 @@ def enter(reason="planned maintenance"):
 
 def leave():
     """
-    End this controller's maintenance: remove the markers (keepalived takes its VIPs back
-    after its track script passes twice; the health daemon answers 200 again once the node
-    is Synced). Idempotent. Returns ``{marker: "removed" | "absent"}``.
+    End this controller's maintenance: keepalived's file holds 0 again (its priority is back at
+    once and it preempts its VIPs back, make before break), the Galera marker is removed (the
+    health daemon answers 200 again once the node is Synced). Idempotent. Returns ``{marker:
+    "removed" | "absent"}``.
 
     CLI Example:
 
@@ -99,8 +127,13 @@ def leave():
     done = {}
     for name, path in _markers(_model()).items():
         try:
-            os.remove(path)
-            done[name] = "removed"
+            if name == "keepalived":  # keepalived watches this file: it holds 0, it is not removed
+                done[name] = "removed" if _keepalived_drop(path) else "absent"
+                if _keepalived_drop(path) or not os.path.exists(path):
+                    _write(path, "0\n")
+            else:
+                os.remove(path)
+                done[name] = "removed"
         except FileNotFoundError:
             done[name] = "absent"
         except OSError as exc:

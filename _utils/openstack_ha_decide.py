@@ -321,3 +321,28 @@ def restart_refusal(controllers, views, components):
             return "RabbitMQ on {} is not whole (running {} of {})".format(ctrl, len(rabbit.get("running_nodes") or []),
                                                                         len(rabbit.get("members") or []))
     return None
+
+
+VRRP_TOP, VRRP_STEP = 250, 10  # keepalived.conf.jinja: priority 250 - 10 * the controller's index
+
+
+def maintenance_drop(host, controllers, views, in_maintenance, nopreempt):
+    """
+    How far ``host``'s keepalived priority must drop for its VIPs to move make-before-break:
+    to 5 below the first other controller in order that can hold them (HAProxy serving,
+    keepalived running, not in maintenance), so that controller alone outranks it and
+    preempts (two preempting at once would move a VIP twice). 254 (FAULT) when the site runs
+    ``nopreempt`` (nobody would preempt) or no other controller can hold the VIPs. Pure.
+    """
+    if nopreempt:
+        return 254
+
+    def serving(ctrl):
+        view = views.get(ctrl) or {}
+        return "error" not in view and (view.get("haproxy") or {}).get("serving") and (view.get("keepalived") or {}).get("running")
+
+    able = [c for c in controllers if c != host and c not in in_maintenance and serving(c)]
+    if not able:
+        return 254
+    priority = {c: VRRP_TOP - VRRP_STEP * i for i, c in enumerate(controllers)}
+    return max(5, min(254, priority[host] - priority[able[0]] + 5))

@@ -117,8 +117,11 @@ def enter(ctx, site, host, progress, timeout=STEP_TIMEOUT):
                 break
     if why:
         raise SaltInvocationError(why)
-    progress("{}: maintenance markers (keepalived gives its VIPs away, Galera's writer role moves)".format(host))
-    _on(ctx, host, "openstack_ha_maintenance.enter")
+    drop = ctx.util("decide.maintenance_drop")(host, controllers, views, _in_maintenance(views, records),
+                                               model["keepalived"]["nopreempt"])
+    progress("{}: maintenance markers (keepalived priority -{}: the next controller takes its VIPs; "
+             "Galera's writer role moves)".format(host, drop))
+    _on(ctx, host, "openstack_ha_maintenance.enter", (drop,))
     with ctx.call("records.lock", site):
         records = ctx.call("records.load", site)
         records.setdefault("hosts", {})[host] = {"since": time.time(), "by": "operator"}

@@ -68,17 +68,18 @@ class Writer(threading.Thread):
     def __init__(self, marker, rate=10):
         super().__init__(daemon=True)
         self.marker, self.rate, self.stop = marker, rate, threading.Event()
-        self.acked, self.failed = [], 0
+        self.acked, self.failed, self.errors = [], 0, []
 
     def run(self):
-        n = 0
+        n, self.began = 0, time.monotonic()
         while not self.stop.is_set():
             n += 1
-            ok, _ = sql("INSERT INTO oha_roll (note) VALUES ('%s-%d')" % (self.marker, n))
+            ok, out = sql("INSERT INTO oha_roll (note) VALUES ('%s-%d')" % (self.marker, n))
             if ok:
                 self.acked.append(n)
             else:
                 self.failed += 1
+                self.errors.append("{:.1f} s: {}".format(time.monotonic() - self.began, out[-160:]))
             self.stop.wait(1.0 / self.rate)
 
     def lost(self):
@@ -203,6 +204,7 @@ def one_way(label, roll):
     time.sleep(3)
     started = time.monotonic()
     problem = roll()
+    print("   (the roll began {:.1f} s into the writes)".format(started - writer.began), flush=True)
     took = time.monotonic() - started
     time.sleep(3)
     box["stop"] = True
@@ -211,7 +213,12 @@ def one_way(label, roll):
     for thread in (http, writer, publisher):
         thread.join(30)
     time.sleep(6)  # the last requests' own timeouts
-    bad = sum(1 for r in results if r.status not in (200, 201) or r.elapsed is None or r.elapsed > 2.0)
+    bad_ones = [r for r in results if r.status not in (200, 201) or r.elapsed is None or r.elapsed > 2.0]
+    bad = len(bad_ones)
+    for r in bad_ones[:10]:
+        print("   bad request: {!r}".format(r), flush=True)
+    for error in writer.errors[:10]:
+        print("   failed write at {}".format(error), flush=True)
     return {"way": label, "http": len(results), "http_bad": bad, "writes": len(writer.acked) + writer.failed,
             "writes_failed": writer.failed, "rows_lost": writer.lost(), "messages": len(publisher.confirmed),
             "messages_lost": publisher.lost(), "publishes_retried": publisher.retried, "seconds": round(took, 1),

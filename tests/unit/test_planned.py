@@ -61,3 +61,13 @@ def test_a_drain_nobody_owns_is_reported_and_owned_ones_are_not():
     assert status.unowned_drains(backends, records) == ["nova/c2 (DRAIN on c1, c2)", "nova/c3 (MAINT on c1)"]
     records["backends"]["nova/c2"] = {"state": "drain", "by": "remediation"}
     assert status.unowned_drains(backends, records) == ["nova/c3 (MAINT on c1)"]
+
+
+def test_the_priority_drop_leaves_one_controller_to_preempt():
+    """lab-ctrl1 (250) in maintenance drops to 235: lab-ctrl2 (240) alone outranks it, lab-ctrl3
+    (230) does not, so one controller takes each VIP. With lab-ctrl2 down, 225 (below 230)."""
+    assert decide.maintenance_drop("c1", CTRLS, views(), [], False) == 15
+    assert decide.maintenance_drop("c1", CTRLS, views(c2={"error": "down"}), [], False) == 25
+    assert decide.maintenance_drop("c2", CTRLS, views(), [], False) == 5  # c1 (250) outranks it already
+    assert decide.maintenance_drop("c1", CTRLS, views(), [], True) == 254  # nopreempt: FAULT
+    assert decide.maintenance_drop("c1", CTRLS, views(c2={"error": "down"}, c3=report(serving=False)), [], False) == 254
