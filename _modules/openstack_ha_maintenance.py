@@ -76,13 +76,14 @@ def state():
     return found
 
 
-def enter(drop=254, reason="planned maintenance"):
+def enter(drop=254, reason="planned maintenance", markers=None):
     """
     Put this controller in maintenance: keepalived's priority drops by ``drop`` at once (its
     track file; the runner picks the drop that puts it just below the controller that should
     take the VIPs, so that one alone takes each VIP before this one lets go; 254, the default,
     means FAULT) and the Galera health daemon answers 503 (HAProxy moves the writer role
-    away). Idempotent. Returns ``{marker: "written" | "present"}``.
+    away). ``markers``: only these (``keepalived``, ``galera``; default both). Idempotent.
+    Returns ``{marker: "written" | "present"}``.
 
     CLI Example:
 
@@ -98,6 +99,8 @@ def enter(drop=254, reason="planned maintenance"):
         raise CommandExecutionError("drop must be an integer 1-254, got {}".format(drop))
     done = {}
     for name, path in _markers(_model()).items():
+        if markers is not None and name not in markers:
+            continue
         present = _keepalived_drop(path) == drop if name == "keepalived" else os.path.exists(path)
         if present:
             done[name] = "present"
@@ -111,12 +114,13 @@ def enter(drop=254, reason="planned maintenance"):
     return done
 
 
-def leave():
+def leave(markers=None):
     """
     End this controller's maintenance: keepalived's file holds 0 again (its priority is back at
     once and it preempts its VIPs back, make before break), the Galera marker is removed (the
-    health daemon answers 200 again once the node is Synced). Idempotent. Returns ``{marker:
-    "removed" | "absent"}``.
+    health daemon answers 200 again once the node is Synced). ``markers``: only these
+    (``keepalived``, ``galera``; default both). Idempotent. Returns ``{marker: "removed" |
+    "absent"}``.
 
     CLI Example:
 
@@ -126,6 +130,8 @@ def leave():
     """
     done = {}
     for name, path in _markers(_model()).items():
+        if markers is not None and name not in markers:
+            continue
         try:
             if name == "keepalived":  # keepalived watches this file: it holds 0, it is not removed
                 done[name] = "removed" if _keepalived_drop(path) else "absent"

@@ -344,5 +344,10 @@ def maintenance_drop(host, controllers, views, in_maintenance, nopreempt):
     able = [c for c in controllers if c != host and c not in in_maintenance and serving(c)]
     if not able:
         return 254
-    priority = {c: VRRP_TOP - VRRP_STEP * i for i, c in enumerate(controllers)}
+    priority = vrrp_priorities(controllers)
     return max(5, min(254, priority[host] - priority[able[0]] + 5))
+
+
+def vrrp_priorities(controllers):
+    """{controller: its keepalived priority}: 250 for the first, 10 less for each next one."""
+    return {c: VRRP_TOP - VRRP_STEP * i for i, c in enumerate(controllers)}

@@ -22,6 +22,7 @@ from salt.exceptions import CommandExecutionError
 
 COMPONENTS = ("haproxy", "keepalived", "galera", "rabbitmq")
 STEP_TIMEOUT = 120  # seconds each wait of a maintenance step may take
+SESSION_GRACE = 30  # seconds a drained node's database sessions get to end before they are cut
 RESTART_TIMEOUT = 600  # seconds one component's restart may take (a Galera IST, a RabbitMQ sync)
 
 
@@ -80,6 +81,14 @@ def _vips_moved(ctx, model, host):
     return None
 
 
+def _galera_idle(ctx, model, host):
+    """True once no serving HAProxy has a session open to ``host``'s Galera server."""
+    if host not in [n["id"] for n in ctx.util("model.galera_nodes")(model)]:
+        return True
+    seen = [v["haproxy"]["servers"] for v in _views(ctx, model).values() if "error" not in v and v["haproxy"]["serving"]]
+    return bool(seen) and all(((servers.get("galera") or {}).get(host) or {}).get("sessions", 0) == 0 for servers in seen)
+
+
 def _galera_off(ctx, model, host):
     """True once every serving HAProxy sees ``host``'s Galera server down (its health daemon
     answers 503 in maintenance: the writer role and its sessions are elsewhere), or when
@@ -117,22 +126,29 @@ def enter(ctx, site, host, progress, timeout=STEP_TIMEOUT):
                 break
     if why:
         raise SaltInvocationError(why)
-    drop = ctx.util("decide.maintenance_drop")(host, controllers, views, _in_maintenance(views, records),
-                                               model["keepalived"]["nopreempt"])
-    progress("{}: maintenance markers (keepalived priority -{}: the next controller takes its VIPs; "
-             "Galera's writer role moves)".format(host, drop))
-    _on(ctx, host, "openstack_ha_maintenance.enter", (drop,))
     with ctx.call("records.lock", site):
         records = ctx.call("records.load", site)
         records.setdefault("hosts", {})[host] = {"since": time.time(), "by": "operator"}
         ctx.call("records.store", site, records)
-    progress("{}: draining every backend on every HAProxy".format(host))
+    # 1. New connections (API and database) go elsewhere; the ones under way finish.
+    progress("{}: draining every backend on every HAProxy (new connections go elsewhere)".format(host))
     _, refused = ctx.call("remediate.operator_drain", site, host, None, None, True, False)
     if refused:
         raise PlannedError("; ".join(refused))
-    progress("{}: waiting until another controller holds each VIP".format(host))
+    # 2. The VIPs move, make before break: one controller outranks this one and takes them.
+    drop = ctx.util("decide.maintenance_drop")(host, controllers, views, _in_maintenance(views, records),
+                                               model["keepalived"]["nopreempt"])
+    progress("{}: keepalived priority -{}: the next controller takes its VIPs".format(host, drop))
+    _on(ctx, host, "openstack_ha_maintenance.enter", (drop, "planned maintenance", ["keepalived"]))
     vips = _wait("every VIP to leave " + host, lambda: _vips_moved(ctx, model, host), timeout)
-    progress("{}: waiting until no HAProxy sends Galera traffic to it".format(host))
+    # 3. Once its database sessions have ended, Galera's health daemon says no (nothing left
+    # for HAProxy's shutdown-sessions to cut), and no HAProxy sends it database traffic.
+    progress("{}: waiting for its database sessions to end, then Galera maintenance".format(host))
+    try:
+        _wait("the database sessions on " + host + " to end", lambda: _galera_idle(ctx, model, host), SESSION_GRACE)
+    except PlannedError:
+        progress("{}: database sessions still open after {} s: they are cut now".format(host, SESSION_GRACE))
+    _on(ctx, host, "openstack_ha_maintenance.enter", (drop, "planned maintenance", ["galera"]))
     _wait("the Galera writer role to leave " + host, lambda: _galera_off(ctx, model, host), timeout)
     took = round(time.monotonic() - started, 1)
     ctx.call("records.fire", "openstack_ha/maintenance/entered", {"site": site, "host": host, "vips": vips, "took": took})
@@ -162,12 +178,13 @@ def leave(ctx, site, host, progress, timeout=STEP_TIMEOUT):
     site, sites, model = ctx.call("sites.resolve_site", site)
     if host not in sites[site]:
         raise SaltInvocationError("{!r} is not a controller of site {}".format(host, site))
-    progress("{}: removing the maintenance markers".format(host))
-    _on(ctx, host, "openstack_ha_maintenance.leave")
+    progress("{}: removing the Galera maintenance marker".format(host))
+    _on(ctx, host, "openstack_ha_maintenance.leave", (["galera"],))
     progress("{}: waiting until it is healthy (HAProxy, keepalived, Galera Synced, RabbitMQ running)".format(host))
     _wait(host + " to be healthy", lambda: _healthy(ctx, model, host), timeout)
     progress("{}: undraining its backends on every HAProxy".format(host))
     ctx.call("remediate.operator_drain", site, host, None, None, False, False)
+    _hand_vips_back(ctx, model, host, progress, timeout)
     with ctx.call("records.lock", site):
         records = ctx.call("records.load", site)
         (records.get("hosts") or {}).pop(host, None)
@@ -176,6 +193,33 @@ def leave(ctx, site, host, progress, timeout=STEP_TIMEOUT):
     ctx.call("records.fire", "openstack_ha/maintenance/ended", {"site": site, "host": host, "took": took})
     progress("{}: back in service after {} s".format(host, took))
     return {"host": host, "ready": False, "took": took}
+
+
+def _hand_vips_back(ctx, model, host, progress, timeout):
+    """Give ``host`` its VIPs back the way they left it, make before break: the controllers
+    holding them now lower their own priority to 5 below ``host``'s (still lowered) one, so
+    ``host`` alone outranks them and takes each VIP before they let go; then every priority
+    is restored (no VIP moves again: ``host`` outranks them all). Without preemption, or when
+    ``host`` is not the preferred holder, its priority is simply restored."""
+    controllers = [c["id"] for c in model["controllers"]]
+    priority = ctx.util("decide.vrrp_priorities")(controllers)
+    _, holders, _ = ctx.call("vips.vip_view", model)
+    others = sorted({who[0] for who in holders.values() if len(who) == 1 and who[0] != host})
+    if model["keepalived"]["nopreempt"] or not others or any(priority[h] > priority[host] for h in others):
+        _on(ctx, host, "openstack_ha_maintenance.leave", (["keepalived"],))
+        return
+    top = max(priority[h] for h in others)
+    progress("{}: taking its VIPs back from {} (make before break)".format(host, ", ".join(others)))
+    _on(ctx, host, "openstack_ha_maintenance.enter", (priority[host] - top + 5, "taking the VIPs back", ["keepalived"]))
+    for holder in others:
+        _on(ctx, holder, "openstack_ha_maintenance.enter", (10, "handing the VIPs back to " + host, ["keepalived"]))
+    try:
+        _wait("the VIPs to come back to " + host,
+              lambda: all(who == [host] for who in ctx.call("vips.vip_view", model)[1].values()), timeout)
+    finally:
+        _on(ctx, host, "openstack_ha_maintenance.leave", (["keepalived"],))
+        for holder in others:
+            _on(ctx, holder, "openstack_ha_maintenance.leave", (["keepalived"],))
 
 
 def _components_of(ctx, model, host, wanted):
