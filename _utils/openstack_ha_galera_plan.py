@@ -63,13 +63,6 @@ def start_plan(me, nodes, statuses):
     starting = [n for n in nodes if n != me and (statuses.get(n) or {}).get("running")]
     if starting:
         return "wait", "{} running without a Primary component: waiting for the cluster to form".format(", ".join(starting))
-    unseen = [n for n in nodes if n != me and statuses.get(n) is None]
-    if unseen and has_history(mine):
-        # A peer that does not answer may run the cluster (its health daemon may not accept
-        # this node yet: a controller coming back in a replacement). Never refuse or bootstrap
-        # past it: wait, and say what to do if it does not come.
-        return "wait", ("cannot see {}: one of them may run the cluster; if none does, run "
-                        "`salt-run openstack_ha.galera_recover`".format(", ".join(unseen)))
     holders = [n for n in nodes if has_history(statuses.get(n))]
     if holders:
         return "refuse", ("no Galera node runs a Primary component and {} hold(s) cluster data: bootstrapping here "

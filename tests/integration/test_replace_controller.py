@@ -61,7 +61,12 @@ def replace(old, new, document):
     keep = [c["id"] for c in document["openstack_ha"]["controllers"]] if document else [n for n, _ in labctl.CONTROLLERS]
     labtools.salt("-L", ",".join(keep + [old]), "saltutil.refresh_pillar")
     labtools.salt(new, "openstack_ha_maintenance.leave")  # a controller coming back may carry old markers
-    rc, results = labtools.salt("-L", ",".join(keep), "state.apply", "openstack_ha", timeout=900, wait=600)
+    # The running controllers first: their health daemons must let the newcomer ask before it
+    # decides how to start (a node with Galera data that sees no cluster refuses to start).
+    staying = [c for c in keep if c != new]
+    rc, results = labtools.salt("-L", ",".join(staying), "state.apply", "openstack_ha", timeout=900, wait=600)
+    assert rc == 0, labtools.failed_states(results)
+    rc, results = labtools.salt(new, "state.apply", "openstack_ha", timeout=900, wait=600)
     assert rc == 0, labtools.failed_states(results)
     forgotten = labtools.runner("openstack_ha.forget", "host=" + old)
     assert "refused" not in forgotten and "failed" not in forgotten, forgotten

@@ -76,10 +76,3 @@ def test_one_state_transfer_at_a_time():
     action, reason = plan.start_plan("n3", NODES, {"n1": donor, "n2": down(), "n3": down()})
     assert action == "wait" and "state transfer is in progress" in reason
 
-
-def test_a_node_with_history_waits_for_peers_it_cannot_see():
-    """A controller coming back (a replacement undone) may not be let in by its peers' health
-    daemons yet: with cluster data of its own it waits for them, never refuses or bootstraps."""
-    mine = {"running": False, "grastate": {"uuid": "1111-2222", "seqno": 7}}
-    action, why = plan.start_plan("c3", ["c1", "c2", "c3"], {"c1": None, "c2": None, "c3": mine})
-    assert action == "wait" and why.startswith("cannot see c1, c2") and "galera_recover" in why
