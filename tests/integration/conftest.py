@@ -59,5 +59,5 @@ def pytest_collection_modifyitems(items):
     files are called and whichever of them run: every other test file sets up what it needs through the fixtures above."""
     # The IPv6-only site re-addresses the whole lab and the replacement brings a fourth
     # controller in: after everything else, before the teardown.
-    items.sort(key=lambda item: (item.fspath.basename == "test_lab_down.py", item.fspath.basename == "test_ipv6_site.py",
-                                 item.fspath.basename == "test_replace_controller.py"))
+    items.sort(key=lambda item: (item.fspath.basename == "test_lab_down.py", item.fspath.basename == "test_replace_controller.py",
+                                 item.fspath.basename == "test_ipv6_site.py"))

@@ -3,8 +3,8 @@ alone. Galera (with its history) and RabbitMQ cluster over IPv6, every API answe
 the IPv6 VIPs, Keystone reaches its database through the IPv6 Galera VIP, and
 ``active_controller`` repointing writes bracketed URLs that Keystone serves and clients follow.
 
-This module changes the whole lab, so it runs after every other one but the teardown (see
-conftest.py). With ``OHA_REUSE_LAB=1`` it puts the dual-stack site back afterwards.
+This module changes the whole lab, so it runs after every other one but the replacement and
+the teardown (see conftest.py), and puts the dual-stack site back afterwards.
 """
 
 import copy
@@ -80,10 +80,7 @@ def ipv6_site(applied):
     for ctrl in CTRLS:
         keystone_lab.stop(ctrl)
         labtools.start_standins(ctrl)
-    if os.environ.get("OHA_REUSE_LAB") == "1":  # a developer's lab stays usable; CI tears it down next
-        readdress(None)
-    else:
-        write_site(None)
+    readdress(None)  # the dual-stack lab again, for the replacement test that follows
 
 
 def test_galera_keeps_its_history_and_replicates_over_ipv6(ipv6_site):

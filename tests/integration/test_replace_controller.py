@@ -4,7 +4,7 @@ maintenance, decommission, the pillar changed, state.apply, ``salt-run openstack
 No client request fails; Galera keeps its history with the new node joined by SST; RabbitMQ,
 every HAProxy, keepalived and the beacons follow. Afterwards the lab is put back the same way.
 
-It runs after the other lab tests (conftest.py): the lab has a fourth minion meanwhile.
+It runs last before the lab's teardown (conftest.py): the lab has a fourth minion meanwhile.
 """
 
 import os
@@ -79,9 +79,11 @@ def replaced(applied):
     labctl.add_spare()
     (keep, forgotten), results = labtools.load_while(lambda: replace(OLD, NEW, site_with(OLD, NEW)), VIPS["public"], NOVA, rate=30)
     yield {"uuid": uuid, "keep": keep, "forgotten": forgotten, "load": results}
-    # Back to the lab's own three controllers, the same way, then the spare goes.
-    replace(NEW, OLD, None)
-    labctl.remove_spare()
+    if os.environ.get("OHA_REUSE_LAB") == "1":
+        # A developer's lab: back to its own three controllers, the same way, then the spare
+        # goes. (In a full run the lab's teardown, which runs next, removes everything.)
+        replace(NEW, OLD, None)
+        labctl.remove_spare()
 
 
 def test_no_request_failed_during_the_replacement(replaced):
