@@ -1,6 +1,7 @@
 """Small helpers the lab tests share: run salt on the lab master, look inside a controller."""
 
 import json
+import os
 import subprocess
 import time
 
@@ -230,3 +231,21 @@ def load_while(action, address, port, rate=50):
     finally:
         done.set()
         thread.join(30)
+
+
+SITE_OVERRIDE = os.path.join(labctl.PILLAR_OVERRIDES, "openstack_ha", "sites", "lab.sls")
+
+
+def write_site(document):
+    """Put ``document`` (the whole lab site file, a dict) in the master's override pillar root
+    (searched before the repository's), atomically; None removes it."""
+    import yaml
+
+    if document is None:
+        if os.path.exists(SITE_OVERRIDE):
+            os.remove(SITE_OVERRIDE)
+        return
+    os.makedirs(os.path.dirname(SITE_OVERRIDE), exist_ok=True)
+    with open(SITE_OVERRIDE + ".tmp", "w") as fh:
+        yaml.safe_dump(document, fh, default_flow_style=False)
+    os.replace(SITE_OVERRIDE + ".tmp", SITE_OVERRIDE)

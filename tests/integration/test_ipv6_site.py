@@ -28,7 +28,6 @@ pytestmark = pytest.mark.skipif(os.environ.get("OHA_IPV6_VARIANT") != "1",
                                 reason="the IPv6-only variant runs with OHA_IPV6_VARIANT=1 (see the module comment)")
 
 SITE_FILE = os.path.join(REPO, "pillar", "openstack_ha", "sites", "lab.sls")
-OVERRIDE = os.path.join(labctl.PILLAR_OVERRIDES, "openstack_ha", "sites", "lab.sls")
 ADDRESS6 = labctl.ADDRESSES6
 VIP6 = {"public": "fd00:213::100", "internal": "fd00:213::101"}
 MODEL_TTL = 30  # _utils/openstack_ha_sites.py: how long the runner reuses a site model
@@ -38,18 +37,6 @@ SERVICES = dict(labctl.lab_services())
 def lab_site():
     with open(SITE_FILE) as fh:
         return yaml.safe_load(fh)
-
-
-def write_site(document):
-    """Put ``document`` (the whole site file) in the override pillar root; None removes it."""
-    if document is None:
-        if os.path.exists(OVERRIDE):
-            os.remove(OVERRIDE)
-        return
-    os.makedirs(os.path.dirname(OVERRIDE), exist_ok=True)
-    with open(OVERRIDE + ".tmp", "w") as fh:
-        yaml.safe_dump(document, fh, default_flow_style=False)
-    os.replace(OVERRIDE + ".tmp", OVERRIDE)
 
 
 def galera_uuid():
@@ -66,7 +53,7 @@ def readdress(document):
         rc, out = labtools.salt(ctrl, "openstack_ha_galera.stop")
         assert rc == 0, out
         sh(ctrl, "rabbitmqctl shutdown >/dev/null 2>&1 || true")
-    write_site(document)
+    labtools.write_site(document)
     labtools.salt("lab-ctrl*", "saltutil.refresh_pillar")
     labtools.apply()  # every file rewritten; Galera's member state refuses to bootstrap over data
     done = labtools.runner("openstack_ha.galera_recover", "confirm=True")
@@ -136,7 +123,7 @@ def test_active_controller_repointing_writes_bracketed_urls_keystone_serves(ipv6
     keystone_lab.deploy()  # Keystone on both families; its database through [fd00:213::101]:3306
     document = copy.deepcopy(ipv6_site["document"])
     document["openstack_ha"]["keystone"]["endpoint_mode"] = "active_controller"
-    write_site(document)
+    labtools.write_site(document)
     old = vip_holders(VIP6["public"])[0]
     try:
         time.sleep(MODEL_TTL + 1)  # the runner's cached site model expires; no event says so
@@ -162,7 +149,7 @@ def test_active_controller_repointing_writes_bracketed_urls_keystone_serves(ipv6
         body = labtools.http_json(ADDRESS6[new[0]], SERVICES["keystone"], "/v3")
         assert body and body["version"]["status"] == "stable", body
     finally:
-        write_site(ipv6_site["document"])
+        labtools.write_site(ipv6_site["document"])
         wait_until(lambda: not labtools.pidfile_pid(old, "/run/keepalived.pid")
                    or not labctl.alive(labtools.pidfile_pid(old, "/run/keepalived.pid")), 20, "keepalived to exit", interval=0.1)
         labtools.salt(old, "state.sls", "openstack_ha.keepalived")

@@ -19,7 +19,6 @@ from tests.integration.galera_tools import node_sql
 from tests.integration.labtools import VIPS, sh, vip_holders, wait_until
 
 SITE_FILE = os.path.join(REPO, "pillar", "openstack_ha", "sites", "lab.sls")
-OVERRIDE = os.path.join(labctl.PILLAR_OVERRIDES, "openstack_ha", "sites", "lab.sls")
 TLS = os.path.join(REPO, "lab", "galera-tls")
 NEW, NEW_ADDRESS = labctl.SPARE
 OLD = "lab-ctrl3"
@@ -40,24 +39,13 @@ def site_with(old, new):
     return document
 
 
-def write_site(document):
-    if document is None:
-        if os.path.exists(OVERRIDE):
-            os.remove(OVERRIDE)
-        return
-    os.makedirs(os.path.dirname(OVERRIDE), exist_ok=True)
-    with open(OVERRIDE + ".tmp", "w") as fh:
-        yaml.safe_dump(document, fh, default_flow_style=False)
-    os.replace(OVERRIDE + ".tmp", OVERRIDE)
-
-
 def replace(old, new, document):
     """The documented sequence; returns the apply's results per minion."""
     entered = labtools.runner("openstack_ha.maintenance", "host=" + old)
     assert entered.get("ready") is True, entered
     rc, out = labtools.salt(old, "openstack_ha_maintenance.decommission", wait=300)
     assert rc == 0 and "error" not in str(out.get(old)), out
-    write_site(document)
+    labtools.write_site(document)
     keep = [c["id"] for c in document["openstack_ha"]["controllers"]] if document else [n for n, _ in labctl.CONTROLLERS]
     labtools.salt("-L", ",".join(keep + [old]), "saltutil.refresh_pillar")
     labtools.salt(new, "openstack_ha_maintenance.leave")  # a controller coming back may carry old markers
