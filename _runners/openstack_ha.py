@@ -127,6 +127,9 @@ def handle_event(tag, data):
     if not model["remediation"]["enabled"]:
         return {"ignored": "remediation disabled for site " + model["site"]}
     site = model["site"]
+    paused = ctx.call("records.load", site).get("paused")
+    if paused:
+        return {"ignored": "remediation of site {} paused by {} ({})".format(site, paused.get("by"), paused.get("reason"))}
     if beacon == "openstack_ha_vip":
         return {"site": site, "decisions": ctx.call("vips.check_vips", model, reporter, data)}
     if beacon == "openstack_ha_rabbitmq":
@@ -344,6 +347,43 @@ def forget(host=None, site=None):
         return _refuse(exc)
     except CommandExecutionError as exc:
         return _failed({"host": host, "failed": str(exc)})
+
+
+def pause(site=None, reason=None):
+    """
+    Stop the remediation loop acting on a site until ``resume``: for work that takes every
+    node of a cluster down on purpose (re-addressing the site, a cluster-wide restart), where
+    the loop would start again what you stopped. HAProxy's own health checks keep working;
+    ``status`` shows the pause. For one controller, use ``maintenance`` instead.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run openstack_ha.pause reason="moving the site to IPv6"
+        salt-run openstack_ha.resume
+    """
+    try:
+        return __utils__["openstack_ha_planned.pause"](_ctx(), site, reason)
+    except SaltInvocationError as exc:
+        return _refuse(exc)
+
+
+def resume(site=None):
+    """
+    End ``pause``: the loop acts on the site's events again (the next heartbeat shows it
+    whatever is wrong by then).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run openstack_ha.resume
+    """
+    try:
+        return __utils__["openstack_ha_planned.resume"](_ctx(), site)
+    except SaltInvocationError as exc:
+        return _refuse(exc)
 
 
 def galera_recover(site=None, confirm=False, timeout=None):

@@ -215,17 +215,20 @@ def rabbit_news(problems, seen, now, heartbeat):
     return news
 
 
-def rabbit_remedy(nodes, majority, views, seen, now, cooldown, heal_partitions=True):
+def rabbit_remedy(nodes, majority, views, seen, now, cooldown, heal_partitions=True, hands_off=()):
     """
     The one repair to make now, or None: ``("heal", node)`` restarts the app of the first node
     on the minority side of a partition (with ``heal_partitions``), else ``("restart", node)``
     starts a node whose controller answers but whose RabbitMQ does not run; each at most once
     per ``cooldown`` (``seen["heal_time"]``, ``seen["restart_time"]``). A node sees itself on
-    the minority side when it sees fewer than ``majority`` nodes running.
+    the minority side when it sees fewer than ``majority`` nodes running. Nodes in
+    ``hands_off`` (controllers in planned maintenance: an operator may have stopped their
+    RabbitMQ on purpose, or be taking them out of the site) are never touched.
     """
-    minority = [n for n in nodes if n in views and any((views[n].get("partitions") or {}).values())
+    candidates = [n for n in nodes if n in views and n not in hands_off]
+    minority = [n for n in candidates if any((views[n].get("partitions") or {}).values())
                 and views[n].get("app_running") and len(views[n].get("running_nodes") or []) < majority]
-    dead = [n for n in nodes if n in views and not views[n].get("running")]
+    dead = [n for n in candidates if not views[n].get("running")]
     if heal_partitions and minority and now - seen.get("heal_time", 0) >= cooldown:
         return "heal", minority[0]
     if dead and now - seen.get("restart_time", 0) >= cooldown:

@@ -315,3 +315,34 @@ def forget(ctx, site, host, progress):
     done["records"] = "dropped {} record(s) of {}".format(len(dropped), host)
     ctx.call("records.fire", "openstack_ha/controller/forgotten", {"site": site, "host": host})
     return done
+
+
+def pause(ctx, site, reason, by="operator"):
+    """
+    Stop the loop acting on ``site`` (every beacon event of it is ignored, HAProxy's own
+    checks stay) until :func:`resume`: for work on the whole site at once that takes every
+    node of a cluster down on purpose (re-addressing, a cluster-wide restart), where the loop
+    would otherwise start again what the operator stopped. Recorded in the site's records
+    (shared by the engine and every ``salt-run``, read on every event) and shown by
+    ``status``. Returns ``{"site", "paused"}``.
+    """
+    site, _, _ = ctx.call("sites.resolve_site", site)
+    with ctx.call("records.lock", site):
+        records = ctx.call("records.load", site)
+        records["paused"] = {"since": time.time(), "by": by, "reason": str(reason or "no reason given")}
+        ctx.call("records.store", site, records)
+    ctx.call("records.fire", "openstack_ha/remediation/paused", {"site": site, "reason": records["paused"]["reason"]})
+    return {"site": site, "paused": records["paused"]}
+
+
+def resume(ctx, site):
+    """End :func:`pause` for ``site``; returns ``{"site", "resumed"}`` (False when it was not
+    paused)."""
+    site, _, _ = ctx.call("sites.resolve_site", site)
+    with ctx.call("records.lock", site):
+        records = ctx.call("records.load", site)
+        was = records.pop("paused", None)
+        ctx.call("records.store", site, records)
+    if was:
+        ctx.call("records.fire", "openstack_ha/remediation/resumed", {"site": site})
+    return {"site": site, "resumed": bool(was)}

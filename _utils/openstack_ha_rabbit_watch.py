@@ -59,7 +59,8 @@ def check(ctx, model, reporter, data):
         for kind in [k for k in list(seen) if k.startswith("rabbitmq_") and k not in {p[0] for p in problems}]:
             del seen[kind]
         remedy = ctx.util("decide.rabbit_remedy")(nodes, ctx.util("model.majority")(len(nodes)), views, seen, now, model["remediation"]["cooldown"],
-                                                 model["rabbitmq"].get("heal_partitions", True))
+                                                 model["rabbitmq"].get("heal_partitions", True),
+                                                 hands_off=set(records.get("hosts") or {}))
         if remedy and remedy[0] == "heal":
             seen["heal_time"] = now
             todo = ("heal", remedy[1], "openstack_ha_rabbitmq.restart_app", "openstack_ha/rabbitmq/healed",

@@ -7,6 +7,8 @@ Is the control plane healthy? Every controller's report gathered and summarised 
     ``_output/openstack_ha_status.py``.
 """
 
+import time
+
 
 def collect(ctx, site, controllers, timeout):
     """Every controller's ``controller_report``: {controller: report, or {"error": why}}."""
@@ -119,6 +121,11 @@ def site_status(ctx, site=None, timeout=10, recent=8):
                 summary["healthy"] = False
         records = ctx.call("records.load", name)
         summary["maintenance"] = records["maintenance"]
+        if records.get("paused"):
+            summary["paused"] = records["paused"]
+            summary["problems"].append("remediation is PAUSED since {} ({}): salt-run openstack_ha.resume ends it".format(
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(records["paused"]["since"])), records["paused"]["reason"]))
+            summary["healthy"] = False
         for drain in unowned_drains(summary["backends"], records):
             summary["problems"].append("a drain nobody owns (not the loop, not maintenance): {}; "
                                        "salt-run openstack_ha.undrain ends it".format(drain))

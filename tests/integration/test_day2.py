@@ -121,3 +121,19 @@ def test_a_runtime_drain_survives_an_haproxy_restart_and_a_drain_nobody_owns_is_
         assert "a drain nobody owns (not the loop, not maintenance): nova/lab-ctrl2 (DRAIN on lab-ctrl1)" in table()
     finally:
         labtools.salt("lab-ctrl1", "openstack_ha_haproxy.set_server_state", "nova", "lab-ctrl2", "ready")
+
+
+def test_a_paused_site_is_left_alone_and_status_says_so(whole_site):
+    event = ["tag=salt/beacon/lab-ctrl2/openstack_ha_backends/change", 'data={"kind": "change"}']
+    paused = labtools.runner("openstack_ha.pause", "reason=cluster-wide work")
+    try:
+        assert paused["paused"]["reason"] == "cluster-wide work", paused
+        ignored = labtools.runner("openstack_ha.handle_event", *event)
+        assert "remediation of site lab paused by operator (cluster-wide work)" == ignored.get("ignored"), ignored
+        assert "remediation is PAUSED since" in table()
+    finally:
+        resumed = labtools.runner("openstack_ha.resume")
+    assert resumed == {"site": "lab", "resumed": True}, resumed
+    handled = labtools.runner("openstack_ha.handle_event", *event)
+    assert handled.get("site") == "lab" and "ignored" not in handled, handled
+    assert "PAUSED" not in table()

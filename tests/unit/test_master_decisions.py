@@ -129,6 +129,13 @@ def test_a_node_that_does_not_run_is_started_again():
     assert decide.rabbit_remedy(NODES, 2, views, {"restart_time": 99.0}, 100.0, 30) is None
 
 
+def test_a_controller_in_planned_maintenance_is_left_alone():
+    stopped = {"rabbit@c1": rabbit(NODES[:2]), "rabbit@c2": rabbit(NODES[:2]), "rabbit@c3": rabbit([], running=False, app=False)}
+    assert decide.rabbit_remedy(NODES, 2, stopped, {}, 100.0, 30, hands_off={"rabbit@c3"}) is None
+    minority = dict(stopped, **{"rabbit@c3": rabbit(["rabbit@c3"], partitions={"rabbit@c3": ["rabbit@c1"]})})
+    assert decide.rabbit_remedy(NODES, 2, minority, {}, 100.0, 30, hands_off={"rabbit@c3"}) is None
+
+
 # ------------------------------------------------------------- the runner's entry point
 
 
