@@ -111,8 +111,9 @@ def test_every_api_answers_through_the_ipv6_vip_and_the_vip_fails_over(ipv6_site
                          "the IPv6 VIP to move")
         assert labtools.http_get(VIP6["public"], SERVICES["nova"])["service"] == "nova", new
     finally:
-        wait_until(lambda: not labtools.pidfile_pid(old, "/run/keepalived.pid")
-                   or not labctl.alive(labtools.pidfile_pid(old, "/run/keepalived.pid")), 20, "keepalived to exit", interval=0.1)
+        # One read of the pid file per try: it may vanish between two reads.
+        wait_until(lambda: (lambda p: not p or not labctl.alive(p))(labtools.pidfile_pid(old, "/run/keepalived.pid")), 20,
+                   "keepalived to exit", interval=0.1)
         rc, results = labtools.salt(old, "state.sls", "openstack_ha.keepalived")
         assert rc == 0, labtools.failed_states(results)
     wait_until(lambda: vip_holders(VIP6["public"]) == [old], 20, "%s to take the IPv6 VIP back" % old)
@@ -149,6 +150,7 @@ def test_active_controller_repointing_writes_bracketed_urls_keystone_serves(ipv6
         assert body and body["version"]["status"] == "stable", body
     finally:
         labtools.write_site(ipv6_site["document"])
-        wait_until(lambda: not labtools.pidfile_pid(old, "/run/keepalived.pid")
-                   or not labctl.alive(labtools.pidfile_pid(old, "/run/keepalived.pid")), 20, "keepalived to exit", interval=0.1)
+        # One read of the pid file per try: it may vanish between two reads.
+        wait_until(lambda: (lambda p: not p or not labctl.alive(p))(labtools.pidfile_pid(old, "/run/keepalived.pid")), 20,
+                   "keepalived to exit", interval=0.1)
         labtools.salt(old, "state.sls", "openstack_ha.keepalived")
