@@ -63,8 +63,7 @@ def restore_keepalived(ctrl):
     """Start the controller's keepalived again (what stop_keepalived broke, nothing else) and
     wait until it has taken the VIP back. The stopped one may still be exiting (removing its
     VIPs): a start that races it finds its live pid and fails, so wait for it first."""
-    wait_until(lambda: not labtools.pidfile_pid(ctrl, "/run/keepalived.pid")
-               or not labctl.alive(labtools.pidfile_pid(ctrl, "/run/keepalived.pid")), 20,
+    wait_until(lambda: (lambda p: not p or not labctl.alive(p))(labtools.pidfile_pid(ctrl, "/run/keepalived.pid")), 20,
                "the stopped keepalived on %s to exit" % ctrl, interval=0.1)
     rc, results = labtools.salt(ctrl, "state.sls", "openstack_ha.keepalived")
     assert rc == 0, labtools.failed_states(results) or results
