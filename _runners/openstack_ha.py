@@ -127,7 +127,7 @@ def handle_event(tag, data):
     if not model["remediation"]["enabled"]:
         return {"ignored": "remediation disabled for site " + model["site"]}
     site = model["site"]
-    paused = ctx.call("records.load", site).get("paused")
+    paused = (ctx.call("records.load", site) or {}).get("paused")
     if paused:
         return {"ignored": "remediation of site {} paused by {} ({})".format(site, paused.get("by"), paused.get("reason"))}
     if beacon == "openstack_ha_vip":
