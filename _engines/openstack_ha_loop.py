@@ -10,6 +10,8 @@ event off the master's event bus and hands it to the runner's ``handle_event``.
     engines:
       - openstack_ha_loop:
           workers: 8
+          metrics: 192.0.2.10:9387                 # optional: the loop's Prometheus metrics
+          alertmanager: http://192.0.2.20:9093     # optional: its alerts delivered there
 
 Why an engine and not a reactor file: Salt's reactor renders an SLS file for every event that
 matches its glob, in one process, before any of this project's code can look at the event.
@@ -24,6 +26,7 @@ pool of ``workers`` threads, one at a time per (reporter, beacon), and at most o
 import concurrent.futures
 import logging
 import threading
+import time
 
 import salt.utils.event
 
@@ -38,13 +41,14 @@ def __virtual__():
     return __virtualname__
 
 
-def _work(admission, handle, pool, key):
+def _work(admission, handle, pool, key, metrics=None):
     """Take the waiting entry ``key`` and run the runner on it; then hand on what waited for
     it meanwhile. Logs what went wrong, never raises."""
     taken = admission.take(key)
     if taken is None:
         return
     tag, data = taken
+    started, result = time.monotonic(), None
     try:
         result = handle(tag=tag, data=data)
         if isinstance(result, dict) and result.get("decisions"):
@@ -52,34 +56,61 @@ def _work(admission, handle, pool, key):
     except Exception:  # pylint: disable=broad-except
         log.exception("openstack_ha: handling %s failed", tag)
     finally:
+        if metrics is not None:
+            metrics.observe(tag, result, time.monotonic() - started, time.time())
         delay = admission.finish(key)
         if delay is not None:
-            timer = threading.Timer(delay, pool.submit, (_work, admission, handle, pool, key))
+            timer = threading.Timer(delay, pool.submit, (_work, admission, handle, pool, key, metrics))
             timer.daemon = True
             timer.start()
 
 
-def start(workers=8, wait=5):
+def _forward(forwarder, tag, data):
+    try:
+        forwarder.handle(tag, data)
+    except Exception:  # pylint: disable=broad-except
+        log.exception("openstack_ha: forwarding %s to Alertmanager failed", tag)
+
+
+def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60):
     """
     Run the intake until the master stops: read the event bus, admit, hand to the runner.
 
     ``workers``: runner calls at once (each waits mostly on controllers' answers).
+    ``metrics``: ``ADDRESS:PORT`` to serve the loop's Prometheus metrics on (``/metrics``).
+    ``alertmanager``: the URL of an Alertmanager to deliver the loop's alerts to (v2 API),
+    repeated every ``alert_repeat`` seconds while open.
     """
     admission = __utils__["openstack_ha_admit.admission"](__opts__["cachedir"])
     handle = __runners__["openstack_ha.handle_event"]
     note = __utils__["openstack_ha_trace.note"]
+    loop_metrics = __utils__["openstack_ha_metrics.loop_metrics"]()
+    if metrics:
+        loop_metrics.serve(*__utils__["openstack_ha_metrics.split_listen"](metrics))
+    forwarder = None
+    if alertmanager:
+        forwarder = __utils__["openstack_ha_alerting.forwarder"](str(alertmanager), loop_metrics, float(alert_repeat))
+        threading.Thread(target=forwarder.run_repeats, args=(threading.Event(),), daemon=True,
+                         name="openstack_ha-alert-repeat").start()
+        log.info("openstack_ha: alerts go to the Alertmanager at %s", alertmanager)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="openstack_ha")
     log.info("openstack_ha: the loop's intake is running (%d workers)", int(workers))
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
         while True:
             event = bus.get_event(wait=wait, full=True, auto_reconnect=True)
-            if not event or not str(event.get("tag", "")).startswith("salt/beacon/"):
+            if not event:
                 continue
-            tag, data = event["tag"], event.get("data")
+            tag, data = str(event.get("tag", "")), event.get("data")
+            if tag.startswith("salt/run/openstack_ha/"):
+                if forwarder is not None:
+                    pool.submit(_forward, forwarder, tag, data)
+                continue
+            if not tag.startswith("salt/beacon/"):
+                continue
             if "/openstack_ha_" not in tag:
                 continue
             verdict, what = admission.offer(tag, data)
             if verdict == "queue":
-                pool.submit(_work, admission, handle, pool, what)
+                pool.submit(_work, admission, handle, pool, what, loop_metrics)
             elif verdict == "drop":
                 note(__opts__, "intake", what, tag.split("/")[2] if tag.count("/") >= 2 else "?", tag)

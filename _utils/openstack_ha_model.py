@@ -55,6 +55,7 @@ SCHEMA = {
                        "catalog": {"type": ANY, "path": ANY}, "retry_idempotent": ANY, "timeouts": _TIMEOUTS,
                        "tls": {"certificate": ANY, "key": ANY}, "extra_options": ANY}},
     "haproxy": {"socket": ANY, "state_file": ANY, "maxconn": ANY, "stats": {"enabled": ANY, "port": ANY, "user": ANY, "password": ANY},
+                "metrics": {"enabled": ANY, "port": ANY},
                 "retries": ANY, "redispatch": ANY, "timeouts": _TIMEOUTS, "extra_defaults": ANY},
     "keepalived": {"advert_int": ANY, "nopreempt": ANY, "garp_master_delay": ANY, "garp_master_repeat": ANY,
                    "garp_master_refresh": ANY, "track_interval": ANY},
@@ -841,6 +842,11 @@ def validate(model):
             c.integer(stats.get("port"), [ROOT, "haproxy", "stats", "port"], 1, 65535)
             c.string(stats.get("user"), [ROOT, "haproxy", "stats", "user"], re.compile(r"^[A-Za-z0-9_]+$"), "a user name")
             c.secret(stats.get("password"), [ROOT, "haproxy", "stats", "password"], 8)
+        metrics = c.mapping(haproxy.get("metrics"), [ROOT, "haproxy", "metrics"], required=False)
+        if metrics:
+            c.boolean(metrics.get("enabled"), [ROOT, "haproxy", "metrics", "enabled"])
+            if metrics.get("enabled"):
+                c.integer(metrics.get("port"), [ROOT, "haproxy", "metrics", "port"], 1, 65535)
         c.extra_lines(haproxy.get("extra_defaults"), [ROOT, "haproxy", "extra_defaults"])
         timeouts = c.mapping(haproxy.get("timeouts"), [ROOT, "haproxy", "timeouts"])
         if timeouts:

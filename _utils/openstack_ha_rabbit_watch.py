@@ -18,9 +18,12 @@ def _forget_alerts(ctx, site):
     if any(k.startswith("rabbitmq_") for k in (ctx.call("records.load", site).get("rabbitmq") or {})):
         with ctx.call("records.lock", site):
             records = ctx.call("records.load", site)
-            for kind in [k for k in records.get("rabbitmq", {}) if k.startswith("rabbitmq_")]:
+            ended = [k for k in records.get("rabbitmq", {}) if k.startswith("rabbitmq_")]
+            for kind in ended:
                 del records["rabbitmq"][kind]
             ctx.call("records.store", site, records)
+        for kind in ended:
+            ctx.call("records.fire", "openstack_ha/resolved/" + kind, {"site": site, "why": "RabbitMQ is whole again"})
 
 
 def check(ctx, model, reporter, data):
@@ -56,7 +59,8 @@ def check(ctx, model, reporter, data):
                      "decided_by": "remediation", "reported_by": reporter, "time": now}
             ctx.call("records.announce", records, site, entry, "openstack_ha/alert/" + kind)
             decisions.append(entry)
-        for kind in [k for k in list(seen) if k.startswith("rabbitmq_") and k not in {p[0] for p in problems}]:
+        cleared = [k for k in list(seen) if k.startswith("rabbitmq_") and k not in {p[0] for p in problems}]
+        for kind in cleared:
             del seen[kind]
         remedy = ctx.util("decide.rabbit_remedy")(nodes, ctx.util("model.majority")(len(nodes)), views, seen, now, model["remediation"]["cooldown"],
                                                  model["rabbitmq"].get("heal_partitions", True),
@@ -72,6 +76,8 @@ def check(ctx, model, reporter, data):
             todo = ("restart", remedy[1], "openstack_ha_rabbitmq.start", "openstack_ha/rabbitmq/restarted",
                     "RabbitMQ is not running on {} while its controller answers: started again".format(remedy[1]))
         ctx.call("records.store", site, records)
+    for kind in cleared:
+        ctx.call("records.fire", "openstack_ha/resolved/" + kind, {"site": site, "why": "no longer seen"})
     if todo:
         # Outside the site lock: a RabbitMQ restart takes seconds, drains must not wait for it.
         what, target, fun, tag, why = todo

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
@@ -241,7 +242,65 @@ def master_config():
         "state_output": "mixed",
         "openstack_ha_keystone": {"lab": dict(KEYSTONE_ADMIN)},
     })
+    # The loop's metrics and its alerts to the lab's Alertmanager (repeated every 10 s here).
+    for engine in config["engines"]:
+        if "openstack_ha_loop" in engine:
+            engine["openstack_ha_loop"] = dict(engine["openstack_ha_loop"] or {}, metrics="{}:{}".format(BRIDGE_ADDR, LOOP_METRICS_PORT),
+                                               alertmanager=ALERTMANAGER_URL, alert_repeat=10)
     return config
+
+
+# ------------------------------------------------------------------------------ alertmanager
+
+LOOP_METRICS_PORT = 9387
+ALERTMANAGER_PORT = 9093
+ALERTMANAGER_URL = "http://{}:{}".format(BRIDGE_ADDR, ALERTMANAGER_PORT)
+ALERTMANAGER_DIR = os.path.join(STATE, "alertmanager")
+ALERTMANAGER_CONFIG = """# The lab's Alertmanager: holds the alerts, sends them nowhere.
+route:
+  receiver: lab
+  group_wait: 1s
+  group_interval: 5s
+  repeat_interval: 1h
+receivers:
+  - name: lab
+"""
+
+
+def alertmanager_pids():
+    """The lab Alertmanager's PID (from its pid file), if it runs."""
+    try:
+        with open(os.path.join(ALERTMANAGER_DIR, "pid")) as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        return []
+    return [pid] if alive(pid) else []
+
+
+def start_alertmanager():
+    """Start Debian's Alertmanager on the bridge address (no clustering), once. Returns True
+    when it was started."""
+    if alertmanager_pids():
+        return False
+    os.makedirs(os.path.join(ALERTMANAGER_DIR, "data"), exist_ok=True)
+    with open(os.path.join(ALERTMANAGER_DIR, "alertmanager.yml"), "w") as fh:
+        fh.write(ALERTMANAGER_CONFIG)
+    log = open(os.path.join(ALERTMANAGER_DIR, "log"), "a")
+    proc = subprocess.Popen(["prometheus-alertmanager", "--config.file=" + os.path.join(ALERTMANAGER_DIR, "alertmanager.yml"),
+                             "--storage.path=" + os.path.join(ALERTMANAGER_DIR, "data"), "--cluster.listen-address=",
+                             "--web.listen-address={}:{}".format(BRIDGE_ADDR, ALERTMANAGER_PORT)],
+                            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(os.path.join(ALERTMANAGER_DIR, "pid"), "w") as fh:
+        fh.write(str(proc.pid))
+
+    def ready():
+        try:
+            with urllib.request.urlopen(ALERTMANAGER_URL + "/-/ready", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+    wait_for(ready, 30, "the lab's Alertmanager")
+    return True
 
 
 def start_master():
@@ -441,6 +500,7 @@ def up():
         step("controller {} ({}): namespaces, overlays, link".format(name, address))
         ensure_network(name, address)
         ensure_filesystems(name)
+    step("Alertmanager on {}".format(ALERTMANAGER_URL) + ("" if start_alertmanager() else " (already running)"))
     step("salt-master on {}".format(BRIDGE_ADDR) + ("" if start_master() else " (already running)"))
     for name, address in CONTROLLERS:
         started = start_minion(name)
@@ -507,7 +567,7 @@ def down():
     """Remove every process, mount, namespace and link of the lab, whatever state it is in."""
     names = [n for n, _ in CONTROLLERS + [SPARE]]
     paths = ["/run/netns/" + netns(n) for n in names] + [p for n in names for p in ns_files(n)]
-    pids = pids_in_namespaces(paths) + master_pids() + intruder_pids()
+    pids = pids_in_namespaces(paths) + master_pids() + intruder_pids() + alertmanager_pids()
     step("stopping {} lab processes".format(len(pids)))
     kill_pids(pids)
     _remove_namespaces(names)

@@ -4,7 +4,8 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 packages=(haproxy keepalived iproute2 procps curl util-linux psmisc
-          mariadb-server mariadb-backup galera-4 socat rabbitmq-server)
+          mariadb-server mariadb-backup galera-4 socat rabbitmq-server
+          prometheus prometheus-alertmanager)
 
 if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root" >&2; exit 1; fi
 

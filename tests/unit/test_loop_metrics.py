@@ -1,0 +1,42 @@
+"""The loop's Prometheus metrics, as prometheus_client exposes them."""
+
+import prometheus_client
+import pytest
+
+from tests.conftest import load_module
+
+metrics_lib = load_module("_utils/openstack_ha_metrics.py", "openstack_ha_metrics")
+
+
+def exposed(m):
+    return prometheus_client.generate_latest(m.registry).decode()
+
+
+def test_events_decisions_and_latencies_are_counted():
+    m = metrics_lib.loop_metrics()
+    drain = {"what": "drain", "service": "nova", "backend": "c2", "timing": {"verify": 0.3, "act": 0.1}}
+    m.observe("salt/beacon/c1/openstack_ha_backends/change", {"site": "lab", "decisions": [drain]}, 0.45, 1000.0)
+    m.observe("salt/beacon/c9/openstack_ha_backends/heartbeat", {"ignored": "'c9' is not a controller"}, 0.01, 1001.0)
+    text = exposed(m)
+    assert 'openstack_ha_decisions_total{kind="nova",site="lab",what="drain"} 1.0' in text
+    assert 'openstack_ha_loop_events_total{beacon="openstack_ha_backends",kind="change"} 1.0' in text
+    assert 'openstack_ha_loop_ignored_total{beacon="openstack_ha_backends"} 1.0' in text
+    assert 'openstack_ha_loop_verify_seconds_bucket{le="0.5"} 1.0' in text
+    assert "openstack_ha_loop_last_event_timestamp_seconds 1001.0" in text
+    # An ignored event does not count as its controller's sign of life.
+    assert 'openstack_ha_controller_last_event_timestamp_seconds{beacon="openstack_ha_backends",controller="c1",site="lab"} 1000.0' in text
+    assert 'controller="c9"' not in text
+
+
+def test_open_alerts_are_a_gauge_that_drops_to_zero():
+    m = metrics_lib.loop_metrics()
+    m.set_firing({("lab", "backend_drained"): 2})
+    m.set_firing({})
+    assert 'openstack_ha_alerts_firing{kind="backend_drained",site="lab"} 0.0' in exposed(m)
+
+
+def test_the_listen_address_is_checked():
+    assert metrics_lib.split_listen("[fd00::1]:9387") == ("fd00::1", 9387)
+    assert metrics_lib.split_listen("10.0.0.1:9387") == ("10.0.0.1", 9387)
+    with pytest.raises(ValueError, match="expected ADDRESS:PORT"):
+        metrics_lib.split_listen("9387")
