@@ -25,6 +25,11 @@ Every metric is prefixed ``openstack_ha_``:
     when the loop last handled an event in a controller's name. The name is the one in the
     event's tag, which a hostile minion can forge: the loop never acts on it unverified, and
     neither should an alert route on it alone.
+``vip_holders{site,vip}``
+    how many controllers hold each VIP, as the loop's last authenticated look found it (1 is
+    right; 0 an orphaned VIP, 2 or more a split brain).
+``vip_held{site,vip,controller}``
+    1 for the controller that holds the VIP, 0 for the others the loop saw holding it before.
 ``alerts_firing{site,kind}``
     alerts the loop holds open at Alertmanager (``openstack_ha_alertmanager``).
 ``alertmanager_posts_total{result}``
@@ -61,6 +66,11 @@ class LoopMetrics:
         self.controller_event = prom.Gauge("openstack_ha_controller_last_event_timestamp_seconds",
                                            "When the loop last handled an event in this controller's name",
                                            ["site", "controller", "beacon"], registry=r)
+        self.vip_holders = prom.Gauge("openstack_ha_vip_holders", "Controllers holding the VIP (1 is right)", ["site", "vip"],
+                                      registry=r)
+        self.vip_held = prom.Gauge("openstack_ha_vip_held", "1 for the controller holding the VIP", ["site", "vip", "controller"],
+                                   registry=r)
+        self._held = {}  # (site, vip) -> controllers last set to 1
         self.firing = prom.Gauge("openstack_ha_alerts_firing", "Alerts held open at Alertmanager", ["site", "kind"], registry=r)
         self.posts = prom.Counter("openstack_ha_alertmanager_posts", "Deliveries to Alertmanager", ["result"], registry=r)
 
@@ -78,6 +88,16 @@ class LoopMetrics:
             return
         site = str(result.get("site"))
         self.controller_event.labels(site, reporter, beacon).set(now)
+        holders = result.get("vip_holders")
+        if isinstance(holders, dict):
+            for vip, who in holders.items():
+                who = [str(c) for c in who or []]
+                self.vip_holders.labels(site, str(vip)).set(len(who))
+                for ctrl in self._held.get((site, str(vip)), set()) - set(who):
+                    self.vip_held.labels(site, str(vip), ctrl).set(0)
+                for ctrl in who:
+                    self.vip_held.labels(site, str(vip), ctrl).set(1)
+                self._held[(site, str(vip))] = set(who)
         for entry in result.get("decisions") or []:
             if not isinstance(entry, dict):
                 continue

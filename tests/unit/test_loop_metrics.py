@@ -40,3 +40,13 @@ def test_the_listen_address_is_checked():
     assert metrics_lib.split_listen("10.0.0.1:9387") == ("10.0.0.1", 9387)
     with pytest.raises(ValueError, match="expected ADDRESS:PORT"):
         metrics_lib.split_listen("9387")
+
+
+def test_vip_holders_follow_the_loops_authenticated_look():
+    m = metrics_lib.loop_metrics()
+    m.observe("salt/beacon/c1/openstack_ha_vip/change", {"site": "lab", "decisions": [], "vip_holders": {"public": ["c1"]}}, 0.2, 5.0)
+    m.observe("salt/beacon/c2/openstack_ha_vip/change", {"site": "lab", "decisions": [], "vip_holders": {"public": ["c2"]}}, 0.2, 6.0)
+    text = exposed(m)
+    assert 'openstack_ha_vip_held{controller="c1",site="lab",vip="public"} 0.0' in text
+    assert 'openstack_ha_vip_held{controller="c2",site="lab",vip="public"} 1.0' in text
+    assert 'openstack_ha_vip_holders{site="lab",vip="public"} 1.0' in text
