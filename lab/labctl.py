@@ -246,7 +246,7 @@ def master_config():
     for engine in config["engines"]:
         if "openstack_ha_loop" in engine:
             engine["openstack_ha_loop"] = dict(engine["openstack_ha_loop"] or {}, metrics="{}:{}".format(BRIDGE_ADDR, LOOP_METRICS_PORT),
-                                               alertmanager=ALERTMANAGER_URL, alert_repeat=10)
+                                               alertmanager=ALERTMANAGER_URL, alert_repeat=10, status_interval=10)
     return config
 
 

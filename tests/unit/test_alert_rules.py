@@ -15,7 +15,7 @@ def promtool(*args):
 def test_the_rules_are_valid():
     proc = promtool("check", "rules", "openstack_ha.rules.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 15 rules found" in proc.stdout
+    assert "SUCCESS: 17 rules found" in proc.stdout
 
 
 def test_the_rules_fire_when_they_should():
