@@ -65,6 +65,16 @@ def _work(admission, handle, pool, key, metrics=None):
             timer.start()
 
 
+def _watch_status(status, metrics, interval, stop):
+    """Every ``interval`` seconds, gather the status of every site into the metrics."""
+    while not stop.wait(interval):
+        try:
+            result = status(timeout=10, recent=1)
+            metrics.observe_status(result.get("data", result) if isinstance(result, dict) else {})
+        except Exception:  # pylint: disable=broad-except
+            log.exception("openstack_ha: gathering the status for the metrics failed")
+
+
 def _forward(forwarder, tag, data):
     try:
         forwarder.handle(tag, data)
@@ -72,14 +82,15 @@ def _forward(forwarder, tag, data):
         log.exception("openstack_ha: forwarding %s to Alertmanager failed", tag)
 
 
-def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60):
+def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, status_interval=60):
     """
     Run the intake until the master stops: read the event bus, admit, hand to the runner.
 
     ``workers``: runner calls at once (each waits mostly on controllers' answers).
     ``metrics``: ``ADDRESS:PORT`` to serve the loop's Prometheus metrics on (``/metrics``).
     ``alertmanager``: the URL of an Alertmanager to deliver the loop's alerts to (v2 API),
-    repeated every ``alert_repeat`` seconds while open.
+    repeated every ``alert_repeat`` seconds while open. With ``metrics``, the status of
+    every site is gathered every ``status_interval`` seconds for the site gauges.
     """
     admission = __utils__["openstack_ha_admit.admission"](__opts__["cachedir"])
     handle = __runners__["openstack_ha.handle_event"]
@@ -87,6 +98,8 @@ def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60):
     loop_metrics = __utils__["openstack_ha_metrics.loop_metrics"]()
     if metrics:
         loop_metrics.serve(*__utils__["openstack_ha_metrics.split_listen"](metrics))
+        threading.Thread(target=_watch_status, args=(__runners__["openstack_ha.status"], loop_metrics, float(status_interval),
+                                                     threading.Event()), daemon=True, name="openstack_ha-status").start()
     forwarder = None
     if alertmanager:
         forwarder = __utils__["openstack_ha_alerting.forwarder"](str(alertmanager), loop_metrics, float(alert_repeat))

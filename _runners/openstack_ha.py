@@ -131,7 +131,9 @@ def handle_event(tag, data):
     if paused:
         return {"ignored": "remediation of site {} paused by {} ({})".format(site, paused.get("by"), paused.get("reason"))}
     if beacon == "openstack_ha_vip":
-        return {"site": site, "decisions": ctx.call("vips.check_vips", model, reporter, data)}
+        holders = {}
+        decisions = ctx.call("vips.check_vips", model, reporter, data, holders)
+        return {"site": site, "decisions": decisions, "vip_holders": holders}
     if beacon == "openstack_ha_rabbitmq":
         return {"site": site, "decisions": ctx.call("rabbit_watch.check", model, reporter, data)}
     if beacon == "openstack_ha_galera":

@@ -21,7 +21,8 @@ never through a link.
 
 Kinds: ``galera_sst`` (``wsrep_sst_auth``, a MariaDB option file), ``haproxy_stats`` (the
 userlist the stats page authenticates against, an HAProxy configuration file loaded with a
-second ``-f``), ``tls`` (a service's certificate and key, ``service`` names it),
+second ``-f``), ``mysqld_exporter`` (the monitor account for Prometheus's mysqld_exporter),
+``tls`` (a service's certificate and key, ``service`` names it),
 ``galera_tls_ca``/``galera_tls_cert``/``galera_tls_key`` (this node's replication TLS).
 """
 
@@ -48,6 +49,11 @@ def render(kind, model, service=None):
     if kind == "galera_sst":
         g = model["galera"]
         return HEADER + "[mysqld]\nwsrep_sst_auth = {}:{}\n".format(g["sst_user"], g["sst_password"])
+    if kind == "mysqld_exporter":
+        g = model["galera"]
+        # Quoted: a '#' would start a comment (the validator refuses quotes and backslashes).
+        return HEADER + '[client]\nuser = {}\npassword = "{}"\nsocket = /run/mysqld/mysqld.sock\n'.format(
+            g["monitor_user"], g["monitor_password"])
     if kind == "haproxy_stats":
         stats = model["haproxy"]["stats"]
         if not stats.get("enabled"):

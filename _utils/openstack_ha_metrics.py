@@ -25,6 +25,16 @@ Every metric is prefixed ``openstack_ha_``:
     when the loop last handled an event in a controller's name. The name is the one in the
     event's tag, which a hostile minion can forge: the loop never acts on it unverified, and
     neither should an alert route on it alone.
+``vip_holders{site,vip}``
+    how many controllers hold each VIP, as the loop's last authenticated look found it (1 is
+    right; 0 an orphaned VIP, 2 or more a split brain).
+``vip_held{site,vip,controller}``
+    1 for the controller that holds the VIP, 0 for the others the loop saw holding it before.
+``site_healthy{site}``, ``site_problems{site}``, ``site_paused{site}``, ``catalog_drift{site}``, ``pending_restart{site,controller,component}``
+    from the status the engine gathers every ``status_interval`` seconds (``salt-run
+    openstack_ha.status``, the same authenticated reports): healthy at a glance, how many
+    problems it lists, the loop paused, Keystone endpoints not as wanted, components whose
+    configuration changed since they started.
 ``alerts_firing{site,kind}``
     alerts the loop holds open at Alertmanager (``openstack_ha_alertmanager``).
 ``alertmanager_posts_total{result}``
@@ -61,6 +71,19 @@ class LoopMetrics:
         self.controller_event = prom.Gauge("openstack_ha_controller_last_event_timestamp_seconds",
                                            "When the loop last handled an event in this controller's name",
                                            ["site", "controller", "beacon"], registry=r)
+        self.vip_holders = prom.Gauge("openstack_ha_vip_holders", "Controllers holding the VIP (1 is right)", ["site", "vip"],
+                                      registry=r)
+        self.vip_held = prom.Gauge("openstack_ha_vip_held", "1 for the controller holding the VIP", ["site", "vip", "controller"],
+                                   registry=r)
+        self._held = {}  # (site, vip) -> controllers last set to 1
+        self.healthy = prom.Gauge("openstack_ha_site_healthy", "1 when status finds nothing wrong", ["site"], registry=r)
+        self.problems = prom.Gauge("openstack_ha_site_problems", "Problems status lists", ["site"], registry=r)
+        self.paused = prom.Gauge("openstack_ha_site_paused", "1 while the loop is paused (salt-run openstack_ha.pause)", ["site"],
+                                 registry=r)
+        self.drift = prom.Gauge("openstack_ha_catalog_drift", "Keystone endpoints not as wanted", ["site"], registry=r)
+        self.pending = prom.Gauge("openstack_ha_pending_restart", "1 for a component whose configuration changed since it started",
+                                  ["site", "controller", "component"], registry=r)
+        self._pending = set()
         self.firing = prom.Gauge("openstack_ha_alerts_firing", "Alerts held open at Alertmanager", ["site", "kind"], registry=r)
         self.posts = prom.Counter("openstack_ha_alertmanager_posts", "Deliveries to Alertmanager", ["result"], registry=r)
 
@@ -78,6 +101,16 @@ class LoopMetrics:
             return
         site = str(result.get("site"))
         self.controller_event.labels(site, reporter, beacon).set(now)
+        holders = result.get("vip_holders")
+        if isinstance(holders, dict):
+            for vip, who in holders.items():
+                who = [str(c) for c in who or []]
+                self.vip_holders.labels(site, str(vip)).set(len(who))
+                for ctrl in self._held.get((site, str(vip)), set()) - set(who):
+                    self.vip_held.labels(site, str(vip), ctrl).set(0)
+                for ctrl in who:
+                    self.vip_held.labels(site, str(vip), ctrl).set(1)
+                self._held[(site, str(vip))] = set(who)
         for entry in result.get("decisions") or []:
             if not isinstance(entry, dict):
                 continue
@@ -87,6 +120,27 @@ class LoopMetrics:
             if what in ("drain", "restore") and timing.get("verify") is not None:
                 self.verify.observe(timing["verify"])
                 self.act.observe(timing.get("act") or 0.0)
+
+    def observe_status(self, summaries):
+        """Take ``salt-run openstack_ha.status``'s data: ``{site: summary}``."""
+        pending = set()
+        for site, summary in (summaries or {}).items():
+            if not isinstance(summary, dict):
+                continue
+            self.healthy.labels(site).set(1 if summary.get("healthy") else 0)
+            self.problems.labels(site).set(len(summary.get("problems") or []))
+            self.paused.labels(site).set(1 if summary.get("paused") else 0)
+            catalog = summary.get("catalog")
+            if isinstance(catalog, dict):
+                self.drift.labels(site).set(len(catalog.get("drift") or {}))
+            for ctrl, components in (summary.get("pending_restart") or {}).items():
+                for component in components or {}:
+                    pending.add((site, str(ctrl), str(component)))
+        for labels in self._pending - pending:
+            self.pending.labels(*labels).set(0)
+        for labels in pending:
+            self.pending.labels(*labels).set(1)
+        self._pending = pending
 
     def set_firing(self, counts):
         """``counts``: ``{(site, kind): alerts open}`` (kinds no longer open drop to 0)."""

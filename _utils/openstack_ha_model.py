@@ -61,11 +61,11 @@ SCHEMA = {
                    "garp_master_refresh": ANY, "track_interval": ANY},
     "galera": {"enabled": ANY, "nodes": ANY, "port": ANY, "vip": ANY, "sst_method": ANY, "cluster_name": ANY, "sst_user": ANY,
                "monitor_user": ANY, "sst_password": ANY, "monitor_password": ANY, "root_password": ANY, "check": ANY,
-               "health_port": ANY, "haproxy_check": _CHECK, "startup_timeout": ANY, "max_connect_errors": ANY, "sizes": ANY,
+               "health_port": ANY, "exporter": {"enabled": ANY, "port": ANY}, "haproxy_check": _CHECK, "startup_timeout": ANY, "max_connect_errors": ANY, "sizes": ANY,
                "provider_options": ANY, "databases": {"*": {"user": ANY, "password": ANY}},
                "tls": {"ca": ANY, "nodes": {"*": {"certificate": ANY, "key": ANY}}}},
     "rabbitmq": {"enabled": ANY, "nodes": ANY, "release": ANY, "port": ANY, "cookie": ANY, "partition_handling": ANY,
-                 "net_ticktime": ANY, "heal_partitions": ANY, "memory_high_watermark": ANY, "disk_free_limit": ANY,
+                 "net_ticktime": ANY, "prometheus": {"enabled": ANY, "port": ANY}, "heal_partitions": ANY, "memory_high_watermark": ANY, "disk_free_limit": ANY,
                  "users": {"*": {"password": ANY, "vhost": ANY, "tags": ANY}},
                  "policies": {"*": {"vhost": ANY, "pattern": ANY, "definition": ANY, "apply-to": ANY, "priority": ANY}}},
     "keystone": {"region": ANY, "endpoint_mode": ANY, "scheme": ANY, "timeout": ANY,
@@ -541,6 +541,13 @@ def _check_galera(c, model, vips, ports, controller_ids):
     _check_haproxy_check(c, galera, path)
     if health is not None and health == port:
         c.fail(path + ["health_port"], "must differ from the database port {}".format(port))
+    exporter = c.mapping(galera.get("exporter"), path + ["exporter"], required=False)
+    if exporter:
+        c.boolean(exporter.get("enabled"), path + ["exporter", "enabled"])
+        if exporter.get("enabled"):
+            eport = c.integer(exporter.get("port"), path + ["exporter", "port"], 1, 65535)
+            if eport is not None and eport in (port, health):
+                c.fail(path + ["exporter", "port"], "must differ from the database port {} and the health port {}".format(port, health))
     sizes = c.mapping(galera.get("sizes"), path + ["sizes"], required=False)
     for key, value in (sizes or {}).items():
         if key == "max_connections":
@@ -630,6 +637,13 @@ def _check_rabbitmq(c, model, vips, ports, controller_ids):
         c.fail(path + ["release"], "expected a RabbitMQ release like \"3.10\", got {}".format(_describe(rabbit.get("release"))))
     c.boolean(rabbit.get("heal_partitions", True), path + ["heal_partitions"])
     c.integer(rabbit.get("net_ticktime", 60), path + ["net_ticktime"], 5, 600)
+    prometheus = c.mapping(rabbit.get("prometheus"), path + ["prometheus"], required=False)
+    if prometheus:
+        c.boolean(prometheus.get("enabled"), path + ["prometheus", "enabled"])
+        if prometheus.get("enabled"):
+            pport = c.integer(prometheus.get("port"), path + ["prometheus", "port"], 1, 65535)
+            if pport is not None and pport == rabbit.get("port"):
+                c.fail(path + ["prometheus", "port"], "must differ from the AMQP port {}".format(rabbit.get("port")))
     c.number(rabbit.get("memory_high_watermark", 0.4), path + ["memory_high_watermark"], 0.05, 0.95)
     c.string(rabbit.get("disk_free_limit", "50MB"), path + ["disk_free_limit"], re.compile(r"^[0-9]+(kB|MB|GB|KiB|MiB|GiB)?$"),
              "a size like 50MB")

@@ -24,12 +24,13 @@ def vip_view(ctx, model):
     return held, holders, len(held) >= ctx.util("model.quorum_size")(model)
 
 
-def check_vips(ctx, model, reporter, data=None):
+def check_vips(ctx, model, reporter, data=None, seen=None):
     """
     Ask every controller which VIPs it holds; alert on a split brain, an orphaned VIP, a VIP
     no answering controller holds while some did not answer (``vip_unconfirmed``) or too few
     answers (``no_quorum``). With a quorum and one holder per VIP, make the Keystone catalog
     follow (``catalog_sync.follow``); never while the view is split or short of a quorum.
+    ``seen`` (a dict), when given, receives the holders found: ``{vip: [controllers]}``.
     """
     reported = (data or {}).get("time")
     # Seconds from the beacon seeing the change to this check starting (the event's way through
@@ -37,6 +38,8 @@ def check_vips(ctx, model, reporter, data=None):
     event_lag = round(time.time() - reported, 3) if isinstance(reported, (int, float)) else None
     asked = time.monotonic()
     held, holders, _ = vip_view(ctx, model)
+    if seen is not None:
+        seen.update(holders)
     view_took = round(time.monotonic() - asked, 3)
     found = ctx.util("decide.classify_vips")(holders, sorted(held), [c["id"] for c in model["controllers"]],
                                             ctx.util("model.quorum_size")(model))

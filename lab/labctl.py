@@ -246,7 +246,7 @@ def master_config():
     for engine in config["engines"]:
         if "openstack_ha_loop" in engine:
             engine["openstack_ha_loop"] = dict(engine["openstack_ha_loop"] or {}, metrics="{}:{}".format(BRIDGE_ADDR, LOOP_METRICS_PORT),
-                                               alertmanager=ALERTMANAGER_URL, alert_repeat=10)
+                                               alertmanager=ALERTMANAGER_URL, alert_repeat=10, status_interval=10)
     return config
 
 
@@ -267,14 +267,77 @@ receivers:
 """
 
 
-def alertmanager_pids():
-    """The lab Alertmanager's PID (from its pid file), if it runs."""
+PROMETHEUS_PORT = 9090
+PROMETHEUS_URL = "http://{}:{}".format(BRIDGE_ADDR, PROMETHEUS_PORT)
+PROMETHEUS_DIR = os.path.join(STATE, "prometheus")
+
+
+def prometheus_config():
+    """The lab's Prometheus: every exporter of the three controllers and the loop's metrics,
+    the repository's alert rules, alerts to the lab's Alertmanager; 2 s intervals (a lab)."""
+    def targets(port):
+        return [{"targets": ["{}:{}".format(address, port)], "labels": {"controller": name}} for name, address in CONTROLLERS]
+    return {
+        "global": {"scrape_interval": "2s", "evaluation_interval": "2s", "scrape_timeout": "1500ms"},
+        "rule_files": [os.path.join(REPO, "monitoring", "openstack_ha.rules.yml")],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": ["{}:{}".format(BRIDGE_ADDR, ALERTMANAGER_PORT)]}]}]},
+        "scrape_configs": [
+            {"job_name": "haproxy", "static_configs": targets(8405)},
+            {"job_name": "mysqld", "static_configs": targets(9104)},
+            {"job_name": "rabbitmq", "static_configs": targets(15692)},
+            {"job_name": "openstack_ha_loop", "static_configs": [{"targets": ["{}:{}".format(BRIDGE_ADDR, LOOP_METRICS_PORT)]}]},
+        ],
+    }
+
+
+def _pid_in(directory):
     try:
-        with open(os.path.join(ALERTMANAGER_DIR, "pid")) as fh:
+        with open(os.path.join(directory, "pid")) as fh:
             pid = int(fh.read().strip())
     except (OSError, ValueError):
         return []
     return [pid] if alive(pid) else []
+
+
+def prometheus_pids():
+    """The lab Prometheus's PID (from its pid file), if it runs."""
+    return _pid_in(PROMETHEUS_DIR)
+
+
+def _start_daemon(directory, argv, ready_url, what):
+    """Start ``argv`` in its own session, logging to ``directory``/log, its PID in
+    ``directory``/pid; wait (bounded) until ``ready_url`` answers 200."""
+    log = open(os.path.join(directory, "log"), "a")
+    proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(os.path.join(directory, "pid"), "w") as fh:
+        fh.write(str(proc.pid))
+
+    def ready():
+        try:
+            with urllib.request.urlopen(ready_url, timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+    wait_for(ready, 60, what)
+
+
+def start_prometheus():
+    """Start Debian's Prometheus on the bridge address, once. Returns True when started."""
+    if prometheus_pids():
+        return False
+    os.makedirs(os.path.join(PROMETHEUS_DIR, "data"), exist_ok=True)
+    with open(os.path.join(PROMETHEUS_DIR, "prometheus.yml"), "w") as fh:
+        json.dump(prometheus_config(), fh, indent=1)  # JSON is YAML
+    _start_daemon(PROMETHEUS_DIR, ["prometheus", "--config.file=" + os.path.join(PROMETHEUS_DIR, "prometheus.yml"),
+                                   "--storage.tsdb.path=" + os.path.join(PROMETHEUS_DIR, "data"),
+                                   "--web.listen-address={}:{}".format(BRIDGE_ADDR, PROMETHEUS_PORT)],
+                  PROMETHEUS_URL + "/-/ready", "the lab's Prometheus")
+    return True
+
+
+def alertmanager_pids():
+    """The lab Alertmanager's PID (from its pid file), if it runs."""
+    return _pid_in(ALERTMANAGER_DIR)
 
 
 def start_alertmanager():
@@ -285,21 +348,10 @@ def start_alertmanager():
     os.makedirs(os.path.join(ALERTMANAGER_DIR, "data"), exist_ok=True)
     with open(os.path.join(ALERTMANAGER_DIR, "alertmanager.yml"), "w") as fh:
         fh.write(ALERTMANAGER_CONFIG)
-    log = open(os.path.join(ALERTMANAGER_DIR, "log"), "a")
-    proc = subprocess.Popen(["prometheus-alertmanager", "--config.file=" + os.path.join(ALERTMANAGER_DIR, "alertmanager.yml"),
-                             "--storage.path=" + os.path.join(ALERTMANAGER_DIR, "data"), "--cluster.listen-address=",
-                             "--web.listen-address={}:{}".format(BRIDGE_ADDR, ALERTMANAGER_PORT)],
-                            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-    with open(os.path.join(ALERTMANAGER_DIR, "pid"), "w") as fh:
-        fh.write(str(proc.pid))
-
-    def ready():
-        try:
-            with urllib.request.urlopen(ALERTMANAGER_URL + "/-/ready", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-    wait_for(ready, 30, "the lab's Alertmanager")
+    _start_daemon(ALERTMANAGER_DIR, ["prometheus-alertmanager", "--config.file=" + os.path.join(ALERTMANAGER_DIR, "alertmanager.yml"),
+                                     "--storage.path=" + os.path.join(ALERTMANAGER_DIR, "data"), "--cluster.listen-address=",
+                                     "--web.listen-address={}:{}".format(BRIDGE_ADDR, ALERTMANAGER_PORT)],
+                  ALERTMANAGER_URL + "/-/ready", "the lab's Alertmanager")
     return True
 
 
@@ -501,6 +553,7 @@ def up():
         ensure_network(name, address)
         ensure_filesystems(name)
     step("Alertmanager on {}".format(ALERTMANAGER_URL) + ("" if start_alertmanager() else " (already running)"))
+    step("Prometheus on {}".format(PROMETHEUS_URL) + ("" if start_prometheus() else " (already running)"))
     step("salt-master on {}".format(BRIDGE_ADDR) + ("" if start_master() else " (already running)"))
     for name, address in CONTROLLERS:
         started = start_minion(name)
@@ -567,7 +620,7 @@ def down():
     """Remove every process, mount, namespace and link of the lab, whatever state it is in."""
     names = [n for n, _ in CONTROLLERS + [SPARE]]
     paths = ["/run/netns/" + netns(n) for n in names] + [p for n in names for p in ns_files(n)]
-    pids = pids_in_namespaces(paths) + master_pids() + intruder_pids() + alertmanager_pids()
+    pids = pids_in_namespaces(paths) + master_pids() + intruder_pids() + alertmanager_pids() + prometheus_pids()
     step("stopping {} lab processes".format(len(pids)))
     kill_pids(pids)
     _remove_namespaces(names)

@@ -157,4 +157,50 @@ openstack_ha-galera-accounts:
     - name: {{ g.cluster_name }}
     - require:
       - openstack_ha_galera: openstack_ha-galera-member
+{%- if g.exporter.enabled %}
+
+# Prometheus's mysqld_exporter on this node's address, logged in as the monitor account
+# through the local socket (its credentials in a file only the exporter's user reads).
+openstack_ha-galera-exporter-package:
+  pkg.installed:
+    - name: {{ oha.packages.mysqld_exporter }}
+
+openstack_ha-galera-exporter-credentials:
+  openstack_ha_secret.file:
+    - name: {{ oha.paths.mysqld_exporter_credentials }}
+    - kind: mysqld_exporter
+    - user: prometheus
+    - group: prometheus
+    - mode: '0600'
+    - require:
+      - pkg: openstack_ha-galera-exporter-package
+
+openstack_ha-galera-exporter-defaults:
+  file.managed:
+    - name: {{ oha.paths.mysqld_exporter_defaults }}
+    - contents: |
+        # Managed by Salt (openstack_ha): the exporter's arguments.
+        ARGS="--config.my-cnf={{ oha.paths.mysqld_exporter_credentials }} --web.listen-address={{ me.host }}:{{ g.exporter.port }} --no-collect.slave_status"
+    - mode: '0644'
+    - require:
+      - pkg: openstack_ha-galera-exporter-package
+
+openstack_ha-galera-exporter-running:
+{%- if systemd %}
+  service.running:
+    - name: prometheus-mysqld-exporter
+    - enable: True
+{%- else %}
+  openstack_ha_service.running:
+    - name: prometheus-mysqld-exporter
+    - pidfile: {{ oha.paths.mysqld_exporter_pidfile }}
+    - reload_function: service.restart
+    - reload_kwargs: {name: prometheus-mysqld-exporter}
+{%- endif %}
+    - require:
+      - openstack_ha_galera: openstack_ha-galera-accounts
+    - watch:
+      - openstack_ha_secret: openstack_ha-galera-exporter-credentials
+      - file: openstack_ha-galera-exporter-defaults
+{%- endif %}
 {%- endif %}

@@ -53,6 +53,21 @@ openstack_ha-rabbitmq-config:
     - require:
       - pkg: openstack_ha-rabbitmq-package
 
+{%- if r.prometheus.enabled %}
+
+# Before the first start (offline: written to enabled_plugins) or on a running node (online;
+# its listener takes the configured address at the node's next restart).
+openstack_ha-rabbitmq-prometheus:
+  rabbitmq_plugin.enabled:
+    - name: rabbitmq_prometheus
+    - require:
+      - pkg: openstack_ha-rabbitmq-package
+      - openstack_ha_rabbitmq: openstack_ha-rabbitmq-cookie
+      - file: openstack_ha-rabbitmq-env
+    - require_in:
+      - openstack_ha_rabbitmq: openstack_ha-rabbitmq-member
+{%- endif %}
+
 openstack_ha-rabbitmq-member:
   openstack_ha_rabbitmq.member:
     - name: {{ me.id }}

@@ -9,6 +9,7 @@ import urllib.request
 
 from lab import labctl
 from tests.integration import labtools
+from tests.integration.galera_tools import all_synced
 from tests.integration.labtools import ADDRESS, ready_everywhere, standin_pid, wait_until
 
 LOOP_METRICS = "http://{}:{}/metrics".format(labctl.BRIDGE_ADDR, labctl.LOOP_METRICS_PORT)
@@ -41,6 +42,39 @@ def open_alerts(**labels):
     query = urllib.parse.urlencode([("filter", '{}="{}"'.format(k, v)) for k, v in labels.items()] + [("active", "true")])
     alerts = json.loads(get("{}/api/v2/alerts?{}".format(labctl.ALERTMANAGER_URL, query)))
     return [a for a in alerts if a.get("status", {}).get("state") == "active"]
+
+
+def targets_down():
+    """The scrape targets Prometheus does not reach now: ``["job/controller"]``."""
+    found = json.loads(get(labctl.PROMETHEUS_URL + "/api/v1/targets?state=active"))["data"]["activeTargets"]
+    return sorted("{}/{}".format(t["labels"]["job"], t["labels"].get("controller", "master")) for t in found if t["health"] != "up")
+
+
+def test_prometheus_scrapes_every_exporter_and_the_loop(applied):
+    wait_until(lambda: not targets_down() or None, 60, "every target up (down now: {})".format(targets_down()), interval=1)
+    for ctrl in labtools.CTRLS:
+        text = get("http://{}:9104/metrics".format(ADDRESS[ctrl]))
+        assert sample(text, "mysql_up") == 1.0 and sample(text, "mysql_global_status_wsrep_local_state") == 4.0, ctrl
+        assert sample(text, "mysql_global_status_wsrep_cluster_status") == 1.0, ctrl
+        assert "rabbitmq_identity_info" in get("http://{}:15692/metrics".format(ADDRESS[ctrl]))
+        listening = labtools.sh(ctrl, "ss -Htln")
+        for port in (8405, 9104, 15692):
+            assert "%s:%d" % (ADDRESS[ctrl], port) in listening and "*:%d" % port not in listening, (ctrl, port, listening)
+    credentials = labtools.sh("lab-ctrl1", "stat -c '%a %U' /etc/prometheus/openstack-ha-mysqld-exporter.cnf").split()
+    assert credentials == ["600", "prometheus"], credentials
+
+
+def test_a_stopped_galera_node_fires_the_galera_rule_until_it_is_back(applied):
+    rc, result = labtools.salt("lab-ctrl3", "openstack_ha_galera.stop")
+    assert rc == 0, result
+    try:
+        wait_until(lambda: open_alerts(alertname="GaleraNodeDown", controller="lab-ctrl3"), 90,
+                   "Prometheus's GaleraNodeDown for lab-ctrl3 at Alertmanager", interval=1)
+    finally:
+        rc, result = labtools.salt("lab-ctrl3", "state.apply", "openstack_ha.galera", timeout=900)
+        assert rc == 0, labtools.failed_states(result) or result
+    wait_until(all_synced, 180, "three Synced Galera nodes")
+    wait_until(lambda: not open_alerts(alertname="GaleraNodeDown", controller="lab-ctrl3"), 90, "GaleraNodeDown resolved", interval=1)
 
 
 def test_every_controller_exports_haproxy_metrics_on_its_own_address(applied):
@@ -80,3 +114,14 @@ def test_an_alert_forged_by_a_minion_reaches_no_alertmanager(applied):
     assert not open_alerts(alertname="OpenStackHABackendDrained", backend="lab-ctrl3", site="lab")
     labtools.runner("event.send", "salt/run/openstack_ha/resolved/test_marker", 'data={"site": "lab"}')
     wait_until(lambda: not open_alerts(alertname="OpenStackHATestMarker", site="lab"), 30, "the marker resolved")
+
+
+def test_a_stopped_master_fires_loop_silent_and_the_loop_comes_back(applied):
+    labctl.kill_pids(labctl.master_pids())
+    try:
+        wait_until(lambda: open_alerts(alertname="OpenStackHALoopSilent"), 90, "OpenStackHALoopSilent at Alertmanager", interval=1)
+    finally:
+        labctl.start_master()
+        wait_until(lambda: labtools.salt("lab-ctrl*", "test.ping", wait=5)[1] == {c: True for c in labtools.CTRLS}, 60,
+                   "every minion back with the master", interval=1)
+    wait_until(lambda: not open_alerts(alertname="OpenStackHALoopSilent"), 90, "OpenStackHALoopSilent resolved", interval=1)

@@ -40,3 +40,27 @@ def test_the_listen_address_is_checked():
     assert metrics_lib.split_listen("10.0.0.1:9387") == ("10.0.0.1", 9387)
     with pytest.raises(ValueError, match="expected ADDRESS:PORT"):
         metrics_lib.split_listen("9387")
+
+
+def test_vip_holders_follow_the_loops_authenticated_look():
+    m = metrics_lib.loop_metrics()
+    m.observe("salt/beacon/c1/openstack_ha_vip/change", {"site": "lab", "decisions": [], "vip_holders": {"public": ["c1"]}}, 0.2, 5.0)
+    m.observe("salt/beacon/c2/openstack_ha_vip/change", {"site": "lab", "decisions": [], "vip_holders": {"public": ["c2"]}}, 0.2, 6.0)
+    text = exposed(m)
+    assert 'openstack_ha_vip_held{controller="c1",site="lab",vip="public"} 0.0' in text
+    assert 'openstack_ha_vip_held{controller="c2",site="lab",vip="public"} 1.0' in text
+    assert 'openstack_ha_vip_holders{site="lab",vip="public"} 1.0' in text
+
+
+def test_the_site_gauges_follow_the_status():
+    m = metrics_lib.loop_metrics()
+    m.observe_status({"lab": {"healthy": False, "problems": ["x", "y"], "catalog": {"ok": False, "drift": {"nova/public": {}}},
+                              "pending_restart": {"c2": {"galera": ["/etc/mysql/x.cnf"]}}, "paused": {"reason": "r"}}})
+    text = exposed(m)
+    assert 'openstack_ha_site_healthy{site="lab"} 0.0' in text and 'openstack_ha_site_problems{site="lab"} 2.0' in text
+    assert 'openstack_ha_catalog_drift{site="lab"} 1.0' in text and 'openstack_ha_site_paused{site="lab"} 1.0' in text
+    assert 'openstack_ha_pending_restart{component="galera",controller="c2",site="lab"} 1.0' in text
+    m.observe_status({"lab": {"healthy": True, "problems": [], "catalog": None}})
+    text = exposed(m)
+    assert 'openstack_ha_pending_restart{component="galera",controller="c2",site="lab"} 0.0' in text
+    assert 'openstack_ha_site_healthy{site="lab"} 1.0' in text
