@@ -21,6 +21,11 @@ What is sent, from those events (the runner's, the loop's, an operator's):
   ``last_backend`` alert of its service;
 - ``openstack_ha/resolved/<kind>`` (``{"site"}``): resolves every open alert of that kind.
 
+Alerts the loop raises again while their condition lasts (split brain, an orphaned VIP, a
+bad pillar, a catalog it cannot reach...) end when they stop coming: one not raised again for
+``stale_after`` seconds is resolved. A drained backend and RabbitMQ's alerts end only by their
+resolving event.
+
 Open alerts are posted again every ``repeat`` seconds (Alertmanager expires an alert nobody
 repeats after its ``resolve_timeout``: a master that died leaves nothing firing forever, and
 the ``OpenStackHALoopSilent`` rule says why); a resolved one is posted once with ``endsAt``.
@@ -38,6 +43,11 @@ log = logging.getLogger(__name__)
 SEVERITY = {"last_backend": "critical", "split_brain": "critical", "orphaned_vip": "critical", "rabbitmq_partition": "critical",
             "galera_no_primary": "critical"}
 EVIDENCE_LIMIT = 4000  # characters of JSON evidence per alert
+
+
+def sticky(kind):
+    """True for the kinds only their resolving event ends (never by staleness)."""
+    return kind == "backend_drained" or str(kind).startswith("rabbitmq_")
 
 
 def alert_name(kind):
@@ -111,9 +121,10 @@ def post(url, alerts, timeout=5.0):
 class Forwarder:
     """The alerts open at Alertmanager, fed the master's ``openstack_ha/*`` events."""
 
-    def __init__(self, url, metrics=None, repeat=60.0, sender=post):
+    def __init__(self, url, metrics=None, repeat=60.0, sender=post, stale_after=None):
         self.url, self.metrics, self.repeat, self.sender = url, metrics, float(repeat), sender
-        self.open = {}  # key -> {"alert", "since"}
+        self.stale_after = float(stale_after) if stale_after else 5 * self.repeat
+        self.open = {}  # key -> {"alert", "since", "seen"}
         self.lock = threading.Lock()
 
     def _send(self, alerts):
@@ -148,7 +159,7 @@ class Forwarder:
             if meaning[0] == "fire":
                 _, key, alert = meaning
                 since = self.open.get(key, {}).get("since", now)
-                self.open[key] = {"alert": alert, "since": since}
+                self.open[key] = {"alert": alert, "since": since, "seen": now}
                 sent = [dict(alert, startsAt=_iso(since))]
             else:
                 ended = [self.open.pop(k) for k in [k for k in self.open if meaning[1](k)]]
@@ -157,10 +168,16 @@ class Forwarder:
         self._send(sent)
         return sent
 
-    def repeat_open(self):
-        """Post every open alert again (call every ``repeat`` seconds)."""
+    def repeat_open(self, now=None):
+        """Post every open alert again (call every ``repeat`` seconds); resolve the ones not
+        raised again for ``stale_after`` seconds (but the sticky kinds)."""
+        now = time.time() if now is None else now
         with self.lock:
-            alerts = [dict(v["alert"], startsAt=_iso(v["since"])) for v in self.open.values()]
+            stale = [k for k, v in self.open.items() if not sticky(k[1]) and now - v["seen"] > self.stale_after]
+            alerts = [dict(e["alert"], startsAt=_iso(e["since"]), endsAt=_iso(now)) for e in [self.open.pop(k) for k in stale]]
+            alerts += [dict(v["alert"], startsAt=_iso(v["since"])) for v in self.open.values()]
+            if stale:
+                self._count()
         return self._send(alerts)
 
     def run_repeats(self, stop):

@@ -60,3 +60,17 @@ def test_an_unreachable_alertmanager_is_counted_not_raised():
     fwd = alerting.Forwarder("http://am", metrics_lib.loop_metrics(), sender=refuse)
     fwd.handle("salt/run/openstack_ha/backend/drained", DRAIN)
     assert fwd.metrics.posts.labels("failed")._value.get() == 1.0 and fwd.open
+
+
+def test_an_alert_no_longer_raised_ends_but_a_drain_waits_for_its_restore():
+    fwd, sent = forwarder()
+    fwd.handle("salt/run/openstack_ha/alert/split_brain", {"site": "lab", "why": "two holders"}, now=0.0)
+    fwd.handle("salt/run/openstack_ha/backend/drained", DRAIN, now=0.0)
+    fwd.repeat_open(now=200.0)  # raised again within 5 x 60 s: still open
+    fwd.handle("salt/run/openstack_ha/alert/split_brain", {"site": "lab", "why": "two holders"}, now=250.0)
+    fwd.repeat_open(now=500.0)
+    assert len(fwd.open) == 2
+    del sent[:]
+    fwd.repeat_open(now=600.0)
+    ended = [a for a in sent if "endsAt" in a]
+    assert [a["labels"]["alertname"] for a in ended] == ["OpenStackHASplitBrain"] and list(fwd.open)[0][1] == "backend_drained"
