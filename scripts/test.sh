@@ -8,7 +8,7 @@ bash "$repo/scripts/setup.sh"
 cd "$repo"
 echo "==> ruff check (pyproject.toml)"
 "$repo/.venv/bin/ruff" check --no-cache .
-"$repo/.venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false -q tests "$@"
+"$repo/.venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false -q --durations=15 tests "$@"
 # The whole run (no pytest arguments) also covers the other supported Salt releases.
 if [ $# -eq 0 ]; then
   bash "$repo/scripts/salt-releases.sh"

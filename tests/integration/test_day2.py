@@ -32,15 +32,27 @@ def whole_site(applied):
         labtools.runner("openstack_ha.maintenance", "host=" + ctrl, "end=True")
 
 
+# Connections caught by a VIP move: TCP state does not move with the address, so a request
+# whose connection the old holder accepted and whose retransmission reaches the new holder is
+# reset. How many depends on how many are in flight in the ~0.2 s around the switch: at the
+# tests' 30 requests/s, one or two (measured: 0, 1 or 2 over many runs; bench/rolling_maintenance.py
+# has the figures under load).
+CASUALTIES_PER_MOVE = 2
+
+
 def vip_move_casualties(results):
     """The failed requests of a run in which the public VIP moved once, make before break:
     asserts every failure is a connection reset after one retransmission (its packet reached
     the old holder as it let the VIP go, the retransmission the new one, which knows nothing of
-    it), at most one; returns them. Anything else (a refused connection, a timeout, an HTTP
-    error, two resets) fails the test."""
+    it), at most CASUALTIES_PER_MOVE, within 0.1 s of each other (one switch); returns them.
+    Anything else (a refused connection, a timeout, an HTTP error, resets spread over the run)
+    fails the test."""
     bad = [r for r in results if r.bad()]
     resets = [r for r in bad if "ConnectionReset" in (r.error or "") and r.elapsed is not None and r.elapsed < 1]
-    assert results and len(bad) == len(resets) <= 1, loadgen.summary(results) + " " + repr(bad)
+    assert results and len(bad) == len(resets) <= CASUALTIES_PER_MOVE, loadgen.summary(results) + " " + repr(bad)
+    if len(resets) > 1:
+        sent = sorted(r.sent for r in resets)
+        assert sent[-1] - sent[0] < 0.1 + max(r.elapsed for r in resets), repr(resets)
     return resets
 
 
