@@ -159,10 +159,14 @@ def _send_to_master(event):
 
 def _watch(memory, stop):
     """The watcher thread: a probe round every ``watch`` seconds; a change goes to the master
-    at once (or, if that fails, to the next tick)."""
+    at once (or, if that fails, to the next tick). It ends when the ticks stop coming (the
+    beacon disabled or removed): the next tick starts it again."""
     while not stop.is_set():
         started = time.monotonic()
         conf = memory["conf"]
+        if started - memory["last_tick"] > 3 * max(1.0, float(conf.get("interval", 1))):
+            log.info("openstack_ha_backends: no tick for a while (beacon disabled?): the watcher stops")
+            return
         period = float(conf["watch"])
         try:
             results = _probe_round(memory, conf, budget=period)
@@ -186,7 +190,7 @@ def _watch(memory, stop):
 
 
 def _ensure_watcher(memory, conf):
-    memory["conf"] = conf
+    memory["conf"], memory["last_tick"] = conf, time.monotonic()
     thread = memory.get("watcher")
     if thread is None or not thread.is_alive():
         stop = threading.Event()
