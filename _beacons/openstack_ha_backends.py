@@ -16,6 +16,15 @@ Edge-triggered: an event fires only when a backend changes state, after ``fall``
 ``rise`` good probes in a row; plus a heartbeat with the full view every ``heartbeat``
 seconds, so the master resyncs after a lost event or a restart.
 
+With ``watch`` (seconds, below ``interval``), the probing does not wait for the tick: a
+watcher thread started by the first tick probes every ``watch`` seconds and sends a change to
+the master the moment it sees one, through the minion's own channel as the same beacon event
+(``salt/beacon/<id>/openstack_ha_backends/change``, sent by the minion's main loop exactly as
+the ticks' events are). The tick then only sends the heartbeat, and any change the watcher
+could not hand over. Every round's results also go to ``cache`` (a JSON file, root only),
+from which ``openstack_ha_probe.service_view`` answers the runner's verification when they are
+fresh enough.
+
 Event tags: ``salt/beacon/<minion id>/openstack_ha_backends/change`` and
 ``salt/beacon/<minion id>/openstack_ha_backends/heartbeat``.
 
@@ -37,14 +46,22 @@ Options (written by the ``openstack_ha.beacons`` state from the pillar model):
         - fall: 1            # failed probes in a row before a backend is reported down
         - rise: 2            # good probes in a row before it is reported up again
         - heartbeat: 30      # seconds between full-view reports
+        - watch: 0.2         # optional: the watcher thread's round, seconds
+        - cache: /run/openstack-ha-probes.json   # with watch: the latest results
         - targets:           # one per service backend
           - {service: nova, backend: ctrl1, address: 10.0.0.11, port: 8774, path: /, status: 200}
 """
 
 import concurrent.futures
+import json
+import logging
+import os
+import threading
 import time
 
 import salt.utils.beacons
+
+log = logging.getLogger(__name__)
 
 __virtualname__ = "openstack_ha_backends"
 
@@ -66,9 +83,9 @@ def validate(config):
     return True, "valid"
 
 
-def _probe_round(memory, conf):
+def _probe_round(memory, conf, budget=None):
     """Start a probe for every target not already in flight; return the answers that arrive
-    within the tick's budget, keyed ``service/backend``."""
+    within ``budget`` (default: the tick's), keyed ``service/backend``."""
     targets = conf["targets"]
     pool = memory.get("pool")
     if pool is None:
@@ -78,7 +95,7 @@ def _probe_round(memory, conf):
         key = "{}/{}".format(target["service"], target["backend"])
         if key not in inflight:
             inflight[key] = pool.submit(__salt__["openstack_ha_probe.probe_targets"], [target], conf.get("timeout", 0.5))
-    concurrent.futures.wait(list(inflight.values()), timeout=float(conf.get("budget", 0.3)))
+    concurrent.futures.wait(list(inflight.values()), timeout=float(conf.get("budget", 0.3) if budget is None else budget))
     results = {}
     for key, future in list(inflight.items()):
         if future.done():
@@ -90,12 +107,10 @@ def _probe_round(memory, conf):
     return results
 
 
-def beacon(config):
-    conf = salt.utils.beacons.list_to_dict(config)
+def _judge(memory, conf, results):
+    """Apply ``fall``/``rise`` to one round's ``results``; return the changes (list of
+    ``{service, backend, state, detail}``). Callers hold ``memory["lock"]``."""
     fall, rise = int(conf.get("fall", 1)), int(conf.get("rise", 2))
-    now = time.time()
-    memory = __context__.setdefault("openstack_ha_backends", {"state": {}, "streak": {}, "heartbeat": 0, "inflight": {}})
-    results = _probe_round(memory, conf)
     changes = []
     for key, result in sorted(results.items()):
         streak = memory["streak"].get(key, (None, 0))
@@ -112,7 +127,96 @@ def beacon(config):
         if current is not None or new == "down":
             service, backend = key.split("/", 1)
             changes.append({"service": service, "backend": backend, "state": new, "detail": result["detail"]})
-    view = dict(memory["state"])
+    return changes
+
+
+def _write_cache(path, results, now):
+    """Add ``results`` (with their time) to the JSON cache at ``path``: written to a temporary
+    file (0600) and renamed over it."""
+    try:
+        with open(path) as fh:
+            cached = json.load(fh)
+    except (OSError, ValueError):
+        cached = {}
+    for key, result in results.items():
+        cached[key] = {"up": result["up"], "detail": result["detail"], "time": now}
+    tmp = "{}.{}.tmp".format(path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(cached, fh)
+    os.replace(tmp, path)
+
+
+def _send_to_master(event):
+    """Hand ``event`` to the minion's main loop, which sends it to the master as this beacon's
+    event (the path the ticks' events take)."""
+    import salt.utils.event
+
+    tag = "salt/beacon/{}/openstack_ha_backends/{}".format(__opts__["id"], event["tag"])
+    with salt.utils.event.get_event("minion", opts=__opts__, listen=False) as bus:
+        bus.fire_event({"data": None, "tag": None, "events": [{"tag": tag, "data": event}], "pretag": None}, "fire_master")
+
+
+def _watch(memory, stop):
+    """The watcher thread: a probe round every ``watch`` seconds; a change goes to the master
+    at once (or, if that fails, to the next tick). It ends when the ticks stop coming (the
+    beacon disabled or removed): the next tick starts it again."""
+    while not stop.is_set():
+        started = time.monotonic()
+        conf = memory["conf"]
+        if started - memory["last_tick"] > 3 * max(1.0, float(conf.get("interval", 1))):
+            log.info("openstack_ha_backends: no tick for a while (beacon disabled?): the watcher stops")
+            return
+        period = float(conf["watch"])
+        try:
+            results = _probe_round(memory, conf, budget=period)
+            now = time.time()
+            with memory["lock"]:
+                changes = _judge(memory, conf, results)
+                view = dict(memory["state"])
+            if conf.get("cache"):
+                _write_cache(conf["cache"], results, now)
+            if changes:
+                event = {"tag": "change", "kind": "change", "changes": changes, "view": view, "time": now, "watched": True}
+                try:
+                    _send_to_master(event)
+                except Exception as exc:  # noqa: BLE001 - the tick sends it instead
+                    log.warning("openstack_ha_backends: could not hand a change to the minion (%s); the next tick sends it", exc)
+                    with memory["lock"]:
+                        memory["pending"].extend(changes)
+        except Exception:  # noqa: BLE001 - the watcher must outlive any one round
+            log.exception("openstack_ha_backends: a watch round failed")
+        stop.wait(max(0.0, period - (time.monotonic() - started)))
+
+
+def _ensure_watcher(memory, conf):
+    memory["conf"], memory["last_tick"] = conf, time.monotonic()
+    thread = memory.get("watcher")
+    if thread is None or not thread.is_alive():
+        stop = threading.Event()
+        memory["watcher"], memory["stop"] = threading.Thread(target=_watch, args=(memory, stop), daemon=True,
+                                                              name="oha-backend-watch"), stop
+        memory["watcher"].start()
+
+
+def beacon(config):
+    conf = salt.utils.beacons.list_to_dict(config)
+    now = time.time()
+    memory = __context__.setdefault("openstack_ha_backends", {"state": {}, "streak": {}, "heartbeat": 0, "inflight": {},
+                                                              "lock": threading.Lock(), "pending": []})
+    if conf.get("watch"):
+        _ensure_watcher(memory, conf)
+        with memory["lock"]:
+            changes, memory["pending"] = memory["pending"], []
+            view = dict(memory["state"])
+    else:
+        if memory.get("watcher") is not None:
+            memory["stop"].set()
+            memory["watcher"] = None
+        results = _probe_round(memory, conf)
+        with memory["lock"]:
+            changes = _judge(memory, conf, results)
+            view = dict(memory["state"])
     events = []
     if changes:
         events.append({"tag": "change", "kind": "change", "changes": changes, "view": view, "time": now})

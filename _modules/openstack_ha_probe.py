@@ -94,13 +94,35 @@ def targets(model=None):
     return __utils__["openstack_ha_model.probe_targets"](model or __salt__["openstack_ha.model"]())
 
 
-def service_view(service=None, targets_=None, timeout=None, socket_path=None):
+def _cached(path, keys, max_age, now):
+    """The results in the backend beacon's cache at ``path`` for ``keys`` that are at most
+    ``max_age`` seconds old: ``{key: {up, detail}}``."""
+    import json
+
+    try:
+        with open(path) as fh:
+            cached = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    fresh = {}
+    for key in keys:
+        entry = cached.get(key)
+        if isinstance(entry, dict) and isinstance(entry.get("up"), bool) and isinstance(entry.get("time"), (int, float)) \
+                and 0 <= now - entry["time"] <= max_age:
+            fresh[key] = {"up": entry["up"], "detail": "{} ({:.0f} ms ago)".format(entry.get("detail"), (now - entry["time"]) * 1000)}
+    return fresh
+
+
+def service_view(service=None, targets_=None, timeout=None, socket_path=None, max_age=None, cache=None):
     """
-    This controller's fresh view, for the runner's verification: a new probe of every backend
+    This controller's fresh view, for the runner's verification: a probe of every backend
     (of ``service``, or of all services) and its HAProxy's administrative state of each.
 
     The runner passes ``targets_``, ``timeout`` and ``socket_path`` from the model it already
     holds, which spares this call reading the model; without them the local model is used.
+    With ``max_age`` and ``cache`` (the backend beacon's watcher keeps it), a result the
+    watcher got at most ``max_age`` seconds ago is answered from there and only the others are
+    probed now.
 
     Returns ``{'probes': {'svc/backend': {'up', 'detail'}}, 'admin': {'svc/backend': state},
     'haproxy': bool}``.
@@ -116,7 +138,10 @@ def service_view(service=None, targets_=None, timeout=None, socket_path=None):
         targets_ = targets(model)
         timeout, socket_path = model["remediation"]["probe"]["timeout"], model["haproxy"]["socket"]
     wanted = [t for t in targets_ if service is None or t["service"] == service]
-    view = {"probes": probe_targets(wanted, timeout or 0.5), "admin": {}, "haproxy": False}
+    fresh = _cached(cache, ["{}/{}".format(t["service"], t["backend"]) for t in wanted], float(max_age), time.time()) \
+        if cache and max_age else {}
+    rest = [t for t in wanted if "{}/{}".format(t["service"], t["backend"]) not in fresh]
+    view = {"probes": dict(fresh, **(probe_targets(rest, timeout or 0.5) if rest else {})), "admin": {}, "haproxy": False}
     try:
         servers = __salt__["openstack_ha_haproxy.servers"](socket_path)
         view["haproxy"] = True

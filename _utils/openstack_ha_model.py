@@ -71,7 +71,7 @@ SCHEMA = {
     "keystone": {"region": ANY, "endpoint_mode": ANY, "scheme": ANY, "timeout": ANY,
                  "interfaces": {"public": ANY, "internal": ANY, "admin": ANY}},
     "remediation": {"enabled": ANY, "quorum": ANY, "cooldown": ANY, "heartbeat": ANY,
-                    "probe": {"interval": ANY, "timeout": ANY, "fall": ANY, "rise": ANY}, "haproxy_check": _CHECK},
+                    "probe": {"interval": ANY, "timeout": ANY, "fall": ANY, "rise": ANY, "watch": ANY}, "haproxy_check": _CHECK},
 }
 
 
@@ -705,6 +705,11 @@ def _check_policy(c, model, controller_count):
         _check_timing(c, probe, path + ["probe"], {"interval": (1, 60), "timeout": (0.05, 30)})
         for key in ("fall", "rise"):
             c.integer(probe.get(key), path + ["probe", key], 1, 20)
+        watch = probe.get("watch", 0)
+        if watch:
+            c.number(watch, path + ["probe", "watch"], 0.05, 60)
+            if isinstance(watch, (int, float)) and isinstance(probe.get("interval"), (int, float)) and watch >= probe["interval"]:
+                c.fail(path + ["probe", "watch"], "must be shorter than the beacon interval {} (or 0: no watcher)".format(probe["interval"]))
     _check_haproxy_check(c, policy, path)
 
 

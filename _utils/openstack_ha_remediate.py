@@ -24,8 +24,11 @@ def verify(ctx, model, service=None):
     hold: {controller: view} of those that answered with a well-formed view in time."""
     targets = ctx.util("model.probe_targets")(model, service)
     controllers = [c["id"] for c in model["controllers"]]
+    probe = model["remediation"]["probe"]
+    # With the beacons' watchers, results at most two rounds old are as good as a new probe.
+    fresh = (2 * probe["watch"], model["paths"]["probe_cache"]) if probe.get("watch") else (None, None)
     answers = ctx.call("publish.publish", controllers, "openstack_ha_probe.service_view",
-                       (service, targets, model["remediation"]["probe"]["timeout"], model["haproxy"]["socket"]),
+                       (service, targets, probe["timeout"], model["haproxy"]["socket"]) + fresh,
                        timeout=VERIFY_TIMEOUT, wait_for=ctx.call("publish.wait_for", model),
                        quorum=ctx.util("model.quorum_size")(model))
     views = {}

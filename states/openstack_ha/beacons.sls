@@ -11,6 +11,10 @@ openstack_ha-beacon-backends:
       - fall: {{ probe.fall }}
       - rise: {{ probe.rise }}
       - heartbeat: {{ oha.remediation.heartbeat }}
+{%- if probe.watch | default(0) %}
+      - watch: {{ probe.watch }}
+      - cache: {{ oha.paths.probe_cache }}
+{%- endif %}
       - targets: {{ salt['openstack_ha_probe.targets'](oha) | json }}
 
 openstack_ha-beacon-vip:
