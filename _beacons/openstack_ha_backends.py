@@ -94,7 +94,7 @@ def _probe_round(memory, conf, budget=None):
     for target in targets:
         key = "{}/{}".format(target["service"], target["backend"])
         if key not in inflight:
-            inflight[key] = pool.submit(__salt__["openstack_ha_probe.probe_targets"], [target], conf.get("timeout", 0.5))
+            inflight[key] = pool.submit(memory["probe"], [target], conf.get("timeout", 0.5))
     concurrent.futures.wait(list(inflight.values()), timeout=float(conf.get("budget", 0.3) if budget is None else budget))
     results = {}
     for key, future in list(inflight.items()):
@@ -147,13 +147,14 @@ def _write_cache(path, results, now):
     os.replace(tmp, path)
 
 
-def _send_to_master(event):
+def _send_to_master(opts, event):
     """Hand ``event`` to the minion's main loop, which sends it to the master as this beacon's
-    event (the path the ticks' events take)."""
+    event (the path the ticks' events take). ``opts``: the minion's options (a plain dict: the
+    loader's dunders do not reach another thread)."""
     import salt.utils.event
 
-    tag = "salt/beacon/{}/openstack_ha_backends/{}".format(__opts__["id"], event["tag"])
-    with salt.utils.event.get_event("minion", opts=__opts__, listen=False) as bus:
+    tag = "salt/beacon/{}/openstack_ha_backends/{}".format(opts["id"], event["tag"])
+    with salt.utils.event.get_event("minion", opts=opts, listen=False) as bus:
         bus.fire_event({"data": None, "tag": None, "events": [{"tag": tag, "data": event}], "pretag": None}, "fire_master")
 
 
@@ -179,7 +180,7 @@ def _watch(memory, stop):
             if changes:
                 event = {"tag": "change", "kind": "change", "changes": changes, "view": view, "time": now, "watched": True}
                 try:
-                    _send_to_master(event)
+                    _send_to_master(memory["opts"], event)
                 except Exception as exc:  # noqa: BLE001 - the tick sends it instead
                     log.warning("openstack_ha_backends: could not hand a change to the minion (%s); the next tick sends it", exc)
                     with memory["lock"]:
@@ -191,6 +192,8 @@ def _watch(memory, stop):
 
 def _ensure_watcher(memory, conf):
     memory["conf"], memory["last_tick"] = conf, time.monotonic()
+    if "opts" not in memory:
+        memory["opts"] = __opts__.value() if hasattr(__opts__, "value") else __opts__
     thread = memory.get("watcher")
     if thread is None or not thread.is_alive():
         stop = threading.Event()
@@ -204,6 +207,8 @@ def beacon(config):
     now = time.time()
     memory = __context__.setdefault("openstack_ha_backends", {"state": {}, "streak": {}, "heartbeat": 0, "inflight": {},
                                                               "lock": threading.Lock(), "pending": []})
+    # Looked up here, in the loader's context: a thread of the watcher's has none.
+    memory["probe"] = __salt__["openstack_ha_probe.probe_targets"]
     if conf.get("watch"):
         _ensure_watcher(memory, conf)
         with memory["lock"]:

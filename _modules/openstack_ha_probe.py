@@ -96,7 +96,7 @@ def targets(model=None):
 
 def _cached(path, keys, max_age, now):
     """The results in the backend beacon's cache at ``path`` for ``keys`` that are at most
-    ``max_age`` seconds old: ``{key: {up, detail}}``."""
+    ``max_age`` seconds old: ``{key: {up, detail, age}}`` (``age`` in seconds)."""
     import json
 
     try:
@@ -109,7 +109,7 @@ def _cached(path, keys, max_age, now):
         entry = cached.get(key)
         if isinstance(entry, dict) and isinstance(entry.get("up"), bool) and isinstance(entry.get("time"), (int, float)) \
                 and 0 <= now - entry["time"] <= max_age:
-            fresh[key] = {"up": entry["up"], "detail": "{} ({:.0f} ms ago)".format(entry.get("detail"), (now - entry["time"]) * 1000)}
+            fresh[key] = {"up": entry["up"], "detail": str(entry.get("detail")), "age": round(now - entry["time"], 3)}
     return fresh
 
 
