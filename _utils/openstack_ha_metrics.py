@@ -46,6 +46,20 @@ import logging
 log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+# The beacons and event kinds the loop knows; anything else in a tag (which a hostile minion
+# chooses) is counted as "other", so forged tags cannot grow the label sets without bound.
+BEACONS = frozenset({"openstack_ha_backends", "openstack_ha_vip", "openstack_ha_galera", "openstack_ha_rabbitmq"})
+KINDS = frozenset({"change", "heartbeat"})
+
+
+def _set_all(gauge, before, values):
+    """Set ``gauge`` to ``values`` (``{label tuple: value}``) and to 0 for the label tuples
+    of ``before`` no longer among them; returns the label tuples set now."""
+    for labels in set(before) - set(values):
+        gauge.labels(*labels).set(0)
+    for labels, value in values.items():
+        gauge.labels(*labels).set(value)
+    return set(values)
 
 
 class LoopMetrics:
@@ -75,7 +89,7 @@ class LoopMetrics:
                                       registry=r)
         self.vip_held = prom.Gauge("openstack_ha_vip_held", "1 for the controller holding the VIP", ["site", "vip", "controller"],
                                    registry=r)
-        self._held = {}  # (site, vip) -> controllers last set to 1
+        self._held = {}  # (site, vip) -> label tuples last set
         self.healthy = prom.Gauge("openstack_ha_site_healthy", "1 when status finds nothing wrong", ["site"], registry=r)
         self.problems = prom.Gauge("openstack_ha_site_problems", "Problems status lists", ["site"], registry=r)
         self.paused = prom.Gauge("openstack_ha_site_paused", "1 while the loop is paused (salt-run openstack_ha.pause)", ["site"],
@@ -85,14 +99,16 @@ class LoopMetrics:
                                   ["site", "controller", "component"], registry=r)
         self._pending = set()
         self.firing = prom.Gauge("openstack_ha_alerts_firing", "Alerts held open at Alertmanager", ["site", "kind"], registry=r)
+        self._firing = set()
         self.posts = prom.Counter("openstack_ha_alertmanager_posts", "Deliveries to Alertmanager", ["result"], registry=r)
 
     def observe(self, tag, result, seconds, now):
         """Count one handled event: ``tag`` (``salt/beacon/<id>/<beacon>/<kind>``), the
         runner's ``result`` (``{"site", "decisions"}`` or ``{"ignored"}``), how long it took."""
         parts = str(tag).split("/")
-        reporter, beacon = (parts[2], parts[3]) if len(parts) >= 4 else ("?", "?")
-        kind = parts[4] if len(parts) >= 5 else "?"
+        reporter, beacon = (parts[2], parts[3]) if len(parts) >= 4 else ("?", "other")
+        beacon = beacon if beacon in BEACONS else "other"
+        kind = parts[4] if len(parts) >= 5 and parts[4] in KINDS else "other"
         self.events.labels(beacon, kind).inc()
         self.handle.labels(beacon).observe(seconds)
         self.last_event.set(now)
@@ -106,11 +122,8 @@ class LoopMetrics:
             for vip, who in holders.items():
                 who = [str(c) for c in who or []]
                 self.vip_holders.labels(site, str(vip)).set(len(who))
-                for ctrl in self._held.get((site, str(vip)), set()) - set(who):
-                    self.vip_held.labels(site, str(vip), ctrl).set(0)
-                for ctrl in who:
-                    self.vip_held.labels(site, str(vip), ctrl).set(1)
-                self._held[(site, str(vip))] = set(who)
+                self._held[(site, str(vip))] = _set_all(self.vip_held, self._held.get((site, str(vip)), ()),
+                                                        {(site, str(vip), ctrl): 1 for ctrl in who})
         for entry in result.get("decisions") or []:
             if not isinstance(entry, dict):
                 continue
@@ -136,24 +149,11 @@ class LoopMetrics:
             for ctrl, components in (summary.get("pending_restart") or {}).items():
                 for component in components or {}:
                     pending.add((site, str(ctrl), str(component)))
-        for labels in self._pending - pending:
-            self.pending.labels(*labels).set(0)
-        for labels in pending:
-            self.pending.labels(*labels).set(1)
-        self._pending = pending
+        self._pending = _set_all(self.pending, self._pending, dict.fromkeys(pending, 1))
 
     def set_firing(self, counts):
         """``counts``: ``{(site, kind): alerts open}`` (kinds no longer open drop to 0)."""
-        for labels in list(self._firing_keys()):
-            if labels not in counts:
-                self.firing.labels(*labels).set(0)
-        for (site, kind), n in counts.items():
-            self.firing.labels(site, kind).set(n)
-
-    def _firing_keys(self):
-        for metric in self.firing.collect():
-            for sample in metric.samples:
-                yield sample.labels["site"], sample.labels["kind"]
+        self._firing = _set_all(self.firing, self._firing, counts)
 
     def serve(self, address, port):
         """Serve ``/metrics`` on ``address:port`` from a daemon thread."""

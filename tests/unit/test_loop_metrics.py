@@ -64,3 +64,12 @@ def test_the_site_gauges_follow_the_status():
     text = exposed(m)
     assert 'openstack_ha_pending_restart{component="galera",controller="c2",site="lab"} 0.0' in text
     assert 'openstack_ha_site_healthy{site="lab"} 1.0' in text
+
+
+def test_tags_a_minion_chooses_cannot_grow_the_label_sets():
+    m = metrics_lib.loop_metrics()
+    for i in range(50):
+        m.observe("salt/beacon/c1/openstack_ha_x{}/k{}".format(i, i), {"ignored": "forged"}, 0.01, 1.0)
+    text = exposed(m)
+    assert 'openstack_ha_loop_events_total{beacon="other",kind="other"} 50.0' in text
+    assert "openstack_ha_x" not in text and 'kind="k' not in text
