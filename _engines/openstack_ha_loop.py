@@ -95,6 +95,7 @@ def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, s
     admission = __utils__["openstack_ha_admit.admission"](__opts__["cachedir"])
     handle = __runners__["openstack_ha.handle_event"]
     note = __utils__["openstack_ha_trace.note"]
+    trusted = __utils__["openstack_ha_alerting.trusted"]
     loop_metrics = __utils__["openstack_ha_metrics.loop_metrics"]()
     if metrics:
         loop_metrics.serve(*__utils__["openstack_ha_metrics.split_listen"](metrics))
@@ -115,7 +116,9 @@ def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, s
                 continue
             tag, data = str(event.get("tag", "")), event.get("data")
             if tag.startswith("salt/run/openstack_ha/"):
-                if forwarder is not None:
+                # Checked here, not in a worker: a minion's flood of such tags costs the intake
+                # a prefix test, and takes no worker from remediation.
+                if forwarder is not None and trusted(tag, data):
                     pool.submit(_forward, forwarder, tag, data)
                 continue
             if not tag.startswith("salt/beacon/"):
