@@ -6,14 +6,22 @@ Event tag: ``salt/beacon/<minion id>/openstack_ha_rabbitmq/change`` (and ``.../h
 
 Data keys:
     ``kind``: ``change`` or ``heartbeat``;
-    ``node``: this node's RabbitMQ name; ``running``: whether it answers at all;
+    ``node``: this node's RabbitMQ name; ``running``: whether its Erlang VM runs at all;
     ``app_running``; ``members``; ``running_nodes``; ``expected``: the site's nodes;
     ``partitions``: {node: [nodes it is partitioned from]}; ``alarms``: list of text;
-    ``time``: epoch seconds.
+    ``source``: ``metrics`` or absent (``rabbitmqctl``); ``time``: epoch seconds.
 
-Each call of ``rabbitmqctl`` starts an Erlang VM (about a second of CPU), so the state
-configures a 20 s interval. The master's runner raises ``openstack_ha/alert/rabbitmq_*`` and may heal
-a partitioned minority (see the runner).
+Two paths:
+
+- every tick (``metrics`` set: the ``rabbitmq_prometheus`` plugin is on), the node's own
+  ``/metrics`` endpoint (milliseconds, bounded by ``timeout``): a node that stops, pauses,
+  loses a peer or raises an alarm is reported within about a second;
+- every ``full_interval`` seconds, in a worker thread, ``rabbitmqctl cluster_status`` (each
+  call starts an Erlang VM: seconds): the Mnesia partitions, which the endpoint does not
+  export. Without ``metrics`` it is the only path, as before.
+
+The master's watch (``openstack_ha_rabbit_watch``) raises ``openstack_ha/alert/rabbitmq_*``,
+starts a dead node and may heal a partitioned minority.
 
 Options (written by the ``openstack_ha.beacons`` state):
 
@@ -21,14 +29,19 @@ Options (written by the ``openstack_ha.beacons`` state):
 
     beacons:
       openstack_ha_rabbitmq:
-        - interval: 20
+        - interval: 1
+        - full_interval: 20
+        - timeout: 0.5
         - heartbeat: 60
+        - metrics: {url: "http://10.213.0.11:15692/metrics", node: rabbit@lab-ctrl1,
+                    expected: [rabbit@lab-ctrl1, ...], dist: "10.213.0.11:25672"}
 """
 
 import concurrent.futures
 import time
 
 import salt.utils.beacons
+from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "openstack_ha_rabbitmq"
 
@@ -40,31 +53,59 @@ def __virtual__():
 
 
 def validate(config):
+    conf = salt.utils.beacons.list_to_dict(config)
+    target = conf.get("metrics")
+    if target is not None and not (isinstance(target, dict) and {"url", "node", "expected"} <= set(target)):
+        return False, "openstack_ha_rabbitmq: metrics needs url, node and expected"
     return True, "valid"
 
 
+def _full(memory, now, every):
+    """The last finished ``rabbitmqctl`` report (None before the first), starting the next one
+    in the worker thread when ``every`` seconds have passed. Never waits."""
+    future = memory["future"]
+    if future is not None and future.done():
+        try:
+            memory["full"] = future.result()
+        except Exception as exc:  # noqa: BLE001 - a failed report is a node that does not answer
+            memory["full"] = {"running": False, "app_running": False, "reason": str(exc)}
+        memory["future"] = future = None
+    if future is None and now - memory["full_time"] >= every:
+        memory["full_time"] = now
+        memory["future"] = memory["pool"].submit(__salt__["openstack_ha_rabbitmq.report"])
+    return memory["full"]
+
+
 def beacon(config):
-    """One tick: never waits for rabbitmqctl. A beacon runs inside the minion's main loop,
-    where a 2-3 s CLI call would stall every job the master sends meanwhile (the remediation
-    loop's verification among them); the report runs in a worker thread and the tick looks at
-    the last one that finished."""
+    """One tick. A beacon runs inside the minion's main loop, where a 2-3 s CLI call would
+    stall every job the master sends meanwhile (the remediation loop's verification among
+    them): ``rabbitmqctl`` runs in a worker thread and the tick uses the last report that
+    finished; the endpoint scrape is bounded by ``timeout``."""
     conf = salt.utils.beacons.list_to_dict(config)
     now = time.time()
-    memory = __context__.setdefault("openstack_ha_rabbitmq", {"last": None, "heartbeat": 0, "future": None,
+    memory = __context__.setdefault("openstack_ha_rabbitmq", {"last": None, "heartbeat": 0, "future": None, "full": None,
+                                                              "full_time": 0,
                                                               "pool": concurrent.futures.ThreadPoolExecutor(max_workers=1)})
-    future = memory["future"]
-    if future is None:
-        memory["future"] = memory["pool"].submit(__salt__["openstack_ha_rabbitmq.report"])
+    full = _full(memory, now, float(conf.get("full_interval", 20)))
+    target = conf.get("metrics")
+    report = None
+    if target:
+        try:
+            report = __salt__["openstack_ha_rabbitmq.metrics_view"](target["url"], target["node"], target["expected"],
+                                                                   target.get("dist"), timeout=float(conf.get("timeout", 0.5)))
+        except CommandExecutionError:
+            report = None  # too busy to answer this tick: the last rabbitmqctl report stands in
+    if report is not None:
+        if full and report["app_running"]:
+            report["partitions"] = full.get("partitions") or {}
+            report["members"] = full.get("members")
+    elif full is None:
         return []
-    if not future.done():
-        return []
-    memory["future"] = memory["pool"].submit(__salt__["openstack_ha_rabbitmq.report"])
-    try:
-        report = future.result()
-    except Exception as exc:  # noqa: BLE001 - a failed report is a node that does not answer
-        report = {"running": False, "app_running": False, "reason": str(exc)}
+    else:
+        report = full
     summary = {k: report.get(k) for k in KEYS}
-    data = {k: report.get(k) for k in ("node", "running", "app_running", "members", "running_nodes", "expected", "partitions", "alarms")}
+    data = {k: report.get(k) for k in ("node", "running", "app_running", "members", "running_nodes", "expected", "partitions",
+                                       "alarms", "source")}
     data["time"] = now
     events = []
     if memory["last"] is not None and summary != memory["last"]:

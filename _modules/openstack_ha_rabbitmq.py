@@ -11,9 +11,12 @@ never on a command line.
 import fcntl
 import json
 import logging
+import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 
 from salt.exceptions import CommandExecutionError
 
@@ -161,6 +164,92 @@ def report(model=None):
     status["app_running"] = status["running"] and status["node"] in status["running_nodes"]
     status["expected"] = sorted(node_name(n) for n in node_ids(model))
     return status
+
+
+def _accepts(hostport, timeout):
+    """True when ``host:port`` (``[v6]:port`` for IPv6) accepts a TCP connection."""
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def metrics_view(url, node, expected, dist=None, timeout=1.0):
+    """
+    This node's view of its cluster from its own ``rabbitmq_prometheus`` endpoint, in
+    milliseconds (``openstack_ha_rabbit_view.from_metrics`` says what it can and cannot tell).
+
+    url
+        the node's ``/metrics`` URL.
+    node, expected
+        this node's RabbitMQ name and the site's.
+    dist
+        ``host:port`` of the node's Erlang distribution listener: when given, a node whose
+        endpoint does not answer counts as running (paused or stopped app) if it accepts a
+        connection there.
+
+    Raises ``CommandExecutionError`` when the endpoint accepts but does not answer within
+    ``timeout`` (a node too busy to tell is not a node that is down).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lab-ctrl1 openstack_ha_rabbitmq.metrics_view http://10.213.0.11:15692/metrics rabbit@lab-ctrl1 '[rabbit@lab-ctrl1]'
+    """
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            text = answer.read(4 * 1024 * 1024).decode("utf-8", "replace")
+    except TimeoutError:
+        raise CommandExecutionError("{} did not answer within {} s".format(url, timeout)) from None
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError):
+            raise CommandExecutionError("{} did not answer within {} s".format(url, timeout)) from None
+        text = None  # refused, reset: the app does not run
+    except (OSError, ValueError):
+        text = None
+    vm_running = text is not None or (bool(dist) and _accepts(dist, timeout))
+    return __utils__["openstack_ha_rabbit_view.from_metrics"](text, node, expected, vm_running)
+
+
+def metrics_target(model=None):
+    """``{url, node, expected, dist}`` for :func:`metrics_view` on this controller, or None
+    when ``rabbitmq:prometheus`` is off or this controller is not a RabbitMQ node.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.metrics_target
+    """
+    model = model or __salt__["openstack_ha.model"]()
+    rabbit, me = model["rabbitmq"], model.get("local")
+    if not (rabbit.get("prometheus") or {}).get("enabled") or not me or me["id"] not in node_ids(model):
+        return None
+    return {"url": "http://{}:{}/metrics".format(me["host"], rabbit["prometheus"]["port"]),
+            "node": node_name(me["id"]), "expected": sorted(node_name(n) for n in node_ids(model)),
+            "dist": "{}:{}".format(me["host"], int(rabbit["port"]) + 20000)}
+
+
+def quick_report(model=None, timeout=1.0):
+    """
+    :func:`report` in milliseconds when ``rabbitmq:prometheus`` is on (from the node's own
+    endpoint, without partitions: see ``openstack_ha_rabbit_view``), else :func:`report`
+    itself. The master's RabbitMQ watch asks this first.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.quick_report
+    """
+    model = model or __salt__["openstack_ha.model"]()
+    target = metrics_target(model)
+    if target is None:
+        return report(model)
+    return metrics_view(target["url"], target["node"], target["expected"], target["dist"], timeout=timeout)
 
 
 def join(seed, timeout=120):

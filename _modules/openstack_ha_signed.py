@@ -29,6 +29,7 @@ ALLOWED = frozenset({
     "openstack_ha_haproxy.set_server_state",
     "openstack_ha_haproxy.set_servers_state",
     "openstack_ha_rabbitmq.report",
+    "openstack_ha_rabbitmq.quick_report",
     "openstack_ha_rabbitmq.restart_app",
     "openstack_ha_rabbitmq.start",
     "openstack_ha_galera.local_status",

@@ -196,10 +196,20 @@ def rabbit_problems(views, expected):
     if alarms:
         problems.append(("rabbitmq_alarm", "resource alarms: " + "; ".join(alarms), alarms))
     running = {n for v in views.values() if v.get("app_running") for n in v.get("running_nodes") or []}
-    down = sorted(set(expected) - running)
+    down = sorted((set(expected) - running) | ({v["node"] for v in views.values() if _says_down(v)} & set(expected)))
     if down:
         problems.append(("rabbitmq_node_down", "not running (down, paused or unreachable): " + ", ".join(down), down))
     return problems
+
+
+def _says_down(view):
+    """True when a node's own view says its app does not run: its VM answered (stopped or
+    paused app), or its metrics endpoint and distribution port refused. Peers may still be
+    connected to a paused node's VM and list it; a ``rabbitmqctl`` call that timed out is not
+    such evidence."""
+    if view.get("app_running") or not isinstance(view.get("node"), str):
+        return False
+    return bool(view.get("running") or view.get("source") == "metrics")
 
 
 def rabbit_news(problems, seen, now, heartbeat):
@@ -258,7 +268,7 @@ def valid_rabbit_view(view):
     lists = all(view.get(k) is None or (isinstance(view[k], list) and all(isinstance(x, str) for x in view[k]))
                 for k in ("running_nodes", "members", "alarms", "expected"))
     partitions = view.get("partitions")
-    return lists and (partitions is None or isinstance(partitions, dict)) and all(
+    return lists and (partitions is None or isinstance(partitions, dict)) and isinstance(view.get("node", ""), str) and all(
         isinstance(view.get(k, False), bool) for k in ("running", "app_running"))
 
 

@@ -10,6 +10,7 @@ alerts (once per condition), a partitioned minority healed, a dead node started 
 import time
 
 REPORT_TIMEOUT = 12  # every rabbitmqctl call starts an Erlang VM: seconds, not milliseconds
+QUICK_TIMEOUT = 4  # the nodes' own /metrics endpoints: milliseconds, plus the Salt round trip
 REPAIR_TIMEOUT = 150
 
 
@@ -24,6 +25,22 @@ def _forget_alerts(ctx, site):
             ctx.call("records.store", site, records)
         for kind in ended:
             ctx.call("records.fire", "openstack_ha/resolved/" + kind, {"site": site, "why": "RabbitMQ is whole again"})
+
+
+def _views(ctx, site, nodes, data):
+    """Every answering node's view: first from the nodes' own metrics endpoints (a Salt round
+    trip, no Erlang VM started), then from ``rabbitmqctl`` (seconds) only when those cannot
+    settle it: a node without the endpoint, a split between nodes that both run (only
+    ``rabbitmqctl`` tells a partition), a report or an open alert about a partition."""
+    valid = ctx.util("decide.valid_rabbit_view")
+    views = {n: v for n, v in ctx.call("publish.ask", nodes, "openstack_ha_rabbitmq.quick_report", timeout=QUICK_TIMEOUT,
+                                        channel="rabbit").items() if valid(v)}
+    quick = all(v.get("source") == "metrics" for v in views.values())
+    if (quick and not any((data.get("partitions") or {}).values()) and not ctx.util("rabbit_view.split_suspected")(views)
+            and "rabbitmq_partition" not in (ctx.call("records.load", site).get("rabbitmq") or {})):
+        return views
+    return {n: v for n, v in ctx.call("publish.ask", nodes, "openstack_ha_rabbitmq.report", timeout=REPORT_TIMEOUT,
+                                      channel="slow").items() if valid(v)}
 
 
 def check(ctx, model, reporter, data):
@@ -43,9 +60,9 @@ def check(ctx, model, reporter, data):
     if data.get("kind") == "heartbeat" and healthy(data, expected):
         _forget_alerts(ctx, site)
         return []
-    valid = ctx.util("decide.valid_rabbit_view")
-    views = {n: v for n, v in ctx.call("publish.ask", nodes, "openstack_ha_rabbitmq.report", timeout=REPORT_TIMEOUT,
-                                        channel="slow").items() if valid(v)}
+    views = _views(ctx, site, nodes, data)
+    if not views:
+        return []  # no node answered: nothing to judge by (a controller silent is alerted on by itself)
     expected = sorted({n for v in views.values() for n in v.get("expected") or []}) or expected
     problems = ctx.util("decide.rabbit_problems")(views, expected)
     decisions, todo = [], None

@@ -44,6 +44,12 @@ openstack_ha-beacon-rabbitmq:
   openstack_ha_beacon.configured:
     - name: openstack_ha_rabbitmq
     - config:
-      - interval: 20
+      - interval: 1
+      - full_interval: 20
+      - timeout: 0.5
       - heartbeat: 60
+{%- set rabbit_target = salt['openstack_ha_rabbitmq.metrics_target'](oha) %}
+{%- if rabbit_target %}
+      - metrics: {{ rabbit_target | json }}
+{%- endif %}
 {%- endif %}

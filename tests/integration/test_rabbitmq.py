@@ -99,7 +99,17 @@ def test_messages_survive_the_loss_of_the_leaders_node(cluster):
     leader = str(leaders[QUORUM_Q]).split("@")[-1].split(".")[0].strip("<>'")
     assert leader in CTRLS, leaders
     victim_pid = beam_pid(leader)
-    os.kill(victim_pid, signal.SIGKILL)
+    events = labtools.MasterEvents()
+    try:
+        os.kill(victim_pid, signal.SIGKILL)
+        # The loop hears of it from the nodes' own metrics endpoints (the beacon's every-tick
+        # path), not from a rabbitmqctl report every 20 s: the alert's evidence says so.
+        alert = events.wait("openstack_ha/alert/rabbitmq_node_down", 60, lambda e: leader in json.dumps(e["data"].get("why")))
+    finally:
+        events.close()
+    assert alert is not None, "no openstack_ha/alert/rabbitmq_node_down naming " + leader
+    assert {v.get("source") for v in alert["data"]["evidence"].values()} == {"metrics"}, alert["data"]["evidence"]
+    assert alert["data"]["evidence"][leader]["running"] is False
     wait_until(lambda: not labtools.labctl.alive(victim_pid), 10, "the killed node's VM to exit")
     survivor = next(c for c in CTRLS if c != leader)
     got = {QUORUM_Q: set(), MIRRORED_Q: set()}

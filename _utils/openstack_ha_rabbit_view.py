@@ -1,0 +1,86 @@
+"""
+A RabbitMQ node's view of its cluster read from its own ``rabbitmq_prometheus`` endpoint
+(``/metrics``) instead of ``rabbitmqctl``: a scrape takes milliseconds, a ``rabbitmqctl`` call
+starts an Erlang VM (seconds of wall time, about half a second of CPU).
+
+What the endpoint tells, and what it does not:
+
+- it answers only while the node's ``rabbit`` application runs (a stopped or paused node's
+  plugins stop with it): ``app_running``;
+- ``erlang_vm_dist_node_state{peer=...} 3`` for every peer the node's Erlang VM is connected
+  to: the peers it sees (a peer whose app is paused stays connected: its own view says so);
+- ``rabbitmq_alarms_*`` gauges: this node's resource alarms;
+- nothing about Mnesia partitions: a partition left standing after the network healed shows
+  only in ``rabbitmqctl cluster_status`` (the beacon still runs it, less often).
+
+Pure functions: the module and the beacon do the I/O.
+"""
+
+import re
+
+ALARMS = {
+    "rabbitmq_alarms_memory_used_watermark": "memory",
+    "rabbitmq_alarms_free_disk_space_watermark": "disk",
+    "rabbitmq_alarms_file_descriptor_limit": "file descriptors",
+}
+CONNECTED = 3  # erlang_vm_dist_node_state: 1 pending, 2 up_pending, 3 up
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def samples(text, names):
+    """``[(name, {label: value}, float)]`` for the samples of the metric families in
+    ``names`` in a Prometheus text exposition; other lines and malformed values are skipped."""
+    found, prefixes = [], tuple(names)
+    for line in text.splitlines():
+        if not line.startswith(prefixes):  # also skips comments: most of a scrape is other metrics
+            continue
+        match = _SAMPLE.match(line)
+        if not match or match.group(1) not in names:
+            continue
+        try:
+            value = float(match.group(3))
+        except ValueError:
+            continue
+        found.append((match.group(1), dict(_LABEL.findall(match.group(2) or "")), value))
+    return found
+
+
+def from_metrics(text, node, expected, vm_running=True):
+    """
+    The view ``openstack_ha_rabbitmq.report`` gives, from the ``/metrics`` text of ``node``
+    (``rabbit@host``; ``text`` None: the endpoint did not answer). ``expected``: the site's
+    node names. ``vm_running``: whether the node's Erlang VM runs at all (its distribution
+    port accepts connections); a node whose VM runs but whose endpoint does not answer is
+    stopped or paused, not dead.
+
+    Returns ``{node, running, app_running, members, running_nodes, partitions, alarms,
+    expected, source}`` with ``source`` ``"metrics"``; ``members`` is None (not exported),
+    ``partitions`` is always empty (see the module's note).
+    """
+    view = {"node": node, "running": bool(vm_running or text is not None), "app_running": text is not None,
+            "members": None, "running_nodes": [], "partitions": {}, "alarms": [],
+            "expected": sorted(expected), "source": "metrics"}
+    if text is None:
+        return view
+    peers, alarms = {node}, []
+    for name, labels, value in samples(text, set(ALARMS) | {"erlang_vm_dist_node_state"}):
+        if name == "erlang_vm_dist_node_state":
+            peer = labels.get("peer", "")
+            # CLI tools (rabbitmqctl-123@host) connect too: only RabbitMQ nodes count.
+            if value == CONNECTED and peer.startswith("rabbit@"):
+                peers.add(peer)
+        elif value:
+            alarms.append("{} on {}".format(ALARMS[name], node))
+    view["running_nodes"] = sorted(peers)
+    view["alarms"] = sorted(alarms)
+    return view
+
+
+def split_suspected(views):
+    """True when an answering node misses a peer whose own view says its app runs: the two do
+    not see each other (a network split, or a partition forming). ``views``: ``{controller:
+    view}``. Only ``rabbitmqctl`` can tell a partition; the caller asks it then."""
+    running = [v for v in views.values() if v.get("app_running") and isinstance(v.get("node"), str)]
+    up = {v["node"] for v in running}
+    return any(not up <= set(v.get("running_nodes") or []) for v in running)

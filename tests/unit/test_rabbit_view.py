@@ -1,0 +1,85 @@
+"""RabbitMQ read from its own metrics endpoint (``_utils/openstack_ha_rabbit_view.py``) and the
+node-down rule that takes a node's own word (``decide.rabbit_problems``)."""
+
+from tests.conftest import load_module
+
+view_lib = load_module("_utils/openstack_ha_rabbit_view.py", "openstack_ha_rabbit_view")
+decide = load_module("_utils/openstack_ha_decide.py", "openstack_ha_decide")
+
+NODES = ["rabbit@c1", "rabbit@c2", "rabbit@c3"]
+
+# Lines as rabbitmq_prometheus 3.10 writes them (trimmed: a real scrape has ~1,500 lines).
+SCRAPE = """# TYPE rabbitmq_alarms_memory_used_watermark gauge
+# HELP rabbitmq_alarms_memory_used_watermark is 1 if VM memory watermark alarm is in effect
+rabbitmq_alarms_memory_used_watermark {memory}
+rabbitmq_alarms_free_disk_space_watermark 0
+rabbitmq_alarms_file_descriptor_limit 0
+rabbitmq_identity_info{{rabbitmq_node="{me}",rabbitmq_cluster="rabbit@c1"}} 1
+{peers}erlang_vm_dist_node_state{{peer="rabbitmqcli-512-{me}"}} 3
+erlang_vm_dist_node_queue_size_bytes{{peer="rabbit@c2"}} 0
+"""
+
+
+def scrape(memory=0, me="rabbit@c1", lost=()):
+    """``me``'s scrape: connected to every other node, ``lost`` ones pending (state 1)."""
+    peers = "".join('erlang_vm_dist_node_state{{peer="{}"}} {}\n'.format(n, 1 if n in lost else 3) for n in NODES if n != me)
+    return SCRAPE.format(memory=memory, me=me, peers=peers)
+
+
+def test_a_healthy_node_sees_its_connected_peers_and_no_alarm():
+    view = view_lib.from_metrics(scrape(), "rabbit@c1", NODES)
+    assert view["running"] and view["app_running"]
+    assert view["running_nodes"] == NODES  # the CLI tool's connection is not a node
+    assert view["alarms"] == [] and view["partitions"] == {} and view["source"] == "metrics"
+    assert decide.rabbit_healthy(view, NODES)
+
+
+def test_a_peer_not_connected_and_an_alarm_show():
+    view = view_lib.from_metrics(scrape(memory=1, lost=["rabbit@c3"]), "rabbit@c1", NODES)
+    assert view["running_nodes"] == ["rabbit@c1", "rabbit@c2"]
+    assert view["alarms"] == ["memory on rabbit@c1"]
+    assert not decide.rabbit_healthy(view, NODES)
+
+
+def test_an_endpoint_that_does_not_answer_is_a_stopped_app_or_a_dead_node():
+    paused = view_lib.from_metrics(None, "rabbit@c3", NODES, vm_running=True)
+    dead = view_lib.from_metrics(None, "rabbit@c3", NODES, vm_running=False)
+    assert paused["running"] and not paused["app_running"] and paused["running_nodes"] == []
+    assert not dead["running"] and not dead["app_running"]
+
+
+def test_a_paused_node_still_connected_to_its_peers_is_down_by_its_own_word():
+    views = {"c1": view_lib.from_metrics(scrape(), "rabbit@c1", NODES),
+             "c2": view_lib.from_metrics(scrape(me="rabbit@c2"), "rabbit@c2", NODES),
+             "c3": view_lib.from_metrics(None, "rabbit@c3", NODES, vm_running=True)}
+    kinds = {p[0]: p[2] for p in decide.rabbit_problems(views, NODES)}
+    assert kinds == {"rabbitmq_node_down": ["rabbit@c3"]}
+    # Its VM runs: not a node to start again (it resumes by itself when it sees a majority).
+    assert decide.rabbit_remedy(["c1", "c2", "c3"], 2, views, {}, 100.0, 30) is None
+    views["c3"] = view_lib.from_metrics(None, "rabbit@c3", NODES, vm_running=False)
+    assert decide.rabbit_remedy(["c1", "c2", "c3"], 2, views, {}, 100.0, 30) == ("restart", "c3")
+
+
+def test_a_rabbitmqctl_call_that_timed_out_is_not_a_node_down_when_peers_see_it():
+    views = {"c1": {"node": "rabbit@c1", "running": True, "app_running": True, "running_nodes": NODES},
+             "c2": {"node": "rabbit@c2", "running": True, "app_running": True, "running_nodes": NODES},
+             "c3": {"node": "rabbit@c3", "running": False, "app_running": False, "reason": "timed out"}}
+    assert decide.rabbit_problems(views, NODES) == []
+
+
+def test_a_split_between_running_nodes_is_suspected_only_when_both_sides_run():
+    views = {"c1": view_lib.from_metrics(scrape(lost=["rabbit@c3"]), "rabbit@c1", NODES),
+             "c2": view_lib.from_metrics(scrape(me="rabbit@c2"), "rabbit@c2", NODES),
+             "c3": view_lib.from_metrics(scrape(me="rabbit@c3"), "rabbit@c3", NODES)}
+    assert view_lib.split_suspected(views)  # c1 misses c3, whose own endpoint answers
+    views["c3"] = view_lib.from_metrics(None, "rabbit@c3", NODES, vm_running=False)
+    assert not view_lib.split_suspected(views)  # c3 is down, not split off
+    views["c3"] = {"node": ["not", "a", "name"], "app_running": True}  # a hostile answer breaks nothing
+    assert not view_lib.split_suspected(views)
+    assert not decide.valid_rabbit_view(views["c3"])
+
+
+def test_malformed_lines_are_skipped():
+    text = "erlang_vm_dist_node_state{peer=\"rabbit@c2\"} three\nrabbitmq_alarms_memory_used_watermark 1\n"
+    view = view_lib.from_metrics(text, "rabbit@c1", NODES)
+    assert view["running_nodes"] == ["rabbit@c1"] and view["alarms"] == ["memory on rabbit@c1"]
