@@ -94,9 +94,10 @@ def targets(model=None):
     return __utils__["openstack_ha_model.probe_targets"](model or __salt__["openstack_ha.model"]())
 
 
-def _cached(path, keys, max_age, now):
+def _cached(path, keys, max_age, now, since=None):
     """The results in the backend beacon's cache at ``path`` for ``keys`` that are at most
-    ``max_age`` seconds old: ``{key: {up, detail, age}}`` (``age`` in seconds)."""
+    ``max_age`` seconds old and, with ``since``, probed at or after it: ``{key: {up, detail,
+    age}}`` (``age`` in seconds)."""
     import json
 
     try:
@@ -108,12 +109,12 @@ def _cached(path, keys, max_age, now):
     for key in keys:
         entry = cached.get(key)
         if isinstance(entry, dict) and isinstance(entry.get("up"), bool) and isinstance(entry.get("time"), (int, float)) \
-                and 0 <= now - entry["time"] <= max_age:
+                and 0 <= now - entry["time"] <= max_age and (since is None or entry["time"] >= since):
             fresh[key] = {"up": entry["up"], "detail": str(entry.get("detail")), "age": round(now - entry["time"], 3)}
     return fresh
 
 
-def service_view(service=None, targets_=None, timeout=None, socket_path=None, max_age=None, cache=None):
+def service_view(service=None, targets_=None, timeout=None, socket_path=None, max_age=None, cache=None, since=None):
     """
     This controller's fresh view, for the runner's verification: a probe of every backend
     (of ``service``, or of all services) and its HAProxy's administrative state of each.
@@ -121,8 +122,8 @@ def service_view(service=None, targets_=None, timeout=None, socket_path=None, ma
     The runner passes ``targets_``, ``timeout`` and ``socket_path`` from the model it already
     holds, which spares this call reading the model; without them the local model is used.
     With ``max_age`` and ``cache`` (the backend beacon's watcher keeps it), a result the
-    watcher got at most ``max_age`` seconds ago is answered from there and only the others are
-    probed now.
+    watcher got at most ``max_age`` seconds ago (and, with ``since``, at or after that epoch
+    time: the report being verified) is answered from there and only the others are probed now.
 
     Returns ``{'probes': {'svc/backend': {'up', 'detail'}}, 'admin': {'svc/backend': state},
     'haproxy': bool}``.
@@ -138,8 +139,8 @@ def service_view(service=None, targets_=None, timeout=None, socket_path=None, ma
         targets_ = targets(model)
         timeout, socket_path = model["remediation"]["probe"]["timeout"], model["haproxy"]["socket"]
     wanted = [t for t in targets_ if service is None or t["service"] == service]
-    fresh = _cached(cache, ["{}/{}".format(t["service"], t["backend"]) for t in wanted], float(max_age), time.time()) \
-        if cache and max_age else {}
+    fresh = _cached(cache, ["{}/{}".format(t["service"], t["backend"]) for t in wanted], float(max_age), time.time(),
+                    float(since) if isinstance(since, (int, float)) else None) if cache and max_age else {}
     rest = [t for t in wanted if "{}/{}".format(t["service"], t["backend"]) not in fresh]
     view = {"probes": dict(fresh, **(probe_targets(rest, timeout or 0.5) if rest else {})), "admin": {}, "haproxy": False}
     try:

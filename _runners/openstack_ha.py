@@ -149,7 +149,10 @@ def handle_event(tag, data):
         known = ctx.util("model.backend_services")(model)
         services = {c["service"] for c in data.get("changes") or [] if isinstance(c, dict) and c.get("service") in known}
     scope = services.pop() if len(services) == 1 else None
-    return {"site": site, "decisions": ctx.call("remediate.reconcile", model, reporter, service=scope, arrived=arrived)}
+    # A change report's probe time: the verification believes no cached probe older than it.
+    since = data.get("time") if data.get("kind") == "change" and isinstance(data.get("time"), (int, float)) else None
+    return {"site": site, "decisions": ctx.call("remediate.reconcile", model, reporter, service=scope, arrived=arrived,
+                                                since=since)}
 
 
 def status(site=None, timeout=10, recent=8):

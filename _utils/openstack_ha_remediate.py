@@ -19,14 +19,17 @@ VERIFY_TIMEOUT = 2
 ACT_TIMEOUT = 3
 
 
-def verify(ctx, model, service=None):
+def verify(ctx, model, service=None, since=None):
     """Every controller's fresh view of ``service`` (or of all services), from the model we
-    hold: {controller: view} of those that answered with a well-formed view in time."""
+    hold: {controller: view} of those that answered with a well-formed view in time. With the
+    beacons' watchers, a controller answers from probes at most two watch rounds old and, with
+    ``since`` (the report's probe time, epoch seconds), none older than that: a result from
+    before the failure the report is about would outvote it."""
     targets = ctx.util("model.probe_targets")(model, service)
     controllers = [c["id"] for c in model["controllers"]]
     probe = model["remediation"]["probe"]
     # With the beacons' watchers, results at most two rounds old are as good as a new probe.
-    fresh = (2 * probe["watch"], model["paths"]["probe_cache"]) if probe.get("watch") else (None, None)
+    fresh = (2 * probe["watch"], model["paths"]["probe_cache"], since) if probe.get("watch") else (None, None, None)
     answers = ctx.call("publish.publish", controllers, "openstack_ha_probe.service_view",
                        (service, targets, probe["timeout"], model["haproxy"]["socket"]) + fresh,
                        timeout=VERIFY_TIMEOUT, wait_for=ctx.call("publish.wait_for", model),
@@ -77,8 +80,9 @@ def act(ctx, model, actions, who, reporter):
     return entries
 
 
-def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation", arrived=None):
+def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation", arrived=None, since=None):
     """Verify every backend in scope with every controller, decide, act, record, announce.
+    ``since``: see :func:`verify`.
 
     Coalesces: when another verification of the same scope (or of the whole site) started
     after this event arrived (``arrived``, this process's monotonic clock), it already saw a
@@ -99,7 +103,7 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
         started = time.monotonic()
         last_verify.setdefault(site, {})[service] = started
     started_wall = time.time()
-    views = verify(ctx, model, service)
+    views = verify(ctx, model, service, since)
     verified = time.monotonic()
     with ctx.call("records.lock", site):
         records = ctx.call("records.load", site)

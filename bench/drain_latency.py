@@ -10,7 +10,7 @@ The remediation loop against HAProxy's own checks, in the lab.
    killed at 5 s: the project against HAProxy's checks alone.
 
 Usage: lab/labctl up && lab/labctl salt '*ctrl*' state.apply openstack_ha &&
-       .venv/bin/python bench/drain_latency.py [--runs 20] [--anchor-runs 5] [--load-runs 3]
+       .venv/bin/python bench/drain_latency.py [--runs 20] [--anchor-runs 5] [--load-runs 3] [--watch 0.2]
 """
 
 import argparse
@@ -29,6 +29,7 @@ CTRLS = [n for n, _ in labctl.CONTROLLERS]
 VICTIM = "lab-ctrl3"
 SERVICE, PORT, VIP = "nova", 8774, "10.213.0.100"
 COOLDOWN = 10  # the default remediation:cooldown
+MODEL_TTL = 30  # _utils/openstack_ha_sites.py: how long the master reuses a site's model
 
 
 def salt(*args):
@@ -47,6 +48,25 @@ def configure(inter, fall, remediation, haproxy=None, services=None):
         override["services"] = services
     salt("lab-ctrl*", "state.apply", "openstack_ha.haproxy", "pillar=" + json.dumps({"openstack_ha": override}))
     salt("lab-ctrl*", "beacons.enable_beacon" if remediation else "beacons.disable_beacon", "openstack_ha_backends")
+
+
+def set_watch(seconds):
+    """Run the backend beacons' watcher every ``seconds`` (0: off, the tick probes): the lab
+    site with ``remediation:probe:watch`` in the master's override pillar root (the runner's
+    model must know it too), the beacons applied, the master's model cache outwaited."""
+    import yaml
+
+    from tests.integration import labtools
+
+    document = None
+    if seconds:
+        with open(os.path.join(labctl.REPO, "pillar", "openstack_ha", "sites", "lab.sls")) as fh:
+            document = yaml.safe_load(fh)
+        document["openstack_ha"].setdefault("remediation", {}).setdefault("probe", {})["watch"] = seconds
+    labtools.write_site(document)
+    salt("lab-ctrl*", "saltutil.refresh_pillar")
+    salt("lab-ctrl*", "state.apply", "openstack_ha.beacons")
+    time.sleep(MODEL_TTL + 1)
 
 
 def sockets():
@@ -148,9 +168,13 @@ def main():
     parser.add_argument("--anchor-runs", type=int, help="runs of each HAProxy-alone setting (default: --runs)")
     parser.add_argument("--load-runs", type=int, default=3)
     parser.add_argument("--only", choices=("project", "anchors", "kolla"), help="measure one setting (no ratio, no load phase)")
+    parser.add_argument("--watch", type=float, default=0,
+                        help="also measure the project with the backend watcher every WATCH seconds (remediation:probe:watch)")
     args = parser.parse_args()
     configs = [
         ("project (loop drain; checks inter 2 s fall 3)", 2, 3, True),
+    ] + ([("project, watcher every {} s".format(args.watch), 2, 3, args.watch)] if args.watch else []) + [
+        ("HAProxy alone, anchors (inter 2 s fall 3)", 2, 3, False),
         ("HAProxy alone, anchors (inter 2 s fall 3)", 2, 3, False),
         ("HAProxy alone, Kolla (inter 2 s fall 5)", 2, 5, False),
     ]
@@ -161,7 +185,9 @@ def main():
     load = []
     try:
         for label, inter, fall, remediation in configs:
-            configure(inter, fall, remediation)
+            if remediation is not True and remediation is not False:
+                set_watch(remediation)
+            configure(inter, fall, bool(remediation))
             time.sleep(4)  # a disabled beacon's watcher thread ends within 3 s
             for kind in ("crash", "hang"):
                 samples = []
@@ -169,6 +195,8 @@ def main():
                     samples.append(one_failure(kind))
                     print("  {:<52} {:<5} run {:>2}: {:.2f} s".format(label, kind, i + 1, samples[-1]), flush=True)
                 rows.append((label, kind, statistics.median(samples), p95(samples)))
+            if remediation is not True and remediation is not False:
+                set_watch(0)
         for label, remediation in (("project (loop drain)", True), ("HAProxy checks alone (inter 2 s fall 3)", False)):
             if not args.load_runs:
                 break
@@ -178,6 +206,8 @@ def main():
             print("  load, {}: {}".format(label, counts), flush=True)
             load.append((label, counts))
     finally:
+        if args.watch:
+            set_watch(0)
         configure(2, 3, True)
     print("\nbackend out of rotation on all three HAProxies, {} runs each of the project, {} of each HAProxy-alone "
           "setting (seconds)".format(args.runs, args.anchor_runs or args.runs))

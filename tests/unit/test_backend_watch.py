@@ -32,3 +32,6 @@ def test_the_verification_takes_only_fresh_cached_results(tmp_path):
     assert list(fresh) == ["nova/c2"] and fresh["nova/c2"]["up"] is True and fresh["nova/c2"]["detail"] == "status 200"
     assert 0.05 < fresh["nova/c2"]["age"] < 0.2
     assert probe._cached(str(tmp_path / "missing.json"), ["nova/c1"], 0.4, now) == {}
+    # A result from before the report being verified is stale for it, however young.
+    assert probe._cached(path, ["nova/c2"], 0.4, now, since=now - 0.05) == {}
+    assert list(probe._cached(path, ["nova/c2"], 0.4, now, since=now - 0.1)) == ["nova/c2"]
