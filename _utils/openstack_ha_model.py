@@ -58,7 +58,7 @@ SCHEMA = {
                 "metrics": {"enabled": ANY, "port": ANY},
                 "retries": ANY, "redispatch": ANY, "timeouts": _TIMEOUTS, "extra_defaults": ANY},
     "keepalived": {"advert_int": ANY, "nopreempt": ANY, "garp_master_delay": ANY, "garp_master_repeat": ANY,
-                   "garp_master_refresh": ANY, "track_interval": ANY},
+                   "garp_master_refresh": ANY, "track_interval": ANY, "rt_priority": ANY},
     "galera": {"enabled": ANY, "nodes": ANY, "port": ANY, "vip": ANY, "sst_method": ANY, "cluster_name": ANY, "sst_user": ANY,
                "monitor_user": ANY, "sst_password": ANY, "monitor_password": ANY, "root_password": ANY, "check": ANY,
                "health_port": ANY, "exporter": {"enabled": ANY, "port": ANY}, "haproxy_check": _CHECK, "startup_timeout": ANY, "max_connect_errors": ANY, "sizes": ANY,
@@ -885,6 +885,7 @@ def validate(model):
         c.number(keepalived.get("garp_master_refresh"), [ROOT, "keepalived", "garp_master_refresh"], 0, 86400)
         c.number(keepalived.get("garp_master_delay"), [ROOT, "keepalived", "garp_master_delay"], 0, 86400)
         c.number(keepalived.get("track_interval"), [ROOT, "keepalived", "track_interval"], 0.1, 3600)
+        c.integer(keepalived.get("rt_priority"), [ROOT, "keepalived", "rt_priority"], 0, 99)
     _check_local_paths(c, model)
     check_unknown_keys(c, model, SCHEMA, [ROOT])
     if c.problems:

@@ -167,7 +167,7 @@ def main():
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--anchor-runs", type=int, help="runs of each HAProxy-alone setting (default: --runs)")
     parser.add_argument("--load-runs", type=int, default=3)
-    parser.add_argument("--only", choices=("project", "anchors", "kolla"), help="measure one setting (no ratio, no load phase)")
+    parser.add_argument("--only", choices=("project", "watcher", "anchors", "kolla"), help="measure one setting (no ratio, no load phase)")
     parser.add_argument("--watch", type=float, default=0,
                         help="also measure the project with the backend watcher every WATCH seconds (remediation:probe:watch)")
     args = parser.parse_args()

@@ -119,6 +119,8 @@ CASES = [
      "openstack_ha:services:nova:extra_options:0: expected one non-empty line, got 'option httplog\\nlisten x'"),
     (lambda p: set_path(p, ["keepalived"], {"advert_int": 0}),
      "openstack_ha:keepalived:advert_int: expected a number 0.01-255, got 0 (int)"),
+    (lambda p: set_path(p, ["keepalived"], {"rt_priority": 100}),
+     "openstack_ha:keepalived:rt_priority: expected an integer 0-99, got 100 (int)"),
     (lambda p: set_path(p, ["haproxy", "stats", "password"], "abc"),
      "openstack_ha:haproxy:stats:password: too short: expected at least 8 characters, got 3"),
     (lambda p: set_path(p, ["services", "nova", "timeouts"], {"respone": 2}),
