@@ -69,7 +69,7 @@ def _watch_status(status, metrics, interval, stop):
     """Every ``interval`` seconds, gather the status of every site into the metrics."""
     while not stop.wait(interval):
         try:
-            result = status(timeout=10, recent=1)
+            result = status(timeout=10, recent=1, quick=True)
             metrics.observe_status(result.get("data", result) if isinstance(result, dict) else {})
         except Exception:  # pylint: disable=broad-except
             log.exception("openstack_ha: gathering the status for the metrics failed")

@@ -158,10 +158,12 @@ def live_pid(pidfile):
     return None
 
 
-def controller_report():
+def controller_report(quick=False):
     """
     This controller's own view for ``salt-run openstack_ha.status``: its HAProxy backends,
-    which VIPs it holds, and whether HAProxy and keepalived run.
+    which VIPs it holds, and whether HAProxy and keepalived run. ``quick``: RabbitMQ from its
+    metrics endpoint (``openstack_ha_rabbitmq.quick_report``: milliseconds, no partitions)
+    instead of ``rabbitmqctl`` (an Erlang VM started: seconds, half a second of CPU).
 
     Returns ``{'id', 'site', 'haproxy': {'running', 'serving', 'servers'}, 'keepalived':
     {'running'}, 'vips': [names held], 'maintenance': [markers present], 'pending_restart':
@@ -191,7 +193,7 @@ def controller_report():
         report["galera"] = {k: status.get(k) for k in ("running", "state", "cluster_status", "cluster_size", "cluster_uuid",
                                                         "healthy", "reason", "last_committed", "maintenance")}
     if __grains__["id"] in __salt__["openstack_ha_rabbitmq.node_ids"](merged):
-        rabbit = __salt__["openstack_ha_rabbitmq.report"](merged)
+        rabbit = __salt__["openstack_ha_rabbitmq.quick_report" if quick else "openstack_ha_rabbitmq.report"](merged)
         report["rabbitmq"] = {k: rabbit.get(k) for k in ("node", "running", "app_running", "members", "running_nodes",
                                                           "partitions", "alarms")}
     report["maintenance"] = sorted(k for k, present in __salt__["openstack_ha_maintenance.state"]().items() if present)

@@ -155,7 +155,7 @@ def handle_event(tag, data):
                                                 since=since)}
 
 
-def status(site=None, timeout=10, recent=8):
+def status(site=None, timeout=10, recent=8, quick=False):
     """
     Is the control plane healthy? One table per site: every backend as each controller's
     HAProxy sees it (UP, DOWN, DRAIN, MAINT), who holds each VIP, Galera, RabbitMQ, the
@@ -165,6 +165,9 @@ def status(site=None, timeout=10, recent=8):
         only this site (default: every site the master's pillar defines).
     recent
         how many of the latest decisions to show.
+    quick
+        RabbitMQ read from each node's metrics endpoint instead of ``rabbitmqctl``
+        (milliseconds instead of seconds; partitions are not seen). The engine's metrics use it.
 
     Returns ``{site: summary}``; on the command line the outputter ``openstack_ha_status``
     draws it as a table (``--out json``/``--out yaml`` show the data itself).
@@ -177,7 +180,7 @@ def status(site=None, timeout=10, recent=8):
         salt-run openstack_ha.status site=eqiad1 --out json
     """
     try:
-        data = __utils__["openstack_ha_status.site_status"](_ctx(), site, timeout, recent)
+        data = __utils__["openstack_ha_status.site_status"](_ctx(), site, timeout, recent, quick)
     except SaltInvocationError as exc:
         return _refuse(exc)
     if not __opts__.get("output"):

@@ -10,9 +10,11 @@ Is the control plane healthy? Every controller's report gathered and summarised 
 import time
 
 
-def collect(ctx, site, controllers, timeout):
-    """Every controller's ``controller_report``: {controller: report, or {"error": why}}."""
-    returns = ctx.call("publish.publish", controllers, "openstack_ha.controller_report", timeout=timeout)
+def collect(ctx, site, controllers, timeout, quick=False):
+    """Every controller's ``controller_report`` (``quick``: see there): {controller: report,
+    or {"error": why}}."""
+    returns = ctx.call("publish.publish", controllers, "openstack_ha.controller_report", (True,) if quick else (),
+                       timeout=timeout)
     views = {}
     for ctrl in controllers:
         answer = returns.get(ctrl)
@@ -87,12 +89,14 @@ def unowned_drains(backends, records):
     return found
 
 
-def site_status(ctx, site=None, timeout=10, recent=8):
+def site_status(ctx, site=None, timeout=10, recent=8, quick=False):
     """
     ``{site: summary}`` for ``site`` (default: every site the master's pillar defines): the
     summary of :func:`summarise`, plus the pillar's state, the ignored events, the Keystone
     catalog against the model, planned maintenance and the ``recent`` latest decisions.
-    Raises SaltInvocationError for an unknown ``site``.
+    ``quick``: the controllers read RabbitMQ from its metrics endpoint (no partitions, no
+    ``rabbitmqctl``: the loop's metrics gather it every few seconds). Raises
+    SaltInvocationError for an unknown ``site``.
     """
     from salt.exceptions import SaltInvocationError
 
@@ -103,7 +107,7 @@ def site_status(ctx, site=None, timeout=10, recent=8):
         sites = {site: sites[site]}
     summaries = {}
     for name, ctrls in sorted(sites.items()):
-        summary = summarise(name, ctrls, collect(ctx, name, ctrls, timeout))
+        summary = summarise(name, ctrls, collect(ctx, name, ctrls, timeout, quick))
         model = ctx.call("sites.site_model", ctrls[0])
         bad = ctx.call("sites.bad_pillar", name)
         if bad:

@@ -97,12 +97,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--watch", type=float, default=0)
+    parser.add_argument("--each", action="store_true", help="also each beacon alone")
     args = parser.parse_args()
     rows = []
     try:
         beacons(False)
         time.sleep(5)
         rows.append(("baseline: beacons off", measure(args.seconds)))
+        for beacon in BEACONS if args.each else ():
+            salt("lab-ctrl*", "beacons.enable_beacon", beacon)
+            time.sleep(3)
+            rows.append((beacon + " alone", measure(args.seconds)))
+            salt("lab-ctrl*", "beacons.disable_beacon", beacon)
         beacons(True)
         time.sleep(5)
         rows.append(("idle: every beacon on", measure(args.seconds)))

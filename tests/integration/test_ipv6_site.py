@@ -7,6 +7,7 @@ This module changes the whole lab, so it runs after every other one but the repl
 the teardown (see conftest.py), and puts the dual-stack site back afterwards.
 """
 
+import concurrent.futures
 import copy
 import os
 import signal
@@ -47,10 +48,11 @@ def readdress(document):
     a second apply converges and the loop resumes. Returns the second apply's results."""
     paused = labtools.runner("openstack_ha.pause", "reason=re-addressing the lab")
     assert paused.get("paused"), paused
-    for ctrl in CTRLS:
-        rc, out = labtools.salt(ctrl, "openstack_ha_galera.stop")
-        assert rc == 0, out
-        sh(ctrl, "rabbitmqctl shutdown >/dev/null 2>&1 || true")
+    # Every node at once (the recovery below starts from the most advanced one, whichever it is).
+    rc, out = labtools.salt("-L", ",".join(CTRLS), "openstack_ha_galera.stop")
+    assert rc == 0 and sorted(out) == CTRLS, out
+    with concurrent.futures.ThreadPoolExecutor(len(CTRLS)) as pool:
+        list(pool.map(lambda ctrl: sh(ctrl, "rabbitmqctl shutdown >/dev/null 2>&1 || true"), CTRLS))
     labtools.write_site(document)
     labtools.salt("lab-ctrl*", "saltutil.refresh_pillar")
     labtools.apply()  # every file rewritten; Galera's member state refuses to bootstrap over data
