@@ -20,6 +20,7 @@ Usage: lab/labctl up && lab/labctl salt '*ctrl*' state.apply openstack_ha &&
 import argparse
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -79,7 +80,9 @@ def kill_haproxy():
 def one_run(kill, advert_int):
     if not wait(lambda: holds(HOLDER) and not any(holds(o) for o in OTHERS), 20):
         raise SystemExit("{} did not take the VIP back".format(HOLDER))
-    time.sleep(1.0)
+    # At a random point of the track script's 1 s round: a fixed pause after the VIP came
+    # back would kill HAProxy at the same phase of it every run.
+    time.sleep(1.0 + random.random())
     start = time.monotonic()
     kill()
     if not wait(lambda: any(holds(o) for o in OTHERS), 15):
