@@ -30,7 +30,7 @@ Options (written by the ``openstack_ha.beacons`` state):
     beacons:
       openstack_ha_rabbitmq:
         - interval: 1
-        - full_interval: 20
+        - full_interval: 120      # 20 without metrics
         - timeout: 0.5
         - heartbeat: 60
         - metrics: {url: "http://10.213.0.11:15692/metrics", node: rabbit@lab-ctrl1,
@@ -104,6 +104,8 @@ def beacon(config):
     else:
         report = full
     summary = {k: report.get(k) for k in KEYS}
+    if target and memory["last"] is not None and summary["running_nodes"] != memory["last"]["running_nodes"]:
+        memory["full_time"] = 0  # peers came or went: ask rabbitmqctl for partitions at the next tick
     data = {k: report.get(k) for k in ("node", "running", "app_running", "members", "running_nodes", "expected", "partitions",
                                        "alarms", "source")}
     data["time"] = now

@@ -173,13 +173,67 @@ def vips_held(vips=None):
     if vips is None:
         vips = __utils__["openstack_ha_model.vip_addresses"](__salt__["openstack_ha.model"]())
     try:
+        held = netlink_addresses()
+    except OSError:
+        held = _ip_addresses()  # no netlink socket here: what `ip` says
+    return sorted(name for name, address in vips.items() if _ip(address) in held)
+
+
+def _ip_addresses():
+    try:
         proc = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError) as exc:
         raise CommandExecutionError("cannot list this controller's addresses (ip -o addr show): {}".format(exc))
     if proc.returncode != 0:
         raise CommandExecutionError("ip -o addr show failed: {}".format(proc.stderr.strip()))
-    held = addresses_in(proc.stdout)
-    return sorted(name for name, address in vips.items() if _ip(address) in held)
+    return addresses_in(proc.stdout)
+
+
+# rtnetlink (linux/rtnetlink.h, linux/if_addr.h): one RTM_GETADDR dump lists every address of
+# every interface, what `ip -o addr show` prints, without starting a process every second.
+_RTM_GETADDR, _NLM_F_REQUEST, _NLM_F_DUMP, _NLMSG_DONE, _NLMSG_ERROR = 22, 0x1, 0x300, 3, 2
+_IFA_ADDRESS, _IFA_LOCAL, _IFA_FLAGS, _IFA_F_DADFAILED = 1, 2, 8, 0x08
+
+
+def netlink_addresses(timeout=2.0):
+    """The addresses (``ipaddress`` objects) on this host's interfaces, from one rtnetlink
+    dump; as :func:`addresses_in`, an IPv6 address whose duplicate address detection failed is
+    not held. Raises OSError when netlink cannot be used."""
+    import struct
+
+    found = set()
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.settimeout(timeout)
+        sock.bind((0, 0))
+        # nlmsghdr (len, type, flags, seq, pid) + ifaddrmsg (family, prefixlen, flags, scope, index)
+        sock.send(struct.pack("=LHHLLBBBBL", 24, _RTM_GETADDR, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0, socket.AF_UNSPEC, 0, 0, 0, 0))
+        while True:
+            data = sock.recv(65536)
+            offset = 0
+            while offset + 16 <= len(data):
+                length, kind = struct.unpack_from("=LH", data, offset)
+                if length < 16:
+                    raise OSError("malformed netlink message")
+                if kind == _NLMSG_DONE:
+                    return found
+                if kind == _NLMSG_ERROR:
+                    raise OSError("netlink RTM_GETADDR refused")
+                family, _, flags = struct.unpack_from("=BBB", data, offset + 16)
+                attrs, addrs = offset + 24, {}
+                while attrs + 4 <= offset + length:
+                    size, attr = struct.unpack_from("=HH", data, attrs)
+                    if size < 4:
+                        break
+                    value = data[attrs + 4:attrs + size]
+                    if attr in (_IFA_ADDRESS, _IFA_LOCAL):
+                        addrs[attr] = value
+                    elif attr == _IFA_FLAGS and len(value) >= 4:
+                        flags = struct.unpack_from("=L", value)[0]
+                    attrs += (size + 3) & ~3
+                raw = addrs.get(_IFA_LOCAL) or addrs.get(_IFA_ADDRESS)
+                if raw is not None and family in (socket.AF_INET, socket.AF_INET6) and not flags & _IFA_F_DADFAILED:
+                    found.add(ipaddress.ip_address(raw))
+                offset += (length + 3) & ~3
 
 
 def _ip(text):

@@ -31,13 +31,17 @@ def _views(ctx, site, nodes, data):
     """Every answering node's view: first from the nodes' own metrics endpoints (a Salt round
     trip, no Erlang VM started), then from ``rabbitmqctl`` (seconds) only when those cannot
     settle it: a node without the endpoint, a split between nodes that both run (only
-    ``rabbitmqctl`` tells a partition), a report or an open alert about a partition."""
+    ``rabbitmqctl`` tells a partition), a report or an open alert about a partition, an open
+    node-down alert (the node may come back partitioned)."""
     valid = ctx.util("decide.valid_rabbit_view")
     views = {n: v for n, v in ctx.call("publish.ask", nodes, "openstack_ha_rabbitmq.quick_report", timeout=QUICK_TIMEOUT,
                                         channel="rabbit").items() if valid(v)}
     quick = all(v.get("source") == "metrics" for v in views.values())
+    # A node back from down or cut off may come back partitioned (partition_handling ignore):
+    # only rabbitmqctl tells, so an open node-down or partition alert means asking it.
+    open_alerts = ctx.call("records.load", site).get("rabbitmq") or {}
     if (quick and not any((data.get("partitions") or {}).values()) and not ctx.util("rabbit_view.split_suspected")(views)
-            and "rabbitmq_partition" not in (ctx.call("records.load", site).get("rabbitmq") or {})):
+            and "rabbitmq_partition" not in open_alerts and "rabbitmq_node_down" not in open_alerts):
         return views
     return {n: v for n, v in ctx.call("publish.ask", nodes, "openstack_ha_rabbitmq.report", timeout=REPORT_TIMEOUT,
                                       channel="slow").items() if valid(v)}

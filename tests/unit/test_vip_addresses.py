@@ -21,3 +21,13 @@ def test_addresses_are_found_in_any_spelling_and_a_failed_duplicate_is_not_held(
     assert "fd00:213::101" not in ips  # duplicate address detection failed: someone else has it
     wanted = {"public": "10.213.0.100", "public/ipv6": "FD00:0213:0000::0100", "internal": "10.213.0.101"}
     assert sorted(k for k, a in wanted.items() if probe._ip(a) in held) == ["public", "public/ipv6"]
+
+
+def test_the_netlink_dump_lists_what_ip_lists():
+    # The VIP beacon asks every second: one rtnetlink dump, not an `ip` process. Both read this
+    # host's real interfaces here.
+    import subprocess
+
+    listed = probe.addresses_in(subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout)
+    assert probe.netlink_addresses() == listed
+    assert probe._ip("127.0.0.1") in listed
