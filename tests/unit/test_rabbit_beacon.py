@@ -1,0 +1,104 @@
+"""The RabbitMQ beacon's two paths (``_beacons/openstack_ha_rabbitmq.py``): the metrics view
+every tick, ``rabbitmqctl`` in a worker thread now and then. Its I/O is replaced here by
+scripted answers; the real endpoint and CLI run in the lab (test_rabbitmq.py)."""
+
+import time
+
+from salt.exceptions import CommandExecutionError
+
+from tests.conftest import load_module
+
+beacon = load_module("_beacons/openstack_ha_rabbitmq.py", "openstack_ha_rabbitmq_beacon")
+
+NODES = ["rabbit@c1", "rabbit@c2", "rabbit@c3"]
+TARGET = {"url": "http://c1:15692/metrics", "node": "rabbit@c1", "expected": NODES, "dist": "c1:25672"}
+CONFIG = [{"interval": 1}, {"full_interval": 120}, {"timeout": 0.5}, {"heartbeat": 60}, {"metrics": TARGET}]
+
+
+class Node:
+    """Scripted answers: ``view`` for the metrics endpoint (an exception to raise instead),
+    ``full`` for rabbitmqctl; counts the rabbitmqctl calls."""
+
+    def __init__(self):
+        self.view = {"node": "rabbit@c1", "running": True, "app_running": True, "members": None, "running_nodes": NODES,
+                     "partitions": {}, "alarms": [], "expected": NODES, "source": "metrics"}
+        self.full = {"node": "rabbit@c1", "running": True, "app_running": True, "members": NODES, "running_nodes": NODES,
+                     "partitions": {}, "alarms": [], "expected": NODES}
+        self.full_calls = 0
+
+    def metrics_view(self, url, node, expected, dist, timeout):
+        if isinstance(self.view, Exception):
+            raise self.view
+        return dict(self.view)
+
+    def report(self):
+        self.full_calls += 1
+        return dict(self.full)
+
+
+def ticking(node):
+    beacon.__context__ = {}
+    beacon.__salt__ = {"openstack_ha_rabbitmq.metrics_view": node.metrics_view, "openstack_ha_rabbitmq.report": node.report}
+
+    def tick():
+        return beacon.beacon(CONFIG)
+
+    return tick
+
+
+def settle():
+    """Wait (bounded) for the worker thread's rabbitmqctl report to finish."""
+    memory = beacon.__context__["openstack_ha_rabbitmq"]
+    deadline = time.monotonic() + 5
+    while memory["future"] is not None and not memory["future"].done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_the_first_tick_sends_the_heartbeat_and_a_stopped_app_is_news_at_the_next():
+    node = Node()
+    tick = ticking(node)
+    assert [e["tag"] for e in tick()] == ["heartbeat"]
+    node.view = dict(node.view, app_running=False, running_nodes=[])
+    (event,) = tick()
+    assert event["tag"] == "change" and event["app_running"] is False and event["source"] == "metrics"
+    assert tick() == []  # no news twice
+
+
+def test_rabbitmqctl_runs_rarely_and_its_partitions_ride_on_the_metrics_view():
+    node = Node()
+    tick = ticking(node)
+    tick()
+    settle()
+    for _ in range(5):
+        tick()
+    assert node.full_calls == 1  # not every tick: every full_interval
+    node.full = dict(node.full, partitions={"rabbit@c1": ["rabbit@c3"]})
+    beacon.__context__["openstack_ha_rabbitmq"]["full_time"] = 0  # full_interval elapsed
+    tick()
+    settle()
+    (event,) = tick()
+    assert event["tag"] == "change" and event["partitions"] == {"rabbit@c1": ["rabbit@c3"]}
+
+
+def test_peers_coming_or_going_ask_rabbitmqctl_at_once():
+    node = Node()
+    tick = ticking(node)
+    tick()
+    settle()
+    calls = node.full_calls
+    node.view = dict(node.view, running_nodes=["rabbit@c1", "rabbit@c2"])
+    tick()  # the change, and the next full report scheduled
+    tick()
+    settle()
+    assert node.full_calls == calls + 1
+
+
+def test_an_endpoint_too_busy_to_answer_is_not_a_node_down():
+    node = Node()
+    tick = ticking(node)
+    tick()
+    settle()
+    node.view = CommandExecutionError("http://c1:15692/metrics did not answer within 0.5 s")
+    events = tick()
+    # The last rabbitmqctl report stands in: still running, so no change is reported.
+    assert events == []
