@@ -84,3 +84,11 @@ def split_suspected(views):
     running = [v for v in views.values() if v.get("app_running") and isinstance(v.get("node"), str)]
     up = {v["node"] for v in running}
     return any(not up <= set(v.get("running_nodes") or []) for v in running)
+
+
+def speaks_for_itself(controller, view):
+    """True when ``view`` (a controller's answer) is about that controller's own RabbitMQ node
+    (``rabbit@<short name>``): a controller can only vouch for its own node; one that names
+    another node (confused, or hostile and trying to get a healthy node called down) is
+    not believed."""
+    return view.get("node") == "rabbit@" + str(controller).split(".")[0]

@@ -33,9 +33,13 @@ def _views(ctx, site, nodes, data):
     settle it: a node without the endpoint, a split between nodes that both run (only
     ``rabbitmqctl`` tells a partition), a report or an open alert about a partition, an open
     node-down alert (the node may come back partitioned)."""
-    valid = ctx.util("decide.valid_rabbit_view")
+    check, own = ctx.util("decide.valid_rabbit_view"), ctx.util("rabbit_view.speaks_for_itself")
+
+    def valid(ctrl, view):
+        return check(view) and own(ctrl, view)
+
     views = {n: v for n, v in ctx.call("publish.ask", nodes, "openstack_ha_rabbitmq.quick_report", timeout=QUICK_TIMEOUT,
-                                        channel="rabbit").items() if valid(v)}
+                                        channel="rabbit").items() if valid(n, v)}
     quick = all(v.get("source") == "metrics" for v in views.values())
     # A node back from down or cut off may come back partitioned (partition_handling ignore):
     # only rabbitmqctl tells, so an open node-down or partition alert means asking it.
@@ -44,7 +48,7 @@ def _views(ctx, site, nodes, data):
             and "rabbitmq_partition" not in open_alerts and "rabbitmq_node_down" not in open_alerts):
         return views
     return {n: v for n, v in ctx.call("publish.ask", nodes, "openstack_ha_rabbitmq.report", timeout=REPORT_TIMEOUT,
-                                      channel="slow").items() if valid(v)}
+                                      channel="slow").items() if valid(n, v)}
 
 
 def check(ctx, model, reporter, data):

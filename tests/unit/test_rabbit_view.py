@@ -83,3 +83,11 @@ def test_malformed_lines_are_skipped():
     text = "erlang_vm_dist_node_state{peer=\"rabbit@c2\"} three\nrabbitmq_alarms_memory_used_watermark 1\n"
     view = view_lib.from_metrics(text, "rabbit@c1", NODES)
     assert view["running_nodes"] == ["rabbit@c1"] and view["alarms"] == ["memory on rabbit@c1"]
+
+
+def test_a_controller_vouches_only_for_its_own_node():
+    own = view_lib.from_metrics(None, "rabbit@lab-ctrl3", NODES, vm_running=False)
+    assert view_lib.speaks_for_itself("lab-ctrl3", own)
+    assert view_lib.speaks_for_itself("lab-ctrl3.example.org", own)  # node names use the short name
+    assert not view_lib.speaks_for_itself("lab-ctrl2", own)  # lab-ctrl2 calling lab-ctrl3 down
+    assert not view_lib.speaks_for_itself("lab-ctrl2", {"running": True})
