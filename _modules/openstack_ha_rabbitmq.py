@@ -528,6 +528,24 @@ PIDFILE = "/run/rabbitmq/pid"
 LOCKFILE = "/run/openstack-ha-rabbitmq-start.lock"
 
 
+def start_unless_busy(timeout=120):
+    """
+    :func:`start`, unless a state run is in progress on this controller (its first apply
+    installs, joins and restarts RabbitMQ: the loop must not start it meanwhile). Returns
+    ``{"started": False, "why": ...}`` then, else :func:`start`'s answer. The loop's restart.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.start_unless_busy
+    """
+    busy = [j for j in __salt__["saltutil.running"]() if str(j.get("fun", "")).startswith("state.")]
+    if busy:
+        return {"started": False, "why": "a state run is in progress ({}): left to it".format(busy[0].get("jid"))}
+    return start(timeout)
+
+
 def start(timeout=120):
     """
     Start this node's RabbitMQ through its init system when it is not running at all, and

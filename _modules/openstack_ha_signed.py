@@ -32,6 +32,7 @@ ALLOWED = frozenset({
     "openstack_ha_rabbitmq.quick_report",
     "openstack_ha_rabbitmq.restart_app",
     "openstack_ha_rabbitmq.start",
+    "openstack_ha_rabbitmq.start_unless_busy",
     "openstack_ha_galera.local_status",
     "openstack_ha_galera.recover_position",
     "openstack_ha_galera.stop",

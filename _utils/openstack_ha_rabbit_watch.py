@@ -98,7 +98,7 @@ def check(ctx, model, reporter, data):
             # Its controller answers but its RabbitMQ does not run at all (killed, crashed):
             # start it again; it rejoins its cluster by itself.
             seen["restart_time"] = now
-            todo = ("restart", remedy[1], "openstack_ha_rabbitmq.start", "openstack_ha/rabbitmq/restarted",
+            todo = ("restart", remedy[1], "openstack_ha_rabbitmq.start_unless_busy", "openstack_ha/rabbitmq/restarted",
                     "RabbitMQ is not running on {} while its controller answers: started again".format(remedy[1]))
         ctx.call("records.store", site, records)
     for kind in cleared:
