@@ -82,6 +82,17 @@ def _forward(forwarder, tag, data):
         log.exception("openstack_ha: forwarding %s to Alertmanager failed", tag)
 
 
+def _real(dunder):
+    """The object behind a loader dunder (a thread of the engine has no loader context)."""
+    return dunder.value() if type(dunder).__name__ == "NamedLoaderContext" else dunder
+
+
+def _records_check(ctx, still_open):
+    """``key -> still_open(records of key's site, key)``: the sticky alerts checked against
+    the shared records (another master may have ended them)."""
+    return lambda key: still_open(ctx.call("records.load", key[0]), key)
+
+
 def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, status_interval=60):
     """
     Run the intake until the master stops: read the event bus, admit, hand to the runner.
@@ -103,7 +114,9 @@ def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, s
                                                      threading.Event()), daemon=True, name="openstack_ha-status").start()
     forwarder = None
     if alertmanager:
-        forwarder = __utils__["openstack_ha_alerting.forwarder"](str(alertmanager), loop_metrics, float(alert_repeat))
+        ctx = __utils__["openstack_ha_context.new"](_real(__opts__), _real(__utils__), {})
+        forwarder = __utils__["openstack_ha_alerting.forwarder"](str(alertmanager), loop_metrics, float(alert_repeat),
+                                                                 still_open=_records_check(ctx, __utils__["openstack_ha_alerting.drain_still_open"]))
         threading.Thread(target=forwarder.run_repeats, args=(threading.Event(),), daemon=True,
                          name="openstack_ha-alert-repeat").start()
         log.info("openstack_ha: alerts go to the Alertmanager at %s", alertmanager)

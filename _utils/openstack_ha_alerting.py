@@ -121,8 +121,12 @@ def post(url, alerts, timeout=5.0):
 class Forwarder:
     """The alerts open at Alertmanager, fed the master's ``openstack_ha/*`` events."""
 
-    def __init__(self, url, metrics=None, repeat=60.0, sender=post, stale_after=None):
+    def __init__(self, url, metrics=None, repeat=60.0, sender=post, stale_after=None, still_open=None):
+        """``still_open(key)``: False when the shared records say a sticky alert's condition
+        ended (with two masters, the restore may be the other master's event, which this one
+        never sees); None, or an exception from it, keeps the alert open."""
         self.url, self.metrics, self.repeat, self.sender = url, metrics, float(repeat), sender
+        self.still_open = still_open
         self.stale_after = float(stale_after) if stale_after else 5 * self.repeat
         self.open = {}  # key -> {"alert", "since", "seen"}
         self.lock = threading.Lock()
@@ -172,8 +176,18 @@ class Forwarder:
         """Post every open alert again (call every ``repeat`` seconds); resolve the ones not
         raised again for ``stale_after`` seconds (but the sticky kinds)."""
         now = time.time() if now is None else now
+        ended = set()
+        if self.still_open is not None:
+            with self.lock:
+                candidates = [k for k in self.open if sticky(k[1])]
+            for key in candidates:
+                try:
+                    if self.still_open(key) is False:
+                        ended.add(key)
+                except Exception as exc:  # noqa: BLE001 - a store away keeps the alert as it is
+                    log.warning("openstack_ha: could not check alert %s against the records: %s", key, exc)
         with self.lock:
-            stale = [k for k, v in self.open.items() if not sticky(k[1]) and now - v["seen"] > self.stale_after]
+            stale = [k for k, v in self.open.items() if (k in ended or not sticky(k[1])) and (k in ended or now - v["seen"] > self.stale_after)]
             alerts = [dict(e["alert"], startsAt=_iso(e["since"]), endsAt=_iso(now)) for e in [self.open.pop(k) for k in stale]]
             alerts += [dict(v["alert"], startsAt=_iso(v["since"])) for v in self.open.values()]
             if stale:
@@ -186,6 +200,17 @@ class Forwarder:
             self.repeat_open()
 
 
-def forwarder(url, metrics=None, repeat=60.0):
+def drain_still_open(records, key):
+    """For a sticky alert ``key`` ``(site, kind, service, backend)``: False when ``records``
+    (the site's, as loaded) show the condition over (a ``backend_drained`` whose backend the
+    loop no longer holds drained), else None (not known here)."""
+    site, kind, service, backend = key
+    if kind != "backend_drained":
+        return None
+    record = (records.get("backends") or {}).get("{}/{}".format(service, backend)) or {}
+    return None if record.get("state") == "drain" and record.get("by") == "remediation" else False
+
+
+def forwarder(url, metrics=None, repeat=60.0, still_open=None):
     """A new :class:`Forwarder` posting to the Alertmanager at ``url``."""
-    return Forwarder(url, metrics, repeat)
+    return Forwarder(url, metrics, repeat, still_open=still_open)

@@ -8,19 +8,78 @@ one lock per site, events on the master's bus, the trace of what it ignored.
 Records live in the master cache, bank ``openstack_ha/<site>``, key ``records``:
 ``{"backends": {key: last action}, "maintenance": [keys], "decisions": [latest first...],
 "rabbitmq": {...}, "catalog": {...}}``. Every read-modify-write happens under :func:`lock`.
+
+Where: the Salt cache driver named by the master option ``openstack_ha_cache`` (default: the
+master's ``cache``, ``localfs``). With more than one master (hot-hot multi-master), every master
+names the same shared store, ``redis``, configured as Salt's redis cache is
+(``cache.redis.host``, ``cache.redis.port``, ``cache.redis.db``, ``cache.redis.password`` or
+``cache.redis.unix_socket_path``): then the records and the per-site lock are one across the
+masters. ``localfs`` is one master's alone; the lock there is a file lock.
 """
 
 import contextlib
 import fcntl
 import os
+import threading
+import time
+import uuid
 
 MAX_DECISIONS = 200
+# Drivers whose lock openstack_ha knows: a record store without a lock that every master shares
+# would let two masters drain the same backend on their own.
+LOCKING_DRIVERS = ("localfs", "redis")
+# The redis lock: a key set only when absent (SET NX PX) holding this holder's token, its lease
+# renewed every third of LOCK_LEASE while held, so a master that dies frees it within the lease.
+LOCK_LEASE = 15.0
+LOCK_WAIT = 300.0
+_CACHES = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def driver(opts):
+    """The cache driver of the records: ``openstack_ha_cache``, else the master's ``cache``.
+    Raises CommandExecutionError for a driver openstack_ha has no shared lock for."""
+    from salt.exceptions import CommandExecutionError
+
+    name = opts.get("openstack_ha_cache") or opts.get("cache") or "localfs"
+    if name not in LOCKING_DRIVERS:
+        raise CommandExecutionError(
+            "openstack_ha_cache: {!r} is not supported (records need a lock every master shares: "
+            "{})".format(name, ", ".join(LOCKING_DRIVERS)))
+    return name
+
+
+def _redis_options(opts):
+    return {"host": opts.get("cache.redis.host", "localhost"), "port": int(opts.get("cache.redis.port", 6379)),
+            "db": int(opts.get("cache.redis.db", 0)), "password": opts.get("cache.redis.password") or None,
+            "unix_socket_path": opts.get("cache.redis.unix_socket_path")}
 
 
 def _cache(ctx):
+    """One ``salt.cache.Cache`` per driver and store in this process (a redis one keeps its
+    connection pool). Not ``salt.cache.factory``: its MemCache would keep records a second
+    master already changed."""
     import salt.cache
 
-    return salt.cache.factory(ctx.opts)
+    name = driver(ctx.opts)
+    key = (name, ctx.opts.get("cachedir"), tuple(sorted(_redis_options(ctx.opts).items())) if name == "redis" else None)
+    with _CACHES_LOCK:
+        cache = _CACHES.get(key)
+        if cache is None:
+            cache = _CACHES[key] = salt.cache.Cache(ctx.opts, driver=name)
+        return cache
+
+
+def redis_client(opts):
+    """This process's redis client of the records' store (``cache.redis.*`` options)."""
+    import redis
+
+    key = tuple(sorted(_redis_options(opts).items()))
+    with _CACHES_LOCK:
+        client = _CACHES.get(("client",) + key)
+        if client is None:
+            client = _CACHES[("client",) + key] = redis.Redis(socket_timeout=5, socket_connect_timeout=5, **_redis_options(opts))
+        return client
 
 
 def load(ctx, site):
@@ -50,8 +109,13 @@ def keep(ctx, site, key, value):
 
 @contextlib.contextmanager
 def lock(ctx, name):
-    """One holder at a time of ``name`` (a site, or ``<site>-catalog``) on this master: a file
-    lock, so an operator's ``salt-run`` and the engine's threads exclude each other too."""
+    """One holder at a time of ``name`` (a site, or ``<site>-catalog``): with ``localfs`` a file
+    lock on this master (an operator's ``salt-run`` and the engine's threads exclude each other
+    too); with ``redis`` one lock across every master sharing the store."""
+    if driver(ctx.opts) == "redis":
+        with redis_lock(redis_client(ctx.opts), "openstack_ha:lock:" + name):
+            yield
+        return
     path = os.path.join(ctx.opts["cachedir"], "openstack_ha-{}.lock".format(name))
     with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -59,6 +123,44 @@ def lock(ctx, name):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+
+
+@contextlib.contextmanager
+def redis_lock(client, key, lease=LOCK_LEASE, wait=LOCK_WAIT):
+    """Hold ``key`` in redis: taken with SET NX PX and a token of this holder, renewed every
+    ``lease``/3 s by a thread while held, released only if still ours (a holder that outlived
+    its lease does not free the next one's). Raises CommandExecutionError after ``wait`` s."""
+    from salt.exceptions import CommandExecutionError
+
+    token = uuid.uuid4().hex
+    lease_ms = int(lease * 1000)
+    deadline = time.monotonic() + wait
+    pause = 0.002
+    while not client.set(key, token, nx=True, px=lease_ms):
+        if time.monotonic() > deadline:
+            raise CommandExecutionError("openstack_ha: lock {} still held by another master or process after {:.0f} s".format(key, wait))
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+    done = threading.Event()
+
+    def renew():
+        while not done.wait(lease / 3):
+            try:
+                client.eval(_RENEW, 1, key, token, lease_ms)
+            except Exception:  # pylint: disable=broad-except
+                pass  # the store is away: the lease runs out, as the holder's death would
+
+    keeper = threading.Thread(target=renew, name="openstack_ha lock " + key, daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        done.set()
+        client.eval(_RELEASE, 1, key, token)
 
 
 TRUSTED_PREFIX = "salt/run/"
@@ -79,10 +181,12 @@ def fire(ctx, tag, data):
 
 
 def announce(ctx, records, site, entry, tag=None):
-    """Append one decision to the site's ``records`` and, when it has a ``tag``, fire it."""
-    records["decisions"].append(dict(entry, site=site))
+    """Append one decision to the site's ``records`` (with the site and the deciding master's
+    id) and, when it has a ``tag``, fire it."""
+    entry = dict(entry, site=site, master=ctx.opts.get("id"))
+    records["decisions"].append(entry)
     if tag:
-        fire(ctx, tag, dict(entry, site=site))
+        fire(ctx, tag, entry)
 
 
 def record(ctx, site, entries):

@@ -17,6 +17,23 @@ log = logging.getLogger(__name__)
 # unreachable, and the quorum of the others decides without it.
 VERIFY_TIMEOUT = 2
 ACT_TIMEOUT = 3
+# How long a write-ahead record marks its backend as being acted on by the master that wrote
+# it: past it (that master died mid-action), another master acts again.
+PENDING_LEASE = ACT_TIMEOUT + 2.0
+
+
+def settled_elsewhere(record, action, started_wall, now, me):
+    """True when ``action`` (a drain or restore of the decision) is already done or being done
+    by another round: a record of the same state written after this round began (epoch
+    ``started_wall``), or a write-ahead of another master (not ``me``) whose lease runs past
+    ``now``. Alerts and other actions are never settled here."""
+    if action["action"] not in ("drain", "restore") or not record:
+        return False
+    state = "drain" if action["action"] == "drain" else "ready"
+    pending = record.get("pending") or {}
+    if pending.get("master") not in (None, me) and pending.get("until", 0) > now:
+        return True
+    return record.get("time", 0) > started_wall and record.get("state") == state
 
 
 def verify(ctx, model, service=None, since=None):
@@ -94,6 +111,7 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
     after the write-ahead record.
     """
     site = model["site"]
+    me = ctx.opts.get("id")
     quorum = ctx.util("model.quorum_size")(model)
     last_verify = ctx.shared("last_verify")
     with ctx.call("records.lock", site):
@@ -110,16 +128,17 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
         actions = ctx.util("decide.decide")(
             backends(ctx, model, service, backend), views, quorum, records["backends"], time.time(),
             model["remediation"]["cooldown"], maintenance=records["maintenance"])
-        # Another round that verified after this one began already acted on these backends.
-        actions = [a for a in actions if not (a["action"] in ("drain", "restore") and
-                   (records["backends"].get(a["key"]) or {}).get("time", 0) > started_wall and
-                   records["backends"][a["key"]].get("state") == ("drain" if a["action"] == "drain" else "ready"))]
+        # Another round (of this master or another) already acted, or is acting, on these.
+        now = time.time()
+        actions = [a for a in actions if not settled_elsewhere(records["backends"].get(a["key"]), a, started_wall, now, me)]
         moves = [a for a in actions if a["action"] in ("drain", "restore")]
         for action in moves:
             # Write-ahead: the loop's ownership of this drain is on disk before any HAProxy
-            # changes, so a runner killed mid-action (a master restart) still restores it.
+            # changes, so a runner killed mid-action (a master restart) still restores it. The
+            # pending lease tells another master this one is acting on it until then.
             records["backends"][action["key"]] = {"state": "drain" if action["action"] == "drain" else "ready",
-                                                  "by": "remediation", "time": time.time()}
+                                                  "by": "remediation", "time": now,
+                                                  "pending": {"master": me, "until": now + PENDING_LEASE}}
         if moves:
             ctx.call("records.store", site, records)
     entries = act(ctx, model, moves, who, reporter) if moves else []

@@ -9,7 +9,11 @@ with this repository as file_roots and pillar_roots, and one salt-minion runs in
 controller. A stand-in HTTP API per service per controller answers the health checks of the
 OpenStack services that are not installed.
 
-Usage: labctl.py up | keystone | settle | status | shell CTRL [CMD...] | salt ARGS... | run ARGS... | down
+Usage: labctl.py up | keystone | master2 up|down | settle | status | shell CTRL [CMD...] | salt ARGS... | run ARGS... | down
+
+``master2 up`` starts a second salt-master on the bridge (hot-hot multi-master: both run the
+loop, on the same records in the lab's redis) and reconnects every minion to both; ``master2
+down`` goes back to one.
 
 ``keystone`` (after ``state.apply openstack_ha``: it needs the Galera cluster) replaces the
 Keystone stand-ins with a real Keystone on every controller (see lab/keystone.py).
@@ -176,12 +180,13 @@ def pids_in_namespaces(paths):
     return found
 
 
-def master_pids():
-    """PIDs of the lab's salt-master processes: those started with the lab's config dir.
+def master_pids(directory=None):
+    """PIDs of the lab's salt-master processes: those started with the lab's config dir (of the
+    second master with ``directory=MASTER2_DIR``).
 
     salt-master rewrites its process title, so the whole command line is matched as one string.
     """
-    marker = "salt-master -c " + os.path.join(MASTER_DIR, "etc")
+    marker = "salt-master -c " + os.path.join(directory or MASTER_DIR, "etc") + " "
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -220,21 +225,27 @@ def project_master_config():
     return yaml.safe_load(text)
 
 
-def master_config():
+def master_config(second=False):
     """The lab master's configuration: the project's master.d file, plus where the lab keeps
-    its files, the override pillar root (searched first) and the lab's Keystone account."""
+    its files, the override pillar root (searched first) and the lab's Keystone account. The
+    records and the per-site lock are in the lab's redis (REDIS_*), as two masters need them;
+    ``second``: the second master's (MASTER2_*), on the same store."""
     config = project_master_config()
+    root, address, metrics = (MASTER2_DIR, MASTER2_ADDR, LOOP_METRICS_PORT + 1) if second else (MASTER_DIR, BRIDGE_ADDR, LOOP_METRICS_PORT)
     config.update({
-        "id": "lab-master",
-        "root_dir": MASTER_DIR,
-        "interface": BRIDGE_ADDR,
+        "id": "lab-master-2" if second else "lab-master",
+        "root_dir": root,
+        "interface": address,
         "user": "root",
-        "log_file": os.path.join(MASTER_DIR, "log", "master"),
+        "log_file": os.path.join(root, "log", "master"),
         "log_level_logfile": "info",
-        "pki_dir": os.path.join(MASTER_DIR, "pki"),
-        "cachedir": os.path.join(MASTER_DIR, "cache"),
-        "sock_dir": os.path.join(MASTER_DIR, "run", "sock"),
-        "pidfile": os.path.join(MASTER_DIR, "run", "salt-master.pid"),
+        "pki_dir": os.path.join(root, "pki"),
+        "cachedir": os.path.join(root, "cache"),
+        "sock_dir": os.path.join(root, "run", "sock"),
+        "pidfile": os.path.join(root, "run", "salt-master.pid"),
+        "openstack_ha_cache": "redis",
+        "cache.redis.host": REDIS_HOST,
+        "cache.redis.port": REDIS_PORT,
         "pillar_roots": {"base": [PILLAR_OVERRIDES, os.path.join(REPO, "lab", "pillar")] + config["pillar_roots"]["base"]},
         "worker_threads": 4,
         "timeout": 15,
@@ -245,7 +256,7 @@ def master_config():
     # The loop's metrics and its alerts to the lab's Alertmanager (repeated every 10 s here).
     for engine in config["engines"]:
         if "openstack_ha_loop" in engine:
-            engine["openstack_ha_loop"] = dict(engine["openstack_ha_loop"] or {}, metrics="{}:{}".format(BRIDGE_ADDR, LOOP_METRICS_PORT),
+            engine["openstack_ha_loop"] = dict(engine["openstack_ha_loop"] or {}, metrics="{}:{}".format(address, metrics),
                                                alertmanager=ALERTMANAGER_URL, alert_repeat=10, status_interval=10)
     return config
 
@@ -355,19 +366,148 @@ def start_alertmanager():
     return True
 
 
-def start_master():
-    etc = os.path.join(MASTER_DIR, "etc")
+def start_master(second=False):
+    """Start the lab's salt-master (the second one with ``second``), once. True when started."""
+    root = MASTER2_DIR if second else MASTER_DIR
+    etc = os.path.join(root, "etc")
     os.makedirs(etc, exist_ok=True)
     for sub in ("log", "run/sock", "cache", "pki"):
-        os.makedirs(os.path.join(MASTER_DIR, sub), exist_ok=True)
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
     os.makedirs(PILLAR_OVERRIDES, exist_ok=True)
     with open(os.path.join(etc, "master"), "w") as fh:
-        json.dump(master_config(), fh, indent=1)  # JSON is YAML
-    if master_pids():
+        json.dump(master_config(second), fh, indent=1)  # JSON is YAML
+    if master_pids(root):
         return False
+    sock = os.path.join(root, "run", "sock", "master_event_pub.ipc")
+    if os.path.exists(sock):
+        os.unlink(sock)
     run([os.path.join(VENV_BIN, "salt-master"), "-c", etc, "-d"], timeout=60)
-    wait_for(lambda: os.path.exists(os.path.join(MASTER_DIR, "run", "sock", "master_event_pub.ipc")), 30, "the salt-master's event socket")
+    wait_for(lambda: os.path.exists(sock), 30, "the salt-master's event socket")
     return True
+
+
+# --------------------------------------------------------------------- the shared record store
+
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6391
+REDIS_DIR = os.path.join(STATE, "redis")
+
+
+def redis_pids():
+    """The lab redis-server's PID (from its pid file), if it runs."""
+    return _pid_in(REDIS_DIR)
+
+
+def start_redis():
+    """Start Debian's redis-server on loopback (no persistence): the masters' shared records
+    and lock. Once; True when started."""
+    if redis_pids():
+        return False
+    os.makedirs(REDIS_DIR, exist_ok=True)
+    log = open(os.path.join(REDIS_DIR, "log"), "a")
+    proc = subprocess.Popen(["redis-server", "--bind", REDIS_HOST, "--port", str(REDIS_PORT), "--save", "",
+                             "--appendonly", "no", "--dir", REDIS_DIR], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(os.path.join(REDIS_DIR, "pid"), "w") as fh:
+        fh.write(str(proc.pid))
+
+    def ready():
+        import socket
+
+        try:
+            with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=2) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+    wait_for(ready, 30, "the lab's redis-server")
+    return True
+
+
+# ------------------------------------------------------------------------------ second master
+
+MASTER2_DIR = os.path.join(STATE, "master2")
+MASTER2_ADDR = "10.213.0.2"
+
+
+def minion_tree(name):
+    """PIDs of controller ``name``'s salt-minion and its descendants."""
+    pid = ctrl_run(name, ["cat", "/run/salt-minion.pid"], check=False).stdout.strip()
+    if not (pid.isdigit() and alive(int(pid))):
+        return []
+    found, todo = [], [int(pid)]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children(current))
+    return found
+
+
+def restart_minions(names=None):
+    """Restart the controllers' salt-minions with their current config (minion_config)."""
+    names = names or [n for n, _ in CONTROLLERS]
+    for name in names:
+        kill_pids(minion_tree(name))
+    for name in names:
+        start_minion(name)
+
+
+def masters_answer(names, directories):
+    """True when every controller in ``names`` answers test.ping from every master."""
+    for directory in directories:
+        out = run([os.path.join(VENV_BIN, "salt"), "-c", os.path.join(directory, "etc"), "--out=json", "--static",
+                   "-t", "5", "-L", ",".join(names), "test.ping"], check=False).stdout
+        try:
+            if not all(json.loads(out or "{}").get(i) is True for i in names):
+                return False
+        except ValueError:
+            return False
+    return True
+
+
+def start_second_master():
+    """Hot-hot multi-master: a second salt-master on the bridge (MASTER2_ADDR) with the first
+    one's key pair and accepted minion keys and the same shared records (redis), and every
+    controller's minion restarted connected to both. Waits until both masters reach all three."""
+    names = [n for n, _ in CONTROLLERS]
+    addrs = run(["ip", "-o", "addr", "show", "dev", BRIDGE]).stdout
+    if MASTER2_ADDR + "/" not in addrs:
+        run(["ip", "addr", "add", "%s/%d" % (MASTER2_ADDR, PREFIX), "dev", BRIDGE])
+    if not master_pids(MASTER2_DIR):
+        pki = os.path.join(MASTER2_DIR, "pki")
+        if os.path.isdir(pki):
+            run(["rm", "-rf", "--one-file-system", pki])
+        os.makedirs(MASTER2_DIR, exist_ok=True)
+        run(["cp", "-a", os.path.join(MASTER_DIR, "pki"), pki])
+        # Salt names the key pair after the master's id (master.pem links to it): the same
+        # pair, under the second master's name.
+        for ext in ("pem", "pub"):
+            os.unlink(os.path.join(pki, "master." + ext))
+            os.rename(os.path.join(pki, "lab-master." + ext), os.path.join(pki, "lab-master-2." + ext))
+    start_master(second=True)
+    MULTI_MASTER.add("on")
+    restart_minions(names)
+    wait_for(lambda: masters_answer(names, [MASTER_DIR, MASTER2_DIR]), 120, "both masters to reach every controller")
+
+
+def stop_second_master():
+    """Back to one master: the minions restarted connected to the first only, the second
+    master stopped, its address removed (idempotent)."""
+    names = [n for n, _ in CONTROLLERS]
+    was = bool(MULTI_MASTER) or any(ctrl_run(n, ["grep", "-q", MASTER2_ADDR, "/etc/salt/minion.d/lab.conf"], check=False).returncode == 0
+                                    for n in names if netns_exists(netns(n)))
+    MULTI_MASTER.clear()
+    if was:
+        restart_minions(names)
+    kill_pids(master_pids(MASTER2_DIR))
+    if link_exists(BRIDGE) and MASTER2_ADDR + "/" in run(["ip", "-o", "addr", "show", "dev", BRIDGE]).stdout:
+        run(["ip", "addr", "del", "%s/%d" % (MASTER2_ADDR, PREFIX), "dev", BRIDGE])
+    if was:
+        wait_for(lambda: masters_answer(names, [MASTER_DIR]), 120, "the master to reach every controller")
+
+
+# In this process: the minions are (being) configured for both masters.
+MULTI_MASTER = set()
 
 
 def wait_for(predicate, timeout, what):
@@ -447,7 +587,8 @@ def ensure_filesystems(name):
 def minion_config(name):
     return {
         "id": name,
-        "master": BRIDGE_ADDR,
+        # Hot-hot multi-master while the second master runs (start_second_master).
+        "master": [BRIDGE_ADDR, MASTER2_ADDR] if MULTI_MASTER else BRIDGE_ADDR,
         "user": "root",
         "log_level_logfile": "info",
         "pidfile": "/run/salt-minion.pid",
@@ -554,6 +695,7 @@ def up():
         ensure_filesystems(name)
     step("Alertmanager on {}".format(ALERTMANAGER_URL) + ("" if start_alertmanager() else " (already running)"))
     step("Prometheus on {}".format(PROMETHEUS_URL) + ("" if start_prometheus() else " (already running)"))
+    step("redis-server on {}:{} (the masters' shared records)".format(REDIS_HOST, REDIS_PORT) + ("" if start_redis() else " (already running)"))
     step("salt-master on {}".format(BRIDGE_ADDR) + ("" if start_master() else " (already running)"))
     for name, address in CONTROLLERS:
         started = start_minion(name)
@@ -620,7 +762,8 @@ def down():
     """Remove every process, mount, namespace and link of the lab, whatever state it is in."""
     names = [n for n, _ in CONTROLLERS + [SPARE]]
     paths = ["/run/netns/" + netns(n) for n in names] + [p for n in names for p in ns_files(n)]
-    pids = pids_in_namespaces(paths) + master_pids() + intruder_pids() + alertmanager_pids() + prometheus_pids()
+    pids = (pids_in_namespaces(paths) + master_pids() + master_pids(MASTER2_DIR) + intruder_pids() + alertmanager_pids()
+            + prometheus_pids() + redis_pids())
     step("stopping {} lab processes".format(len(pids)))
     kill_pids(pids)
     _remove_namespaces(names)
@@ -714,6 +857,10 @@ def main(argv):
             from lab import keystone_lab
 
             keystone_lab.deploy()
+        elif command == "master2":
+            if rest not in (["up"], ["down"]):
+                raise LabError("usage: labctl.py master2 up|down")
+            start_second_master() if rest == ["up"] else stop_second_master()
         elif command == "settle":
             return settle()
         elif command == "status":

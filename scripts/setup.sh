@@ -5,7 +5,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 packages=(haproxy keepalived iproute2 procps curl util-linux psmisc
           mariadb-server mariadb-backup galera-4 socat rabbitmq-server
-          prometheus prometheus-alertmanager)
+          prometheus prometheus-alertmanager redis-server)
 
 if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root" >&2; exit 1; fi
 
@@ -36,7 +36,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "==> pip install -r requirements.txt (salt builds from source: a few minutes the first time)"
   "$venv/bin/pip" install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
   "$venv/bin/pip" install -q -r "$repo/requirements.txt" 2>&1 | grep -v '^WARNING: Location' || true
-  "$venv/bin/python" -c 'import salt, saltfactories, yaml, jinja2, requests' 
+  "$venv/bin/python" -c 'import salt, saltfactories, yaml, jinja2, requests, redis' 
   echo "$want" > "$stamp"
 fi
 

@@ -74,3 +74,25 @@ def test_an_alert_no_longer_raised_ends_but_a_drain_waits_for_its_restore():
     fwd.repeat_open(now=600.0)
     ended = [a for a in sent if "endsAt" in a]
     assert [a["labels"]["alertname"] for a in ended] == ["OpenStackHASplitBrain"] and list(fwd.open)[0][1] == "backend_drained"
+
+
+def test_a_drain_another_master_restored_ends_at_the_next_repeat():
+    """Two masters: the restore was the other master's event; the shared records say so."""
+    records = {"backends": {"nova/c2": {"state": "drain", "by": "remediation", "time": 1.0}}}
+    sent = []
+    fwd = alerting.Forwarder("http://am", sender=lambda url, alerts: sent.extend(alerts),
+                             still_open=lambda key: alerting.drain_still_open(records, key))
+    fwd.handle("salt/run/openstack_ha/backend/drained", DRAIN, now=0.0)
+    fwd.repeat_open(now=60.0)
+    assert len(fwd.open) == 1 and "endsAt" not in sent[-1]
+    records["backends"]["nova/c2"] = {"state": "ready", "by": "remediation", "time": 61.0}
+    fwd.repeat_open(now=120.0)
+    assert not fwd.open and sent[-1]["endsAt"] == "1970-01-01T00:02:00Z"
+    # A records store that cannot be read keeps the alert.
+    fwd.handle("salt/run/openstack_ha/backend/drained", DRAIN, now=130.0)
+
+    def away(key):
+        raise OSError("store away")
+    fwd.still_open = away
+    fwd.repeat_open(now=190.0)
+    assert len(fwd.open) == 1
