@@ -1,0 +1,267 @@
+"""
+The loop at fleet size (lab/fleet.py): SITES sites of three controllers, each a real salt-minion
+with the real backend beacon and a real HAProxy, on loopback; one master, then two (hot-hot).
+
+Measured, crash -> drained on every HAProxy of site 1 (a stand-in nova SIGKILLed, the HAProxy
+admin sockets polled directly), p50/p95 over N runs each:
+
+  one site      site 1 alone: every other site's minions, HAProxies and APIs stopped (SIGSTOP);
+  fleet         every site heartbeating, and faults elsewhere at RATE per second (a random
+                backend of another site killed, revived once out of the cooldown), for each RATE given;
+  two masters   the same at the first RATE with both masters running the loop; after half the
+                runs the first master is SIGKILLed and the rest run on the second.
+
+Also: beacon events per second reaching the master, and the master's CPU (every process of
+it) per beacon event, in the fleet phase. At the end every fault injected (at site 1 and
+elsewhere) is checked against the shared records: drained exactly once (none left
+unhandled, none done twice).
+
+Usage (root, scripts/setup.sh done; the lab need not run):
+    .venv/bin/python bench/fleet.py [--sites 10] [--runs 20] [--rates 1,2] [--no-two-masters]
+"""
+
+import argparse
+import os
+import random
+import signal
+import statistics
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lab import fleet as fleet_lib  # noqa: E402
+from lab import labctl  # noqa: E402
+
+DRAIN_CAP = 30.0
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def p95(values):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+def cpu_seconds(pids):
+    """utime+stime (and reaped children's) of ``pids`` in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / HZ
+
+
+class Faults:
+    """Every fault injected: (site index, controller, crash epoch, revive epoch or None)."""
+
+    def __init__(self):
+        self.done, self.lock = [], threading.Lock()
+
+    def add(self, index, cid, crashed, revived):
+        with self.lock:
+            self.done.append((index, cid, crashed, revived))
+
+
+def ready_for_fault(fleet, index, cid):
+    """True when every backend of site ``index`` is ready everywhere in the records and
+    ``cid``'s last action is out of the cooldown (a fault now is acted on, not suppressed)."""
+    records = fleet.records(index)["backends"]
+    now = time.time()
+    for other, _ in fleet_lib.controllers(index):
+        record = records.get("nova/" + other) or {}
+        if record.get("state") == "drain":
+            return False
+    last = (records.get("nova/" + cid) or {}).get("time", 0)
+    return now - last > fleet_lib.COOLDOWN + 0.5
+
+
+def background(fleet, rate, stop, faults, exclude=1):
+    """Inject ``rate`` faults per second at sites other than ``exclude`` until ``stop``."""
+    busy = {}
+    lock = threading.Lock()
+
+    def one(index, cid):
+        crashed = time.time()
+        fleet.crash(cid)
+        time.sleep(fleet_lib.COOLDOWN + 1.0)  # revived out of the cooldown (see measure)
+        fleet.revive(cid)
+        faults.add(index, cid, crashed, time.time())
+        with lock:
+            busy[index] = time.time() + 3.0  # its restore: rise 2 probes and one round
+
+    while not stop.is_set():
+        started = time.monotonic()
+        with lock:
+            free = [i for i in range(1, fleet.sites + 1) if i != exclude and busy.get(i, 0) < time.time()]
+        random.shuffle(free)
+        for index in free:
+            cid = random.choice(fleet_lib.controllers(index))[0]
+            if ready_for_fault(fleet, index, cid):
+                with lock:
+                    busy[index] = float("inf")
+                threading.Thread(target=one, args=(index, cid), daemon=True).start()
+                break
+        stop.wait(max(0.0, 1.0 / rate - (time.monotonic() - started)))
+
+
+def measure(fleet, runs, faults, label):
+    """``runs`` crashes at site 1 (its three backends in turn): seconds to drained everywhere."""
+    times = []
+    ctrls = [cid for cid, _ in fleet_lib.controllers(1)]
+    for run in range(runs):
+        cid = ctrls[run % 3]
+        labctl.wait_for(lambda: ready_for_fault(fleet, 1, cid), 60, "site 1 ready for the next fault")
+        labctl.wait_for(lambda: set(fleet.admin_state(cid).values()) == {"ready"}, 60, "nova/%s ready everywhere" % cid)
+        time.sleep(random.uniform(0, 1))  # a random phase of the beacon's tick
+        crashed = time.time()
+        start = time.monotonic()
+        fleet.crash(cid)
+        took = None
+        while time.monotonic() - start < DRAIN_CAP:
+            states = fleet.admin_state(cid)
+            if len(states) == 3 and set(states.values()) == {"drain"}:
+                took = time.monotonic() - start
+                break
+            time.sleep(0.01)
+        # Revived once out of the cooldown, so its recovery report restores it at once (one
+        # inside the cooldown is suppressed and waits for the next heartbeat, 15 s).
+        time.sleep(max(0.0, crashed + fleet_lib.COOLDOWN + 0.5 - time.time()))
+        fleet.revive(cid)
+        faults.add(1, cid, crashed, time.time())
+        times.append(took if took is not None else DRAIN_CAP)
+        drain = [d for d in fleet.records(1)["decisions"] if d["what"] == "drain" and d.get("backend") == cid and d["time"] >= crashed]
+        timing = drain[-1].get("timing") if drain else None
+        print("  {} run {:2d}/{}: {} {}  {}".format(label, run + 1, runs, cid, "{:.3f} s".format(took) if took else "NOT drained in %d s" % DRAIN_CAP,
+                                                  timing or ""), flush=True)
+    return times
+
+
+class EventCount:
+    """Beacon events of the fleet reaching master ``number``'s bus, counted in a thread."""
+
+    def __init__(self, number):
+        import salt.config
+        import salt.utils.event
+
+        opts = salt.config.master_config(os.path.join(fleet_lib.master_dir(number), "etc", "master"))
+        self.bus = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+        self.bus.subscribe("salt/beacon/")
+        self.count, self.stop = 0, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            event = self.bus.get_event(wait=0.5, full=True)
+            if event and event["tag"].startswith("salt/beacon/fleet") and "/openstack_ha_" in event["tag"]:
+                self.count += 1
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.bus.destroy()
+
+
+def stop_others(fleet, sig):
+    """SIGSTOP/SIGCONT every process of sites 2..N (minion, HAProxy, stand-in)."""
+    others = [cid for cid in fleet.ids() if not cid.startswith("fleet01-")]
+    pids = [fleet.minion_pids[c] for c in others] + fleet.haproxy_pids(others) + [fleet.standin_pids[c] for c in others if c in fleet.standin_pids]
+    for pid in pids:
+        for child in [pid] + labctl.children(pid):
+            try:
+                os.kill(child, sig)
+            except ProcessLookupError:
+                pass
+
+
+def row(label, times):
+    return "{:<44} p50 {:6.3f} s   p95 {:6.3f} s   ({} runs)".format(label, statistics.median(times), p95(times), len(times))
+
+
+def check_faults(fleet, faults):
+    """Every fault: exactly one drain of its backend between its crash and its revival + 5 s."""
+    unhandled, twice = [], []
+    first = min([f[2] for f in faults.done] or [0])
+    for index, cid, crashed, revived in faults.done:
+        drains = [d for d in fleet.records(index)["decisions"] if d["what"] == "drain" and d.get("backend") == cid
+                  and crashed <= d["time"] <= (revived or crashed) + 5]
+        if not drains:
+            unhandled.append((cid, "crashed at +{:.1f} s".format(crashed - first), [(d["what"], round(d["time"] - first, 1)) for d in fleet.records(index)["decisions"]
+                                                                               if d.get("backend") == cid and abs(d["time"] - crashed) < 15]))
+        elif len(drains) > 1:
+            twice.append((cid, "crashed at +{:.1f} s".format(crashed - first), [d.get("master") for d in drains]))
+    return unhandled, twice
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sites", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--rates", default="1,2", help="background faults per second, comma-separated")
+    parser.add_argument("--no-two-masters", action="store_true")
+    args = parser.parse_args()
+
+    rates = [float(r) for r in args.rates.split(",")]
+    fleet = fleet_lib.Fleet(args.sites, masters=1)
+
+    faults = Faults()
+    rows = []
+    try:
+        fleet.up()
+        time.sleep(30)  # the start-up storm of 30 minions settles; the beacons tick
+        print("one site (sites 2..{} stopped)".format(args.sites), flush=True)
+        stop_others(fleet, signal.SIGSTOP)
+        one = measure(fleet, args.runs, faults, "one site")
+        stop_others(fleet, signal.SIGCONT)
+        rows.append(row("one site alone", one))
+        time.sleep(5)
+        for rate in rates:
+            print("fleet: {} sites, {} fault(s)/s elsewhere".format(args.sites, rate), flush=True)
+            stop, events = threading.Event(), EventCount(1)
+            bg = threading.Thread(target=background, args=(fleet, rate, stop, faults), daemon=True)
+            cpu0, t0, injected0 = cpu_seconds(fleet.find_master_pids(1)), time.monotonic(), len(faults.done)
+            bg.start()
+            times = measure(fleet, args.runs, faults, "fleet %g/s" % rate)
+            stop.set()
+            bg.join(30)
+            elapsed, cpu = time.monotonic() - t0, cpu_seconds(fleet.find_master_pids(1)) - cpu0
+            events.close()
+            rows.append(row("{} sites, {:g} fault/s elsewhere".format(args.sites, rate), times))
+            rows.append("    {:.1f} beacon events/s at the master, {:.1f} faults/s injected, master CPU {:.1f} % of a core, "
+                        "{:.2f} ms CPU per event ({} / one site p95: {:.2f})".format(
+                            events.count / elapsed, (len(faults.done) - injected0) / elapsed, 100 * cpu / elapsed,
+                            1000 * cpu / max(1, events.count), "ratio", p95(times) / p95(one)))
+            time.sleep(fleet_lib.COOLDOWN + 2)
+        if not args.no_two_masters:
+            print("two masters: starting the second, every minion reconnected to both", flush=True)
+            fleet.start_master(2)
+            fleet.restart_minions(2)
+            time.sleep(20)  # every beacon ticking again, its first heartbeat at both masters
+            stop = threading.Event()
+            bg = threading.Thread(target=background, args=(fleet, rates[0], stop, faults), daemon=True)
+            bg.start()
+            half = max(1, args.runs // 2)
+            both = measure(fleet, half, faults, "two masters")
+            print("  SIGKILL to master 1", flush=True)
+            fleet.kill_master(1)
+            after = measure(fleet, args.runs - half, faults, "master 1 killed")
+            stop.set()
+            bg.join(30)
+            rows.append(row("two masters, {:g} fault/s elsewhere".format(rates[0]), both))
+            rows.append(row("  after master 1 was SIGKILLed", after))
+            time.sleep(8)  # the last faults' restores
+        unhandled, twice = check_faults(fleet, faults)
+        rows.append("faults injected: {}; left unhandled: {}; drained twice: {}".format(len(faults.done), len(unhandled), len(twice)))
+        for item in unhandled[:5] + twice[:5]:
+            rows.append("    " + repr(item))
+    finally:
+        print("\n".join([""] + rows), flush=True)
+        fleet_lib.down()
+
+
+if __name__ == "__main__":
+    main()
