@@ -22,16 +22,17 @@ ACT_TIMEOUT = 3
 PENDING_LEASE = ACT_TIMEOUT + 2.0
 
 
-def settled_elsewhere(record, action, started_wall, now, me):
+def settled_elsewhere(record, action, started_wall, now):
     """True when ``action`` (a drain or restore of the decision) is already done or being done
     by another round: a record of the same state written after this round began (epoch
-    ``started_wall``), or a write-ahead of another master (not ``me``) whose lease runs past
-    ``now``. Alerts and other actions are never settled here."""
+    ``started_wall``), or a write-ahead (of any master, this one's other threads included:
+    a round that verified while that one's publish was still on its way sees the HAProxies not
+    yet changed) whose lease runs past ``now``. Alerts and other actions are never settled here."""
     if action["action"] not in ("drain", "restore") or not record:
         return False
     state = "drain" if action["action"] == "drain" else "ready"
     pending = record.get("pending") or {}
-    if pending.get("master") not in (None, me) and pending.get("until", 0) > now:
+    if pending.get("until", 0) > now:
         return True
     return record.get("time", 0) > started_wall and record.get("state") == state
 
@@ -130,7 +131,7 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
             model["remediation"]["cooldown"], maintenance=records["maintenance"])
         # Another round (of this master or another) already acted, or is acting, on these.
         now = time.time()
-        actions = [a for a in actions if not settled_elsewhere(records["backends"].get(a["key"]), a, started_wall, now, me)]
+        actions = [a for a in actions if not settled_elsewhere(records["backends"].get(a["key"]), a, started_wall, now)]
         moves = [a for a in actions if a["action"] in ("drain", "restore")]
         for action in moves:
             # Write-ahead: the loop's ownership of this drain is on disk before any HAProxy

@@ -10,7 +10,7 @@ on /run/oha-fleet, so every controller has its HAProxy socket at the path its si
 names. Everything lives under /srv/openstack-ha-fleet and every process started has that path on
 its command line, so :func:`down` finds and kills them by PID after any crash.
 
-Usage (as root, after scripts/setup.sh): python -m lab.fleet up [SITES [masters|syndic]] | down
+Usage (as root, after scripts/setup.sh): python -m lab.fleet up [SITES] | down
 """
 
 import json
@@ -30,6 +30,10 @@ MASTER_ADDRS = ["127.0.0.1", "127.0.0.2"]
 PUBLISH_PORT, RET_PORT = 4605, 4606
 NOVA_PORT = 8774
 COOLDOWN = 3
+# Salt's transport for masters and minions: "zeromq" (Salt's default) sends every job to every
+# minion of the master, which decrypts it to find it is not its own; "tcp" sends a job aimed
+# at a list of minions to those alone (the loop's jobs name one site's controllers).
+TRANSPORT = ["zeromq"]
 
 
 def site_id(index):
@@ -79,10 +83,8 @@ def master_dir(number):
     return os.path.join(ROOT, "master%d" % number)
 
 
-def master_config(number, layout="masters"):
-    """Master ``number``'s configuration. ``layout="syndic"``: master 1 is the top master
-    (``order_masters``, no loop: it only sees what the syndic forwards) and master 2 the
-    regional master under it (``syndic_master``), running the loop for its site(s)."""
+def master_config(number):
+    """Master ``number``'s configuration (1 or 2: the same but for its address and id)."""
     config = labctl.project_master_config()
     root = master_dir(number)
     config.update({
@@ -94,12 +96,8 @@ def master_config(number, layout="masters"):
         "pillar_roots": {"base": [PILLAR] + config["pillar_roots"]["base"]},
         "auto_accept": True, "worker_threads": 8, "timeout": 15, "gather_job_timeout": 15,
         "openstack_ha_cache": "redis", "cache.redis.host": "127.0.0.1", "cache.redis.port": REDIS_PORT,
+        "transport": TRANSPORT[0],
     })
-    if layout == "syndic" and number == 1:
-        config.update({"order_masters": True, "engines": []})
-    elif layout == "syndic":
-        config.update({"syndic_master": MASTER_ADDRS[0], "syndic_master_port": RET_PORT,
-                       "syndic_log_file": os.path.join(root, "log", "syndic"), "syndic_pidfile": os.path.join(root, "run", "salt-syndic.pid")})
     return config
 
 
@@ -107,16 +105,17 @@ def minion_dir(cid):
     return os.path.join(ROOT, "minions", cid)
 
 
-def minion_config(cid, index, masters, layout="masters"):
+def minion_config(cid, index, masters):
     beacon = [{"interval": 1}, {"timeout": 0.25}, {"budget": 0.3}, {"fall": 1}, {"rise": 2}, {"heartbeat": 15},
               {"targets": probe_targets(index)}]
     return {
-        "id": cid, "master": MASTER_ADDRS[1] if layout == "syndic" else MASTER_ADDRS[:masters] if masters > 1 else MASTER_ADDRS[0],
+        "id": cid, "master": MASTER_ADDRS[:masters] if masters > 1 else MASTER_ADDRS[0],
         "master_port": RET_PORT, "publish_port": PUBLISH_PORT, "root_dir": minion_dir(cid), "user": "root",
         "log_level_logfile": "warning", "multiprocessing": False, "loop_interval": 1,
         "acceptance_wait_time": 1, "random_reauth_delay": 0, "auth_timeout": 10, "recon_default": 200, "recon_max": 1000,
         "tcp_keepalive": True, "tcp_keepalive_idle": 5, "tcp_keepalive_cnt": 3, "tcp_keepalive_intvl": 2,
         "beacons": {"openstack_ha_backends": beacon},
+        "transport": TRANSPORT[0],
     }
 
 
@@ -171,10 +170,8 @@ def down():
 class Fleet:
     """A running fleet: ``sites`` sites, ``masters`` masters (1 or 2)."""
 
-    def __init__(self, sites, masters=1, layout="masters"):
-        """``layout="syndic"``: a top master (1) and one regional master (2) with its
-        salt-syndic; the controllers connect to the regional one."""
-        self.sites, self.masters, self.layout = int(sites), 2 if layout == "syndic" else int(masters), layout
+    def __init__(self, sites, masters=1):
+        self.sites, self.masters = int(sites), int(masters)
         self.minion_pids = {}   # controller -> salt-minion PID (the namespace's first process)
         self.standin_pids = {}  # controller -> stand-in nova PID
         self.master_pids = {}   # number -> [PIDs]
@@ -215,7 +212,7 @@ class Fleet:
         etc = os.path.join(root, "etc")
         for sub in ("etc", "log", "run/sock", "cache", "pki"):
             os.makedirs(os.path.join(root, sub), exist_ok=True)
-        if number > 1 and self.layout == "masters" and not os.listdir(os.path.join(root, "pki")):
+        if number > 1 and not os.listdir(os.path.join(root, "pki")):
             # The same key pair as the first master (hot-hot multi-master), and its accepted keys.
             first = os.path.join(master_dir(1), "pki")
             subprocess.run(["cp", "-a", first + "/.", os.path.join(root, "pki")], check=True)
@@ -223,14 +220,12 @@ class Fleet:
                 os.unlink(os.path.join(root, "pki", "master." + ext))
                 os.rename(os.path.join(root, "pki", "fleet-master-1." + ext), os.path.join(root, "pki", "fleet-master-%d.%s" % (number, ext)))
         with open(os.path.join(etc, "master"), "w") as fh:
-            json.dump(master_config(number, self.layout), fh)
+            json.dump(master_config(number), fh)
         sock = os.path.join(root, "run", "sock", "master_event_pub.ipc")
         if os.path.exists(sock):
             os.unlink(sock)
         subprocess.run([os.path.join(labctl.VENV_BIN, "salt-master"), "-c", etc, "-d"], check=True, timeout=60)
         labctl.wait_for(lambda: os.path.exists(sock), 60, "fleet master %d's event socket" % number)
-        if self.layout == "syndic" and number == 2:
-            subprocess.run([os.path.join(labctl.VENV_BIN, "salt-syndic"), "-c", etc, "-d"], check=True, timeout=60)
         self.master_pids[number] = self.find_master_pids(number)
 
     def find_master_pids(self, number):
@@ -264,7 +259,7 @@ class Fleet:
         etc = os.path.join(minion_dir(cid), "etc")
         os.makedirs(etc, exist_ok=True)
         with open(os.path.join(etc, "minion"), "w") as fh:
-            json.dump(minion_config(cid, index, self.masters, self.layout), fh)
+            json.dump(minion_config(cid, index, self.masters), fh)
         with open(os.path.join(minion_dir(cid), "haproxy.cfg"), "w") as fh:
             fh.write(haproxy_config(index))
         pidfile = os.path.join(minion_dir(cid), "var", "run", "salt-minion.pid")
@@ -309,7 +304,7 @@ class Fleet:
         for number in range(1, self.masters + 1):
             labctl.wait_for(lambda: self.all_answer(number), 300, "every fleet controller to answer master %d" % number)
         progress("fleet: every controller answers; syncing the custom modules")
-        self.salt(2 if self.layout == "syndic" else 1, "-t", "120", "fleet*", "saltutil.sync_all", timeout=600)
+        self.salt(1, "-t", "120", "fleet*", "saltutil.sync_all", timeout=600)
         # The beacon loads once the modules are there: wait until HAProxy and the beacon are seen.
         progress("fleet: up ({} sites)".format(self.sites))
 
@@ -399,7 +394,7 @@ def main(argv):
         down()
         return 0
     if argv[:1] == ["up"]:
-        Fleet(int(argv[1]) if len(argv) > 1 else 10, layout=argv[2] if len(argv) > 2 else "masters").up()
+        Fleet(int(argv[1]) if len(argv) > 1 else 10).up()
         return 0
     print(__doc__)
     return 2

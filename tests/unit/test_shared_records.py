@@ -139,20 +139,20 @@ def test_a_dead_holders_lock_frees_after_its_lease_and_a_live_one_is_renewed(tmp
 DRAIN = {"action": "drain", "key": "nova/c1"}
 
 
-def test_a_drain_another_master_is_acting_on_is_left_to_it_until_its_lease_ends():
+def test_a_drain_in_flight_is_left_to_its_round_until_its_lease_ends():
     record = {"state": "drain", "by": "remediation", "time": 100.0, "pending": {"master": "m1", "until": 105.0}}
-    assert remediate.settled_elsewhere(record, DRAIN, started_wall=101.0, now=102.0, me="m2")
-    # m1 died mid-action: after the lease, m2 acts.
-    assert not remediate.settled_elsewhere(record, DRAIN, started_wall=101.0, now=106.0, me="m2")
-    # Its own write-ahead from an earlier round does not stop the master that wrote it.
-    assert not remediate.settled_elsewhere(record, DRAIN, started_wall=101.0, now=102.0, me="m1")
+    assert remediate.settled_elsewhere(record, DRAIN, started_wall=101.0, now=102.0)
+    # m1 died mid-action: after the lease, another round acts.
+    assert not remediate.settled_elsewhere(record, DRAIN, started_wall=101.0, now=106.0)
+    # A restore decided meanwhile waits too (the drain's publish may still be on its way).
+    assert remediate.settled_elsewhere(record, {"action": "restore", "key": "nova/c1"}, started_wall=101.0, now=102.0)
 
 
 def test_a_drain_recorded_after_this_round_began_is_settled_an_older_one_is_not():
     record = {"state": "drain", "by": "remediation", "time": 100.0}
-    assert remediate.settled_elsewhere(record, DRAIN, started_wall=99.0, now=101.0, me="m2")
-    assert not remediate.settled_elsewhere(record, DRAIN, started_wall=100.5, now=101.0, me="m2")
+    assert remediate.settled_elsewhere(record, DRAIN, started_wall=99.0, now=101.0)
+    assert not remediate.settled_elsewhere(record, DRAIN, started_wall=100.5, now=101.0)
     restore = {"action": "restore", "key": "nova/c1"}
-    assert not remediate.settled_elsewhere(record, restore, started_wall=99.0, now=101.0, me="m2")
-    assert not remediate.settled_elsewhere(record, {"action": "alert", "key": "nova/c1"}, 0, 101.0, "m2")
-    assert not remediate.settled_elsewhere(None, DRAIN, 0, 101.0, "m2")
+    assert not remediate.settled_elsewhere(record, restore, started_wall=99.0, now=101.0)
+    assert not remediate.settled_elsewhere(record, {"action": "alert", "key": "nova/c1"}, 0, 101.0)
+    assert not remediate.settled_elsewhere(None, DRAIN, 0, 101.0)
