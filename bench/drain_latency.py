@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import sys
 import time
@@ -79,18 +78,7 @@ def sockets():
 
 
 def ask(path, command):
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(1)
-    sock.connect(path)
-    sock.sendall(command.encode() + b"\n")
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    sock.close()
-    return data.decode()
+    return labctl.haproxy_command(path, command)
 
 
 def out_of_rotation(path):

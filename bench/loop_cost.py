@@ -51,20 +51,10 @@ def minion_pids():
     return out
 
 
-def process_tree(pid):
-    """``pid`` and every descendant alive now (the minion's MultiMinionProcessManager forks)."""
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(labctl.children(current))
-    return tree
-
-
 def measure(seconds):
     """Share of one core, per controller (its minion's process tree) and for the master."""
-    groups = {ctrl: process_tree(pid) for ctrl, pid in minion_pids().items()}
-    groups["master"] = [p for m in labctl.master_pids() for p in process_tree(m)]
+    groups = {ctrl: labctl.process_tree(pid) for ctrl, pid in minion_pids().items()}
+    groups["master"] = [p for m in labctl.master_pids() for p in labctl.process_tree(m)]
     groups = {k: sorted(set(v)) for k, v in groups.items()}
 
     def total(pids):

@@ -125,16 +125,6 @@ def _spawn(argv, log):
         return subprocess.Popen(argv, stdout=fh, stderr=fh, stdin=subprocess.DEVNULL, start_new_session=True).pid
 
 
-def tree(pid):
-    """``pid`` and every live descendant of it."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(labctl.children(current))
-    return found
-
-
 def pids():
     """Every live process whose command line names the fleet's directory."""
     found = []
@@ -312,7 +302,7 @@ class Fleet:
         """Restart every controller's minion (and its HAProxy) connected to ``masters`` masters."""
         self.masters = masters
         for cid, pid in list(self.minion_pids.items()):
-            labctl.kill_pids(tree(pid) + self.haproxy_pids([cid]))
+            labctl.kill_pids(labctl.process_tree(pid) + self.haproxy_pids([cid]))
         for index in range(1, self.sites + 1):
             for cid, _ in controllers(index):
                 self.start_minion(cid, index)
@@ -349,25 +339,15 @@ class Fleet:
     def admin_state(self, cid):
         """{controller of cid's site: HAProxy admin state of nova/cid}, read from each HAProxy's
         socket directly (through /proc/PID/root: not through a master, no process spawned)."""
-        import socket
-
         index = int(cid[len("fleet"):len("fleet") + 2])
         states = {}
         for other, _ in controllers(index):
             try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-                    conn.settimeout(2)
-                    conn.connect("/proc/%d/root%s/haproxy.sock" % (self.minion_pids[other], RUN))
-                    conn.sendall(b"show servers state nova\n")
-                    out = b""
-                    while True:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        out += chunk
+                out = labctl.haproxy_command("/proc/%d/root%s/haproxy.sock" % (self.minion_pids[other], RUN),
+                                             "show servers state nova", timeout=2)
             except OSError:
                 continue
-            for line in out.decode(errors="replace").splitlines():
+            for line in out.splitlines():
                 words = line.split()
                 if len(words) > 6 and words[3] == cid:
                     states[other] = "drain" if int(words[6]) & 0x08 else "ready"

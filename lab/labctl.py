@@ -430,17 +430,40 @@ MASTER2_DIR = os.path.join(STATE, "master2")
 MASTER2_ADDR = "10.213.0.2"
 
 
-def minion_tree(name):
-    """PIDs of controller ``name``'s salt-minion and its descendants."""
-    pid = ctrl_run(name, ["cat", "/run/salt-minion.pid"], check=False).stdout.strip()
-    if not (pid.isdigit() and alive(int(pid))):
-        return []
-    found, todo = [], [int(pid)]
+def process_tree(pid):
+    """``pid`` and every descendant of it alive now (read from /proc)."""
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
         found.append(current)
         todo.extend(children(current))
     return found
+
+
+def minion_tree(name):
+    """PIDs of controller ``name``'s salt-minion and its descendants."""
+    pid = ctrl_run(name, ["cat", "/run/salt-minion.pid"], check=False).stdout.strip()
+    if not (pid.isdigit() and alive(int(pid))):
+        return []
+    return process_tree(int(pid))
+
+
+def haproxy_command(path, command, timeout=1.0):
+    """Send one command to the HAProxy admin socket at ``path``; its whole answer (str).
+    Raises OSError when the socket does not answer."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(command.encode() + b"\n")
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode(errors="replace")
 
 
 def restart_minions(names=None):
