@@ -64,12 +64,19 @@ def quiet_cooldown(backend):
         time.sleep(max(0.0, max(acted) + labtools.COOLDOWN + 0.5 - time.time()))
 
 
-def test_both_masters_act_once_on_a_fault(two_masters):
-    backend = "lab-ctrl2"
-    wait_until(lambda: settled(backend, labctl.MASTER2_DIR, "ready"), 60, "nova/lab-ctrl2 ready everywhere", interval=1)
+def crash(backend):
+    """SIGKILL nova on ``backend`` once it is ready everywhere and out of the cooldown; the
+    epoch just before the kill."""
+    wait_until(lambda: settled(backend, labctl.MASTER2_DIR, "ready"), 60, "nova/%s ready everywhere" % backend, interval=1)
     quiet_cooldown(backend)
     start = time.time()
     os.kill(standin_pid(backend, "nova"), signal.SIGKILL)
+    return start
+
+
+def test_both_masters_act_once_on_a_fault(two_masters):
+    backend = "lab-ctrl2"
+    start = crash(backend)
     wait_until(lambda: settled(backend, labctl.MASTER_DIR, "drain"), 20, "nova/lab-ctrl2 drained everywhere", interval=0.3)
     labtools.start_standins(backend)
     wait_until(lambda: settled(backend, labctl.MASTER2_DIR, "ready"), 60, "nova/lab-ctrl2 restored everywhere", interval=1)
@@ -83,10 +90,7 @@ def test_both_masters_act_once_on_a_fault(two_masters):
 
 def test_a_master_killed_during_a_fault_leaves_the_other_to_finish(two_masters):
     backend = "lab-ctrl3"
-    wait_until(lambda: settled(backend, labctl.MASTER2_DIR, "ready"), 60, "nova/lab-ctrl3 ready everywhere", interval=1)
-    quiet_cooldown(backend)
-    start = time.time()
-    os.kill(standin_pid(backend, "nova"), signal.SIGKILL)
+    start = crash(backend)
     time.sleep(0.3)  # the beacon's report is on its way or being verified
     for pid in labctl.master_pids():
         try:
