@@ -107,7 +107,9 @@ def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, s
     handle = __runners__["openstack_ha.handle_event"]
     note = __utils__["openstack_ha_trace.note"]
     trusted = __utils__["openstack_ha_alerting.trusted"]
-    loop_metrics = __utils__["openstack_ha_metrics.loop_metrics"]()
+    # Only a loop asked to serve metrics needs prometheus_client (Salt 3008 installs it, pip
+    # installs of 3006 and 3007 do not).
+    loop_metrics = __utils__["openstack_ha_metrics.loop_metrics"]() if metrics else None
     if metrics:
         loop_metrics.serve(*__utils__["openstack_ha_metrics.split_listen"](metrics))
         threading.Thread(target=_watch_status, args=(__runners__["openstack_ha.status"], loop_metrics, float(status_interval),

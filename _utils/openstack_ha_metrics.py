@@ -3,7 +3,8 @@ The remediation loop's own Prometheus metrics: kept by the engine ``openstack_ha
 master process that runs the loop) and served by ``prometheus_client`` on the address the
 engine is given (``metrics: ADDRESS:PORT``, see ``master.d/openstack_ha.conf``).
 
-:depends: ``prometheus_client`` (installed with Salt's own dependencies).
+:depends: ``prometheus_client`` (installed with Salt 3008's own dependencies; with 3006 or 3007, only a loop
+    that serves metrics needs it).
 
 Every metric is prefixed ``openstack_ha_``:
 
@@ -43,6 +44,8 @@ Every metric is prefixed ``openstack_ha_``:
 
 import logging
 
+from salt.exceptions import CommandExecutionError
+
 log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
@@ -67,7 +70,11 @@ class LoopMetrics:
     exported). Thread-safe: ``prometheus_client`` locks every update."""
 
     def __init__(self):
-        import prometheus_client as prom
+        try:
+            import prometheus_client as prom
+        except ImportError as exc:
+            raise CommandExecutionError("openstack_ha_loop: metrics need the Python module prometheus_client on the master "
+                                        "(pip install prometheus-client), or no 'metrics' in the engine's options") from exc
 
         self.registry = prom.CollectorRegistry()
         r = self.registry

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The other supported Salt releases (3006 LTS, 3007; the main suite runs 3008): the test of an
-# existing master adopting openstack_ha (two sites, validate, render, status) runs on each, in
-# a virtualenv of its own (/opt/openstack-ha/salt-<release>), installed idempotently.
+# existing master adopting openstack_ha (two sites, validate, render, status) and the syndic
+# layout's (a top master over a regional one; Salt 3008's syndic returns nothing) run on each,
+# in a virtualenv of its own (/opt/openstack-ha/salt-<release>), installed idempotently.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 for pin in "3006 salt==3006.29" "3007 salt==3007.16"; do
@@ -16,6 +17,9 @@ for pin in "3006 salt==3006.29" "3007 salt==3007.16"; do
     "$venv/bin/python" -c 'import salt, saltfactories'
     echo "$want" > "$venv/.pins"
   fi
-  echo "==> the adoption test on Salt $("$venv/bin/python" -c 'import salt.version; print(salt.version.__saltstack_version__)')"
-  (cd "$repo" && "$venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false -q tests/integration/test_multisite_factories.py)
+  echo "==> the adoption and syndic tests on Salt $("$venv/bin/python" -c 'import salt.version; print(salt.version.__saltstack_version__)')"
+  # One pytest per file: salt-factories keeps one root per session, each file sets its own.
+  for test in test_multisite_factories.py test_syndic_factories.py; do
+    (cd "$repo" && "$venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false -q "tests/integration/$test")
+  done
 done

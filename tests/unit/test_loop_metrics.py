@@ -73,3 +73,13 @@ def test_tags_a_minion_chooses_cannot_grow_the_label_sets():
     text = exposed(m)
     assert 'openstack_ha_loop_events_total{beacon="other",kind="other"} 50.0' in text
     assert "openstack_ha_x" not in text and 'kind="k' not in text
+
+
+def test_metrics_without_prometheus_client_say_what_is_missing(monkeypatch):
+    # Salt 3006/3007 from pip do not bring prometheus_client: only a loop asked to serve
+    # metrics needs it, and it is told which module and which option.
+    from salt.exceptions import CommandExecutionError
+
+    monkeypatch.setitem(__import__("sys").modules, "prometheus_client", None)
+    with pytest.raises(CommandExecutionError, match="prometheus_client.*no 'metrics' in the engine's options"):
+        metrics_lib.loop_metrics()
