@@ -18,6 +18,7 @@ unhandled, none done twice).
 
 Usage (root, scripts/setup.sh done; the lab need not run):
     .venv/bin/python bench/fleet.py [--sites 10] [--runs 20] [--rates 1,2] [--no-two-masters]
+        [--two-masters-only] [--master-alive SECONDS] [--transport zeromq|tcp]
 """
 
 import argparse
@@ -212,25 +213,31 @@ def main():
     parser.add_argument("--no-two-masters", action="store_true")
     parser.add_argument("--transport", choices=("zeromq", "tcp"), default="zeromq",
                         help="Salt's transport (tcp: a job reaches only the minions it names)")
+    parser.add_argument("--master-alive", type=int, default=0,
+                        help="the minions' master_alive_interval in seconds (0: Salt's default, no check)")
+    parser.add_argument("--two-masters-only", action="store_true", help="skip the one-site and fleet rows")
     args = parser.parse_args()
     fleet_lib.TRANSPORT[0] = args.transport
+    if args.master_alive:
+        fleet_lib.MINION_EXTRA["master_alive_interval"] = args.master_alive
 
     rates = [float(r) for r in args.rates.split(",")]
     fleet = fleet_lib.Fleet(args.sites, masters=1)
-    print("transport: {}".format(args.transport), flush=True)
+    print("transport: {}, master_alive_interval: {}".format(args.transport, args.master_alive), flush=True)
 
     faults = Faults()
     rows = []
     try:
         fleet.up()
         time.sleep(30)  # the start-up storm of 30 minions settles; the beacons tick
-        print("one site (sites 2..{} stopped)".format(args.sites), flush=True)
-        stop_others(fleet, signal.SIGSTOP)
-        one = measure(fleet, args.runs, faults, "one site")
-        stop_others(fleet, signal.SIGCONT)
-        rows.append(row("one site alone", one))
-        time.sleep(5)
-        for rate in rates:
+        if not args.two_masters_only:
+            print("one site (sites 2..{} stopped)".format(args.sites), flush=True)
+            stop_others(fleet, signal.SIGSTOP)
+            one = measure(fleet, args.runs, faults, "one site")
+            stop_others(fleet, signal.SIGCONT)
+            rows.append(row("one site alone", one))
+            time.sleep(5)
+        for rate in [] if args.two_masters_only else rates:
             print("fleet: {} sites, {} fault(s)/s elsewhere".format(args.sites, rate), flush=True)
             stop, events = threading.Event(), EventCount(1)
             bg = threading.Thread(target=background, args=(fleet, rate, stop, faults), daemon=True)

@@ -34,6 +34,7 @@ COOLDOWN = 3
 # minion of the master, which decrypts it to find it is not its own; "tcp" sends a job aimed
 # at a list of minions to those alone (the loop's jobs name one site's controllers).
 TRANSPORT = ["zeromq"]
+MINION_EXTRA = {}  # more minion options (bench/fleet.py --master-alive)
 
 
 def site_id(index):
@@ -116,6 +117,7 @@ def minion_config(cid, index, masters):
         "tcp_keepalive": True, "tcp_keepalive_idle": 5, "tcp_keepalive_cnt": 3, "tcp_keepalive_intvl": 2,
         "beacons": {"openstack_ha_backends": beacon},
         "transport": TRANSPORT[0],
+        **MINION_EXTRA,
     }
 
 
@@ -262,9 +264,13 @@ class Fleet:
                                        os.path.join(minion_dir(cid), "console.log"))
 
     def salt(self, number, *args, timeout=300):
-        """``salt ARGS --out=json --static`` on master ``number``: the parsed result ({} if none)."""
-        proc = subprocess.run([os.path.join(labctl.VENV_BIN, "salt"), "-c", os.path.join(master_dir(number), "etc"),
-                               "--out=json", "--static"] + list(args), capture_output=True, text=True, timeout=timeout)
+        """``salt ARGS --out=json --static`` on master ``number``: the parsed result ({} if none,
+        also when the command outlives ``timeout``: it is killed, and callers that wait ask again)."""
+        try:
+            proc = subprocess.run([os.path.join(labctl.VENV_BIN, "salt"), "-c", os.path.join(master_dir(number), "etc"),
+                                   "--out=json", "--static"] + list(args), capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {}
         try:
             return json.loads(proc.stdout or "{}")
         except ValueError:
