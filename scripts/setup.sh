@@ -5,7 +5,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 packages=(haproxy keepalived iproute2 procps curl util-linux psmisc
           mariadb-server mariadb-backup galera-4 socat rabbitmq-server
-          prometheus prometheus-alertmanager redis-server)
+          prometheus prometheus-alertmanager redis-server
+          prometheus-mysqld-exporter)  # installed here: the lab's controllers (network namespaces) reach no mirror
 
 if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root" >&2; exit 1; fi
 
