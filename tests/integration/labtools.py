@@ -32,7 +32,10 @@ def salt(target, *args, timeout=300, wait=60):
 
 
 def apply(target="lab-ctrl*", *extra):
-    return salt(target, "state.apply", "openstack_ha", *extra)
+    """``state.apply openstack_ha`` on ``target``. A first apply installs and joins Galera and
+    RabbitMQ (every rabbitmqctl call an Erlang VM): 5 to 9 minutes on a busy 2-core machine, so
+    the bound is generous; a converged apply takes seconds."""
+    return salt(target, "state.apply", "openstack_ha", *extra, timeout=1500)
 
 
 def failed_states(results):
