@@ -127,16 +127,31 @@ def _spawn(argv, log):
         return subprocess.Popen(argv, stdout=fh, stderr=fh, stdin=subprocess.DEVNULL, start_new_session=True).pid
 
 
+def _holds_fleet_file(pid):
+    """True when process ``pid`` has a file under the fleet's directory open (Salt's daemons
+    rename themselves, an EventPublisher's command line names nothing)."""
+    fd_dir = "/proc/%s/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(os.path.join(fd_dir, fd)).startswith(ROOT + "/"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def pids():
-    """Every live process whose command line names the fleet's directory."""
+    """Every live process whose command line names the fleet's directory or that holds one of
+    its files open."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             with open("/proc/%s/cmdline" % entry, "rb") as fh:
-                if ROOT.encode() in fh.read() and labctl.alive(int(entry)):
-                    found.append(int(entry))
+                named = ROOT.encode() in fh.read()
+            if (named or _holds_fleet_file(entry)) and labctl.alive(int(entry)):
+                found.append(int(entry))
         except OSError:
             continue
     return found
