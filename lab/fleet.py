@@ -140,19 +140,29 @@ def _holds_fleet_file(pid):
     return False
 
 
-def pids():
-    """Every live process whose command line names the fleet's directory or that holds one of
-    its files open."""
-    found = []
+def _cmdlines():
+    """(pid, command line with spaces for NULs) of every process but this one (a zombie's is
+    empty: callers check the ones they match with ``labctl.alive``)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             with open("/proc/%s/cmdline" % entry, "rb") as fh:
-                named = ROOT.encode() in fh.read()
-            if (named or _holds_fleet_file(entry)) and labctl.alive(int(entry)):
-                found.append(int(entry))
+                cmdline = fh.read().replace(b"\0", b" ")
         except OSError:
+            continue
+        yield int(entry), cmdline
+
+
+def pids():
+    """Every live process whose command line names the fleet's directory or that holds one of
+    its files open."""
+    found = []
+    for pid, cmdline in _cmdlines():
+        try:
+            if (ROOT.encode() in cmdline or _holds_fleet_file(pid)) and labctl.alive(pid):
+                found.append(pid)
+        except OSError:  # gone meanwhile
             continue
     return found
 
@@ -236,16 +246,11 @@ class Fleet:
         self.master_pids[number] = self.find_master_pids(number)
 
     def find_master_pids(self, number):
+        """Master ``number``'s processes: those started as it and their descendants (Salt
+        renames its daemons: an EventPublisher's command line names nothing)."""
         marker = ("salt-master -c " + os.path.join(master_dir(number), "etc") + " ").encode()
-        found = []
-        for pid in pids():
-            try:
-                with open("/proc/%d/cmdline" % pid, "rb") as fh:
-                    if marker in fh.read().replace(b"\0", b" "):
-                        found.append(pid)
-            except OSError:
-                continue
-        return found
+        named = [pid for pid, cmdline in _cmdlines() if marker in cmdline and labctl.alive(pid)]
+        return sorted({p for pid in named for p in labctl.process_tree(pid)})
 
     def kill_master(self, number, sig=9):
         """Kill master ``number`` (SIGKILL by default: a crash) and wait until it is gone."""
