@@ -31,7 +31,6 @@ TOP_ADDR, REGION_ADDR = "127.0.0.2", "127.0.0.1"
 @pytest.fixture(scope="session")
 def salt_factories_config():
     shutil.rmtree(ROOT, ignore_errors=True)
-    os.makedirs(PILLAR_TOP, exist_ok=True)
     return {"root_dir": ROOT}
 
 
