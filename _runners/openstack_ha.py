@@ -155,7 +155,7 @@ def handle_event(tag, data):
                                                 since=since)}
 
 
-def status(site=None, timeout=10, recent=8, quick=False):
+def status(site=None, timeout=30, recent=8, quick=False):
     """
     Is the control plane healthy? One table per site: every backend as each controller's
     HAProxy sees it (UP, DOWN, DRAIN, MAINT), who holds each VIP, Galera, RabbitMQ, the

@@ -40,9 +40,17 @@ class PlannedError(CommandExecutionError):
     """A step of planned work did not happen; the message says which and why."""
 
 
+# Seconds a planned step waits for the controllers' reports. The call returns as soon as all
+# answered; only a silent controller costs the whole bound. A report on a busy 2-core host
+# takes several seconds (each one a Salt job), so the bound is generous.
+VIEWS_TIMEOUT = 30
+
+
 def _views(ctx, model):
+    """Every controller's quick report (RabbitMQ from its metrics endpoint, no Erlang VM
+    started): {controller: report or {"error": why}}."""
     controllers = [c["id"] for c in model["controllers"]]
-    return ctx.call("status.collect", model["site"], controllers, 10)
+    return ctx.call("status.collect", model["site"], controllers, VIEWS_TIMEOUT, True)
 
 
 def _in_maintenance(views, records):
