@@ -113,7 +113,7 @@ def test_messages_survive_the_loss_of_the_leaders_node(cluster):
     wait_until(lambda: not labtools.labctl.alive(victim_pid), 10, "the killed node's VM to exit")
     survivor = next(c for c in CTRLS if c != leader)
     got = {QUORUM_Q: set(), MIRRORED_Q: set()}
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + labtools.scaled(90)
     while time.monotonic() < deadline and any(len(v) < COUNT for v in got.values()):
         # A client does what oslo.messaging does: reconnect and retry while the survivors
         # elect a new leader (quorum queue) or promote a mirror (classic mirrored queue).

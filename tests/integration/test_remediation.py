@@ -113,7 +113,7 @@ def test_forged_job_returns_in_the_controllers_names_are_not_believed(remediatin
     try:
         time.sleep(2)  # the forger's bus subscription is up (no event to wait for: it only listens)
         assert forger.poll() is None, "the forger stopped: " + forger.stdout.read()
-        deadline = time.monotonic() + 25
+        deadline = time.monotonic() + labtools.scaled(25)
         while time.monotonic() < deadline:
             # Hints that make the runner verify (forged beacon reports in lab-ctrl2's name).
             forge(intruder, "salt/beacon/lab-ctrl2/openstack_ha_backends/change",
