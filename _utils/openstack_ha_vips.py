@@ -9,7 +9,9 @@ unconfirmed VIPs raised as alerts; with one holder per VIP, the Keystone catalog
 
 import time
 
-VIEW_TIMEOUT = 2
+# Seconds to wait at most for the controllers' answers: the wait ends once every controller not
+# known to be cut off answered; a busy 2-core host takes 1-3 s for a Salt round trip.
+VIEW_TIMEOUT = 5
 
 
 def vip_view(ctx, model):
@@ -19,7 +21,8 @@ def vip_view(ctx, model):
     addresses = ctx.util("model.vip_addresses")(model)
     valid = ctx.util("decide.valid_vip_list")
     held = {c: a for c, a in ctx.call("publish.publish", controllers, "openstack_ha_probe.vips_held", (addresses,),
-                                      timeout=VIEW_TIMEOUT).items() if valid(a)}
+                                      timeout=VIEW_TIMEOUT, wait_for=ctx.call("publish.wait_for", model)).items()
+            if valid(a)}
     holders = {vip: sorted(c for c, names in held.items() if vip in names) for vip in sorted(addresses)}
     return held, holders, len(held) >= ctx.util("model.quorum_size")(model)
 
