@@ -4,12 +4,21 @@
 # The lab tests bring the lab up themselves and take it down afterwards, also on failure.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# A whole run stays inside CI's time limit (90 minutes): tests not started within
+# OHA_TEST_MINUTES (default 62) of this script's start are skipped and listed as such
+# (tests/conftest.py), and the other Salt releases' tests run only if they can finish in time.
+started=$(date +%s)
+export OHA_TEST_DEADLINE=${OHA_TEST_DEADLINE:-$(( started + ${OHA_TEST_MINUTES:-62} * 60 ))}
 bash "$repo/scripts/setup.sh"
 cd "$repo"
 echo "==> ruff check (pyproject.toml)"
 "$repo/.venv/bin/ruff" check --no-cache .
-"$repo/.venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false -q --durations=15 tests "$@"
+"$repo/.venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false -q -rfEs --durations=25 tests "$@"
 # The whole run (no pytest arguments) also covers the other supported Salt releases.
 if [ $# -eq 0 ]; then
-  bash "$repo/scripts/salt-releases.sh"
+  if [ "$(date +%s)" -lt $(( started + 70 * 60 )) ]; then
+    bash "$repo/scripts/salt-releases.sh"
+  else
+    echo "==> SKIPPED: the tests on Salt 3006 and 3007 (70 minutes of this run are spent; run scripts/salt-releases.sh on its own)"
+  fi
 fi

@@ -52,12 +52,3 @@ def remediating(applied):
         if pid and labtools.labctl.alive(pid):
             os.kill(pid, signal.SIGCONT)
         labtools.start_standins(ctrl)
-
-
-def pytest_collection_modifyitems(items):
-    """The lab's teardown test runs last (the IPv6 site's tests just before it), whatever the
-    files are called and whichever of them run: every other test file sets up what it needs through the fixtures above."""
-    # The IPv6-only site re-addresses the whole lab and the replacement brings a fourth
-    # controller in: after everything else, before the teardown.
-    items.sort(key=lambda item: (item.fspath.basename == "test_lab_down.py", item.fspath.basename == "test_replace_controller.py",
-                                 item.fspath.basename == "test_ipv6_site.py"))
