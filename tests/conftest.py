@@ -73,14 +73,27 @@ DEADLINE = float(os.environ.get("OHA_TEST_DEADLINE") or 0)
 ALWAYS_RUN = ("test_lab_down.py",)
 
 
+# The order of the test files: what needs no lab, then the lab's most telling files first (the
+# run's deadline cuts from the end); these rebuild or crowd the lab and come last: the fleet
+# (thirty more daemons), the IPv6 site (it re-addresses the whole lab), the controller
+# replacement (a fourth controller), the teardown test. A file not listed runs just before them.
+ORDER = ("test_rendered_configs.py", "test_foundation.py", "test_remediation.py", "test_haproxy_keepalived.py",
+         "test_hung_backends.py", "test_galera.py", "test_rabbitmq.py", "test_keystone.py", "test_monitoring.py",
+         "test_day2.py", "test_multimaster.py", "test_multisite_factories.py", "test_syndic_factories.py")
+LAST = ("test_fleet.py", "test_ipv6_site.py", "test_replace_controller.py", "test_lab_down.py")
+
+
 def pytest_collection_modifyitems(items):
-    """Unit tests first (seconds, and they must never be cut by the deadline); then the lab's
-    tests, with these last: the fleet (thirty more daemons on the machine), the IPv6 site (it
-    re-addresses the whole lab), the controller replacement (a fourth controller), the
-    teardown test."""
-    last = ("test_fleet.py", "test_ipv6_site.py", "test_replace_controller.py", "test_lab_down.py")
-    items.sort(key=lambda item: ("/integration/" in str(item.fspath),
-                                 last.index(item.fspath.basename) if item.fspath.basename in last else -1))
+    """Unit tests first (seconds, and they must never be cut by the deadline), then the
+    integration files in ORDER, any other, then LAST (see there); a file's tests keep their order."""
+    def rank(item):
+        name = item.fspath.basename
+        if "/integration/" not in str(item.fspath):
+            return (0, 0)
+        if name in LAST:
+            return (3, LAST.index(name))
+        return (1, ORDER.index(name)) if name in ORDER else (2, 0)
+    items.sort(key=rank)
 
 
 def pytest_runtest_setup(item):
