@@ -9,8 +9,8 @@ alerts (once per condition), a partitioned minority healed, a dead node started 
 
 import time
 
-REPORT_TIMEOUT = 12  # every rabbitmqctl call starts an Erlang VM: seconds, not milliseconds
-QUICK_TIMEOUT = 8  # the nodes' own /metrics endpoints: milliseconds, plus the Salt round trip
+REPORT_TIMEOUT = 20  # every rabbitmqctl call starts an Erlang VM: seconds, not milliseconds
+QUICK_TIMEOUT = 10  # the nodes' own /metrics endpoints: milliseconds, plus the Salt round trip
 REPAIR_TIMEOUT = 150
 
 

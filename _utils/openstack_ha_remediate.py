@@ -14,11 +14,11 @@ log = logging.getLogger(__name__)
 
 # Seconds the loop waits at most for the controllers' answers. A probe round takes at most the
 # probe timeout and an admin-socket command milliseconds, but each answer is a Salt job: on a
-# busy 2-core host a round trip takes 1-3 s. The wait ends as soon as every controller not
+# busy 2-core host a round trip takes 1-3 s, at times 8. The wait ends as soon as every controller not
 # known to be cut off answered, or QUORUM_GRACE after a quorum did, so the bound only costs
 # when fewer than a quorum answer (and then nothing is decided anyway).
-VERIFY_TIMEOUT = 5
-ACT_TIMEOUT = 5
+VERIFY_TIMEOUT = 10
+ACT_TIMEOUT = 10
 # How long a write-ahead record marks its backend as being acted on by the master that wrote
 # it: past it (that master died mid-action), another master acts again.
 PENDING_LEASE = ACT_TIMEOUT + 2.0

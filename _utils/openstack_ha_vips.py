@@ -11,7 +11,7 @@ import time
 
 # Seconds to wait at most for the controllers' answers: the wait ends once every controller not
 # known to be cut off answered; a busy 2-core host takes 1-3 s for a Salt round trip.
-VIEW_TIMEOUT = 5
+VIEW_TIMEOUT = 10
 
 
 def vip_view(ctx, model):

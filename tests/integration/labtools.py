@@ -177,7 +177,8 @@ def http_json(address, port, path="/", timeout=3, inside=None):
 def runner(*args):
     """Run ``salt-run ARGS --out json`` on the lab master; return the parsed result (the last
     JSON document printed: long runners print progress events before it)."""
-    proc = labctl.salt_cmd("salt-run", "--out=json", *args, check=False)
+    # A rolling restart of three Galera nodes takes minutes on a busy machine.
+    proc = labctl.salt_cmd("salt-run", "--out=json", *args, timeout=scaled(300), check=False)
     decoder, text, doc = json.JSONDecoder(), proc.stdout.strip(), None
     try:
         while text:
