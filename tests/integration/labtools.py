@@ -209,7 +209,7 @@ def wait_out_cooldown(service=None):
 
 
 def decisions():
-    return runner("openstack_ha.status", "recent=200")["lab"]["recent"]
+    return runner("openstack_ha.status", "recent=200", "quick=True")["lab"]["recent"]
 
 
 class MasterEvents:
