@@ -104,7 +104,7 @@ def test_forged_job_returns_in_the_controllers_names_are_not_believed(remediatin
     down and the others up. Nothing may be drained, and the forgeries are counted."""
     before = len(labtools.decisions())
     counted = sum(n for (why, _), n in ignored_counts().items() if "unauthenticated" in why)
-    # A hung nova on lab-ctrl1 makes every real answer wait the probe timeout (0.25 s), so the
+    # A hung nova on lab-ctrl1 makes every real answer wait the probe timeout (0.75 s in the lab), so the
     # forger's answers arrive first every time: a runner that believed them would drain the
     # healthy lab-ctrl2. (lab-ctrl1 itself may be drained: that one is real.)
     hung = standin_pid("lab-ctrl1", "nova")
@@ -145,7 +145,8 @@ def test_the_last_backend_of_a_service_is_never_drained(remediating):
         alert = events.wait("openstack_ha/alert/last_backend", 10)
         assert alert is not None
         assert alert["data"]["backend"] == "lab-ctrl1" and alert["data"]["service"] == "nova"
-        assert set(alert["data"]["evidence"]) == set(CTRLS)
+        # A quorum's evidence at least (a third answer arriving after the quorum's grace is not awaited).
+        assert 2 <= len(alert["data"]["evidence"]) and set(alert["data"]["evidence"]) <= set(CTRLS), alert["data"]["evidence"]
         time.sleep(2)
         assert ready_everywhere("lab-ctrl1")
     finally:
