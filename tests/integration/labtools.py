@@ -25,6 +25,7 @@ def salt(target, *args, timeout=300, wait=60):
     the callers that bound a whole call (a first state.apply): the wait per minion is ``wait``.
     """
     import salt.client
+    import salt.exceptions
 
     args = list(args)
     tgt_type = "glob"
@@ -34,7 +35,10 @@ def salt(target, *args, timeout=300, wait=60):
     fun, arg = args[0], args[1:]
     client = salt.client.LocalClient(mopts=_master_opts())
     try:
-        pub = client.run_job(target, fun, arg, tgt_type=tgt_type, timeout=wait, listen=True)
+        try:
+            pub = client.run_job(target, fun, arg, tgt_type=tgt_type, timeout=wait, listen=True)
+        except salt.exceptions.SaltClientError as exc:  # the master is not answering (restarting): as the CLI, a failure
+            return 1, {"error": str(exc)}
         if not pub or not pub.get("jid"):
             raise AssertionError("the lab master did not publish {} to {}: {!r}".format(fun, target, pub))
         data, rc = {}, 0
