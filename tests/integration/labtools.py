@@ -33,6 +33,10 @@ def salt(target, *args, timeout=300, wait=60):
         args.remove("-L")
         tgt_type = "list"
     fun, arg = args[0], args[1:]
+    if fun.startswith("state."):
+        # A state run is awaited to its end (the whole ``timeout``): returning early left an
+        # apply running on the controller, and the next test's apply was refused ("is running").
+        wait = max(wait, timeout)
     client = salt.client.LocalClient(mopts=_master_opts())
     try:
         try:
