@@ -52,7 +52,7 @@ def salt(target, *args, timeout=300, wait=60):
                 if not isinstance(full, dict) or "ret" not in full:
                     continue
                 data[minion] = full["ret"]
-                if full.get("retcode") or (fun.startswith("state.") and not _states_ok(full["ret"])):
+                if full.get("retcode") or (fun.startswith("state.") and failed_states({minion: full["ret"]})):
                     rc = 1
             if time.monotonic() > deadline:
                 break
@@ -63,11 +63,6 @@ def salt(target, *args, timeout=300, wait=60):
         return rc, data
     finally:
         client.destroy()
-
-
-def _states_ok(ret):
-    """True when a state run's return is a dict of state results none of which failed."""
-    return isinstance(ret, dict) and all(not isinstance(r, dict) or r.get("result") is not False for r in ret.values())
 
 
 _OPTS = {}
