@@ -519,8 +519,17 @@ def wait_running(timeout=120):
     raise CommandExecutionError("RabbitMQ did not start on {} within {} s".format(__grains__["id"], timeout))
 
 
-def _beam_alive():
-    """True when this node's Erlang VM runs (from the init script's pid file)."""
+def vm_alive():
+    """
+    True when this node's Erlang VM runs (from the init script's pid file), whether or not
+    it answers ``rabbitmqctl`` in time (a busy node is slow, not down).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.vm_alive
+    """
     return __salt__["openstack_ha.live_pid"](PIDFILE) is not None
 
 
@@ -564,8 +573,8 @@ def start(timeout=120):
         try:
             if cluster_status(timeout=10)["running"]:
                 return cluster_status()
-            if not _beam_alive():
-                if not __salt__["service.start"]("rabbitmq-server") and not _beam_alive():
+            if not vm_alive():
+                if not __salt__["service.start"]("rabbitmq-server") and not vm_alive():
                     raise CommandExecutionError("the rabbitmq-server init script failed on {}".format(__grains__["id"]))
             return wait_running(timeout)
         finally:

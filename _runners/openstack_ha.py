@@ -131,6 +131,8 @@ def handle_event(tag, data):
     if paused:
         return {"ignored": "remediation of site {} paused by {} ({})".format(site, paused.get("by"), paused.get("reason"))}
     if beacon == "openstack_ha_vip":
+        if data.get("kind") == "heartbeat" and not ctx.call("vips.heartbeat_due", model):
+            return {"site": site, "decisions": []}
         holders = {}
         decisions = ctx.call("vips.check_vips", model, reporter, data, holders)
         return {"site": site, "decisions": decisions, "vip_holders": holders}

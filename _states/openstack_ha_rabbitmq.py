@@ -53,8 +53,15 @@ def member(name, timeout=180):
     ret = {"name": name, "result": True, "comment": "", "changes": {}}
     model = __salt__["openstack_ha.model"](secrets=True)
     me_node = __salt__["openstack_ha_rabbitmq.node_name"](name)
-    status = __salt__["openstack_ha_rabbitmq.cluster_status"]()
+    status = __salt__["openstack_ha_rabbitmq.cluster_status"](timeout=60)
     started = False
+    if not status["running"] and __salt__["openstack_ha_rabbitmq.vm_alive"]():
+        # Its VM runs but did not answer (busy, or still starting): wait for it, change nothing.
+        try:
+            status = __salt__["openstack_ha_rabbitmq.wait_running"](timeout)
+        except CommandExecutionError as exc:
+            ret.update(result=False, comment="RabbitMQ runs on {} but does not answer: {}".format(name, exc))
+            return ret
     if not status["running"]:
         if __opts__["test"]:
             ret.update(result=None, changes={name: "start"}, comment="RabbitMQ would be started on {}".format(name))

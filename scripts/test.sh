@@ -13,7 +13,7 @@ bash "$repo/scripts/setup.sh"
 cd "$repo"
 echo "==> ruff check (pyproject.toml)"
 "$repo/.venv/bin/ruff" check --no-cache .
-"$repo/.venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false -q -rfEs --durations=25 tests "$@"
+"$repo/.venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false -q -rfEs --durations=25 --log-level=WARNING tests "$@"
 # The whole run (no pytest arguments) also covers the other supported Salt releases.
 if [ $# -eq 0 ]; then
   if [ "$(date +%s)" -lt $(( started + 55 * 60 )) ]; then

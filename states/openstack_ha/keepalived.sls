@@ -9,7 +9,9 @@ include:
 
 openstack_ha-keepalived-package:
   pkg.installed:
-    - name: {{ oha.packages.keepalived }}
+    - pkgs:
+      - {{ oha.packages.keepalived }}
+      - socat  # the track script's client of HAProxy's admin socket
 
 openstack_ha-keepalived-track-script:
   file.managed:

@@ -52,3 +52,28 @@ def remediating(applied):
         if pid and labtools.labctl.alive(pid):
             os.kill(pid, signal.SIGCONT)
         labtools.start_standins(ctrl)
+
+
+def loop_log_tail(lines=40):
+    """The last ``lines`` lines the loop wrote to the lab master's log (``openstack_ha:``,
+    warnings and errors), or "" when there is no log."""
+    path = os.path.join(labctl.MASTER_DIR, "log", "master")
+    try:
+        with open(path, errors="replace") as fh:
+            fh.seek(max(0, os.path.getsize(path) - 4 * 1024 * 1024))
+            kept = [line for line in fh if "openstack_ha" in line or "[WARNING" in line or "[ERROR" in line]
+    except OSError:
+        return ""
+    return "".join(kept[-lines:])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed lab test's report carries what the loop logged just before (the one clue CI's
+    output keeps of why a drain did not come)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when in ("setup", "call"):
+        tail = loop_log_tail()
+        if tail:
+            report.sections.append(("lab master log (loop, warnings)", tail))

@@ -194,13 +194,54 @@ def runner(*args):
         raise AssertionError("salt-run printed no JSON (rc {}): {}\n{}".format(proc.returncode, proc.stdout, proc.stderr))
 
 
+_NS_PID = {}
+
+
+def ctrl_root(ctrl):
+    """``/proc/PID/root`` of a process in controller ``ctrl``'s mount namespace: its own files
+    (``/run`` is a tmpfs of its own) seen from the host. The PID is remembered while it lives."""
+    inode = labctl.ns_inode(labctl.ns_files(ctrl)[0])
+
+    def in_ns(pid):
+        try:
+            return pid and os.stat("/proc/%d/ns/mnt" % pid).st_ino == inode
+        except OSError:
+            return False
+    if not in_ns(_NS_PID.get(ctrl)):
+        _NS_PID[ctrl] = next((int(p) for p in os.listdir("/proc") if p.isdigit() and in_ns(int(p))), None)
+    return "/proc/%d/root" % _NS_PID[ctrl] if _NS_PID[ctrl] else None
+
+
+def haproxy_admin(ctrl, service):
+    """{server: "ready" | "drain" | "maint"} of backend ``service`` in ``ctrl``'s HAProxy, read
+    from its admin socket directly (no Salt job: the tests poll, and a job on every controller
+    at each poll slowed the very answers the loop waits for); None when HAProxy does not answer.
+    The same reading of ``srv_admin_state`` as openstack_ha_haproxy.servers (0x01 forced
+    maintenance, 0x08 forced drain)."""
+    root = ctrl_root(ctrl)
+    if root is None:
+        return None
+    try:
+        text = labctl.haproxy_command(root + "/run/haproxy/admin.sock", "show servers state " + service, timeout=3)
+    except OSError:
+        return None
+    states = {}
+    for line in text.splitlines()[2:]:
+        fields = line.split()
+        if len(fields) >= 7 and not line.startswith("#") and fields[6].isdigit():
+            bits = int(fields[6])
+            states[fields[3]] = "maint" if bits & 0x01 else "drain" if bits & 0x08 else "ready"
+    return states or None
+
+
 def admin_states(service, backend, ctrls=None):
     """{controller: administrative state of service/backend in that controller's HAProxy}
-    for every controller (or only ``ctrls``); None for a controller that did not answer."""
-    ctrls = ctrls or CTRLS
-    rc, result = salt(",".join(ctrls), "-L", "openstack_ha_haproxy.servers") if ctrls != CTRLS else salt("lab-ctrl*", "openstack_ha_haproxy.servers")
-    return {c: result[c].get(service, {}).get(backend, {}).get("admin") if isinstance(result.get(c), dict) else None
-            for c in ctrls}
+    for every controller (or only ``ctrls``); None for a controller whose HAProxy did not answer."""
+    found = {}
+    for ctrl in ctrls or CTRLS:
+        states = haproxy_admin(ctrl, service)
+        found[ctrl] = states.get(backend) if states else None
+    return found
 
 
 def wait_out_cooldown(service=None):

@@ -2,7 +2,10 @@
 
 import os
 import re
+import signal
+import socket
 import subprocess
+import time
 
 import jinja2
 import pytest
@@ -109,6 +112,46 @@ def test_keepalived_config_passes_keepalived_t(site, tmp_path, netns_with_interf
                                           " preferred_lft 0" if inst["family"] == "ipv6" else "") in block
         priorities.append(int(re.search(r"^\s+priority (\d+)$", text, re.M).group(1)))
     assert priorities == sorted(priorities, reverse=True) and len(set(priorities)) == 3
+
+
+def test_the_track_script_passes_only_a_haproxy_that_answers(tmp_path):
+    """The rendered keepalived track script against a real HAProxy's admin socket: 0 while it
+    answers; 1 when nothing listens, when the socket accepts and never answers (a hung
+    process), and when HAProxy is stopped (SIGSTOP), each within a few seconds."""
+    model = build("lab")
+    sock = tmp_path / "admin.sock"
+    model["haproxy"]["socket"] = str(sock)
+    script = tmp_path / "haproxy_serving"
+    script.write_text(render("haproxy_serving.jinja", oha=model, timeout=0.5))
+    os.chmod(script, 0o700)
+
+    def verdict():
+        started = time.monotonic()
+        rc = subprocess.run([str(script)], timeout=30).returncode
+        assert time.monotonic() - started < 10
+        return rc
+    assert verdict() == 1  # nothing listens
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(str(sock))
+        silent.listen(4)
+        assert verdict() == 1  # accepts, never answers
+    os.unlink(sock)
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text("global\n    stats socket {} mode 600 level admin\ndefaults\n    mode http\n    timeout connect 1s\n"
+                   "    timeout client 1s\n    timeout server 1s\nfrontend fe\n    bind unix@{}\n".format(sock, tmp_path / "fe.sock"))
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while verdict() != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, "HAProxy did not come up on " + str(sock)
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGSTOP)
+        assert verdict() == 1  # hung
+        os.kill(proc.pid, signal.SIGCONT)
+        assert verdict() == 0
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_keepalived_t_rejects_a_broken_config(tmp_path):

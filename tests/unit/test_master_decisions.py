@@ -194,6 +194,14 @@ def test_vip_events_go_to_the_vip_check(ctx):
     assert runner.handle_event("salt/beacon/c2/openstack_ha_vip/change", {"kind": "change"})["decisions"] == ["vips"]
 
 
+@pytest.mark.parametrize("due", [True, False])
+def test_a_vip_heartbeat_gets_a_view_only_when_one_is_due(ctx, due):
+    ctx.answers["vips.heartbeat_due"] = due
+    ret = runner.handle_event("salt/beacon/c2/openstack_ha_vip/heartbeat", {"kind": "heartbeat"})
+    assert ret["decisions"] == (["vips"] if due else [])
+    assert ("vips.check_vips" in [c[0] for c in ctx.calls]) is due
+
+
 def test_the_masters_receive_stamp_dates_an_event_never_in_the_future():
     import time
 
@@ -208,3 +216,23 @@ def test_a_refusal_is_one_line_and_exits_non_zero():
     runner.__context__ = {}
     assert runner._refuse("unknown site 'x';\n  known: lab") == {"refused": "unknown site 'x'; known: lab", "retcode": 1}
     assert runner.__context__["retcode"] == 1
+
+
+def test_one_vip_view_per_heartbeat_interval_resyncs_the_site(monkeypatch):
+    vips = load_module("_utils/openstack_ha_vips.py", "openstack_ha_vips")
+
+    class Shared:
+        def __init__(self):
+            self.state = {}
+
+        def shared(self, name):
+            return self.state.setdefault(name, {})
+    ctx, model, now = Shared(), {"site": "lab", "remediation": {"heartbeat": 15}}, [1000.0]
+    monkeypatch.setattr(vips.time, "monotonic", lambda: now[0])
+    assert vips.heartbeat_due(ctx, model)  # no view yet
+    ctx.shared("vip_views")["lab"] = now[0]  # what check_vips notes after each view
+    now[0] += 5
+    assert not vips.heartbeat_due(ctx, model)
+    assert vips.heartbeat_due(ctx, dict(model, site="other"))  # per site
+    now[0] += 9
+    assert vips.heartbeat_due(ctx, model)
