@@ -209,42 +209,54 @@ def _wanted_users(model=None):
     return users
 
 
-def _drop_legacy_accounts(model, test):
-    """Drop the network-pattern accounts of releases before 0.4 (now one per controller
-    address): ``{"user@pattern": "dropped ..."}``."""
-    legacy = _legacy_network_host(model)
-    if legacy is None:
-        return {}
-    g = model["galera"]
-    changes = {}
-    for user in sorted({g["monitor_user"]} | {db["user"] for db in (g.get("databases") or {}).values()}):
-        if _user_exists(model, user, legacy):
-            changes["{}@{}".format(user, legacy)] = "dropped (replaced by one account per controller address)"
-            if not test:
-                _sql("DROP USER IF EXISTS {}@{};".format(_quote(user), _quote(legacy)), model)
-    return changes
+_MARK = "openstack-ha-answer-"
 
 
-def _password_matches(model, user, host, password):
-    rows = _sql("SELECT PASSWORD({}); SHOW CREATE USER {}@{};".format(_quote(password), _quote(user), _quote(host)), model)
-    digest = rows[0][0]
-    return any(digest in " ".join(row) for row in rows[1:])
+def _answers(model, statements):
+    """Run ``statements`` (a list of SQL texts, each one statement that returns rows) in one
+    client session; return their rows, one list per statement. One session, not one client
+    per statement: a converged apply asks about every account, and a client started per
+    question took 40 s of a busy host's apply."""
+    if not statements:
+        return []
+    text = "".join("SELECT '{}{}';\n{}\n".format(_MARK, index, sql) for index, sql in enumerate(statements))
+    answers = [[] for _ in statements]
+    current = None
+    for row in _sql(text, model):
+        if len(row) == 1 and row[0].startswith(_MARK) and row[0][len(_MARK):].isdigit():
+            current = int(row[0][len(_MARK):])
+        elif current is not None:
+            answers[current].append(row)
+    return answers
 
 
-def _user_exists(model, user, host):
-    rows = _sql("SELECT COUNT(*) FROM mysql.user WHERE User = {} AND Host = {};".format(_quote(user), _quote(host)), model)
-    return rows[0][0] != "0"
+def _who(user, host):
+    return "{}@{}".format(_quote(user), _quote(host))
 
 
-def _grants(model, user, host):
-    return sorted(" ".join(r) for r in _sql("SHOW GRANTS FOR {}@{};".format(_quote(user), _quote(host)), model))
+def _password_checks(model, accounts):
+    """{(user, host): True when the account's password is ``password``} for ``accounts``
+    (``[(user, host, password)]``, each existing), in one session."""
+    statements = []
+    for user, host, password in accounts:
+        statements += ["SELECT PASSWORD({});".format(_quote(password)), "SHOW CREATE USER {};".format(_who(user, host))]
+    rows = _answers(model, statements)
+    return {(user, host): any(rows[2 * i][0][0] in " ".join(row) for row in rows[2 * i + 1])
+            for i, (user, host, _) in enumerate(accounts)}
+
+
+def _all_grants(model, accounts):
+    """{(user, host): sorted grant lines} for ``accounts`` (``[(user, host)]``), in one session."""
+    rows = _answers(model, ["SHOW GRANTS FOR {};".format(_who(user, host)) for user, host in accounts])
+    return {account: sorted(" ".join(r) for r in found) for account, found in zip(accounts, rows)}
 
 
 def ensure_users(model=None, test=False, only_sst=False):
     """
     Create or fix the databases and accounts of :func:`_wanted_users` (private: it holds the passwords) and root's password
     (root keeps socket authentication). Needs this node in the Primary component; the
-    statements replicate to the other nodes.
+    statements replicate to the other nodes. Reads and writes go in a few client sessions
+    (what exists; passwords and grants; the changes; the grants again).
 
     Returns ``{"user@host": "created" | "password updated" | "grants updated" | ...}`` for what
     changed (or would change with ``test``); passwords never appear.
@@ -256,40 +268,51 @@ def ensure_users(model=None, test=False, only_sst=False):
         salt '*ctrl*' openstack_ha_galera.ensure_users
     """
     model = _model(model)
-    changes = {}
+    g = model["galera"]
     wanted = _wanted_users(model)[:1] if only_sst else _wanted_users(model)
-    for account in wanted:
-        label = "{}@{}".format(account["user"], account["host"])
-        who = "{}@{}".format(_quote(account["user"]), _quote(account["host"]))
-        if account.get("database"):
-            exists = _sql("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};".format(_quote(account["database"])), model)
-            if exists[0][0] == "0":
-                changes["database " + account["database"]] = "created"
-                if not test:
-                    _sql("CREATE DATABASE IF NOT EXISTS `{}`;".format(account["database"]), model)
-        if not _user_exists(model, account["user"], account["host"]):
-            changes[label] = "created"
-            if not test:
-                # IF NOT EXISTS: every node applies at once and another may create it first.
-                _sql("CREATE USER IF NOT EXISTS {} IDENTIFIED BY {};".format(who, _quote(account["password"])), model)
-        elif not _password_matches(model, account["user"], account["host"], account["password"]):
-            changes[label] = "password updated"
-            if not test:
-                _sql("ALTER USER {} IDENTIFIED BY {};".format(who, _quote(account["password"])), model)
-        if test and label in changes:
-            continue
-        before = _grants(model, account["user"], account["host"]) if label not in changes else []
-        if not test:
-            _sql("".join("GRANT {} TO {};".format(grant, who) for grant in account["grants"]), model)
-            if label not in changes and _grants(model, account["user"], account["host"]) != before:
-                changes[label] = "grants updated"
+    schemata, users = _answers(model, ["SELECT SCHEMA_NAME FROM information_schema.SCHEMATA;", "SELECT User, Host FROM mysql.user;"])
+    databases = {row[0] for row in schemata}
+    existing = {(row[0], row[1]) for row in users if len(row) == 2}
+    checks = [(a["user"], a["host"], a["password"]) for a in wanted if (a["user"], a["host"]) in existing]
     if not only_sst:
-        changes.update(_drop_legacy_accounts(model, test))
-        root_pw = model["galera"]["root_password"]
-        if not _password_matches(model, "root", "localhost", root_pw):
-            changes["root@localhost"] = "password set (socket authentication kept)"
-            if not test:
-                _sql("ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD({});".format(_quote(root_pw)), model)
+        checks.append(("root", "localhost", g["root_password"]))
+    passwords = _password_checks(model, checks)
+    changes, writes, granted = {}, [], []
+    for account in wanted:
+        key = (account["user"], account["host"])
+        label, who = "{}@{}".format(*key), _who(*key)
+        if account.get("database") and account["database"] not in databases:
+            changes["database " + account["database"]] = "created"
+            databases.add(account["database"])
+            writes.append("CREATE DATABASE IF NOT EXISTS `{}`;".format(account["database"]))
+        if key not in existing:
+            changes[label] = "created"
+            # IF NOT EXISTS: every node applies at once and another may create it first.
+            writes.append("CREATE USER IF NOT EXISTS {} IDENTIFIED BY {};".format(who, _quote(account["password"])))
+        elif not passwords[key]:
+            changes[label] = "password updated"
+            writes.append("ALTER USER {} IDENTIFIED BY {};".format(who, _quote(account["password"])))
+        writes += ["GRANT {} TO {};".format(grant, who) for grant in account["grants"]]
+        if label not in changes:
+            granted.append(key)
+    legacy = None if only_sst else _legacy_network_host(model)
+    if legacy is not None:
+        for user in sorted({g["monitor_user"]} | {db["user"] for db in (g.get("databases") or {}).values()}):
+            if (user, legacy) in existing:
+                changes["{}@{}".format(user, legacy)] = "dropped (replaced by one account per controller address)"
+                writes.append("DROP USER IF EXISTS {};".format(_who(user, legacy)))
+    if not only_sst and not passwords[("root", "localhost")]:
+        changes["root@localhost"] = "password set (socket authentication kept)"
+        writes.append("ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD({});".format(
+            _quote(g["root_password"])))
+    if test:
+        return changes
+    before = _all_grants(model, granted)
+    _sql("".join(writes), model)
+    after = _all_grants(model, granted)
+    for key in granted:
+        if after[key] != before[key]:
+            changes["{}@{}".format(*key)] = "grants updated"
     return changes
 
 
