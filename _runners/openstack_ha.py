@@ -190,6 +190,28 @@ def status(site=None, timeout=30, recent=8, quick=False):
     return data
 
 
+def history(site=None, recent=20):
+    """
+    What the loop (and the operators' commands) decided lately: the ``recent`` latest
+    decisions of ``site`` (default: of every site), oldest first, from the records alone (no
+    controller is asked, so it answers at once, also while a site's controllers are busy or
+    cut off).
+
+    Returns ``{site: [decision, ...]}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run openstack_ha.history site=lab recent=50
+    """
+    ctx = _ctx()
+    # With a site named, its records are read and nothing else (a site nothing was recorded
+    # for has none): listing the sites compiles every minion's pillar, seconds on a busy master.
+    names = [site] if site is not None else sorted(ctx.call("sites.sites"))
+    return {name: ctx.call("records.load", name)["decisions"][-int(recent):] for name in names}
+
+
 def _maintenance(host, service, backend, site, drain, force):
     try:
         entries, refused = __utils__["openstack_ha_remediate.operator_drain"](_ctx(), site, host, service, backend, drain, bool(force))

@@ -252,8 +252,22 @@ def wait_out_cooldown(service=None):
         time.sleep(max(0.0, max(acted) + COOLDOWN + 0.5 - time.time()))
 
 
-def decisions():
-    return runner("openstack_ha.status", "recent=200", "quick=True")["lab"]["recent"]
+_RUNNER = {}
+
+
+def decisions(recent=200):
+    """The lab site's latest decisions, oldest first: ``openstack_ha.history``, run in this
+    process (it only reads the master's records; the ``salt-run`` command costs seconds of CPU
+    to start on a busy host, and a status asks every controller)."""
+    import salt.runner
+
+    opts = _master_opts()
+    if _RUNNER.get("opts") is not opts:
+        _RUNNER.update(opts=opts, client=salt.runner.RunnerClient(dict(opts, quiet=True)))
+    result = _RUNNER["client"].cmd("openstack_ha.history", kwarg={"site": "lab", "recent": recent}, print_event=False, full_return=False)
+    if not isinstance(result, dict) or "lab" not in result:
+        raise AssertionError("openstack_ha.history answered {!r}".format(result))
+    return result["lab"]
 
 
 class MasterEvents:

@@ -236,3 +236,11 @@ def test_one_vip_view_per_heartbeat_interval_resyncs_the_site(monkeypatch):
     assert vips.heartbeat_due(ctx, dict(model, site="other"))  # per site
     now[0] += 9
     assert vips.heartbeat_due(ctx, model)
+
+
+def test_history_reads_only_the_records_of_the_site_named(ctx):
+    ctx.answers["records.load"] = lambda site: {"decisions": [{"n": n, "site": site} for n in range(30)]}
+    ctx.answers["sites.sites"] = {"lab": CTRLS, "other": ["o1"]}
+    assert runner.history(site="lab", recent=3) == {"lab": [{"n": n, "site": "lab"} for n in (27, 28, 29)]}
+    assert "sites.sites" not in [c[0] for c in ctx.calls]  # no pillar compiled for a named site
+    assert sorted(runner.history(recent=1)) == ["lab", "other"]
