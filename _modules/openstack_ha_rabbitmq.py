@@ -415,6 +415,32 @@ def _create(*args, stdin=None):
         raise
 
 
+def _read_accounts(vhosts, users):
+    """What RabbitMQ has now, every question at once: ``{users, vhosts, permissions: {vhost:
+    ...}, policies: {vhost: ...}, passwords: {user: True when the pillar's password logs in}}``.
+    Each ``rabbitmqctl`` starts an Erlang VM (about 3 s, most of it waiting, not computing), so
+    five questions in a row were most of a converged apply; asked together they take one's
+    time. The users and vhosts must answer (CommandExecutionError); the permissions and
+    policies of a vhost that does not exist yet, and the passwords of users that do not, are
+    missing from the answer."""
+    import concurrent.futures
+
+    def quiet(fun, *args):
+        try:
+            return fun(*args)
+        except CommandExecutionError:
+            return None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2 + 2 * len(vhosts) + len(users)) as pool:
+        found_users, found_vhosts = pool.submit(_users), pool.submit(_vhosts)
+        permissions = {v: pool.submit(quiet, _permissions, v) for v in vhosts}
+        policies = {v: pool.submit(quiet, _policies, v) for v in vhosts}
+        passwords = {name: pool.submit(_password_ok, name, user["password"]) for name, user in users.items()}
+        return {"users": found_users.result(), "vhosts": found_vhosts.result(),
+                "permissions": {v: f.result() for v, f in permissions.items()},
+                "policies": {v: f.result() for v, f in policies.items()},
+                "passwords": {name: f.result() for name, f in passwords.items()}}
+
+
 def ensure_accounts(model=None, test=False):
     """
     Make users, vhosts, permissions and policies match the model's ``rabbitmq`` section.
@@ -430,9 +456,10 @@ def ensure_accounts(model=None, test=False):
     model = _model(model)
     rabbit = model["rabbitmq"]
     changes = {}
-    users, vhosts = _users(), _vhosts()
     wanted_vhosts = sorted({u.get("vhost", "/") for u in (rabbit.get("users") or {}).values()}
                            | {p.get("vhost", "/") for p in (rabbit.get("policies") or {}).values()})
+    now = _read_accounts(wanted_vhosts, rabbit.get("users") or {})
+    users, vhosts = now["users"], now["vhosts"]
     for vhost in wanted_vhosts:
         if vhost not in vhosts:
             if test or _create("add_vhost", vhost):
@@ -448,7 +475,8 @@ def ensure_accounts(model=None, test=False):
             if not test:
                 # It exists now, created here or by another controller a moment ago.
                 users = _users()
-        if not created and not _password_ok(name, user["password"]):
+        # A user another controller created a moment ago was not there to be asked about.
+        if not created and not (now["passwords"].get(name) if name in now["users"] else _password_ok(name, user["password"])):
             changes["user " + name] = "password updated"
             if not test:
                 _ctl("change_password", name, stdin=user["password"] + "\n")
@@ -458,7 +486,7 @@ def ensure_accounts(model=None, test=False):
             if not test:
                 _ctl("set_user_tags", name, *tags)
         vhost = user.get("vhost", "/")
-        perms = _permissions(vhost) if vhost in vhosts else {}
+        perms = (now["permissions"].get(vhost) or {}) if vhost in vhosts else {}
         if perms.get(name) != [".*", ".*", ".*"]:
             changes["permissions {} on {}".format(name, vhost)] = "configure/write/read .*"
             if not test:
@@ -467,7 +495,7 @@ def ensure_accounts(model=None, test=False):
         vhost = policy.get("vhost", "/")
         want = {"pattern": policy["pattern"], "apply-to": policy.get("apply-to", "all"),
                 "priority": int(policy.get("priority", 0)), "definition": policy["definition"]}
-        have = (_policies(vhost) if vhost in vhosts else {}).get(name)
+        have = ((now["policies"].get(vhost) or {}) if vhost in vhosts else {}).get(name)
         if have != want:
             changes["policy {} on {}".format(name, vhost)] = "created" if have is None else "updated"
             if not test:

@@ -58,7 +58,7 @@ openstack_ha-rabbitmq-config:
 # Before the first start (offline: written to enabled_plugins) or on a running node (online;
 # its listener takes the configured address at the node's next restart).
 openstack_ha-rabbitmq-prometheus:
-  rabbitmq_plugin.enabled:
+  openstack_ha_rabbitmq.plugin_enabled:
     - name: rabbitmq_prometheus
     - require:
       - pkg: openstack_ha-rabbitmq-package

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import time
 
 import pytest
 
@@ -43,8 +42,16 @@ def remediating(applied):
         labtools.start_standins(ctrl)
     for backend in CTRLS:
         wait_until(lambda: set(admin_states("nova", backend).values()) == {"ready"}, 45, "nova/%s ready everywhere" % backend, interval=1)
-    # A restore a moment ago starts a cooldown in which a new drain is only suppressed: wait it out.
-    time.sleep(1)
+    # HAProxy is set before the decision is stored: a restore seen in HAProxy may reach the
+    # records seconds later on a busy master. Wait for it, then out of the cooldown it starts
+    # (in which a new drain is only suppressed).
+    def restores_recorded():
+        last = {}
+        for d in labtools.decisions():
+            if d.get("service") == "nova" and d["what"] in ("drain", "restore"):
+                last[d.get("backend")] = d["what"]
+        return all(last.get(backend) != "drain" for backend in CTRLS)
+    wait_until(restores_recorded, 15, "the restores of nova in the records", interval=0.5)
     labtools.wait_out_cooldown("nova")
     yield
     for ctrl in CTRLS:

@@ -139,8 +139,8 @@ def test_messages_survive_the_loss_of_the_leaders_node(cluster):
     # The killed node comes back without anyone touching it: the loop sees RabbitMQ down on a
     # controller that answers, starts it, and it rejoins its cluster.
     wait_until(lambda: running_nodes(survivor) == ALL, 120, "%s back in the cluster" % leader, interval=3)
-    kinds = [d["what"] for d in labtools.decisions() if d.get("service") == "rabbitmq" and d.get("backend") == leader]
-    assert "restart" in kinds
+    wait_until(lambda: "restart" in [d["what"] for d in labtools.decisions() if d.get("service") == "rabbitmq" and d.get("backend") == leader],
+               20, "the loop's restart of %s in the records" % leader, interval=1)
 
 
 def test_a_partitioned_node_pauses_alerts_and_heals(cluster):
@@ -190,8 +190,9 @@ def test_a_partition_left_standing_is_healed_by_restarting_the_minoritys_app(clu
         assert healed is not None, "no openstack_ha/rabbitmq/healed for lab-ctrl3"
         for ctrl in CTRLS:
             wait_until(lambda: running_nodes(ctrl) == ALL, 120, "the cluster to be whole on %s" % ctrl, interval=3)
-        heals = [d for d in labtools.decisions() if d.get("what") == "heal" and d.get("service") == "rabbitmq"]
-        assert heals and {d["backend"] for d in heals[-1:]} == {"lab-ctrl3"}, heals[-3:]
+        heals = wait_until(lambda: [d for d in labtools.decisions() if d.get("what") == "heal" and d.get("service") == "rabbitmq"],
+                           20, "the heal in the records", interval=1)
+        assert {d["backend"] for d in heals[-1:]} == {"lab-ctrl3"}, heals[-3:]
         assert all(not (ctl(c, "cluster_status").get("partitions") or []) for c in CTRLS)
     finally:
         subprocess.run(["ip", "link", "set", link, "up"], check=False)

@@ -21,18 +21,24 @@ def test_crashed_backend_is_drained_everywhere_and_restored(remediating):
     wait_until(lambda: drained_everywhere("lab-ctrl2"), 10, "nova/lab-ctrl2 drained on all three HAProxies", interval=0.2)
     labtools.start_standins("lab-ctrl2")
     wait_until(lambda: ready_everywhere("lab-ctrl2"), 45, "nova/lab-ctrl2 restored everywhere", interval=0.5)
-    kinds = [d["what"] for d in labtools.decisions() if d.get("backend") == "lab-ctrl2" and d.get("service") == "nova"
-             and d["what"] in ("drain", "restore")]
-    assert kinds[-2:] == ["drain", "restore"], kinds
+
+    def kinds():
+        return [d["what"] for d in labtools.decisions() if d.get("backend") == "lab-ctrl2" and d.get("service") == "nova"
+                and d["what"] in ("drain", "restore")]
+    # HAProxy is set before the decision is stored: the record follows a moment later.
+    wait_until(lambda: kinds()[-2:] == ["drain", "restore"], 10, "the drain and the restore in the records", interval=0.5)
 
 
 def test_hung_backend_is_drained_everywhere_and_restored(remediating):
     pid = standin_pid("lab-ctrl3", "nova")
+    start = time.time()
     os.kill(pid, signal.SIGSTOP)
     try:
         wait_until(lambda: drained_everywhere("lab-ctrl3"), 10, "hung nova/lab-ctrl3 drained everywhere", interval=0.2)
-        evidence = [d for d in labtools.decisions() if d["what"] == "drain" and d.get("backend") == "lab-ctrl3"][-1]["evidence"]
-        assert {e["detail"] for e in evidence.values()} == {"timeout"}
+        # HAProxy is set before the decision is stored: the record follows a moment later.
+        drains = wait_until(lambda: [d for d in labtools.decisions() if d["what"] == "drain" and d.get("backend") == "lab-ctrl3"
+                                     and d.get("service") == "nova" and d["time"] >= start], 10, "the drain in the records", interval=0.5)
+        assert {e["detail"] for e in drains[-1]["evidence"].values()} == {"timeout"}
     finally:
         os.kill(pid, signal.SIGCONT)
     wait_until(lambda: ready_everywhere("lab-ctrl3"), 45, "nova/lab-ctrl3 restored after SIGCONT", interval=0.5)
@@ -76,7 +82,7 @@ def ignored_counts():
 def test_forged_and_spoofed_events_drain_nothing(remediating, intruder):
     events = labtools.MasterEvents()
     try:
-        before = len(labtools.decisions())
+        start = time.time()
         # A non-controller claiming to be a controller's beacon.
         forge(intruder, "salt/beacon/lab-ctrl2/openstack_ha_backends/change", FORGED)
         # A controller's beacon payload carrying a spoofed id, and template/YAML metacharacters.
@@ -92,7 +98,7 @@ def test_forged_and_spoofed_events_drain_nothing(remediating, intruder):
         events.close()
     assert ready_everywhere("lab-ctrl3")
     assert not os.path.exists("/tmp/oha-pwned")
-    assert not [d for d in labtools.decisions()[before:] if d["what"] == "drain"]
+    assert not [d for d in labtools.decisions() if d["time"] >= start and d["what"] == "drain"]
     # The intruder's own report was dropped before any pillar work, and a trace kept.
     wait_until(lambda: any(who == "intruder" and "not a controller" in why for (why, who) in ignored_counts()), 20,
                "the ignored intruder event in the status' trace", interval=1)
@@ -102,7 +108,7 @@ def test_forged_job_returns_in_the_controllers_names_are_not_believed(remediatin
     """The attack seen on the lab: the intruder answers each verification in the three
     controllers' names (event-bus returns and resource_id returns), claiming a healthy backend
     down and the others up. Nothing may be drained, and the forgeries are counted."""
-    before = len(labtools.decisions())
+    start = time.time()
     counted = sum(n for (why, _), n in ignored_counts().items() if "unauthenticated" in why)
     # A hung nova on lab-ctrl1 makes every real answer wait the probe timeout (0.75 s in the lab), so the
     # forger's answers arrive first every time: a runner that believed them would drain the
@@ -125,7 +131,7 @@ def test_forged_job_returns_in_the_controllers_names_are_not_believed(remediatin
             "the forged answers did not reach the runner; forger: " + ("running" if forger.poll() is None else forger.stdout.read())
         time.sleep(2)
         assert ready_everywhere("lab-ctrl2")
-        assert not [d for d in labtools.decisions()[before:] if d["what"] == "drain" and d.get("backend") == "lab-ctrl2"]
+        assert not [d for d in labtools.decisions() if d["time"] >= start and d["what"] == "drain" and d.get("backend") == "lab-ctrl2"]
     finally:
         os.kill(hung, signal.SIGCONT)
         labtools.labctl.kill_pids([forger.pid])

@@ -1,0 +1,42 @@
+"""The RabbitMQ plugin state: the enabled-plugins file is the answer; ``rabbitmq-plugins``
+runs only for a plugin the file does not list (Salt's ``rabbitmq.enable_plugin``, recorded here)."""
+
+import pytest
+
+from tests.conftest import load_module
+
+state = load_module("_states/openstack_ha_rabbitmq.py", "openstack_ha_rabbitmq_state")
+
+
+@pytest.fixture
+def salt(monkeypatch, tmp_path):
+    enabled = []
+
+    def enable(name):
+        enabled.append(name)
+        (tmp_path / "enabled_plugins").write_text("[rabbitmq_management_agent,{}].\n".format(name))
+        return {"Enabled": ""}
+    monkeypatch.setattr(state, "__salt__", {"rabbitmq.enable_plugin": enable}, raising=False)
+    monkeypatch.setattr(state, "__opts__", {"test": False}, raising=False)
+    return enabled
+
+
+def test_a_listed_plugin_is_enabled_and_nothing_runs(salt, tmp_path):
+    path = tmp_path / "enabled_plugins"
+    path.write_text("[rabbitmq_management_agent,\n rabbitmq_prometheus].\n")
+    ret = state.plugin_enabled("rabbitmq_prometheus", str(path))
+    assert ret["result"] is True and ret["changes"] == {} and salt == []
+
+
+@pytest.mark.parametrize("content", [None, "[].\n", "[rabbitmq_prometheus_extra].\n"])
+def test_an_unlisted_plugin_is_enabled_once_and_reported(salt, tmp_path, content):
+    path = tmp_path / "enabled_plugins"
+    if content is not None:
+        path.write_text(content)
+    state.__opts__["test"] = True
+    ret = state.plugin_enabled("rabbitmq_prometheus", str(path))
+    assert ret["result"] is None and ret["changes"] == {"rabbitmq_prometheus": "enable"} and salt == []
+    state.__opts__["test"] = False
+    ret = state.plugin_enabled("rabbitmq_prometheus", str(path))
+    assert ret["result"] is True and ret["changes"] == {"rabbitmq_prometheus": "enabled"} and salt == ["rabbitmq_prometheus"]
+    assert state.plugin_enabled("rabbitmq_prometheus", str(path))["changes"] == {}
