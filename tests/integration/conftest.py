@@ -62,13 +62,13 @@ def remediating(applied):
 
 
 def loop_log_tail(lines=40):
-    """The last ``lines`` lines the loop wrote to the lab master's log (``openstack_ha:``,
-    warnings and errors), or "" when there is no log."""
+    """The last ``lines`` lines of the lab master's log that are the loop's (``openstack_ha:``),
+    warnings or errors; "" when there is no log."""
     path = os.path.join(labctl.MASTER_DIR, "log", "master")
     try:
         with open(path, errors="replace") as fh:
             fh.seek(max(0, os.path.getsize(path) - 4 * 1024 * 1024))
-            kept = [line for line in fh if "openstack_ha" in line or "[WARNING" in line or "[ERROR" in line]
+            kept = [line for line in fh if "openstack_ha:" in line or "[WARNING" in line or "[ERROR" in line]
     except OSError:
         return ""
     return "".join(kept[-lines:])

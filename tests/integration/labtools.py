@@ -14,7 +14,8 @@ COOLDOWN = 10  # remediation:cooldown in defaults.yaml
 
 
 def salt(target, *args, timeout=300, wait=60):
-    """Run ``ARGS`` (a function, its arguments; ``-L`` anywhere makes ``target`` a list) on
+    """Run ``ARGS`` (a function, its arguments; ``-L`` anywhere, or as ``target`` before the
+    list as on the command line, makes the target a list) on
     ``target`` through the lab master, as ``salt -t WAIT`` does, waiting ``wait`` seconds for
     a minion that stops answering whether it still runs the job; return (retcode, {minion:
     return}): retcode 0 when every targeted minion returned with retcode 0, else 1; a minion
@@ -29,6 +30,9 @@ def salt(target, *args, timeout=300, wait=60):
 
     args = list(args)
     tgt_type = "glob"
+    if target == "-L":  # the command line's order: salt -L a,b,c FUN
+        target, args = args[0], args[1:]
+        tgt_type = "list"
     if "-L" in args:
         args.remove("-L")
         tgt_type = "list"
