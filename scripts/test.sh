@@ -13,9 +13,12 @@ bash "$repo/scripts/setup.sh"
 cd "$repo"
 echo "==> ruff check (pyproject.toml)"
 "$repo/.venv/bin/ruff" check --no-cache .
-"$repo/.venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false -q -rfEs --durations=25 --log-level=WARNING tests "$@"
+# With arguments (test files or node ids) only those run; without, every test under tests/.
+whole=$(( $# == 0 ))
+[ $# -gt 0 ] || set -- tests
+"$repo/.venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false -q -rfEs --durations=25 --log-level=WARNING "$@"
 # The whole run (no pytest arguments) also covers the other supported Salt releases.
-if [ $# -eq 0 ]; then
+if [ "$whole" -eq 1 ]; then
   if [ "$(date +%s)" -lt $(( started + 55 * 60 )) ]; then
     bash "$repo/scripts/salt-releases.sh"
   else
