@@ -6,6 +6,7 @@ import subprocess
 import time
 
 from lab import labctl
+from tests.conftest import load_module
 
 CTRLS = [name for name, _ in labctl.CONTROLLERS]
 ADDRESS = dict(labctl.CONTROLLERS)
@@ -14,8 +15,8 @@ COOLDOWN = 10  # remediation:cooldown in defaults.yaml
 
 
 def salt(target, *args, timeout=300, wait=60):
-    """Run ``ARGS`` (a function, its arguments; ``-L`` anywhere, or as ``target`` before the
-    list as on the command line, makes the target a list) on
+    """Run ``ARGS`` (a function, its arguments; ``-L`` anywhere, also before the target as on
+    the command line, makes the target a list) on
     ``target`` through the lab master, as ``salt -t WAIT`` does, waiting ``wait`` seconds for
     a minion that stops answering whether it still runs the job; return (retcode, {minion:
     return}): retcode 0 when every targeted minion returned with retcode 0, else 1; a minion
@@ -28,15 +29,11 @@ def salt(target, *args, timeout=300, wait=60):
     import salt.client
     import salt.exceptions
 
-    args = list(args)
-    tgt_type = "glob"
-    if target == "-L":  # the command line's order: salt -L a,b,c FUN
-        target, args = args[0], args[1:]
-        tgt_type = "list"
-    if "-L" in args:
-        args.remove("-L")
-        tgt_type = "list"
-    fun, arg = args[0], args[1:]
+    parts = [target] + list(args)
+    tgt_type = "list" if "-L" in parts else "glob"
+    if "-L" in parts:
+        parts.remove("-L")
+    target, fun, arg = parts[0], parts[1], parts[2:]
     if fun.startswith("state."):
         # A state run is awaited to its end (the whole ``timeout``): returning early left an
         # apply running on the controller, and the next test's apply was refused ("is running").
@@ -199,6 +196,8 @@ def runner(*args):
 
 
 _NS_PID = {}
+# The execution module's pure reading of HAProxy's runtime API (loaded by path, as the unit tests do).
+_HAPROXY = load_module("_modules/openstack_ha_haproxy.py", "openstack_ha_haproxy")
 
 
 def ctrl_root(ctrl):
@@ -216,26 +215,20 @@ def ctrl_root(ctrl):
     return "/proc/%d/root" % _NS_PID[ctrl] if _NS_PID[ctrl] else None
 
 
-def haproxy_admin(ctrl, service):
-    """{server: "ready" | "drain" | "maint"} of backend ``service`` in ``ctrl``'s HAProxy, read
-    from its admin socket directly (no Salt job: the tests poll, and a job on every controller
-    at each poll slowed the very answers the loop waits for); None when HAProxy does not answer.
-    The same reading of ``srv_admin_state`` as openstack_ha_haproxy.servers (0x01 forced
-    maintenance, 0x08 forced drain)."""
+def haproxy_admin(ctrl):
+    """{(backend, server): "ready" | "drain" | "maint"} in ``ctrl``'s HAProxy, read from its
+    admin socket directly (no Salt job: the tests poll, and a job on every controller at each
+    poll slowed the very answers the loop waits for) with openstack_ha_haproxy's own reading of
+    ``show servers state``; None when HAProxy does not answer."""
+    from salt.exceptions import CommandExecutionError
+
     root = ctrl_root(ctrl)
     if root is None:
         return None
     try:
-        text = labctl.haproxy_command(root + "/run/haproxy/admin.sock", "show servers state " + service, timeout=3)
-    except OSError:
+        return _HAPROXY._admin_states(root + "/run/haproxy/admin.sock") or None
+    except CommandExecutionError:
         return None
-    states = {}
-    for line in text.splitlines()[2:]:
-        fields = line.split()
-        if len(fields) >= 7 and not line.startswith("#") and fields[6].isdigit():
-            bits = int(fields[6])
-            states[fields[3]] = "maint" if bits & 0x01 else "drain" if bits & 0x08 else "ready"
-    return states or None
 
 
 def admin_states(service, backend, ctrls=None):
@@ -243,8 +236,8 @@ def admin_states(service, backend, ctrls=None):
     for every controller (or only ``ctrls``); None for a controller whose HAProxy did not answer."""
     found = {}
     for ctrl in ctrls or CTRLS:
-        states = haproxy_admin(ctrl, service)
-        found[ctrl] = states.get(backend) if states else None
+        states = haproxy_admin(ctrl)
+        found[ctrl] = states.get((service, backend)) if states else None
     return found
 
 

@@ -135,7 +135,7 @@ class Client:
         self.proc.stdin.flush()
         out, fd, end = b"", self.proc.stdout.fileno(), ("\n" + self.END + "\n").encode()
         deadline = time.monotonic() + self.timeout
-        while not ("\n" + out.decode(errors="replace")).endswith(end.decode()):
+        while not (b"\n" + out).endswith(end):
             ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 raise RuntimeError("no answer within {} s".format(self.timeout))
