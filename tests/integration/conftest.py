@@ -7,7 +7,7 @@ import pytest
 
 from lab import labctl
 from tests.integration import labtools
-from tests.integration.labtools import CTRLS, admin_states, standin_pid, wait_until
+from tests.integration.labtools import CTRLS, admin_states, ready_everywhere, standin_pid, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +59,10 @@ def remediating(applied):
         if pid and labtools.labctl.alive(pid):
             os.kill(pid, signal.SIGCONT)
         labtools.start_standins(ctrl)
+    # The next test (of any file) finds every backend serving: a drain the test provoked is
+    # restored by the loop once its cooldown is over, which can outlast the test itself.
+    for backend in CTRLS:
+        wait_until(lambda: ready_everywhere(backend), 90, "nova/%s restored everywhere after the test" % backend, interval=1)
 
 
 def loop_log_tail(lines=40):

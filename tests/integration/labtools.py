@@ -308,6 +308,16 @@ def ready_everywhere(backend, service="nova"):
     return set(admin_states(service, backend).values()) == {"ready"}
 
 
+def nothing_drained():
+    """True when every controller's HAProxy answers and has every server of every service
+    ready (no drain or maintenance left by the loop or an earlier test)."""
+    for ctrl in CTRLS:
+        states = haproxy_admin(ctrl)
+        if not states or set(states.values()) != {"ready"}:
+            return False
+    return True
+
+
 def lab_secrets():
     """Every secret of the lab site's pillar (values of password/cookie keys, TLS keys)."""
     import yaml

@@ -36,7 +36,14 @@ def test_exactly_one_controller_holds_each_vip(applied):
         wait_until(lambda: vip_holders(address) == ["lab-ctrl1"], 10, "lab-ctrl1 alone to hold %s" % vip)
 
 
-def test_each_service_answers_on_the_vip_from_every_backend(applied):
+@pytest.fixture
+def serving(applied):
+    """Every backend of every service ready in every HAProxy (an earlier file's drain is
+    restored by the loop after its cooldown: the round robin below needs all three)."""
+    wait_until(labtools.nothing_drained, 90, "every backend ready in every HAProxy", interval=1)
+
+
+def test_each_service_answers_on_the_vip_from_every_backend(serving):
     for service, port in SERVICES.items():
         seen = set()
         for _ in range(6):
@@ -47,7 +54,7 @@ def test_each_service_answers_on_the_vip_from_every_backend(applied):
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_each_service_answers_on_the_dual_stack_vip_in_both_families(applied, family):
+def test_each_service_answers_on_the_dual_stack_vip_in_both_families(serving, family):
     """Every API through the public VIP's address of each family, from every backend (the
     backends are the controllers' IPv4 addresses: the lab's first network)."""
     address = VIPS["public" if family == "ipv4" else "public/ipv6"]
