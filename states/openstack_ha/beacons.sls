@@ -23,6 +23,7 @@ openstack_ha-beacon-vip:
     - config:
       - interval: 1
       - heartbeat: {{ oha.remediation.heartbeat }}
+      - watch: true   # the kernel's address notices: a VIP change reported at once, not at the tick
       - vips:
 {%- for inst in oha.vip_instances %}
           {{ inst.key | json }}: {address: {{ inst.address | json }}, interface: {{ inst.interface }}}

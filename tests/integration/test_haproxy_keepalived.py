@@ -185,13 +185,20 @@ def test_killing_haproxy_on_the_holder_moves_the_vip(applied):
 
 def test_killing_keepalived_hard_on_the_holder_moves_the_vip(applied):
     old = holder()
+    events = labtools.MasterEvents()
     # Namespaces share the PID space: only this controller's pidfiles name its processes.
     for pid in (pidfile_pid(old, "/run/vrrp.pid"), pidfile_pid(old, "/run/keepalived.pid")):  # VRRP child first: no graceful resign
         if pid and labtools.labctl.alive(pid):
             os.kill(pid, signal.SIGKILL)
     try:
         wait_until(lambda: any(h != old for h in vip_holders(VIPS["public"])), 10, "another controller to take the VIP")
+        new = [h for h in vip_holders(VIPS["public"]) if h != old][0]
+        # The new holder's VIP beacon reports it from the kernel's address notice, not at its tick.
+        reported = events.wait("salt/beacon/%s/openstack_ha_vip/change" % new, 15,
+                               lambda e: e["data"].get("watched") is True and "public" in e["data"].get("held", []))
+        assert reported, "no change event from %s's VIP watcher reached the master" % new
     finally:
+        events.close()
         # keepalived killed with SIGKILL cannot remove its addresses: the test removes them.
         for vip in VIPS.values():
             sh(old, "ip addr del %s/%d dev eth0 2>/dev/null || true" % (vip, labtools.vip_prefix(vip)))
