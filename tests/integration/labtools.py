@@ -288,7 +288,25 @@ class MasterEvents:
                 return event
         return None
 
+    def collect(self, prefix):
+        """From now until :meth:`close`, keep every event whose tag starts with ``prefix`` in
+        ``self.seen`` as ``(epoch seconds, tag, data)`` (a thread reads the bus)."""
+        import threading
+
+        self.seen, self._closing = [], threading.Event()
+
+        def read():
+            while not self._closing.is_set():
+                event = self.bus.get_event(wait=0.5, full=True)
+                if event and event["tag"].startswith(prefix):
+                    self.seen.append((time.time(), event["tag"], event["data"]))
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+
     def close(self):
+        if getattr(self, "_reader", None) is not None:
+            self._closing.set()
+            self._reader.join(10)
         self.bus.destroy()
 
 
@@ -341,7 +359,8 @@ def lab_secrets():
 
 def load_while(action, address, port, rate=50):
     """Run ``action()`` while GETs go to ``address:port`` at ``rate`` a second, in 2-second
-    rounds until it returns (and one more); return (its result, every request's Result)."""
+    rounds until it returns (and one more); return (its result, every request's Result, its
+    ``sent`` in epoch seconds)."""
     import threading
 
     from lab import loadgen
@@ -351,7 +370,11 @@ def load_while(action, address, port, rate=50):
     def load():
         while True:
             last = done.is_set()
-            results.extend(loadgen.run(address, port, rate=rate, seconds=2, timeout=5))
+            began = time.time()
+            batch = loadgen.run(address, port, rate=rate, seconds=2, timeout=5)
+            for result in batch:
+                result.sent += began
+            results.extend(batch)
             if last:
                 return
 

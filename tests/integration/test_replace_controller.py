@@ -8,6 +8,7 @@ It runs last before the lab's teardown (conftest.py): the lab has a fourth minio
 """
 
 import os
+import time
 
 import pytest
 import yaml
@@ -39,10 +40,16 @@ def site_with(old, new):
     return document
 
 
-def replace(old, new, document):
-    """The documented sequence; returns the apply's results per minion."""
+def replace(old, new, document, steps=None):
+    """The documented sequence; returns the apply's results per minion. ``steps`` (a list)
+    gets ``(epoch seconds, step)`` as each step begins."""
+    def step(name):
+        if steps is not None:
+            steps.append((time.time(), name))
+    step("maintenance of " + old)
     entered = labtools.runner("openstack_ha.maintenance", "host=" + old)
     assert entered.get("ready") is True, entered
+    step("decommission of " + old)
     rc, out = labtools.salt(old, "openstack_ha_maintenance.decommission", wait=300)
     assert rc == 0 and "error" not in str(out.get(old)), out
     labtools.write_site(document)
@@ -52,11 +59,15 @@ def replace(old, new, document):
     # The running controllers first: their health daemons must let the newcomer ask before it
     # decides how to start (a node with Galera data that sees no cluster refuses to start).
     staying = [c for c in keep if c != new]
+    step("state.apply on " + ",".join(staying))
     rc, results = labtools.salt("-L", ",".join(staying), "state.apply", "openstack_ha", timeout=900, wait=600)
     assert rc == 0, labtools.failed_states(results)
+    step("state.apply on " + new)
     rc, results = labtools.salt(new, "state.apply", "openstack_ha", timeout=900, wait=600)
     assert rc == 0, labtools.failed_states(results)
+    step("forget " + old)
     forgotten = labtools.runner("openstack_ha.forget", "host=" + old)
+    step("done")
     assert "refused" not in forgotten and "failed" not in forgotten, forgotten
     return keep, forgotten
 
@@ -65,8 +76,14 @@ def replace(old, new, document):
 def replaced(applied):
     uuid = node_sql("lab-ctrl1", "SHOW STATUS LIKE 'wsrep_cluster_state_uuid'")[0][1]
     labctl.add_spare()
-    (keep, forgotten), results = labtools.load_while(lambda: replace(OLD, NEW, site_with(OLD, NEW)), VIPS["public"], NOVA, rate=30)
-    yield {"uuid": uuid, "keep": keep, "forgotten": forgotten, "load": results}
+    steps, events = [], labtools.MasterEvents()
+    events.collect("salt/beacon/")  # VIP changes (the watcher's, at once) for the failure report
+    try:
+        (keep, forgotten), results = labtools.load_while(lambda: replace(OLD, NEW, site_with(OLD, NEW), steps), VIPS["public"], NOVA, rate=30)
+    finally:
+        events.close()
+    vip_changes = [(at, tag.split("/")[2], data.get("held")) for at, tag, data in events.seen if tag.endswith("/openstack_ha_vip/change")]
+    yield {"uuid": uuid, "keep": keep, "forgotten": forgotten, "load": results, "steps": steps, "vip_changes": vip_changes}
     if os.environ.get("OHA_REUSE_LAB") == "1":
         # A developer's lab: back to its own three controllers, the same way, then the spare
         # goes. (In a full run the lab's teardown, which runs next, removes everything.)
@@ -76,7 +93,14 @@ def replaced(applied):
 
 def test_no_request_failed_during_the_replacement(replaced):
     results = replaced["load"]
-    assert results and not [r for r in results if r.bad()], loadgen.summary(results)
+    bad = [r for r in results if r.bad()]
+    # On failure: when each bad request was sent, beside the procedure's steps and every VIP
+    # change a controller reported meanwhile (a VIP moving away and back resets connections).
+    when = lambda at: time.strftime("%H:%M:%S", time.localtime(at)) + ("%.2f" % (at % 1))[1:]
+    assert results and not bad, "\n".join(
+        [loadgen.summary(results)] + ["bad request sent %s: %r" % (when(r.sent), r) for r in bad[:20]]
+        + ["step %s: %s" % (when(at), name) for at, name in replaced["steps"]]
+        + ["VIP change %s: %s holds %s" % (when(at), ctrl, held) for at, ctrl, held in replaced["vip_changes"]])
     print("replacement under load: " + loadgen.summary(results))
 
 
