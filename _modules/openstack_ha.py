@@ -158,6 +158,38 @@ def live_pid(pidfile):
     return None
 
 
+# linux/capability.h: the capabilities this module is asked about.
+_CAPABILITIES = {"sys_resource": 24, "sys_nice": 23, "net_admin": 12}
+
+
+def capable(name, status_path="/proc/self/status"):
+    """
+    True when this process (the minion, root, and so every service it starts) holds capability
+    ``name`` (``sys_resource``, ``sys_nice`` or ``net_admin``) in its effective set: a
+    container may withhold some from root.
+
+    keepalived's real-time scheduling needs ``sys_resource``: on every reload keepalived 2.2
+    drops its VRRP process's real-time CPU limit to 0 and then cannot raise it again without
+    it, so the kernel kills the VRRP process and every VIP it held moves away and back.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha.capable sys_resource
+    """
+    if name not in _CAPABILITIES:
+        raise CommandExecutionError("unknown capability {!r}: one of {}".format(name, ", ".join(sorted(_CAPABILITIES))))
+    try:
+        with open(status_path) as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAPABILITIES[name] & 1)
+    except (OSError, ValueError, IndexError) as exc:
+        raise CommandExecutionError("cannot read this process's capabilities from {}: {}".format(status_path, exc))
+    raise CommandExecutionError("{} has no CapEff line".format(status_path))
+
+
 def controller_report(quick=False):
     """
     This controller's own view for ``salt-run openstack_ha.status``: its HAProxy backends,

@@ -35,6 +35,7 @@ openstack_ha-keepalived-config:
     - context:
         oha: {{ oha | json }}
         me: {{ me | json }}
+        realtime_allowed: {{ salt['openstack_ha.capable']('sys_resource') | json }}
     - user: root
     - group: root
     - mode: '0640'

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -207,6 +208,30 @@ def test_killing_keepalived_hard_on_the_holder_moves_the_vip(applied):
     rc, _ = labtools.apply(old)
     assert rc == 0
     wait_until(lambda: vip_holders(VIPS["public"]) == [old], 15, "%s to take the VIP back" % old)
+
+
+def test_reloading_keepalived_on_the_holder_keeps_every_vip_in_place(applied):
+    """A configuration change reloads keepalived (SIGHUP) on every controller, the VIP holder
+    too (a controller replaced, a VIP added): its VRRP process survives each reload and no VIP
+    moves. (keepalived 2.2 at real-time priority on a host without CAP_SYS_RESOURCE killed its
+    own VRRP process at every reload: the VIPs went away and came back, resetting clients.)"""
+    old = holder()
+    parent, vrrp = pidfile_pid(old, "/run/keepalived.pid"), pidfile_pid(old, "/run/vrrp.pid")
+    assert parent and vrrp
+    events = labtools.MasterEvents()
+    events.collect("salt/beacon/")
+    try:
+        for _ in range(5):
+            os.kill(parent, signal.SIGHUP)
+            # An observation window, not a wait for something: a killed VRRP process is
+            # respawned under a new pid within a second, and a VIP moves within 0.7 s.
+            time.sleep(2)
+            assert pidfile_pid(old, "/run/vrrp.pid") == vrrp and labtools.labctl.alive(vrrp), "the VRRP process did not survive a reload"
+        assert {vip: vip_holders(address) for vip, address in VIPS.items()} == {vip: [old] for vip in VIPS}
+    finally:
+        events.close()
+    moves = [(tag, data.get("held")) for _, tag, data in events.seen if tag.endswith("/openstack_ha_vip/change")]
+    assert moves == [], moves
 
 
 def test_status_shows_every_backend_on_every_haproxy_and_the_vip_holder(applied):

@@ -114,6 +114,29 @@ def test_keepalived_config_passes_keepalived_t(site, tmp_path, netns_with_interf
     assert priorities == sorted(priorities, reverse=True) and len(set(priorities)) == 3
 
 
+@pytest.mark.parametrize("realtime_allowed", [True, False])
+def test_keepalived_runs_real_time_only_where_it_can_keep_its_limit(realtime_allowed, tmp_path, netns_with_interfaces):
+    """Real-time VRRP scheduling only on a host that grants CAP_SYS_RESOURCE (keepalived 2.2
+    kills its own VRRP process at every reload without it); elsewhere the highest ordinary
+    priority. Either way keepalived -t accepts the result."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir(mode=0o700)
+    os.chmod(tmp_path, 0o700)
+    model, me = controllers("lab")[0]
+    model["paths"]["keepalived_scripts"] = str(scripts)
+    (scripts / "haproxy_serving").write_text(render("haproxy_serving.jinja", oha=model, timeout=0.5))
+    os.chmod(scripts / "haproxy_serving", 0o700)
+    cfg = tmp_path / "keepalived.conf"
+    cfg.write_text(render("keepalived.conf.jinja", oha=model, me=me, realtime_allowed=realtime_allowed))
+    in_netns = netns_with_interfaces({vip["interface"] for vip in model["vips"].values()})
+    proc = subprocess.run(in_netns + ["keepalived", "-l", "-t", "-f", str(cfg)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = cfg.read_text()
+    assert ("vrrp_rt_priority 50\n" in text) is realtime_allowed
+    assert ("vrrp_priority -20\n" in text) is not realtime_allowed
+    assert "vrrp_no_swap\n" in text
+
+
 def test_the_track_script_passes_only_a_haproxy_that_answers(tmp_path):
     """The rendered keepalived track script against a real HAProxy's admin socket: 0 while it
     answers; 1 when nothing listens, when the socket accepts and never answers (a hung
