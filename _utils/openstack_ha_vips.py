@@ -7,6 +7,7 @@ unconfirmed VIPs raised as alerts; with one holder per VIP, the Keystone catalog
     ``openstack_ha_decide.classify_vips`` (pure, unit-tested).
 """
 
+import threading
 import time
 
 # Seconds to wait at most for the controllers' answers: the wait ends once every controller not
@@ -29,11 +30,18 @@ def vip_view(ctx, model):
 
 def heartbeat_due(ctx, model):
     """True when a VIP heartbeat should be followed by a view: no view of the site's VIPs was
-    taken (for any event) within 90 % of the heartbeat interval. Each controller's VIP beacon
-    heartbeats; a view asks every controller, so one view per interval resyncs as well as one
-    per heartbeat, at a third of the cost. A change event always gets its view."""
-    last = ctx.shared("vip_views").get(model["site"])
-    return last is None or time.monotonic() - last >= 0.9 * float(model["remediation"]["heartbeat"])
+    taken or claimed (for any event) within 90 % of the heartbeat interval; a True answer
+    claims the view at once, so heartbeats handled together (the controllers' beacons tick in
+    step, and the loop has several workers) get one view between them. Each controller's VIP
+    beacon heartbeats; a view asks every controller, so one view per interval resyncs as well
+    as one per heartbeat, at a third of the cost. A change event always gets its view."""
+    views = ctx.shared("vip_views")
+    with ctx.shared("vip_views_claim", threading.Lock):
+        last, now = views.get(model["site"]), time.monotonic()
+        if last is not None and now - last < 0.9 * float(model["remediation"]["heartbeat"]):
+            return False
+        views[model["site"]] = now
+        return True
 
 
 def check_vips(ctx, model, reporter, data=None, seen=None):

@@ -225,17 +225,43 @@ def test_one_vip_view_per_heartbeat_interval_resyncs_the_site(monkeypatch):
         def __init__(self):
             self.state = {}
 
-        def shared(self, name):
-            return self.state.setdefault(name, {})
+        def shared(self, name, make=dict):
+            return self.state.setdefault(name, make())
     ctx, model, now = Shared(), {"site": "lab", "remediation": {"heartbeat": 15}}, [1000.0]
     monkeypatch.setattr(vips.time, "monotonic", lambda: now[0])
-    assert vips.heartbeat_due(ctx, model)  # no view yet
-    ctx.shared("vip_views")["lab"] = now[0]  # what check_vips notes after each view
+    assert vips.heartbeat_due(ctx, model)  # no view yet: this heartbeat claims one
+    assert not vips.heartbeat_due(ctx, model)  # another controller's heartbeat, at the same time
+    now[0] += 5
+    ctx.shared("vip_views")["lab"] = now[0]  # what check_vips notes after each view (a change's too)
     now[0] += 5
     assert not vips.heartbeat_due(ctx, model)
     assert vips.heartbeat_due(ctx, dict(model, site="other"))  # per site
     now[0] += 9
     assert vips.heartbeat_due(ctx, model)
+
+
+def test_heartbeats_handled_together_get_one_view():
+    """Eight workers asking at once (the loop's intake): exactly one is told to take the view."""
+    import threading
+
+    vips = load_module("_utils/openstack_ha_vips.py", "openstack_ha_vips")
+    state, init = {}, threading.Lock()
+
+    class Shared:
+        def shared(self, name, make=dict):
+            with init:
+                return state.setdefault(name, make())
+    model, answers, start = {"site": "lab", "remediation": {"heartbeat": 15}}, [], threading.Barrier(8)
+
+    def ask():
+        start.wait()
+        answers.append(vips.heartbeat_due(Shared(), model))
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(answers) == [False] * 7 + [True]
 
 
 def test_history_reads_only_the_records_of_the_site_named(ctx):
