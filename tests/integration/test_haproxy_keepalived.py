@@ -1,6 +1,7 @@
 """HAProxy and keepalived in the lab: every API behind a moving VIP, reloads that drop nothing."""
 
 import os
+import re
 import signal
 import time
 
@@ -228,6 +229,16 @@ def test_reloading_keepalived_on_the_holder_keeps_every_vip_in_place(applied):
             time.sleep(2)
             assert pidfile_pid(old, "/run/vrrp.pid") == vrrp and labtools.labctl.alive(vrrp), "the VRRP process did not survive a reload"
         assert {vip: vip_holders(address) for vip, address in VIPS.items()} == {vip: [old] for vip in VIPS}
+        # ... and still scheduled as its configuration asks (at real-time priority without
+        # CAP_SYS_RESOURCE, a reload left it killed or, on an idle host, silently not real-time).
+        config = sh(old, "cat /etc/keepalived/keepalived.conf")
+        stat = open("/proc/%d/stat" % vrrp).read().rsplit(")", 1)[1].split()
+        nice, rtprio, policy = int(stat[16]), int(stat[37]), int(stat[38])
+        wanted = re.search(r"^\s*vrrp_rt_priority (\d+)$", config, re.M)
+        if wanted:
+            assert (policy, rtprio) == (2, int(wanted.group(1))), (policy, rtprio)  # SCHED_RR
+        else:
+            assert (policy, nice) == (0, int(re.search(r"^\s*vrrp_priority (-?\d+)$", config, re.M).group(1))), (policy, nice)
     finally:
         events.close()
     moves = [(tag, data.get("held")) for _, tag, data in events.seen if tag.endswith("/openstack_ha_vip/change")]
