@@ -11,6 +11,7 @@ never on a command line.
 import fcntl
 import json
 import logging
+import re
 import socket
 import subprocess
 import time
@@ -74,9 +75,34 @@ def _ctl(*args, stdin=None, timeout=60, check=True):
     except subprocess.TimeoutExpired:
         raise CommandExecutionError("rabbitmqctl {} did not answer within {} s".format(args[0], timeout)) from None
     if check and proc.returncode != 0:
-        message = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        raise CommandExecutionError("rabbitmqctl {} failed: {}".format(" ".join(args[:2]), " ".join(message[-3:])))
+        raise CommandExecutionError("rabbitmqctl {} failed: {}".format(" ".join(args[:2]), _failure_text(proc.stderr.strip() or proc.stdout)))
     return proc.stdout
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _failure_text(output):
+    """The telling part of a failed ``rabbitmqctl``'s output, on one line: its ``Error`` line and
+    the per-node findings of its DIAGNOSTICS section (``* unable to connect to epmd ...``), never
+    the general advice between them nor the usage text it appends to some errors (a node that
+    was down printed "Usage rabbitmqctl [--node <node>] ..." and nothing else of use); without an
+    ``Error`` line, the last three lines."""
+    lines, section = [], None
+    for line in _ANSI.sub("", output).splitlines():
+        line = line.strip()
+        if line == "Usage":
+            break
+        if line.startswith("Error"):
+            section = "error"
+            lines.append(line)
+        elif line == "DIAGNOSTICS" or line.startswith("Current node details"):
+            section = line
+        elif section == "DIAGNOSTICS" and line.startswith("* "):
+            lines.append(line)
+        elif section is None and line:
+            lines.append(line)
+    return " ".join(lines if section else lines[-3:]) or "no output"
 
 
 def peer_running_nodes(node, timeout=30):

@@ -40,3 +40,17 @@ def test_an_unlisted_plugin_is_enabled_once_and_reported(salt, tmp_path, content
     ret = state.plugin_enabled("rabbitmq_prometheus", str(path))
     assert ret["result"] is True and ret["changes"] == {"rabbitmq_prometheus": "enabled"} and salt == ["rabbitmq_prometheus"]
     assert state.plugin_enabled("rabbitmq_prometheus", str(path))["changes"] == {}
+
+
+def test_a_failed_rabbitmqctl_is_told_by_its_error_and_its_diagnosis():
+    text = load_module("_modules/openstack_ha_rabbitmq.py", "openstack_ha_rabbitmq_module")._failure_text
+    down = ("Error: unable to perform an operation on node 'rabbit@c3'. Please see diagnostics information and suggestions below.\n\n"
+            "Most common reasons for this are:\n\n * Target node is not running\n\nDIAGNOSTICS\n===========\n\n"
+            "attempted to contact: [rabbit@c3]\n\nrabbit@c3:\n  * unable to connect to epmd (port 4369) on c3: nxdomain (non-existing domain)\n\n\n"
+            "Current node details:\n * node name: 'rabbitmqcli-892-rabbit@vm'\n")
+    assert text(down) == ("Error: unable to perform an operation on node 'rabbit@c3'. Please see diagnostics information and suggestions below. "
+                          "* unable to connect to epmd (port 4369) on c3: nxdomain (non-existing domain)")
+    usage = "Error: {:badrpc, :timeout}\n\n\x1b[1mUsage\x1b[0m\n\nrabbitmqctl [--node <node>] [--longnames] [--quiet] cluster_status [--timeout <timeout>]\n"
+    assert text(usage) == "Error: {:badrpc, :timeout}"
+    assert text("one\ntwo\n\nthree\nfour\n") == "two three four"
+    assert text("") == "no output"
