@@ -42,15 +42,21 @@ def _expose(value):
 _COMPILE_LOCK = "_openstack_ha_compile_lock"
 
 
-def pillar_model(ctx, minion):
+def pillar_model(ctx, minion, wait=True):
     """The ``openstack_ha`` pillar the master compiles for ``minion`` (trusted), or {}.
-    Compiled one at a time per process (see ``_COMPILE_LOCK``)."""
+    Compiled one at a time per process (see ``_COMPILE_LOCK``); with ``wait`` False, None
+    at once when another compilation is running (the caller has an older model to go on with)."""
     import salt.pillar
     import salt.utils.minions
 
-    with vars(salt.pillar).setdefault(_COMPILE_LOCK, threading.Lock()):
+    lock = vars(salt.pillar).setdefault(_COMPILE_LOCK, threading.Lock())
+    if not lock.acquire(blocking=wait):
+        return None
+    try:
         _, grains, _ = salt.utils.minions.get_minion_data(minion, ctx.opts)
         pillar = salt.pillar.get_pillar(ctx.opts, grains or {}, minion, saltenv="base").compile_pillar()
+    finally:
+        lock.release()
     return _expose(pillar.get("openstack_ha") or {})
 
 
@@ -79,14 +85,24 @@ def _controllers(ctx):
 def site_model(ctx, minion):
     """
     The validated model of the site ``minion`` is a controller of, or None if it is not one
-    (or its site never had a valid pillar on this master). Reused for ``MODEL_TTL`` seconds.
+    (or its site never had a valid pillar on this master). Reused for ``MODEL_TTL`` seconds,
+    and for every controller of the site (one compilation per site and ``MODEL_TTL``); past
+    it, while another thread compiles a pillar, the model this minion had serves a little
+    longer (up to ``3 * MODEL_TTL``) instead of queueing every event behind the compiler.
     """
     cache = ctx.shared("models")
     cached = cache.get(minion)
-    if cached and time.monotonic() - cached[0] < MODEL_TTL:
+    now = time.monotonic()
+    if cached and now - cached[0] < MODEL_TTL:
         return cached[1]
     known = _controllers(ctx)["map"]
-    raw = pillar_model(ctx, minion)
+    sibling = ctx.shared("site_models").get(known.get(minion))
+    if sibling and now - sibling[0] < MODEL_TTL and minion in [c["id"] for c in sibling[1]["controllers"]]:
+        cache[minion] = sibling
+        return sibling[1]
+    raw = pillar_model(ctx, minion, wait=not cached or now - cached[0] >= 3 * MODEL_TTL)
+    if raw is None:
+        return cached[1]
     listed = raw.get("controllers")
     readable = isinstance(listed, list) and all(isinstance(c, dict) for c in listed)
     ids = [c.get("id") for c in listed] if readable else []
@@ -110,6 +126,8 @@ def site_model(ctx, minion):
             for ctrl in model["controllers"]:
                 known[ctrl["id"]] = model["site"]
     cache[minion] = (time.monotonic(), model)
+    if model is not None:
+        ctx.shared("site_models")[model["site"]] = cache[minion]
     return model
 
 
@@ -179,21 +197,30 @@ def controller_site(ctx, reporter):
     is dropped before any per-reporter pillar work, so a flood of events from (or naming)
     minions that are not controllers costs a dictionary lookup each."""
     state = _controllers(ctx)
-    with ctx.shared("controllers_lock", threading.Lock):  # the engine's threads wait for one rebuild
-        if time.monotonic() - state["time"] >= MODEL_TTL:
-            state["map"].update({ctrl: site for site, ids in sites(ctx).items() for ctrl in ids})
-            state["time"] = time.monotonic()
-            _publish_controller_map(ctx, sorted(state["map"]))
+    lock = ctx.shared("controllers_lock", threading.Lock)
+    # One thread rebuilds; the others go on with the map it replaces (only the first build,
+    # with no map yet, is waited for).
+    if time.monotonic() - state["time"] >= MODEL_TTL and lock.acquire(blocking=state["time"] == 0):
+        try:
+            if time.monotonic() - state["time"] >= MODEL_TTL:
+                state["map"].update({ctrl: site for site, ids in sites(ctx).items() for ctrl in ids})
+                state["time"] = time.monotonic()
+                _publish_controller_map(ctx, sorted(state["map"]))
+        finally:
+            lock.release()
     return state["map"].get(reporter)
 
 
 def sites(ctx):
-    """``{site: [controller ids]}`` from the pillar the master compiles for every accepted minion."""
+    """``{site: [controller ids]}`` from the pillar the master compiles for the accepted
+    minions: one per site (the controllers its pillar lists need no compilation of their own)."""
     import salt.key
 
     found = {}
     accepted = salt.key.get_key(ctx.opts).list_status("accepted").get("minions", [])
     for minion in accepted:
+        if any(minion in ids for ids in found.values()):
+            continue
         model = pillar_model(ctx, minion)
         listed = model.get("controllers") if isinstance(model.get("controllers"), list) else []
         ids = [c.get("id") for c in listed if isinstance(c, dict)]

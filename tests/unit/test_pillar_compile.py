@@ -4,6 +4,9 @@ compilations running at once in one process), every compilation must see its sit
 
 import json
 import threading
+import time
+
+import pytest
 
 import salt.config
 
@@ -51,3 +54,80 @@ def test_pillars_compiled_in_parallel_threads_are_all_whole(tmp_path):
         thread.join(120)
     wrong = [(m, got.get(i)) for i, m in enumerate(minions) if (got.get(i) or {}).get("site") != m.split("-")[0]]
     assert not wrong, "{} of {} compilations lost their site: {}".format(len(wrong), len(minions), wrong[:3])
+
+
+class SharedCtx(Ctx):
+    """Enough of the master's context for ``site_model`` and ``controller_site``."""
+
+    def __init__(self, opts=None):
+        super().__init__(opts or {})
+        self.state = {}
+
+    def shared(self, name, make=dict):
+        return self.state.setdefault(name, make())
+
+    def call(self, name, *args, **kwargs):
+        return None
+
+
+def site_pillar(site, count=3):
+    return {"site": site, "controllers": [{"id": "{}-c{}".format(site, c)} for c in range(1, count + 1)]}
+
+
+@pytest.fixture
+def compiles(monkeypatch):
+    """Every pillar compilation asked for (minion, wait); the model built is the raw pillar."""
+    asked = []
+
+    def fake(ctx, minion, wait=True):
+        asked.append((minion, wait))
+        return site_pillar(minion.split("-")[0])
+    monkeypatch.setattr(sites, "pillar_model", fake)
+    monkeypatch.setattr(sites, "_build", lambda ctx, raw: dict(raw))
+    monkeypatch.setattr(sites, "_remember_good", lambda ctx, site, raw: None)
+    return asked
+
+
+def test_one_compilation_serves_every_controller_of_a_site(compiles):
+    ctx = SharedCtx()
+    ctx.shared("controllers")["map"] = {"s1-c1": "s1", "s1-c2": "s1", "s1-c3": "s1"}
+    models = [sites.site_model(ctx, m) for m in ("s1-c1", "s1-c2", "s1-c3")]
+    assert [m["site"] for m in models] == ["s1"] * 3
+    assert compiles == [("s1-c1", True)]
+
+
+def test_an_expired_model_serves_while_another_thread_compiles(compiles, monkeypatch):
+    ctx = SharedCtx()
+    ctx.shared("controllers")["map"] = {"s1-c1": "s1"}
+    first = sites.site_model(ctx, "s1-c1")
+    # Expire it, and let the compiler be busy (pillar_model answers None without waiting).
+    ctx.shared("models")["s1-c1"] = (time.monotonic() - sites.MODEL_TTL - 1, first)
+    ctx.shared("site_models")["s1"] = ctx.shared("models")["s1-c1"]
+    monkeypatch.setattr(sites, "pillar_model", lambda ctx, minion, wait=True: compiles.append((minion, wait)) or
+                        (site_pillar("s1") if wait else None))
+    assert sites.site_model(ctx, "s1-c1") is first
+    assert compiles[-1] == ("s1-c1", False)
+    # Far too old: waited for.
+    ctx.shared("models")["s1-c1"] = (time.monotonic() - 3 * sites.MODEL_TTL - 1, first)
+    assert sites.site_model(ctx, "s1-c1") == site_pillar("s1") and compiles[-1] == ("s1-c1", True)
+
+
+def test_the_controller_map_compiles_one_pillar_per_site_and_is_not_waited_for_once_built(compiles, monkeypatch):
+    import salt.key
+
+    class Keys:
+        def list_status(self, status):
+            return {"minions": ["s{}-c{}".format(s, c) for s in (1, 2) for c in (1, 2, 3)] + ["intruder-x"]}
+    monkeypatch.setattr(salt.key, "get_key", lambda opts: Keys())
+    monkeypatch.setattr(sites, "_publish_controller_map", lambda ctx, ids: None)
+    ctx = SharedCtx()
+    assert sites.controller_site(ctx, "s2-c3") == "s2" and sites.controller_site(ctx, "intruder-x") is None
+    assert sorted(m for m, _ in compiles) == ["intruder-x", "s1-c1", "s2-c1"]
+    # Due for a rebuild while another thread rebuilds: the current map answers at once.
+    ctx.shared("controllers")["time"] -= sites.MODEL_TTL + 1
+    lock = ctx.shared("controllers_lock", threading.Lock)
+    with lock:
+        started = time.monotonic()
+        assert sites.controller_site(ctx, "s1-c2") == "s1"
+        assert time.monotonic() - started < 1.0
+    assert len(compiles) == 3
