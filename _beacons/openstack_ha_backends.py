@@ -25,6 +25,13 @@ could not hand over. Every round's results also go to ``cache`` (a JSON file, ro
 from which ``openstack_ha_probe.service_view`` answers the runner's verification when they are
 fresh enough.
 
+A watcher's change carries ``report``: this controller's view (its latest probe of every
+backend, at most two watch rounds old, and its HAProxy's administrative states, read through
+``socket``), signed with this minion's own key as an answer to the question
+``openstack_ha_probe.report`` with the nonce ``report:<probe time>`` (see
+``openstack_ha_signed``). The master acts on a quorum of such reports that agree without
+asking the controllers again (``_utils/openstack_ha_reports.py``).
+
 Event tags: ``salt/beacon/<minion id>/openstack_ha_backends/change`` and
 ``salt/beacon/<minion id>/openstack_ha_backends/heartbeat``.
 
@@ -32,7 +39,8 @@ Data keys:
     ``kind``: ``change`` or ``heartbeat``;
     ``changes`` (change only): list of ``{service, backend, state: up|down, detail}``;
     ``view``: ``{'<service>/<backend>': 'up'|'down'}`` for every backend;
-    ``time``: the probe time (epoch seconds).
+    ``time``: the probe time (epoch seconds);
+    ``report`` (watcher's changes only): ``{body, sig}``, the signed view described above.
 
 Options (written by the ``openstack_ha.beacons`` state from the pillar model):
 
@@ -48,6 +56,7 @@ Options (written by the ``openstack_ha.beacons`` state from the pillar model):
         - heartbeat: 30      # seconds between full-view reports
         - watch: 0.2         # optional: the watcher thread's round, seconds
         - cache: /run/openstack-ha-probes.json   # with watch: the latest results
+        - socket: /run/haproxy/admin.sock        # with watch: HAProxy's admin socket, for reports
         - targets:           # one per service backend
           - {service: nova, backend: ctrl1, address: 10.0.0.11, port: 8774, path: /, status: 200}
 """
@@ -62,6 +71,10 @@ import time
 import salt.utils.beacons
 
 log = logging.getLogger(__name__)
+
+# The question a watcher's signed report answers (never a function anyone can call: the
+# master's nonces are random hex, a report's nonce is ``report:<time>``).
+REPORT_FUN = "openstack_ha_probe.report"
 
 __virtualname__ = "openstack_ha_backends"
 
@@ -147,6 +160,38 @@ def _write_cache(path, results, now):
     os.replace(tmp, path)
 
 
+def _remember(memory, results, now):
+    """Keep each backend's latest result with its time (callers hold ``memory["lock"]``)."""
+    latest = memory.setdefault("latest", {})
+    for key, result in results.items():
+        latest[key] = {"up": result["up"], "detail": result["detail"], "time": now}
+
+
+def _signed_report(memory, conf, now):
+    """This controller's view for the master: the latest result of every backend at most two
+    watch rounds old and this HAProxy's administrative states, signed with the minion's key
+    (``{body, sig}``), or None when it cannot be signed."""
+    max_age = 2 * float(conf["watch"])
+    with memory["lock"]:
+        probes = {key: {"up": r["up"], "detail": r["detail"]} for key, r in memory.get("latest", {}).items()
+                  if now - r["time"] <= max_age}
+    view = {"probes": probes, "admin": {}, "haproxy": False}
+    if conf.get("socket"):
+        try:
+            for backend, members in memory["servers"](conf["socket"]).items():
+                for server, info in members.items():
+                    view["admin"]["{}/{}".format(backend, server)] = info["admin"]
+            view["haproxy"] = True
+        except Exception as exc:  # noqa: BLE001 - a controller whose HAProxy is down still reports its probes
+            log.debug("openstack_ha_backends: no HAProxy state for the report (%s)", exc)
+    try:
+        data = memory["body"](memory["opts"]["id"], "report:{:.6f}".format(now), REPORT_FUN, view)
+        return {"body": data.decode(), "sig": memory["sign"](data)}
+    except Exception as exc:  # noqa: BLE001 - the master verifies instead
+        log.warning("openstack_ha_backends: could not sign the report (%s); the master will verify", exc)
+        return None
+
+
 def _send_to_master(opts, event):
     """Hand ``event`` to the minion's main loop, which sends it to the master as this beacon's
     event (the path the ticks' events take). ``opts``: the minion's options (a plain dict: the
@@ -174,11 +219,15 @@ def _watch(memory, stop):
             now = time.time()
             with memory["lock"]:
                 changes = _judge(memory, conf, results)
+                _remember(memory, results, now)
                 view = dict(memory["state"])
             if conf.get("cache"):
                 _write_cache(conf["cache"], results, now)
             if changes:
                 event = {"tag": "change", "kind": "change", "changes": changes, "view": view, "time": now, "watched": True}
+                report = _signed_report(memory, conf, now)
+                if report is not None:
+                    event["report"] = report
                 try:
                     _send_to_master(memory["opts"], event)
                 except Exception as exc:  # noqa: BLE001 - the tick sends it instead
@@ -209,6 +258,9 @@ def beacon(config):
                                                               "lock": threading.Lock(), "pending": []})
     # Looked up here, in the loader's context: a thread of the watcher's has none.
     memory["probe"] = __salt__["openstack_ha_probe.probe_targets"]
+    if conf.get("watch"):
+        memory["body"], memory["sign"] = __salt__["openstack_ha_signed.body"], __salt__["openstack_ha_signed.sign"]
+        memory["servers"] = __salt__["openstack_ha_haproxy.servers"]
     if conf.get("watch"):
         _ensure_watcher(memory, conf)
         with memory["lock"]:

@@ -153,8 +153,13 @@ def handle_event(tag, data):
     scope = services.pop() if len(services) == 1 else None
     # A change report's probe time: the verification believes no cached probe older than it.
     since = data.get("time") if data.get("kind") == "change" and isinstance(data.get("time"), (int, float)) else None
+    # A watcher's signed report: with a quorum of agreeing ones, no verification publish.
+    reported = None
+    if data.get("kind") == "change" and data.get("report") is not None and ctx.call("reports.accept", model, reporter, data):
+        reported = sorted({"{}/{}".format(c["service"], c.get("backend")) for c in data.get("changes") or []
+                           if isinstance(c, dict) and c.get("service") in known})
     return {"site": site, "decisions": ctx.call("remediate.reconcile", model, reporter, service=scope, arrived=arrived,
-                                                since=since)}
+                                                since=since, reported=reported)}
 
 
 def status(site=None, timeout=30, recent=8, quick=False):

@@ -33,6 +33,12 @@ def _majority(values, quorum):
     return None
 
 
+def judged(key, views, quorum):
+    """True (up) or False (down) when at least ``quorum`` controllers' fresh probes of backend
+    ``key`` agree on it, else None."""
+    return _majority([v["probes"][key]["up"] for v in views.values() if key in v.get("probes", {})], quorum)
+
+
 def healthy(key, views, quorum):
     """True when at least ``quorum`` controllers' fresh probes see backend ``key`` up."""
     return _majority([v["probes"][key]["up"] for v in views.values() if key in v.get("probes", {})], quorum) is True

@@ -100,9 +100,23 @@ def act(ctx, model, actions, who, reporter):
     return entries
 
 
-def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation", arrived=None, since=None):
+def evidence(ctx, model, service=None, since=None, reported=None):
+    """The controllers' views for a decision and where they came from: ``(views, source)``.
+    With ``reported`` (the backends a watcher's signed report, already kept by
+    ``reports.accept``, says changed), a quorum of the controllers' signed reports that agree on
+    them, awaited for two watch rounds at most (``source`` "signed reports"); otherwise, or when
+    they do not come or do not agree, a verification publish (``source`` "verification")."""
+    watch = model["remediation"]["probe"].get("watch") or 0
+    if reported and watch:
+        views = ctx.call("reports.agreeing", model, reported, wait=max(0.3, 2 * watch), max_age=max(1.0, 4 * watch))
+        if views is not None:
+            return views, "signed reports"
+    return verify(ctx, model, service, since), "verification"
+
+
+def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation", arrived=None, since=None, reported=None):
     """Verify every backend in scope with every controller, decide, act, record, announce.
-    ``since``: see :func:`verify`.
+    ``since``: see :func:`verify`; ``reported``: see :func:`evidence`.
 
     Coalesces: when another verification of the same scope (or of the whole site) started
     after this event arrived (``arrived``, this process's monotonic clock), it already saw a
@@ -124,7 +138,7 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
         started = time.monotonic()
         last_verify.setdefault(site, {})[service] = started
     started_wall = time.time()
-    views = verify(ctx, model, service, since)
+    views, source = evidence(ctx, model, service, since, reported)
     verified = time.monotonic()
     with ctx.call("records.lock", site):
         records = ctx.call("records.load", site)
@@ -151,7 +165,8 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
         records = ctx.call("records.load", site)
         for entry in entries:
             entry["timing"] = {"queued": round(started - arrived, 3) if arrived else None,
-                               "verify": round(verified - started, 3), "act": round(acted - verified, 3)}
+                               "verify": round(verified - started, 3), "act": round(acted - verified, 3),
+                               "evidence": source}
             records["backends"]["{}/{}".format(entry["service"], entry["backend"])] = {
                 "state": entry["state"], "by": "remediation", "time": entry["time"]}
             tag = "openstack_ha/backend/" + ("drained" if entry["what"] == "drain" else "restored")

@@ -100,3 +100,19 @@ def pytest_runtest_setup(item):
     if DEADLINE and time.time() > DEADLINE and item.fspath.basename not in ALWAYS_RUN:
         pytest.skip("not started: the run's deadline (OHA_TEST_DEADLINE, set by scripts/test.sh) passed "
                     "{:.0f} s ago; run it on its own: scripts/test.sh {}".format(time.time() - DEADLINE, item.nodeid))
+
+
+def minion_keys(tmp_path, names):
+    """A key pair per minion of ``names``: each private key in ``tmp_path/<name>/minion.pem``
+    (as a minion's ``pki_dir`` holds it); returns ``{name: public key PEM bytes}``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pems = {}
+    for name in names:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "minion.pem").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+        pems[name] = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pems

@@ -14,6 +14,7 @@ openstack_ha-beacon-backends:
 {%- if probe.watch | default(0) %}
       - watch: {{ probe.watch }}
       - cache: {{ oha.paths.probe_cache }}
+      - socket: {{ oha.haproxy.socket }}
 {%- endif %}
       - targets: {{ salt['openstack_ha_probe.targets'](oha) | json }}
 

@@ -29,6 +29,44 @@ def test_crashed_backend_is_drained_everywhere_and_restored(remediating):
     wait_until(lambda: kinds()[-2:] == ["drain", "restore"], 10, "the drain and the restore in the records", interval=0.5)
 
 
+MODEL_TTL = 30  # _utils/openstack_ha_sites.py: how long the master's loop reuses a site's model
+
+
+def set_watch(seconds):
+    """The backend beacons' watcher every ``seconds`` (None: the lab's own pillar, no watcher),
+    in the pillar of the controllers and of the master's loop."""
+    import yaml
+
+    document = None
+    if seconds:
+        with open(os.path.join(labtools.labctl.REPO, "pillar", "openstack_ha", "sites", "lab.sls")) as fh:
+            document = yaml.safe_load(fh)
+        document["openstack_ha"]["remediation"]["probe"]["watch"] = seconds
+    labtools.write_site(document)
+    labtools.salt("lab-ctrl*", "saltutil.refresh_pillar")
+    code, out = labtools.salt("lab-ctrl*", "state.apply", "openstack_ha.beacons")
+    assert code == 0, out
+
+
+def test_with_the_watcher_a_quorum_of_signed_reports_drains_without_a_verification(remediating):
+    set_watch(0.5)
+    try:
+        time.sleep(MODEL_TTL + 1)  # the loop's cached model knows the watcher (it waits for reports)
+        start = time.time()
+        os.kill(standin_pid("lab-ctrl1", "nova"), signal.SIGKILL)
+        wait_until(lambda: drained_everywhere("lab-ctrl1"), 10, "nova/lab-ctrl1 drained on all three HAProxies", interval=0.2)
+        drains = wait_until(lambda: [d for d in labtools.decisions() if d["what"] == "drain" and d.get("backend") == "lab-ctrl1"
+                                     and d.get("service") == "nova" and d["time"] >= start], 10, "the drain in the records",
+                            interval=0.5)
+        drain = drains[-1]
+        assert drain["timing"]["evidence"] == "signed reports", drain
+        assert len([c for c, e in drain["evidence"].items() if e["up"] is False]) >= 2, drain["evidence"]
+    finally:
+        set_watch(None)
+        labtools.start_standins("lab-ctrl1")
+    wait_until(lambda: ready_everywhere("lab-ctrl1"), 60, "nova/lab-ctrl1 restored everywhere", interval=0.5)
+
+
 def test_hung_backend_is_drained_everywhere_and_restored(remediating):
     pid = standin_pid("lab-ctrl3", "nova")
     start = time.time()

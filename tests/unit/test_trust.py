@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, defaults, example_pillar, load_module, model_lib
+from tests.conftest import REPO, defaults, example_pillar, load_module, minion_keys, model_lib
 
 files = load_module("_utils/openstack_ha_files.py", "openstack_ha_files")
 signed = load_module("_modules/openstack_ha_signed.py", "openstack_ha_signed")
@@ -22,16 +22,9 @@ def keys(tmp_path, monkeypatch):
     """Two minions' key pairs (a controller and an intruder), and the master's key store
     answering with the controller's accepted public key."""
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
 
-    pems = {}
-    for name in ("lab-ctrl1", "intruder"):
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "minion.pem").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
-        pems[name] = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    monkeypatch.setattr(publish, "_accepted_key", lambda ctx, minion: serialization.load_pem_public_key(pems[minion].encode())
+    pems = minion_keys(tmp_path, ("lab-ctrl1", "intruder"))
+    monkeypatch.setattr(publish, "_accepted_key", lambda ctx, minion: serialization.load_pem_public_key(pems[minion])
                         if minion == "lab-ctrl1" else None)
     return tmp_path
 

@@ -1,0 +1,169 @@
+"""A backend watcher's signed report (``_beacons/openstack_ha_backends.py``) as the master
+believes it (``_utils/openstack_ha_reports.py``): real RSA keys, the real signing module and
+the real signature check; and the choice between acting on reports and verifying
+(``_utils/openstack_ha_remediate.py``). The whole path runs in the lab
+(``test_remediation.py``, watcher on) and in ``bench/drain_latency.py --watch``."""
+
+import threading
+import time
+
+import pytest
+
+from tests.conftest import load_module, minion_keys, model_lib
+
+beacon = load_module("_beacons/openstack_ha_backends.py", "openstack_ha_backends")
+signed = load_module("_modules/openstack_ha_signed.py", "openstack_ha_signed")
+publish = load_module("_utils/openstack_ha_publish.py", "openstack_ha_publish")
+decide = load_module("_utils/openstack_ha_decide.py", "openstack_ha_decide")
+reports = load_module("_utils/openstack_ha_reports.py", "openstack_ha_reports")
+remediate = load_module("_utils/openstack_ha_remediate.py", "openstack_ha_remediate")
+context = load_module("_utils/openstack_ha_context.py", "openstack_ha_context")
+
+CTRLS = ["c1", "c2", "c3"]
+KEYS = ["nova/c1", "nova/c2", "nova/c3"]
+MODEL = {"site": "lab", "controllers": [{"id": c} for c in CTRLS],
+         "remediation": {"quorum": "majority", "probe": {"watch": 0.2, "timeout": 0.25}}}
+
+
+@pytest.fixture
+def keys(tmp_path, monkeypatch):
+    """Key pairs of three controllers and an intruder; the master accepted the controllers'."""
+    from cryptography.hazmat.primitives import serialization
+
+    pems = minion_keys(tmp_path, CTRLS + ["intruder"])
+    monkeypatch.setattr(publish, "_accepted_key", lambda ctx, minion: serialization.load_pem_public_key(pems[minion])
+                        if minion in CTRLS else None)
+    return tmp_path
+
+
+@pytest.fixture
+def ctx():
+    ignored = []
+    utils = {
+        "openstack_ha_reports.accept": reports.accept,
+        "openstack_ha_reports.agreeing": reports.agreeing,
+        "openstack_ha_publish.authenticated_answer": publish.authenticated_answer,
+        "openstack_ha_records.note_ignored": lambda ctx, why, who, tag: ignored.append((why, who)),
+        "openstack_ha_decide.valid_view": decide.valid_view,
+        "openstack_ha_decide.judged": decide.judged,
+        "openstack_ha_model.quorum_size": model_lib.quorum_size,
+    }
+    made = context.Context({"id": "master"}, utils, {})
+    made.ignored = ignored
+    return made
+
+
+def report(keys, name, down=(), now=None, signer=None):
+    """A change event's data as controller ``name``'s watcher sends it: ``down`` backends
+    refused, the others answering; signed with ``signer``'s key (default: its own)."""
+    now = time.time() if now is None else now
+    signed.__opts__ = {"pki_dir": str(keys / (signer or name)), "id": name}
+    signed._KEY.clear()
+    results = {k: {"up": k not in down, "detail": "refused" if k in down else "status 200"} for k in KEYS}
+    memory = {"lock": threading.Lock(), "opts": {"id": name}, "body": signed.body, "sign": signed.sign,
+              "servers": lambda socket: {"nova": {k.split("/")[1]: {"admin": "ready"} for k in KEYS}}}
+    beacon._remember(memory, results, now)
+    signed_view = beacon._signed_report(memory, {"watch": 0.2, "socket": "/run/haproxy/admin.sock"}, now)
+    changes = [{"service": "nova", "backend": k.split("/")[1], "state": "down"} for k in down]
+    return {"kind": "change", "changes": changes, "time": now, "watched": True, "report": signed_view}
+
+
+def test_a_watchers_report_is_signed_and_believed(keys, ctx):
+    data = report(keys, "c1", down=["nova/c3"])
+    assert reports.accept(ctx, MODEL, "c1", data)
+    kept = ctx.state["signed_reports"]["sites"]["lab"]["c1"]["view"]
+    assert kept["probes"]["nova/c3"] == {"up": False, "detail": "refused"}
+    assert kept["admin"] == {k: "ready" for k in KEYS} and kept["haproxy"] is True
+
+
+def test_stale_probes_are_left_out_of_a_report(keys):
+    signed.__opts__ = {"pki_dir": str(keys / "c1"), "id": "c1"}
+    now = time.time()
+    memory = {"lock": threading.Lock(), "opts": {"id": "c1"}, "body": signed.body, "sign": signed.sign}
+    beacon._remember(memory, {"nova/c1": {"up": True, "detail": "status 200"}}, now - 1.0)
+    beacon._remember(memory, {"nova/c2": {"up": False, "detail": "refused"}}, now)
+    import json
+    body = json.loads(beacon._signed_report(memory, {"watch": 0.2}, now)["body"])
+    assert list(body["answer"]["probes"]) == ["nova/c2"] and body["answer"]["haproxy"] is False
+    assert body["nonce"].startswith("report:") and body["fun"] == "openstack_ha_probe.report" and body["id"] == "c1"
+
+
+@pytest.mark.parametrize("forgery", ["other_key", "replayed", "old", "future", "altered", "verification_answer", "no_report"])
+def test_forged_replayed_or_stale_reports_are_not_kept(keys, ctx, forgery):
+    now = time.time()
+    data = report(keys, "c1", down=["nova/c3"], now=now)
+    if forgery == "other_key":
+        data = report(keys, "c1", down=["nova/c3"], now=now, signer="intruder")
+    elif forgery == "replayed":
+        assert reports.accept(ctx, MODEL, "c1", data)
+    elif forgery == "old":
+        data = report(keys, "c1", down=["nova/c3"], now=now - 30)
+    elif forgery == "future":
+        data = report(keys, "c1", down=["nova/c3"], now=now + 30)
+    elif forgery == "altered":
+        data["report"]["body"] = data["report"]["body"].replace("false", "true")
+    elif forgery == "verification_answer":
+        # A genuine verification answer of c1 (another question) passed off as a report.
+        signed.__opts__ = {"pki_dir": str(keys / "c1"), "id": "c1"}
+        signed.__salt__ = {"openstack_ha_probe.service_view": lambda: {"probes": {}, "admin": {}}}
+        data["report"] = signed.call("openstack_ha_probe.service_view", nonce="report:{:.6f}".format(now))
+    elif forgery == "no_report":
+        data.pop("report")
+    assert not reports.accept(ctx, MODEL, "c1", data)
+    kept = ctx.state.get("signed_reports", {}).get("sites", {}).get("lab", {})
+    assert forgery == "replayed" or "c1" not in kept
+    if forgery not in ("replayed", "no_report"):
+        assert ctx.ignored and ctx.ignored[-1][1] == "c1"
+
+
+def test_a_report_names_only_its_own_signer(keys, ctx):
+    # c2's genuine report, sent in c1's name: the body names c2, the tag c1.
+    assert not reports.accept(ctx, MODEL, "c1", report(keys, "c2", down=["nova/c3"]))
+
+
+def test_a_quorum_of_agreeing_reports_is_evidence_and_one_report_is_not(keys, ctx):
+    assert reports.accept(ctx, MODEL, "c1", report(keys, "c1", down=["nova/c3"]))
+    started = time.monotonic()
+    assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0.2, max_age=1.0) is None
+    assert time.monotonic() - started >= 0.2
+    assert reports.accept(ctx, MODEL, "c2", report(keys, "c2", down=["nova/c3"]))
+    views = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0.2, max_age=1.0)
+    assert sorted(views) == ["c1", "c2"]
+    actions = decide.decide({k: "nova" for k in KEYS}, views, 2, {}, time.time(), 10)
+    assert [(a["action"], a["key"]) for a in actions] == [("drain", "nova/c3")]
+    # Reports older than max_age no longer count.
+    time.sleep(0.3)
+    assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=0.25) is None
+
+
+def test_reports_that_disagree_are_no_evidence(keys, ctx):
+    assert reports.accept(ctx, MODEL, "c1", report(keys, "c1", down=["nova/c3"]))
+    assert reports.accept(ctx, MODEL, "c2", report(keys, "c2"))
+    assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0.1, max_age=1.0) is None
+
+
+def test_the_wait_ends_when_the_second_report_arrives(keys, ctx):
+    assert reports.accept(ctx, MODEL, "c1", report(keys, "c1", down=["nova/c3"]))
+    second = report(keys, "c2", down=["nova/c3"])
+    timer = threading.Timer(0.15, reports.accept, (ctx, MODEL, "c2", second))
+    started = time.monotonic()
+    timer.start()
+    try:
+        views = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=5.0, max_age=10.0)
+    finally:
+        timer.join()
+    assert sorted(views) == ["c1", "c2"] and 0.1 < time.monotonic() - started < 2.0
+
+
+def test_the_loop_verifies_unless_reports_agree(keys, ctx, monkeypatch):
+    asked = []
+    monkeypatch.setattr(remediate, "verify", lambda ctx, model, service=None, since=None: asked.append(service) or {"c3": "v"})
+    assert reports.accept(ctx, MODEL, "c1", report(keys, "c1", down=["nova/c3"]))
+    assert remediate.evidence(ctx, MODEL, "nova", None, ["nova/c3"]) == ({"c3": "v"}, "verification") and asked == ["nova"]
+    assert reports.accept(ctx, MODEL, "c2", report(keys, "c2", down=["nova/c3"]))
+    views, source = remediate.evidence(ctx, MODEL, "nova", None, ["nova/c3"])
+    assert source == "signed reports" and sorted(views) == ["c1", "c2"] and asked == ["nova"]
+    # Without a watcher (no reports expected) or without a report, the loop verifies.
+    assert remediate.evidence(ctx, dict(MODEL, remediation={"quorum": "majority", "probe": {"watch": 0}}),
+                              "nova", None, ["nova/c3"])[1] == "verification"
+    assert remediate.evidence(ctx, MODEL, "nova", None, None)[1] == "verification"
