@@ -101,17 +101,20 @@ def act(ctx, model, actions, who, reporter):
 
 
 def evidence(ctx, model, service=None, since=None, reported=None):
-    """The controllers' views for a decision and where they came from: ``(views, source)``.
-    With ``reported`` (the backends a watcher's signed report, already kept by
-    ``reports.accept``, says changed), a quorum of the controllers' signed reports that agree on
-    them, awaited for two watch rounds at most (``source`` "signed reports"); otherwise, or when
-    they do not come or do not agree, a verification publish (``source`` "verification")."""
+    """The controllers' views for a decision, where they came from and how old they are:
+    ``(views, source, taken)``. With ``reported`` (the backends a watcher's signed report,
+    already kept by ``reports.accept``, says changed), a quorum of the controllers' signed
+    reports that agree on them, awaited for two watch rounds at most (``source`` "signed
+    reports", ``taken`` when the oldest arrived); otherwise, or when they do not come or do not
+    agree, a verification publish (``source`` "verification", ``taken`` when it was sent).
+    An action recorded after ``taken`` is newer than the views' HAProxy states."""
     watch = model["remediation"]["probe"].get("watch") or 0
     if reported and watch:
-        views = ctx.call("reports.agreeing", model, reported, wait=max(0.3, 2 * watch), max_age=max(1.0, 4 * watch))
-        if views is not None:
-            return views, "signed reports"
-    return verify(ctx, model, service, since), "verification"
+        found = ctx.call("reports.agreeing", model, reported, wait=max(0.3, 2 * watch), max_age=max(1.0, 4 * watch))
+        if found is not None:
+            return found[0], "signed reports", found[1]
+    taken = time.time()
+    return verify(ctx, model, service, since), "verification", taken
 
 
 def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation", arrived=None, since=None, reported=None):
@@ -137,8 +140,7 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
             return []
         started = time.monotonic()
         last_verify.setdefault(site, {})[service] = started
-    started_wall = time.time()
-    views, source = evidence(ctx, model, service, since, reported)
+    views, source, started_wall = evidence(ctx, model, service, since, reported)
     verified = time.monotonic()
     with ctx.call("records.lock", site):
         records = ctx.call("records.load", site)

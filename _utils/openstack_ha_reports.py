@@ -68,7 +68,7 @@ def accept(ctx, model, reporter, data, now=None):
         kept = store["sites"].setdefault(model["site"], {})
         if reporter in kept and kept[reporter]["probed"] >= probed:
             return False
-        kept[reporter] = {"probed": probed, "received": time.monotonic(), "view": view}
+        kept[reporter] = {"probed": probed, "received": time.monotonic(), "received_at": time.time(), "view": view}
         store["cond"].notify_all()
     return True
 
@@ -85,8 +85,10 @@ def agreeing(ctx, model, keys, wait, max_age):
     max_age
         seconds a report counts after it arrived.
 
-    Returns ``{controller: view}`` (every fresh report, agreeing or not, as a verification
-    would return every answer), or None when no agreeing quorum came in time: verify then.
+    Returns ``({controller: view}, received)``: every fresh report, agreeing or not (as a
+    verification would return every answer), and when the oldest of them reached this master
+    (epoch seconds: an action recorded after it is newer than this evidence, whose HAProxy
+    states predate it); or None when no agreeing quorum came in time: verify then.
     """
     quorum = ctx.util("model.quorum_size")(model)
     controllers = {c["id"] for c in model["controllers"]}
@@ -97,9 +99,10 @@ def agreeing(ctx, model, keys, wait, max_age):
         while True:
             now = time.monotonic()
             kept = store["sites"].get(model["site"], {})
-            views = {c: r["view"] for c, r in kept.items() if c in controllers and now - r["received"] <= max_age}
+            fresh = {c: r for c, r in kept.items() if c in controllers and now - r["received"] <= max_age}
+            views = {c: r["view"] for c, r in fresh.items()}
             if len(views) >= quorum and all(judged(key, views, quorum) is not None for key in keys):
-                return views
+                return views, min(r["received_at"] for r in fresh.values())
             if now >= deadline:
                 return None
             store["cond"].wait(deadline - now)

@@ -127,8 +127,9 @@ def test_a_quorum_of_agreeing_reports_is_evidence_and_one_report_is_not(keys, ct
     assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0.2, max_age=1.0) is None
     assert time.monotonic() - started >= 0.2
     assert reports.accept(ctx, MODEL, "c2", report(keys, "c2", down=["nova/c3"]))
-    views = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0.2, max_age=1.0)
-    assert sorted(views) == ["c1", "c2"]
+    before = time.time()
+    views, received = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0.2, max_age=1.0)
+    assert sorted(views) == ["c1", "c2"] and received <= before
     actions = decide.decide({k: "nova" for k in KEYS}, views, 2, {}, time.time(), 10)
     assert [(a["action"], a["key"]) for a in actions] == [("drain", "nova/c3")]
     # Reports older than max_age no longer count.
@@ -149,7 +150,7 @@ def test_the_wait_ends_when_the_second_report_arrives(keys, ctx):
     started = time.monotonic()
     timer.start()
     try:
-        views = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=5.0, max_age=10.0)
+        views, _ = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=5.0, max_age=10.0)
     finally:
         timer.join()
     assert sorted(views) == ["c1", "c2"] and 0.1 < time.monotonic() - started < 2.0
@@ -159,10 +160,15 @@ def test_the_loop_verifies_unless_reports_agree(keys, ctx, monkeypatch):
     asked = []
     monkeypatch.setattr(remediate, "verify", lambda ctx, model, service=None, since=None: asked.append(service) or {"c3": "v"})
     assert reports.accept(ctx, MODEL, "c1", report(keys, "c1", down=["nova/c3"]))
-    assert remediate.evidence(ctx, MODEL, "nova", None, ["nova/c3"]) == ({"c3": "v"}, "verification") and asked == ["nova"]
+    assert remediate.evidence(ctx, MODEL, "nova", None, ["nova/c3"])[:2] == ({"c3": "v"}, "verification") and asked == ["nova"]
+    first_kept = time.time()
     assert reports.accept(ctx, MODEL, "c2", report(keys, "c2", down=["nova/c3"]))
-    views, source = remediate.evidence(ctx, MODEL, "nova", None, ["nova/c3"])
+    views, source, taken = remediate.evidence(ctx, MODEL, "nova", None, ["nova/c3"])
     assert source == "signed reports" and sorted(views) == ["c1", "c2"] and asked == ["nova"]
+    # The evidence is as old as the oldest report: a drain recorded since then settles it.
+    assert taken <= first_kept
+    record = {"state": "drain", "by": "remediation", "time": first_kept}
+    assert remediate.settled_elsewhere(record, {"action": "drain"}, taken, time.time())
     # Without a watcher (no reports expected) or without a report, the loop verifies.
     assert remediate.evidence(ctx, dict(MODEL, remediation={"quorum": "majority", "probe": {"watch": 0}}),
                               "nova", None, ["nova/c3"])[1] == "verification"
