@@ -261,7 +261,6 @@ def beacon(config):
     if conf.get("watch"):
         memory["body"], memory["sign"] = __salt__["openstack_ha_signed.body"], __salt__["openstack_ha_signed.sign"]
         memory["servers"] = __salt__["openstack_ha_haproxy.servers"]
-    if conf.get("watch"):
         _ensure_watcher(memory, conf)
         with memory["lock"]:
             changes, memory["pending"] = memory["pending"], []
