@@ -240,28 +240,37 @@ class Keystone:
             return resp.json() if resp.content else None
         raise KeystoneError("auth", "Keystone at {} keeps refusing a fresh token (401)".format(url))
 
+    def _member(self, key, method, path, body=None, ok=(200,)):
+        """``key`` of the JSON answer to :meth:`request`. Raises KeystoneError when the answer
+        has none (something other than Keystone's API answered, or a truncated body)."""
+        answer = self.request(method, path, body, ok)
+        if not isinstance(answer, dict) or key not in answer:
+            raise KeystoneError("api", "{} {} answered without {!r} (not Keystone's identity API?): {}".format(
+                method, path, key, str(answer)[:120]))
+        return answer[key]
+
     def regions(self):
-        return self.request("GET", "/regions")["regions"]
+        return self._member("regions", "GET", "/regions")
 
     def services(self):
-        return self.request("GET", "/services")["services"]
+        return self._member("services", "GET", "/services")
 
     def endpoints(self):
-        return self.request("GET", "/endpoints")["endpoints"]
+        return self._member("endpoints", "GET", "/endpoints")
 
     def create_region(self, region):
-        return self.request("POST", "/regions", {"region": {"id": region}}, ok=(201,))["region"]
+        return self._member("region", "POST", "/regions", {"region": {"id": region}}, ok=(201,))
 
     def create_service(self, name, stype):
-        return self.request("POST", "/services", {"service": {"name": name, "type": stype, "enabled": True}}, ok=(201,))["service"]
+        return self._member("service", "POST", "/services", {"service": {"name": name, "type": stype, "enabled": True}}, ok=(201,))
 
     def create_endpoint(self, service_id, interface, region, url):
-        return self.request("POST", "/endpoints", {"endpoint": {
-            "service_id": service_id, "interface": interface, "region_id": region, "url": url, "enabled": True}}, ok=(201,))["endpoint"]
+        return self._member("endpoint", "POST", "/endpoints", {"endpoint": {
+            "service_id": service_id, "interface": interface, "region_id": region, "url": url, "enabled": True}}, ok=(201,))
 
     def update_endpoint(self, endpoint_id, url):
         """Change an endpoint's URL in place (same id: clients caching it see the new URL)."""
-        return self.request("PATCH", "/endpoints/" + endpoint_id, {"endpoint": {"url": url, "enabled": True}})["endpoint"]
+        return self._member("endpoint", "PATCH", "/endpoints/" + endpoint_id, {"endpoint": {"url": url, "enabled": True}})
 
     def delete_endpoint(self, endpoint_id):
         self.request("DELETE", "/endpoints/" + endpoint_id, ok=(204,))

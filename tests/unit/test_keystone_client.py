@@ -314,3 +314,35 @@ def test_a_stuck_update_is_sent_again_after_the_quick_wait_not_the_whole_timeout
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _NotKeystone(http.server.BaseHTTPRequestHandler):
+    """Issues tokens, then answers every GET 200 with JSON that is not Keystone's (a stand-in
+    API behind the same port)."""
+
+    def do_POST(self):
+        _issue_token(self, "t")
+
+    def do_GET(self):
+        body = json.dumps({"status": "ok"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_answer_without_the_expected_list_is_an_api_error_not_a_crash():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotKeystone)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        session = keystone.connect(["http://127.0.0.1:%d/v3" % server.server_address[1]], "admin", "secret", timeout=2)
+        with pytest.raises(keystone.KeystoneError) as err:
+            session.services()
+        assert keystone.error_kind(err.value) == "api" and "without 'services'" in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
