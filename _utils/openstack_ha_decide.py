@@ -41,7 +41,7 @@ def judged(key, views, quorum):
 
 def healthy(key, views, quorum):
     """True when at least ``quorum`` controllers' fresh probes see backend ``key`` up."""
-    return _majority([v["probes"][key]["up"] for v in views.values() if key in v.get("probes", {})], quorum) is True
+    return judged(key, views, quorum) is True
 
 
 def drained(key, views, quorum):
@@ -102,7 +102,7 @@ def decide(backends, views, quorum, records, now, cooldown, maintenance=()):
             "reason": "{} of the controllers answered, {} needed".format(len(views), quorum),
             "evidence": {"answered": sorted(views)},
         }]
-    health = {key: _majority([v["probes"][key]["up"] for v in views.values() if key in v.get("probes", {})], quorum) for key in backends}
+    health = {key: judged(key, views, quorum) for key in backends}
     decided = {}  # drains (True) and restores (False) of this round
     actions = []
     for key, service in backends.items():
