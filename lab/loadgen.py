@@ -26,7 +26,12 @@ class Result:
         return self.status != ok_status or self.elapsed is None or self.elapsed > slow
 
     def __repr__(self):
-        return "<{} {} {}s {}>".format(self.request_id or "", self.status, None if self.elapsed is None else round(self.elapsed, 3), self.error or "")
+        # ``sent`` is an epoch once a caller made it one (labtools.load_while): shown as the
+        # time of day, to match with the master's log.
+        when = time.strftime("%H:%M:%S", time.gmtime(self.sent)) + "{:.3f}".format(self.sent % 1)[1:] \
+            if self.sent > 1e9 else "{:.3f}".format(self.sent)
+        return "<{} sent {} {} {}s {}>".format(self.request_id or "", when, self.status,
+                                                None if self.elapsed is None else round(self.elapsed, 3), self.error or "")
 
 
 def request(address, port, result, method="GET", path="/", timeout=5.0):
@@ -35,13 +40,17 @@ def request(address, port, result, method="GET", path="/", timeout=5.0):
     headers = {"X-Request-Id": result.request_id} if result.request_id else {}
     body = b"{}" if method == "POST" else None
     conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    step = "connect"  # which step failed says where a request was lost: the handshake or the answer
     try:
+        conn.connect()
+        step = "send"
         conn.request(method, path, body=body, headers=headers)
+        step = "answer"
         response = conn.getresponse()
         response.read()
         result.status = response.status
     except (OSError, http.client.HTTPException) as exc:
-        result.error = "{}: {}".format(type(exc).__name__, exc)
+        result.error = "{}: {} ({})".format(type(exc).__name__, exc, step)
     finally:
         result.elapsed = time.monotonic() - start
         conn.close()

@@ -78,6 +78,28 @@ def loop_log_tail(lines=40):
     return "".join(kept[-lines:])
 
 
+def minion_errors(lines=30):
+    """{controller: text}: the last ``lines`` lines of each lab controller's minion log that are
+    errors and the tracebacks under them (the one place a state's exception is shown whole)."""
+    found = {}
+    for name, _ in labctl.CONTROLLERS + [labctl.SPARE]:
+        path = os.path.join(labctl.STATE, name.split("-")[-1], "upper", "var", "log", "salt", "minion")
+        try:
+            with open(path, errors="replace") as fh:
+                fh.seek(max(0, os.path.getsize(path) - 2 * 1024 * 1024))
+                kept, inside = [], False
+                for line in fh:
+                    if line[:2] == "20":  # a new record (its date)
+                        inside = "[ERROR" in line or "[CRITICAL" in line
+                    if inside:
+                        kept.append(line)
+        except OSError:
+            continue
+        if kept:
+            found[name] = "".join(kept[-lines:])
+    return found
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A failed lab test's report carries what the loop logged just before (the one clue CI's
@@ -88,3 +110,5 @@ def pytest_runtest_makereport(item, call):
         tail = loop_log_tail()
         if tail:
             report.sections.append(("lab master log (loop, warnings)", tail))
+        for name, text in minion_errors().items():
+            report.sections.append(("minion log of {} (errors)".format(name), text))

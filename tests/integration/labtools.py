@@ -91,18 +91,24 @@ def apply(target="lab-ctrl*", *extra):
 
 
 def failed_states(results):
-    """{minion: {state id: comment}} of every state that did not succeed in a state.apply's
-    per-minion results (a minion's non-dict answer, a render error, is shown whole)."""
-    found = {}
+    """A readable report, one line per state that did not succeed in a state.apply's per-minion
+    results ("" when all did): ``minion state-id: comment``. An exception's comment is cut to the
+    last lines of its traceback (the exception itself); a minion's non-dict answer, a render
+    error, is shown whole. A string, so that pytest prints it in full in an assertion message
+    (it shortens any other object's repr)."""
+    lines = []
     for minion, result in (results or {}).items():
         if not isinstance(result, dict):
-            found[minion] = result
+            lines.append("{}: {}".format(minion, result))
             continue
-        bad = {key.split("_|-")[1]: ret.get("comment") for key, ret in result.items()
-               if isinstance(ret, dict) and ret.get("result") is False}
-        if bad:
-            found[minion] = bad
-    return found
+        for key, ret in result.items():
+            if not isinstance(ret, dict) or ret.get("result") is not False:
+                continue
+            comment = str(ret.get("comment"))
+            if "Traceback" in comment:
+                comment = "exception: " + " | ".join(line.strip() for line in comment.strip().splitlines()[-6:])
+            lines.append("{} {}: {}".format(minion, key.split("_|-")[1], comment))
+    return "\n".join(lines)
 
 
 def changed_states(result):

@@ -3,6 +3,9 @@ role and its backends away with no failed request; a rolling Galera restart keep
 cluster's history; pending restarts are shown; runtime drains survive an HAProxy restart and
 a drain nobody owns is reported."""
 
+import os
+import signal
+import socket
 import time
 
 import pytest
@@ -104,6 +107,51 @@ def test_maintenance_of_the_vip_holder_moves_everything_away_with_no_failed_requ
     assert set(admin_states("nova", "lab-ctrl1").values()) == {"ready"}
     wait_until(lambda: vip_holders(VIPS["public"]) == ["lab-ctrl1"], 20, "lab-ctrl1 to take the VIP back")
     assert "HOST IN MAINTENANCE" not in table()
+
+
+def sessions_of(ctrl, frontend):
+    """How many client sessions ``ctrl``'s HAProxy holds on ``frontend`` (``show sess``, read
+    from its admin socket directly)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(labtools.ctrl_root(ctrl) + "/run/haproxy/admin.sock")
+        sock.sendall(b"show sess\n")
+        out = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    return out.decode(errors="replace").count(" fe=%s " % frontend)
+
+
+def test_a_request_in_flight_when_the_vip_leaves_its_holder_is_still_answered(whole_site):
+    """The old holder's HAProxy answers what it took before the VIP left (its listeners are
+    transparent); without that, the kernel finds no route from the address that left and the
+    client waits for its timeout (seen as a failed request during a maintenance)."""
+    stopped = [labtools.standin_pid(ctrl, "nova") for ctrl in CTRLS]
+    for pid in stopped:  # every nova backend takes the request and answers nothing, for now
+        os.kill(pid, signal.SIGSTOP)
+    moved = False
+    try:
+        # A POST: never replayed elsewhere, it waits for its one backend's answer.
+        thread, result = loadgen.start(VIPS["public"], NOVA, method="POST", request_id="in-flight-vip-move", timeout=20)
+        wait_until(lambda: sessions_of("lab-ctrl1", "nova") >= 1, 10, "lab-ctrl1's HAProxy to hold the request")
+        rc, out = labtools.salt("lab-ctrl1", "openstack_ha_maintenance.enter", "254", "test", "['keepalived']")
+        assert rc == 0, out
+        moved = True
+        wait_until(lambda: "lab-ctrl1" not in vip_holders(VIPS["public"]), 10, "the public VIP to leave lab-ctrl1")
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        try:
+            if moved:
+                thread.join(25)
+                assert result.status == 201, result
+        finally:
+            rc, out = labtools.salt("lab-ctrl1", "openstack_ha_maintenance.leave", "['keepalived']")
+            assert rc == 0, out
+            wait_until(lambda: vip_holders(VIPS["public"]) == ["lab-ctrl1"], 20, "lab-ctrl1 to take the VIP back")
 
 
 def test_pending_restart_is_shown_and_a_rolling_galera_restart_clears_it(whole_site):

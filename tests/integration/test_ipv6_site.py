@@ -54,7 +54,7 @@ def readdress(document):
     with concurrent.futures.ThreadPoolExecutor(len(CTRLS)) as pool:
         list(pool.map(lambda ctrl: sh(ctrl, "rabbitmqctl shutdown >/dev/null 2>&1 || true"), CTRLS))
     labtools.write_site(document)
-    labtools.salt("lab-ctrl*", "saltutil.refresh_pillar")
+    labtools.salt("lab-ctrl*", "saltutil.refresh_pillar", "wait=True")
     labtools.apply()  # every file rewritten; Galera's member state refuses to bootstrap over data
     done = labtools.runner("openstack_ha.galera_recover", "confirm=True")
     assert "failed" not in done, done

@@ -43,7 +43,7 @@ def set_watch(seconds):
             document = yaml.safe_load(fh)
         document["openstack_ha"]["remediation"]["probe"]["watch"] = seconds
     labtools.write_site(document)
-    labtools.salt("lab-ctrl*", "saltutil.refresh_pillar")
+    labtools.salt("lab-ctrl*", "saltutil.refresh_pillar", "wait=True")
     code, out = labtools.salt("lab-ctrl*", "state.apply", "openstack_ha.beacons")
     assert code == 0, out
 

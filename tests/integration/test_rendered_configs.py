@@ -46,12 +46,13 @@ def test_haproxy_config_passes_haproxy_c(site, tmp_path):
         text = cfg.read_text()
         assert "**********" not in text and model["haproxy"]["stats"].get("password", "-" * 20) not in text
         for name, svc in model["services"].items():
-            assert "frontend %s\n    bind %s:%d" % (name, model_lib.url_host(model["vips"][svc["vip"]]["address"]), svc["port"]) in text
+            assert "frontend %s\n    bind %s:%d transparent" % (name, model_lib.url_host(model["vips"][svc["vip"]]["address"]), svc["port"]) in text
             # and on every address of every VIP a catalog interface names (the vip mode's
             # internal/admin endpoints), an IPv6 one in brackets
             for vip in model_lib.listen_vips(model, name):
                 for address in model["vips"][vip]["addresses"].values():
-                    assert "    bind %s:%d\n" % (model_lib.url_host(address), svc["port"]) in text.split("frontend %s\n" % name)[1].split("\nbackend ")[0]
+                    # transparent: a moved VIP's old holder still answers what it took
+                    assert "    bind %s:%d transparent" % (model_lib.url_host(address), svc["port"]) in text.split("frontend %s\n" % name)[1].split("\nbackend ")[0]
             for ctrl in model["controllers"]:
                 assert "    server %s %s:%d check" % (ctrl["id"], ctrl["host"], svc["backend_port"]) in text
         assert "option redispatch" in text and "timeout check" in text

@@ -54,7 +54,7 @@ def replace(old, new, document, steps=None):
     assert rc == 0 and "error" not in str(out.get(old)), out
     labtools.write_site(document)
     keep = [c["id"] for c in document["openstack_ha"]["controllers"]] if document else [n for n, _ in labctl.CONTROLLERS]
-    labtools.salt("-L", ",".join(keep + [old]), "saltutil.refresh_pillar")
+    labtools.salt("-L", ",".join(keep + [old]), "saltutil.refresh_pillar", "wait=True")
     labtools.salt(new, "openstack_ha_maintenance.leave")  # a controller coming back may carry old markers
     # The running controllers first: their health daemons must let the newcomer ask before it
     # decides how to start (a node with Galera data that sees no cluster refuses to start).
