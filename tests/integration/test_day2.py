@@ -5,7 +5,6 @@ a drain nobody owns is reported."""
 
 import os
 import signal
-import socket
 import time
 
 import pytest
@@ -112,17 +111,8 @@ def test_maintenance_of_the_vip_holder_moves_everything_away_with_no_failed_requ
 def sessions_of(ctrl, frontend):
     """How many client sessions ``ctrl``'s HAProxy holds on ``frontend`` (``show sess``, read
     from its admin socket directly)."""
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(5)
-        sock.connect(labtools.ctrl_root(ctrl) + "/run/haproxy/admin.sock")
-        sock.sendall(b"show sess\n")
-        out = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            out += chunk
-    return out.decode(errors="replace").count(" fe=%s " % frontend)
+    out = labtools.labctl.haproxy_command(labtools.ctrl_root(ctrl) + "/run/haproxy/admin.sock", "show sess", timeout=5)
+    return out.count(" fe=%s " % frontend)
 
 
 def test_a_request_in_flight_when_the_vip_leaves_its_holder_is_still_answered(whole_site):
