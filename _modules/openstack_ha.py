@@ -226,8 +226,10 @@ def controller_report(quick=False):
                                                         "healthy", "reason", "last_committed", "maintenance")}
     if __grains__["id"] in __salt__["openstack_ha_rabbitmq.node_ids"](merged):
         rabbit = __salt__["openstack_ha_rabbitmq.quick_report" if quick else "openstack_ha_rabbitmq.report"](merged)
+        # ``expected`` (the site's nodes): what ``members`` is judged against where the quick
+        # report has none (the metrics endpoint does not export them).
         report["rabbitmq"] = {k: rabbit.get(k) for k in ("node", "running", "app_running", "members", "running_nodes",
-                                                          "partitions", "alarms")}
+                                                          "partitions", "alarms", "expected")}
     report["maintenance"] = sorted(k for k, present in __salt__["openstack_ha_maintenance.state"]().items() if present)
     # {component: [files changed since its process started]}: file names only, never contents.
     report["pending_restart"] = __salt__["openstack_ha_maintenance.pending_restarts"](merged)

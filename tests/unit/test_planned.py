@@ -54,6 +54,17 @@ def test_a_rolling_restart_waits_for_a_whole_site():
     assert "in maintenance" in decide.restart_refusal(CTRLS, views(c1=report(maintenance=["galera"])), ["haproxy"])
 
 
+def test_a_rolling_restart_judges_rabbitmq_from_the_metrics_view_too():
+    """The runner's views read RabbitMQ from its metrics endpoint, which exports no members
+    (None): the expected nodes stand in (a whole cluster was refused, "running 3 of 0")."""
+    def metrics(running):
+        return dict(report(), rabbitmq={"app_running": True, "members": None, "expected": list(CTRLS),
+                                        "running_nodes": list(running), "source": "metrics"})
+    assert decide.restart_refusal(CTRLS, {c: metrics(CTRLS) for c in CTRLS}, ["rabbitmq"]) is None
+    assert decide.restart_refusal(CTRLS, dict(views(), c2=metrics(("c1", "c2"))), ["rabbitmq"]) == \
+        "RabbitMQ on c2 is not whole (running 2 of 3)"
+
+
 def test_a_drain_nobody_owns_is_reported_and_owned_ones_are_not():
     backends = {"nova": {"c2": {"c1": "DRAIN", "c2": "DRAIN", "c3": "UP"}, "c3": {"c1": "MAINT", "c2": "UP", "c3": "UP"}},
                 "glance": {"c1": {"c1": "DRAIN", "c2": "DRAIN", "c3": "DRAIN"}}}
