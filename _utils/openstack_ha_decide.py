@@ -335,14 +335,14 @@ def restart_refusal(controllers, views, components):
         if "galera" in components and "galera" in view and not view["galera"].get("healthy"):
             return "Galera on {} is not healthy ({}): restart nothing while a node is down".format(ctrl, view["galera"].get("reason"))
         rabbit = view.get("rabbitmq")
-        # Whole: every member runs. The metrics endpoint's view does not export the members
-        # (None there): the site's expected nodes stand in for them.
-        members = (rabbit or {}).get("members")
-        members = (rabbit or {}).get("expected") if members is None else members
-        if "rabbitmq" in components and rabbit is not None and (
-                not rabbit.get("app_running") or set(rabbit.get("running_nodes") or []) != set(members or [])):
-            return "RabbitMQ on {} is not whole (running {} of {})".format(ctrl, len(rabbit.get("running_nodes") or []),
-                                                                        len(members or []))
+        if "rabbitmq" in components and rabbit is not None:
+            # Whole: every member runs. The metrics endpoint's view does not export the members
+            # (None there): the site's expected nodes stand in for them.
+            members = rabbit.get("members")
+            members = (rabbit.get("expected") if members is None else members) or []
+            running = rabbit.get("running_nodes") or []
+            if not rabbit.get("app_running") or set(running) != set(members):
+                return "RabbitMQ on {} is not whole (running {} of {})".format(ctrl, len(running), len(members))
     return None
 
 
