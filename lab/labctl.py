@@ -584,12 +584,18 @@ def addresses(name):
     return [dict(CONTROLLERS)[name], ADDRESSES6[name]]
 
 
+def state_dir(name):
+    """Controller ``name``'s directory on the host: its overlays' upper and work directories
+    (``upper/var/log/salt/minion`` is its minion's log, readable after the controller is gone)."""
+    return os.path.join(STATE, name.split("-")[-1])
+
+
 def ensure_filesystems(name):
     """Create the controller's mount+UTS namespaces (once) with its overlays and /run."""
     mnt, uts = ns_files(name)
     if is_mountpoint(mnt) and is_mountpoint(uts):
         return False
-    base = os.path.join(STATE, name.split("-")[-1])
+    base = state_dir(name)
     script = ["set -e", "hostname " + name, "mount --make-rprivate /"]
     for d in OVERLAID:
         upper, work = os.path.join(base, "upper", d), os.path.join(base, "work", d)
@@ -778,8 +784,8 @@ def remove_spare():
     """Stop and remove the spare controller and its key (idempotent)."""
     _remove_namespaces([SPARE[0]])
     salt_cmd("salt-key", "-y", "-d", SPARE[0], check=False)
-    if os.path.isdir(os.path.join(STATE, SPARE[0].split("-")[-1])):
-        run(["rm", "-rf", "--one-file-system", os.path.join(STATE, SPARE[0].split("-")[-1])])
+    if os.path.isdir(state_dir(SPARE[0])):
+        run(["rm", "-rf", "--one-file-system", state_dir(SPARE[0])])
 
 
 def down():

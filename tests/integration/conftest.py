@@ -83,7 +83,7 @@ def minion_errors(lines=30):
     errors and the tracebacks under them (the one place a state's exception is shown whole)."""
     found = {}
     for name, _ in labctl.CONTROLLERS + [labctl.SPARE]:
-        path = os.path.join(labctl.STATE, name.split("-")[-1], "upper", "var", "log", "salt", "minion")
+        path = os.path.join(labctl.state_dir(name), "upper", "var", "log", "salt", "minion")
         try:
             with open(path, errors="replace") as fh:
                 fh.seek(max(0, os.path.getsize(path) - 2 * 1024 * 1024))
