@@ -9,6 +9,8 @@ Every ``openstack_ha`` state renders from :func:`model`; an operator checks a pi
 
 import copy
 import logging
+import threading
+import time
 
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError
@@ -17,6 +19,15 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "openstack_ha"
 DEFAULTS_URL = "salt://openstack_ha/defaults.yaml"
+# How long a parsed defaults.yaml is reused before the fileserver is asked again (seconds).
+# Each fileserver request costs the minion tens of milliseconds of CPU (Salt loads the minion's
+# key to sign it) and a round trip to a master that may be busy; the master's status gather
+# calls model() every minute. The states never use this copy (map.jinja passes the file it
+# rendered). Salt 3008 loads the modules afresh for every job, executing this file again in
+# the same module object: the cache is taken over from the previous execution, not reset.
+DEFAULTS_TTL = 60
+_DEFAULTS = globals().get("_DEFAULTS") or {"time": None, "value": None}
+_DEFAULTS_LOCK = globals().get("_DEFAULTS_LOCK") or threading.Lock()
 
 
 def __virtual__():
@@ -29,10 +40,17 @@ def __virtual__():
 
 
 def _load_defaults():
-    text = __salt__["cp.get_file_str"](DEFAULTS_URL)
-    if not text:
-        raise CommandExecutionError("openstack_ha: cannot read {} from the fileserver".format(DEFAULTS_URL))
-    return salt.utils.yaml.safe_load(text)
+    """The parsed ``defaults.yaml`` from the fileserver, at most :data:`DEFAULTS_TTL` seconds
+    old (a deep copy: callers may change it). Raises ``CommandExecutionError`` when the
+    fileserver has no such file."""
+    with _DEFAULTS_LOCK:
+        now = time.monotonic()
+        if _DEFAULTS["time"] is None or now - _DEFAULTS["time"] > DEFAULTS_TTL:
+            text = __salt__["cp.get_file_str"](DEFAULTS_URL)
+            if not text:
+                raise CommandExecutionError("openstack_ha: cannot read {} from the fileserver".format(DEFAULTS_URL))
+            _DEFAULTS["value"], _DEFAULTS["time"] = salt.utils.yaml.safe_load(text), now
+        return copy.deepcopy(_DEFAULTS["value"])
 
 
 def _layered_defaults(defaults):
@@ -230,7 +248,7 @@ def controller_report(quick=False):
         # report has none (the metrics endpoint does not export them).
         report["rabbitmq"] = {k: rabbit.get(k) for k in ("node", "running", "app_running", "members", "running_nodes",
                                                           "partitions", "alarms", "expected")}
-    report["maintenance"] = sorted(k for k, present in __salt__["openstack_ha_maintenance.state"]().items() if present)
+    report["maintenance"] = sorted(k for k, present in __salt__["openstack_ha_maintenance.state"](merged).items() if present)
     # {component: [files changed since its process started]}: file names only, never contents.
     report["pending_restart"] = __salt__["openstack_ha_maintenance.pending_restarts"](merged)
     return report

@@ -58,11 +58,12 @@ def _write(path, text):
     os.replace(tmp, path)  # keepalived reads the file when it changes: never half-written
 
 
-def state():
+def state(model=None):
     """
     Which maintenance markers are in force on this controller: ``{"keepalived": bool,
     "galera": bool}`` (``galera`` only on a Galera node); keepalived's is in force when its
-    file holds a priority drop other than 0.
+    file holds a priority drop other than 0. ``model``: this controller's model when the
+    caller has it (else it is built).
 
     CLI Example:
 
@@ -71,7 +72,7 @@ def state():
         salt '*ctrl*' openstack_ha_maintenance.state
     """
     found = {}
-    for name, path in _markers(_model()).items():
+    for name, path in _markers(model or _model()).items():
         found[name] = _keepalived_drop(path) != 0 if name == "keepalived" else os.path.exists(path)
     return found
 

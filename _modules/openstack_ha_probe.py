@@ -71,6 +71,12 @@ def probe_targets(targets, timeout=0.5):
     results = {}
     if not targets:
         return results
+    if len(targets) == 1:
+        # The backend beacon's case: it runs each probe in a thread of its own pool already, and
+        # a pool started here per call cost more CPU than the probe itself.
+        t = targets[0]
+        up, detail = _probe(t["address"], int(t["port"]), t["path"], int(t["status"]), float(t.get("timeout") or timeout))
+        return {"{}/{}".format(t["service"], t["backend"]): {"up": up, "detail": detail}}
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
         futures = {
             pool.submit(_probe, t["address"], int(t["port"]), t["path"], int(t["status"]), float(t.get("timeout") or timeout)): "{}/{}".format(t["service"], t["backend"])

@@ -31,6 +31,12 @@ import sys
 import time
 import urllib.request
 
+# The lab's daemons run as on a real controller, with Python caching their modules' bytecode.
+# Salt 3008 loads its modules afresh for every job; with PYTHONDONTWRITEBYTECODE inherited from
+# the caller's environment (set on some CI machines) it compiled openstack_ha's from source
+# each time, a third of a job's CPU on the controller.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
 STATE = "/srv/openstack-ha-lab"

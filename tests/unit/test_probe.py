@@ -1,0 +1,72 @@
+"""The health probe (``_modules/openstack_ha_probe.py``) against real sockets on loopback: an
+API that answers, one that refuses, one that accepts and never answers. The backend beacon
+calls it one target at a time (its own pool runs them concurrently); the verification calls it
+with many: both answer the same."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.conftest import load_module
+
+probe = load_module("_modules/openstack_ha_probe.py", "openstack_ha_probe")
+
+
+@pytest.fixture
+def apis():
+    """``{kind: port}`` for an answering (200), a refusing and a hung API on 127.0.0.1."""
+    stop, sockets = threading.Event(), []
+
+    def listener(backlog=8):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(backlog)
+        sockets.append(sock)
+        return sock
+
+    good, hung = listener(), listener()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused_port = closed.getsockname()[1]
+    closed.close()  # bound then closed: nothing listens there
+
+    def answer():
+        good.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = good.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    yield {"good": good.getsockname()[1], "refused": refused_port, "hung": hung.getsockname()[1]}
+    stop.set()
+    thread.join(5)
+    for sock in sockets:
+        sock.close()
+
+
+def target(name, port):
+    return {"service": "nova", "backend": name, "address": "127.0.0.1", "port": port, "path": "/", "status": 200}
+
+
+def test_one_target_and_many_are_judged_alike(apis):
+    expected = {"nova/good": (True, "status 200"), "nova/refused": (False, "refused"), "nova/hung": (False, "timeout")}
+    many = probe.probe_targets([target(k, p) for k, p in apis.items()], timeout=0.3)
+    assert {k: (v["up"], v["detail"]) for k, v in many.items()} == expected
+    for name, port in apis.items():
+        started = time.monotonic()
+        one = probe.probe_targets([target(name, port)], timeout=0.3)
+        assert {k: (v["up"], v["detail"]) for k, v in one.items()} == {"nova/" + name: expected["nova/" + name]}
+        assert time.monotonic() - started < 5, "a probe outlived its timeout by far"
+
+
+def test_a_wrong_status_is_down_with_the_status_named(apis):
+    wrong = dict(target("good", apis["good"]), status=204)
+    assert probe.probe_targets([wrong], timeout=0.3) == {"nova/good": {"up": False, "detail": "status 200"}}
