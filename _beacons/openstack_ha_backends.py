@@ -40,6 +40,8 @@ Data keys:
     ``changes`` (change only): list of ``{service, backend, state: up|down, detail}``;
     ``view``: ``{'<service>/<backend>': 'up'|'down'}`` for every backend;
     ``time``: the probe time (epoch seconds);
+    ``admin`` (heartbeat only, when a backend is down and ``socket`` is set): this HAProxy's
+    administrative state of each backend reported down;
     ``report`` (watcher's changes only): ``{body, sig}``, the signed view described above.
 
 Options (written by the ``openstack_ha.beacons`` state from the pillar model):
@@ -56,7 +58,7 @@ Options (written by the ``openstack_ha.beacons`` state from the pillar model):
         - heartbeat: 30      # seconds between full-view reports
         - watch: 0.2         # optional: the watcher thread's round, seconds
         - cache: /run/openstack-ha-probes.json   # with watch: the latest results
-        - socket: /run/haproxy/admin.sock        # with watch: HAProxy's admin socket, for reports
+        - socket: /run/haproxy/admin.sock        # HAProxy's admin socket, for reports and heartbeats
         - targets:           # one per service backend
           - {service: nova, backend: ctrl1, address: 10.0.0.11, port: 8774, path: /, status: 200}
 """
@@ -278,5 +280,29 @@ def beacon(config):
         events.append({"tag": "change", "kind": "change", "changes": changes, "view": view, "time": now})
     if now - memory["heartbeat"] >= float(conf.get("heartbeat", 30)):
         memory["heartbeat"] = now
-        events.append({"tag": "heartbeat", "kind": "heartbeat", "view": view, "time": now})
+        heartbeat = {"tag": "heartbeat", "kind": "heartbeat", "view": view, "time": now}
+        admin = _admin_of_down(conf, view)
+        if admin is not None:
+            heartbeat["admin"] = admin
+        events.append(heartbeat)
     return events
+
+
+def _admin_of_down(conf, view):
+    """This HAProxy's administrative state (``ready``, ``drain``, ``maint``) of every backend
+    ``view`` has down, read through ``socket``: ``{key: state}``; None when nothing is down,
+    no socket is configured or HAProxy does not answer. With it, the master need not verify a
+    backend that is down and already drained everywhere at every heartbeat."""
+    down = [key for key, state in view.items() if state != "up"]
+    if not down or not conf.get("socket"):
+        return None
+    try:
+        servers = __salt__["openstack_ha_haproxy.servers"](conf["socket"])
+    except Exception as exc:  # noqa: BLE001 - the master then checks as it always did
+        log.debug("openstack_ha_backends: no HAProxy state for the heartbeat (%s)", exc)
+        return None
+    admin = {}
+    for key in down:
+        service, backend = key.split("/", 1)
+        admin[key] = ((servers.get(service) or {}).get(backend) or {}).get("admin", "absent")
+    return admin

@@ -196,12 +196,29 @@ def loop_drained(ctx, model, service=None):
 
 
 def heartbeat_needs_work(ctx, model, data):
-    """A heartbeat is worth a full check when its view reports a backend down (or is not a
-    view), or when the loop has drained a backend it may have to restore."""
+    """A heartbeat is worth a full check (a verification publish) where its view and the
+    records disagree: a backend reported down that is not recorded drained, or whose drain the
+    reporter's own HAProxy does not hold (``admin``, its administrative states of the backends
+    it reports down; without it, every backend down is checked); a backend the loop drained
+    that is reported up, or not at all (the loop may have to restore it); or no view. A backend
+    down and drained everywhere needs nothing: verifying it at every heartbeat of every
+    controller cost each controller a job a few seconds for as long as it stayed down.
+
+    Each controller vouches only for its own HAProxy: a controller that lies about it spares
+    the check of a drain on the HAProxy it runs itself, nothing else."""
     view = data.get("view")
-    if not isinstance(view, dict) or any(state != "up" for state in view.values()):
+    if not isinstance(view, dict):
         return True
-    return loop_drained(ctx, model)
+    admin = data.get("admin") if isinstance(data.get("admin"), dict) else {}
+    records = ctx.call("records.load", model["site"])["backends"]
+    for key, state in view.items():
+        record = records.get(key) or {}
+        drained = record.get("state") == "drain"
+        if state != "up" and not (drained and admin.get(key) in ("drain", "maint")):
+            return True
+        if state == "up" and drained and record.get("by") == "remediation":
+            return True
+    return any(r.get("by") == "remediation" and r.get("state") == "drain" and key not in view for key, r in records.items())
 
 
 def operator_drain(ctx, site, host, service, backend, drain, force):

@@ -11,10 +11,10 @@ openstack_ha-beacon-backends:
       - fall: {{ probe.fall }}
       - rise: {{ probe.rise }}
       - heartbeat: {{ oha.remediation.heartbeat }}
+      - socket: {{ oha.haproxy.socket }}
 {%- if probe.watch | default(0) %}
       - watch: {{ probe.watch }}
       - cache: {{ oha.paths.probe_cache }}
-      - socket: {{ oha.haproxy.socket }}
 {%- endif %}
       - targets: {{ salt['openstack_ha_probe.targets'](oha) | json }}
 
