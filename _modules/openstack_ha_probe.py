@@ -68,24 +68,21 @@ def probe_targets(targets, timeout=0.5):
 
         salt '*ctrl*' openstack_ha_probe.probe_targets <targets>
     """
-    results = {}
     if not targets:
-        return results
+        return {}
     if len(targets) == 1:
         # The backend beacon's case: it runs each probe in a thread of its own pool already, and
         # a pool started here per call cost more CPU than the probe itself.
-        t = targets[0]
-        up, detail = _probe(t["address"], int(t["port"]), t["path"], int(t["status"]), float(t.get("timeout") or timeout))
-        return {"{}/{}".format(t["service"], t["backend"]): {"up": up, "detail": detail}}
+        return dict([_probe_target(targets[0], timeout)])
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
-        futures = {
-            pool.submit(_probe, t["address"], int(t["port"]), t["path"], int(t["status"]), float(t.get("timeout") or timeout)): "{}/{}".format(t["service"], t["backend"])
-            for t in targets
-        }
-        for future, key in futures.items():
-            up, detail = future.result()
-            results[key] = {"up": up, "detail": detail}
-    return results
+        return dict(pool.map(lambda t: _probe_target(t, timeout), targets))
+
+
+def _probe_target(target, timeout):
+    """Probe one of :func:`probe_targets`' ``targets``: ``('<service>/<backend>', {'up', 'detail'})``."""
+    up, detail = _probe(target["address"], int(target["port"]), target["path"], int(target["status"]),
+                        float(target.get("timeout") or timeout))
+    return "{}/{}".format(target["service"], target["backend"]), {"up": up, "detail": detail}
 
 
 def targets(model=None):

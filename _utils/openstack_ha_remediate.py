@@ -188,11 +188,15 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
     return done
 
 
+def _loop_drain(record):
+    """True when a backend's record is a drain by the remediation loop (one it may undo)."""
+    return record.get("by") == "remediation" and record.get("state") == "drain"
+
+
 def loop_drained(ctx, model, service=None):
     """True when the remediation loop holds a drain (of ``service``) it may have to undo."""
     records = ctx.call("records.load", model["site"])
-    return any(r.get("by") == "remediation" and r.get("state") == "drain"
-               and (service is None or key.split("/")[0] == service) for key, r in records["backends"].items())
+    return any(_loop_drain(r) and (service is None or key.split("/")[0] == service) for key, r in records["backends"].items())
 
 
 def heartbeat_needs_work(ctx, model, data):
@@ -201,8 +205,8 @@ def heartbeat_needs_work(ctx, model, data):
     reporter's own HAProxy does not hold (``admin``, its administrative states of the backends
     it reports down; without it, every backend down is checked); a backend the loop drained
     that is reported up, or not at all (the loop may have to restore it); or no view. A backend
-    down and drained everywhere needs nothing: verifying it at every heartbeat of every
-    controller cost each controller a job a few seconds for as long as it stayed down.
+    down and drained everywhere needs nothing: verifying it at every heartbeat brought a job to
+    every controller at each controller's heartbeat for as long as it stayed down.
 
     Each controller vouches only for its own HAProxy: a controller that lies about it spares
     the check of a drain on the HAProxy it runs itself, nothing else."""
@@ -212,13 +216,11 @@ def heartbeat_needs_work(ctx, model, data):
     admin = data.get("admin") if isinstance(data.get("admin"), dict) else {}
     records = ctx.call("records.load", model["site"])["backends"]
     for key, state in view.items():
-        record = records.get(key) or {}
-        drained = record.get("state") == "drain"
+        drained = (records.get(key) or {}).get("state") == "drain"
         if state != "up" and not (drained and admin.get(key) in ("drain", "maint")):
             return True
-        if state == "up" and drained and record.get("by") == "remediation":
-            return True
-    return any(r.get("by") == "remediation" and r.get("state") == "drain" and key not in view for key, r in records.items())
+    # A loop drain reported up, or not reported at all: a restore may be due.
+    return any(_loop_drain(r) and view.get(key, "up") == "up" for key, r in records.items())
 
 
 def operator_drain(ctx, site, host, service, backend, drain, force):
