@@ -121,6 +121,9 @@ def site_model(ctx, minion):
             model = _bad_pillar(ctx, site, minion, str(exc))
         else:
             _remember_good(ctx, model["site"], raw)
+            previous = ctx.shared("last_good").get(model["site"])
+            if previous is not None and previous[1] != model:
+                _announce_change(ctx, model["site"], previous[1], model, minion)
             ctx.shared("last_good")[model["site"]] = (time.time(), model)
             ctx.shared("bad_pillar").pop(model["site"], None)
             for ctrl in model["controllers"]:
@@ -129,6 +132,35 @@ def site_model(ctx, minion):
     if model is not None:
         ctx.shared("site_models")[model["site"]] = cache[minion]
     return model
+
+
+def changed_keys(old, new, depth=2):
+    """The dotted key paths (``keystone.endpoint_mode``) where mappings ``old`` and ``new``
+    differ, ``depth`` levels down at most, sorted; names only, never a value."""
+    paths = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if depth > 1 and isinstance(a, dict) and isinstance(b, dict):
+            paths.extend("{}.{}".format(key, sub) for sub in changed_keys(a, b, depth - 1))
+        else:
+            paths.append(str(key))
+    return paths
+
+
+def _announce_change(ctx, site, old, new, minion):
+    """Say that this process now acts on a changed model of ``site``: a log line and an
+    ``openstack_ha/site/changed`` event naming the changed keys (no values: the model holds
+    the site's secrets). Operators (and the lab's tests) learn from it when a pillar edit
+    reached the loop, instead of outwaiting ``MODEL_TTL``."""
+    keys = changed_keys(old, new)
+    log.info("openstack_ha: site %s: the loop now acts on its changed pillar (%s)", site, ", ".join(keys))
+    try:
+        ctx.call("records.fire", "openstack_ha/site/changed", {
+            "site": site, "changed": keys, "reported_by": minion, "master": ctx.opts.get("id"), "time": time.time()})
+    except Exception as exc:  # an announcement; never stop the loop for it
+        log.debug("openstack_ha: could not announce the changed model of %s: %s", site, exc)
 
 
 def bad_pillar(ctx, site):

@@ -28,7 +28,6 @@ CTRLS = [n for n, _ in labctl.CONTROLLERS]
 VICTIM = "lab-ctrl3"
 SERVICE, PORT, VIP = "nova", 8774, "10.213.0.100"
 COOLDOWN = 10  # the default remediation:cooldown
-MODEL_TTL = 30  # _utils/openstack_ha_sites.py: how long the master reuses a site's model
 
 
 def salt(*args):
@@ -49,23 +48,33 @@ def configure(inter, fall, remediation, haproxy=None, services=None):
     salt("lab-ctrl*", "beacons.enable_beacon" if remediation else "beacons.disable_beacon", "openstack_ha_backends")
 
 
+_WATCH = {"now": 0}  # the watcher setting the master's loop acts on (the lab's pillar: none)
+
+
 def set_watch(seconds):
     """Run the backend beacons' watcher every ``seconds`` (0: off, the tick probes): the lab
     site with ``remediation:probe:watch`` in the master's override pillar root (the runner's
-    model must know it too), the beacons applied, the master's model cache outwaited."""
+    model must know it too), the beacons applied, and (when the setting changed) waited until
+    the master's loop acts on it."""
     import yaml
 
     from tests.integration import labtools
 
-    document = None
-    if seconds:
-        with open(os.path.join(labctl.REPO, "pillar", "openstack_ha", "sites", "lab.sls")) as fh:
-            document = yaml.safe_load(fh)
-        document["openstack_ha"].setdefault("remediation", {}).setdefault("probe", {})["watch"] = seconds
-    labtools.write_site(document)
-    salt("lab-ctrl*", "saltutil.refresh_pillar")
-    salt("lab-ctrl*", "state.apply", "openstack_ha.beacons")
-    time.sleep(MODEL_TTL + 1)
+    def change():
+        document = None
+        if seconds:
+            with open(os.path.join(labctl.REPO, "pillar", "openstack_ha", "sites", "lab.sls")) as fh:
+                document = yaml.safe_load(fh)
+            document["openstack_ha"].setdefault("remediation", {}).setdefault("probe", {})["watch"] = seconds
+        labtools.write_site(document)
+        salt("lab-ctrl*", "saltutil.refresh_pillar")
+        salt("lab-ctrl*", "state.apply", "openstack_ha.beacons")
+
+    if (seconds or 0) == _WATCH["now"]:
+        change()
+        return
+    labtools.site_change_seen(change)
+    _WATCH["now"] = seconds or 0
 
 
 def sockets():

@@ -30,11 +30,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from drain_latency import p95  # noqa: E402
 from lab import keystone_lab, labctl  # noqa: E402
+from tests.integration import labtools  # noqa: E402
 
 VIP = "10.213.0.100"
 CTRLS = [n for n, _ in labctl.CONTROLLERS]
 ADDRESS = dict(labctl.CONTROLLERS)
-MODEL_TTL = 31
 
 
 def holders():
@@ -154,9 +154,8 @@ def main():
     args = parser.parse_args()
     keystone_lab.deploy()
     session = keystone_lab.admin_session()
-    keystone_lab.set_endpoint_mode("active_controller")
-    print("active_controller mode: waiting {} s for the loop's runner to see it".format(MODEL_TTL), flush=True)
-    time.sleep(MODEL_TTL)
+    print("active_controller mode: waiting until the master's loop acts on it", flush=True)
+    labtools.site_change_seen(lambda: keystone_lab.set_endpoint_mode("active_controller"))
     vip_times, catalog_times = [], []
     since = time.time()
     try:

@@ -396,6 +396,22 @@ def load_while(action, address, port, rate=50):
 SITE_OVERRIDE = os.path.join(labctl.PILLAR_OVERRIDES, "openstack_ha", "sites", "lab.sls")
 
 
+def site_change_seen(change, timeout=150):
+    """Run ``change()`` (it edits the lab site's pillar on the master), then wait until the
+    master's loop acts on the changed model: its ``openstack_ha/site/changed`` event for the
+    lab. The loop recompiles a site's pillar on the first event past ``MODEL_TTL`` (30 s), and
+    may serve the older model a little longer while another compilation runs, so no fixed
+    sleep is safe. Fails when the change did not reach the loop within ``timeout``."""
+    events = MasterEvents()
+    try:
+        change()
+        seen = events.wait("openstack_ha/site/changed", timeout, match=lambda e: e["data"].get("site") == "lab")
+    finally:
+        events.close()
+    assert seen is not None, "the master's loop did not act on the changed lab pillar within {} s".format(timeout)
+    return seen["data"]
+
+
 def write_site(document):
     """Put ``document`` (the whole lab site file, a dict) in the master's override pillar root
     (searched before the repository's), atomically; None removes it."""

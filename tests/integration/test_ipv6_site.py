@@ -11,7 +11,6 @@ import concurrent.futures
 import copy
 import os
 import signal
-import time
 
 import pytest
 import yaml
@@ -26,7 +25,6 @@ from tests.integration.labtools import CTRLS, sh, vip_holders, wait_until
 SITE_FILE = os.path.join(REPO, "pillar", "openstack_ha", "sites", "lab.sls")
 ADDRESS6 = labctl.ADDRESSES6
 VIP6 = {"public": "fd00:213::100", "internal": "fd00:213::101"}
-MODEL_TTL = 30  # _utils/openstack_ha_sites.py: how long the runner reuses a site model
 SERVICES = dict(labctl.lab_services())
 
 
@@ -125,10 +123,9 @@ def test_active_controller_repointing_writes_bracketed_urls_keystone_serves(ipv6
     keystone_lab.deploy()  # Keystone on both families; its database through [fd00:213::101]:3306
     document = copy.deepcopy(ipv6_site["document"])
     document["openstack_ha"]["keystone"]["endpoint_mode"] = "active_controller"
-    labtools.write_site(document)
     old = vip_holders(VIP6["public"])[0]
     try:
-        time.sleep(MODEL_TTL + 1)  # the runner's cached site model expires; no event says so
+        labtools.site_change_seen(lambda: labtools.write_site(document))
         ret = labtools.runner("openstack_ha.catalog")
         assert ret["result"] is True, ret
         session = keystone_lab.admin_session(["http://[%s]:%d/v3" % (ADDRESS6[c], SERVICES["keystone"]) for c in CTRLS])

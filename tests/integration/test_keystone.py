@@ -12,7 +12,6 @@ from lab import keystone_lab, labctl
 from tests.integration import labtools
 from tests.integration.labtools import ADDRESS, CTRLS, VIPS, vip_holders, wait_until
 
-MODEL_TTL = 30  # _runners/openstack_ha.py: how long the reactor's runner reuses a site model
 TYPES = {"identity", "image", "dns", "network", "compute", "placement", "proxy"}
 SECRET = labctl.KEYSTONE_ADMIN["password"]
 
@@ -80,18 +79,16 @@ def wipe_catalog(session):
         session.request("DELETE", "/services/" + service["id"], ok=(204,))
 
 
-# The endpoint mode the lab's pillar holds now, and since when (the reactor's runner reuses a
-# site model for MODEL_TTL seconds, so a change reaches the loop only after that).
-_MODE = {"mode": None, "since": 0.0}
+# The endpoint mode the lab's pillar holds now (the master's loop has acted on it).
+_MODE = {"mode": None}
 
 
 def endpoint_mode(mode):
-    """Put the site in ``mode``, make sure the reactor's runner has seen it, and bring the
+    """Put the site in ``mode``, wait until the master's loop acts on it, and bring the
     catalog in line with it (whatever an earlier test left)."""
     if _MODE["mode"] != mode:
-        keystone_lab.set_endpoint_mode(mode)
-        _MODE.update(mode=mode, since=time.monotonic())
-    time.sleep(max(0, MODEL_TTL + 1 - (time.monotonic() - _MODE["since"])))  # no event says the cache expired
+        labtools.site_change_seen(lambda: keystone_lab.set_endpoint_mode(mode))
+        _MODE.update(mode=mode)
     ret = labtools.runner("openstack_ha.catalog")
     assert ret["result"] is True, ret
 
@@ -99,12 +96,12 @@ def endpoint_mode(mode):
 @pytest.fixture(scope="module")
 def keystone(applied):
     keystone_lab.set_endpoint_mode("vip")
-    _MODE.update(mode="vip", since=0.0)
+    _MODE.update(mode="vip")
     keystone_lab.deploy()
     session = keystone_lab.admin_session()
     yield session
     keystone_lab.set_endpoint_mode("vip")
-    _MODE.update(mode="vip", since=time.monotonic())
+    _MODE.update(mode="vip")
     labtools.runner("openstack_ha.catalog")
     # Back to the stand-ins the other test files expect, whichever of them run after this one.
     for ctrl, _ in labctl.CONTROLLERS:

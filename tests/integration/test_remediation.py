@@ -29,9 +29,6 @@ def test_crashed_backend_is_drained_everywhere_and_restored(remediating):
     wait_until(lambda: kinds()[-2:] == ["drain", "restore"], 10, "the drain and the restore in the records", interval=0.5)
 
 
-MODEL_TTL = 30  # _utils/openstack_ha_sites.py: how long the master's loop reuses a site's model
-
-
 def set_watch(seconds):
     """The backend beacons' watcher every ``seconds`` (None: the lab's own pillar, no watcher),
     in the pillar of the controllers and of the master's loop."""
@@ -49,9 +46,8 @@ def set_watch(seconds):
 
 
 def test_with_the_watcher_a_quorum_of_signed_reports_drains_without_a_verification(remediating):
-    set_watch(0.5)
     try:
-        time.sleep(MODEL_TTL + 1)  # the loop's cached model knows the watcher (it waits for reports)
+        labtools.site_change_seen(lambda: set_watch(0.5))  # the loop's model knows the watcher (it waits for reports)
         start = time.time()
         os.kill(standin_pid("lab-ctrl1", "nova"), signal.SIGKILL)
         wait_until(lambda: drained_everywhere("lab-ctrl1"), 10, "nova/lab-ctrl1 drained on all three HAProxies", interval=0.2)

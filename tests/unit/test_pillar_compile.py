@@ -131,3 +131,31 @@ def test_the_controller_map_compiles_one_pillar_per_site_and_is_not_waited_for_o
         assert sites.controller_site(ctx, "s1-c2") == "s1"
         assert time.monotonic() - started < 1.0
     assert len(compiles) == 3
+
+
+def test_a_changed_pillar_is_announced_once_with_key_names_only(compiles, monkeypatch):
+    fired = []
+
+    class Recording(SharedCtx):
+        def call(self, name, *args, **kwargs):
+            if name == "records.fire":
+                fired.append(args)
+    ctx = Recording()
+    ctx.shared("controllers")["map"] = {"s1-c1": "s1"}
+    pillar = dict(site_pillar("s1"), keystone={"endpoint_mode": "vip", "password": "old-secret"})
+    monkeypatch.setattr(sites, "pillar_model", lambda ctx, minion, wait=True: dict(pillar))
+    sites.site_model(ctx, "s1-c1")
+    assert fired == []  # the first model this process knows: nothing changed
+    pillar["keystone"] = {"endpoint_mode": "active_controller", "password": "new-secret"}
+
+    def expire():
+        ctx.shared("models")["s1-c1"] = (time.monotonic() - sites.MODEL_TTL - 1, ctx.shared("models")["s1-c1"][1])
+        ctx.shared("site_models").clear()
+    expire()
+    sites.site_model(ctx, "s1-c1")
+    assert [(tag, data["site"], data["changed"]) for tag, data in fired] == [
+        ("openstack_ha/site/changed", "s1", ["keystone.endpoint_mode", "keystone.password"])]
+    assert "secret" not in json.dumps(fired)
+    expire()
+    sites.site_model(ctx, "s1-c1")  # compiled again, unchanged: no second announcement
+    assert len(fired) == 1
