@@ -48,33 +48,39 @@ def configure(inter, fall, remediation, haproxy=None, services=None):
     salt("lab-ctrl*", "beacons.enable_beacon" if remediation else "beacons.disable_beacon", "openstack_ha_backends")
 
 
-_WATCH = {"now": 0}  # the watcher setting the master's loop acts on (the lab's pillar: none)
+_WATCH = {"now": (0, None)}  # the watcher and probe timeout the master's loop acts on (the lab's pillar)
 
 
-def set_watch(seconds):
-    """Run the backend beacons' watcher every ``seconds`` (0: off, the tick probes): the lab
-    site with ``remediation:probe:watch`` in the master's override pillar root (the runner's
-    model must know it too), the beacons applied, and (when the setting changed) waited until
-    the master's loop acts on it."""
+def set_watch(seconds, probe_timeout=None):
+    """Run the backend beacons' watcher every ``seconds`` (0: off, the tick probes), and probe
+    with ``probe_timeout`` seconds (None: the lab's 0.75 s): the lab site with
+    ``remediation:probe`` changed in the master's override pillar root (the runner's model must
+    know it too), the beacons applied, and (when the setting changed) waited until the master's
+    loop acts on it."""
     import yaml
 
     from tests.integration import labtools
 
     def change():
         document = None
-        if seconds:
+        if seconds or probe_timeout:
             with open(os.path.join(labctl.REPO, "pillar", "openstack_ha", "sites", "lab.sls")) as fh:
                 document = yaml.safe_load(fh)
-            document["openstack_ha"].setdefault("remediation", {}).setdefault("probe", {})["watch"] = seconds
+            probe = document["openstack_ha"].setdefault("remediation", {}).setdefault("probe", {})
+            if seconds:
+                probe["watch"] = seconds
+            if probe_timeout:
+                probe["timeout"] = probe_timeout
         labtools.write_site(document)
         salt("lab-ctrl*", "saltutil.refresh_pillar")
         salt("lab-ctrl*", "state.apply", "openstack_ha.beacons")
 
-    if (seconds or 0) == _WATCH["now"]:
+    wanted = (seconds or 0, probe_timeout)
+    if wanted == _WATCH["now"]:
         change()
         return
     labtools.site_change_seen(change)
-    _WATCH["now"] = seconds or 0
+    _WATCH["now"] = wanted
 
 
 def sockets():
@@ -167,10 +173,13 @@ def main():
     parser.add_argument("--only", choices=("project", "watcher", "anchors", "kolla"), help="measure one setting (no ratio, no load phase)")
     parser.add_argument("--watch", type=float, default=0,
                         help="also measure the project with the backend watcher every WATCH seconds (remediation:probe:watch)")
+    parser.add_argument("--probe-timeout", type=float,
+                        help="with --watch: the probes' timeout (remediation:probe:timeout; the lab's pillar: 0.75 s, the default 0.25 s)")
     args = parser.parse_args()
     configs = [
         ("project (loop drain; checks inter 2 s fall 3)", 2, 3, True),
-    ] + ([("project, watcher every {} s".format(args.watch), 2, 3, args.watch)] if args.watch else []) + [
+    ] + ([("project, watcher every {} s{}".format(args.watch, ", probe timeout {} s".format(args.probe_timeout) if args.probe_timeout else ""),
+            2, 3, args.watch)] if args.watch else []) + [
         ("HAProxy alone, anchors (inter 2 s fall 3)", 2, 3, False),
         ("HAProxy alone, anchors (inter 2 s fall 3)", 2, 3, False),
         ("HAProxy alone, Kolla (inter 2 s fall 5)", 2, 5, False),
@@ -183,7 +192,7 @@ def main():
     try:
         for label, inter, fall, remediation in configs:
             if remediation is not True and remediation is not False:
-                set_watch(remediation)
+                set_watch(remediation, args.probe_timeout)
             configure(inter, fall, bool(remediation))
             time.sleep(4)  # a disabled beacon's watcher thread ends within 3 s
             for kind in ("crash", "hang"):
