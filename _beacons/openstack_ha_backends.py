@@ -4,9 +4,9 @@ Report the health of every OpenStack API backend, as this controller sees it.
 :depends: the ``openstack_ha_probe`` execution module.
 
 Each tick probes every backend of every service concurrently (the pillar's health check
-against each controller's address) in a pool of threads that outlives the tick: the tick waits
-at most ``budget`` seconds for answers, and a probe still waiting on a hung backend finishes
-(or times out after ``timeout``) in the background and is counted at the next tick. With
+against each controller's address) on non-blocking sockets, no thread per probe: the tick
+waits at most ``budget`` seconds for answers, and a probe still waiting on a hung backend stays
+in flight (until it answers or ``timeout`` passes) and is counted at the next tick. With
 ``budget`` just above ``timeout`` (as the state sets it), a hung backend is reported in the
 tick that probed it, and a blackholed one costs a tick no more than ``budget``. So a hung
 or blackholed backend never stalls the minion's loop. A probe that connects but does not
@@ -63,7 +63,6 @@ Options (written by the ``openstack_ha.beacons`` state from the pillar model):
           - {service: nova, backend: ctrl1, address: 10.0.0.11, port: 8774, path: /, status: 200}
 """
 
-import concurrent.futures
 import json
 import logging
 import os
@@ -98,28 +97,20 @@ def validate(config):
     return True, "valid"
 
 
-def _probe_round(memory, conf, budget=None):
+def _probe_round(memory, conf, budget=None, slot="probes"):
     """Start a probe for every target not already in flight; return the answers that arrive
-    within ``budget`` (default: the tick's), keyed ``service/backend``."""
-    targets = conf["targets"]
-    pool = memory.get("pool")
-    if pool is None:
-        pool = memory["pool"] = concurrent.futures.ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="oha-probe")
-    inflight = memory["inflight"]
-    for target in targets:
-        key = "{}/{}".format(target["service"], target["backend"])
-        if key not in inflight:
-            inflight[key] = pool.submit(memory["probe"], [target], conf.get("timeout", 0.5))
-    concurrent.futures.wait(list(inflight.values()), timeout=float(conf.get("budget", 0.3) if budget is None else budget))
-    results = {}
-    for key, future in list(inflight.items()):
-        if future.done():
-            del inflight[key]
-            try:
-                results.update(future.result())
-            except Exception as exc:  # a probe must never take the beacon down
-                results[key] = {"up": False, "detail": "probe error: {}".format(exc)}
-    return results
+    within ``budget`` (default: the tick's), keyed ``service/backend``. The probes run in the
+    calling thread on non-blocking sockets (``openstack_ha_probe.probe_round``); one still in
+    flight when the round ends is carried to the next round, never waited for. ``slot``: where
+    in ``memory`` its probes in flight are kept (the tick's and the watcher's apart: the two may
+    overlap for a moment when the watcher is switched off)."""
+    try:
+        return memory["probe_round"](memory.setdefault(slot, {}), conf["targets"], conf.get("timeout", 0.5),
+                                     float(conf.get("budget", 0.3) if budget is None else budget))
+    except Exception as exc:  # a probe must never take the beacon down
+        memory["probe_close"](memory[slot])
+        return {"{}/{}".format(t["service"], t["backend"]): {"up": False, "detail": "probe error: {}".format(exc)}
+                for t in conf["targets"]}
 
 
 def _judge(memory, conf, results):
@@ -217,7 +208,7 @@ def _watch(memory, stop):
             return
         period = float(conf["watch"])
         try:
-            results = _probe_round(memory, conf, budget=period)
+            results = _probe_round(memory, conf, budget=period, slot="watch_probes")
             now = time.time()
             with memory["lock"]:
                 changes = _judge(memory, conf, results)
@@ -256,10 +247,11 @@ def _ensure_watcher(memory, conf):
 def beacon(config):
     conf = salt.utils.beacons.list_to_dict(config)
     now = time.time()
-    memory = __context__.setdefault("openstack_ha_backends", {"state": {}, "streak": {}, "heartbeat": 0, "inflight": {},
+    memory = __context__.setdefault("openstack_ha_backends", {"state": {}, "streak": {}, "heartbeat": 0,
                                                               "lock": threading.Lock(), "pending": []})
     # Looked up here, in the loader's context: a thread of the watcher's has none.
-    memory["probe"] = __salt__["openstack_ha_probe.probe_targets"]
+    memory["probe_round"] = __salt__["openstack_ha_probe.probe_round"]
+    memory["probe_close"] = __salt__["openstack_ha_probe.close_probes"]
     if conf.get("watch"):
         memory["body"], memory["sign"] = __salt__["openstack_ha_signed.body"], __salt__["openstack_ha_signed.sign"]
         memory["servers"] = __salt__["openstack_ha_haproxy.servers"]

@@ -9,8 +9,10 @@ administrative state) before it acts. A probe that connects but gets no answer w
 timeout is a failure: a hung API is as dead to clients as a crashed one.
 """
 
-import concurrent.futures
+import errno
 import ipaddress
+import os
+import selectors
 import socket
 import subprocess
 import time
@@ -24,14 +26,28 @@ def __virtual__():
     return __virtualname__
 
 
+def _request(address, path):
+    """The probe's HTTP request for ``path`` on ``address``, as bytes."""
+    host = "[{}]".format(address) if ":" in address else address
+    return "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: openstack_ha-probe\r\n\r\n".format(path, host).encode()
+
+
+def _judge_answer(head, status):
+    """(healthy, detail) from the first bytes of an answer and the status wanted."""
+    parts = head.split(b"\r\n", 1)[0].split()
+    if len(parts) < 2 or not parts[1].isdigit():
+        return False, "no HTTP answer"
+    code = int(parts[1])
+    return code == status, "status {}".format(code)
+
+
 def _probe(address, port, path, status, timeout):
     """GET ``path`` from ``address:port``; return (healthy, detail). Never raises."""
     deadline = time.monotonic() + timeout
     try:
         with socket.create_connection((address, port), timeout=timeout) as sock:
             sock.settimeout(max(0.01, deadline - time.monotonic()))
-            host = "[{}]".format(address) if ":" in address else address
-            sock.sendall("GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: openstack_ha-probe\r\n\r\n".format(path, host).encode())
+            sock.sendall(_request(address, path))
             head = b""
             while b"\r\n" not in head and len(head) < 1024:
                 sock.settimeout(max(0.01, deadline - time.monotonic()))
@@ -45,16 +61,119 @@ def _probe(address, port, path, status, timeout):
         return False, "refused"
     except OSError as exc:
         return False, exc.strerror or type(exc).__name__
-    parts = head.split(b"\r\n", 1)[0].split()
-    if len(parts) < 2 or not parts[1].isdigit():
-        return False, "no HTTP answer"
-    code = int(parts[1])
-    return code == status, "status {}".format(code)
+    return _judge_answer(head, status)
+
+
+def _failure(err):
+    """The detail of a failed connection with errno ``err`` (as :func:`_probe` words it)."""
+    return "refused" if err == errno.ECONNREFUSED else (os.strerror(err) if err else "connection closed")
+
+
+def _start(state, key, target, timeout):
+    """Open a non-blocking connection for ``target`` and register it in ``state``; a target
+    whose address is not an IP literal is probed at once, blocking (``_probe`` resolves it)."""
+    address, port = target["address"], int(target["port"])
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    except ValueError:
+        state["done"][key] = _probe(address, port, target["path"], int(target["status"]), timeout)
+        return
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    err = sock.connect_ex((address, port))
+    if err not in (0, errno.EINPROGRESS):
+        sock.close()
+        state["done"][key] = (False, _failure(err))
+        return
+    probe = {"sock": sock, "deadline": time.monotonic() + timeout, "head": b"",
+             "request": _request(address, target["path"]), "status": int(target["status"])}
+    state["probes"][key] = probe
+    state["selector"].register(sock, selectors.EVENT_WRITE, key)
+
+
+def _finish(state, key, outcome):
+    probe = state["probes"].pop(key)
+    state["selector"].unregister(probe["sock"])
+    probe["sock"].close()
+    state["done"][key] = outcome
+
+
+def _advance(state, key, mask):
+    """One step of ``key``'s probe after the selector reported ``mask``: connected (send the
+    request), or answer bytes (read them; judge once the status line is in)."""
+    probe = state["probes"][key]
+    sock = probe["sock"]
+    if mask & selectors.EVENT_WRITE:
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            return _finish(state, key, (False, _failure(err)))
+        try:
+            sent = sock.send(probe["request"])
+        except OSError as exc:
+            return _finish(state, key, (False, _failure(exc.errno)))
+        if sent != len(probe["request"]):
+            return _finish(state, key, (False, "request not sent whole"))
+        state["selector"].modify(sock, selectors.EVENT_READ, key)
+        return None
+    try:
+        chunk = sock.recv(1024)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        return _finish(state, key, (False, _failure(exc.errno)))
+    probe["head"] += chunk
+    if not chunk or b"\r\n" in probe["head"] or len(probe["head"]) >= 1024:
+        return _finish(state, key, _judge_answer(probe["head"], probe["status"]))
+    return None
+
+
+def probe_round(state, targets, timeout=0.5, budget=0.3):
+    """
+    One round of probes run in the calling thread with non-blocking sockets (no thread per
+    probe): start a probe of every target not already in flight, then wait at most ``budget``
+    seconds for answers. A probe still unanswered when the round ends stays in flight (in
+    ``state``, a dict the caller keeps between rounds, empty at first) until it answers or its
+    own timeout passes: a hung backend never holds the others back, and costs no thread.
+
+    targets
+        as for :func:`probe_targets` (a target's own ``timeout`` wins over ``timeout``).
+
+    Returns ``{'<service>/<backend>': {'up': bool, 'detail': str}}`` for every probe that
+    ended in this round (judged as :func:`probe_targets` judges them).
+    """
+    if "selector" not in state:
+        state.update(selector=selectors.DefaultSelector(), probes={}, done={})
+    for target in targets:
+        key = "{}/{}".format(target["service"], target["backend"])
+        if key not in state["probes"]:
+            _start(state, key, target, float(target.get("timeout") or timeout))
+    end = time.monotonic() + budget
+    while state["probes"]:
+        now = time.monotonic()
+        for key in [k for k, p in state["probes"].items() if p["deadline"] <= now]:
+            _finish(state, key, (False, "timeout"))
+        if now >= end or not state["probes"]:
+            break
+        wait = min(end, min(p["deadline"] for p in state["probes"].values())) - now
+        for selected, mask in state["selector"].select(max(0.0, wait)):
+            _advance(state, selected.data, mask)
+    done, state["done"] = state["done"], {}
+    return {key: {"up": up, "detail": detail} for key, (up, detail) in done.items()}
+
+
+def close_probes(state):
+    """Close every probe still in flight in ``state`` (see :func:`probe_round`)."""
+    for key in list(state.get("probes", {})):
+        _finish(state, key, (False, "closed"))
+    if "selector" in state:
+        state.pop("selector").close()
+    state.clear()
 
 
 def probe_targets(targets, timeout=0.5):
     """
-    Probe every target concurrently; the whole call takes about the longest timeout at most.
+    Probe every target concurrently (one thread, non-blocking sockets: :func:`probe_round`);
+    the whole call takes about the longest timeout at most.
 
     targets
         list of ``{'service', 'backend', 'address', 'port', 'path', 'status'}`` and, where a
@@ -70,19 +189,12 @@ def probe_targets(targets, timeout=0.5):
     """
     if not targets:
         return {}
-    if len(targets) == 1:
-        # The backend beacon's case: it runs each probe in a thread of its own pool already, and
-        # a pool started here per call cost more CPU than the probe itself.
-        return dict([_probe_target(targets[0], timeout)])
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
-        return dict(pool.map(lambda t: _probe_target(t, timeout), targets))
-
-
-def _probe_target(target, timeout):
-    """Probe one of :func:`probe_targets`' ``targets``: ``('<service>/<backend>', {'up', 'detail'})``."""
-    up, detail = _probe(target["address"], int(target["port"]), target["path"], int(target["status"]),
-                        float(target.get("timeout") or timeout))
-    return "{}/{}".format(target["service"], target["backend"]), {"up": up, "detail": detail}
+    state = {}
+    try:
+        longest = max(float(t.get("timeout") or timeout) for t in targets)
+        return probe_round(state, targets, timeout, budget=longest + 0.05)
+    finally:
+        close_probes(state)
 
 
 def targets(model=None):

@@ -72,13 +72,8 @@ def runner(*args):
 
 def repoint_records(since):
     """The remediation loop's repoint decisions since ``since`` (epoch), from the master's
-    decision records (read-only)."""
-    import msgpack
-
-    path = os.path.join(labctl.MASTER_DIR, "cache", "openstack_ha", "lab", "records.p")
-    with open(path, "rb") as fh:
-        records = msgpack.unpackb(fh.read(), raw=False)
-    return [d for d in records.get("decisions", []) if d.get("what") == "repoint"
+    decision records (``openstack_ha.history``, read-only)."""
+    return [d for d in labtools.decisions(500) if d.get("what") == "repoint"
             and d.get("decided_by") == "remediation" and d.get("time", 0) >= since]
 
 

@@ -70,3 +70,43 @@ def test_one_target_and_many_are_judged_alike(apis):
 def test_a_wrong_status_is_down_with_the_status_named(apis):
     wrong = dict(target("good", apis["good"]), status=204)
     assert probe.probe_targets([wrong], timeout=0.3) == {"nova/good": {"up": False, "detail": "status 200"}}
+
+
+def test_a_round_carries_a_hung_probe_over_without_holding_the_others_back(apis):
+    targets = [target(k, p) for k, p in apis.items()]
+    state = {}
+    try:
+        started = time.monotonic()
+        first = probe.probe_round(state, targets, timeout=0.6, budget=0.2)
+        assert time.monotonic() - started < 0.5, "the round waited past its budget"
+        assert {k: (v["up"], v["detail"]) for k, v in first.items()} == {"nova/good": (True, "status 200"),
+                                                                          "nova/refused": (False, "refused")}
+        assert list(state["probes"]) == ["nova/hung"]  # still in flight, not started again
+        second = probe.probe_round(state, targets, timeout=0.6, budget=1.0)
+        assert second["nova/hung"] == {"up": False, "detail": "timeout"}
+        assert second["nova/good"]["up"] is True and second["nova/refused"]["detail"] == "refused"
+    finally:
+        probe.close_probes(state)
+    assert state == {}
+
+
+def test_ipv6_and_a_name_instead_of_an_address_are_probed_too():
+    server = socket.socket(socket.AF_INET6)
+    server.bind(("::1", 0))
+    server.listen(4)
+
+    def answer():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(b"HTTP/1.0 503 Service Unavailable\r\n\r\n")
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        six = dict(target("six", server.getsockname()[1]), address="::1")
+        assert probe.probe_targets([six], timeout=2) == {"nova/six": {"up": False, "detail": "status 503"}}
+    finally:
+        thread.join(5)
+        server.close()
+    named = dict(target("named", 9), address="localhost")  # resolved and probed by the blocking path
+    assert probe.probe_targets([named], timeout=0.5)["nova/named"]["up"] is False
