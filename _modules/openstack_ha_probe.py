@@ -78,7 +78,11 @@ def _start(state, key, target, timeout):
     except ValueError:
         state["done"][key] = _probe(address, port, target["path"], int(target["status"]), timeout)
         return
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:  # out of descriptors, no such family: a failed probe, as _probe has it
+        state["done"][key] = (False, exc.strerror or type(exc).__name__)
+        return
     sock.setblocking(False)
     err = sock.connect_ex((address, port))
     if err not in (0, errno.EINPROGRESS):
