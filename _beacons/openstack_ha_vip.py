@@ -18,7 +18,8 @@ Data keys:
     ``gained`` / ``lost`` (change only): lists of ``{vip, address, interface}``;
     ``held``: the VIP names this controller holds now;
     ``time``: epoch seconds;
-    ``watched`` (change only): true when the watcher, not a tick, saw it.
+    ``watched`` (change only): true when the watcher, not a tick, saw it;
+    ``report``: ``{body, sig}``, ``held`` signed with the minion's key (see :func:`_signed`).
 
 Options (written by the ``openstack_ha.beacons`` state):
 
@@ -79,6 +80,24 @@ def _observe(memory, conf, held, taken, now, watched=False):
              "gained": describe(sorted(set(held) - set(before))), "lost": describe(sorted(set(before) - set(held)))}
     if watched:
         event["watched"] = True
+    return event
+
+
+# The question a VIP report answers (never a function anyone can call; the master's
+# ``openstack_ha_reports.VIPS_FUN``) and its nonce, ``vips:<look time>``.
+REPORT_FUN = "openstack_ha_probe.vips_report"
+
+
+def _signed(memory, event):
+    """``event`` with ``report``: the VIP names it says this controller holds, signed with the
+    minion's key as the answer to :data:`REPORT_FUN` with the nonce ``vips:<event time>`` (the
+    master then needs no Salt job to learn who holds what); unchanged when it cannot be signed
+    (the master asks the controllers instead)."""
+    try:
+        data = memory["body"](memory["opts"]["id"], "vips:{:.6f}".format(event["time"]), REPORT_FUN, event["held"])
+        event["report"] = {"body": data.decode(), "sig": memory["sign"](data)}
+    except Exception as exc:  # noqa: BLE001 - the master asks instead
+        log.warning("openstack_ha_vip: could not sign the VIP report (%s); the master will ask", exc)
     return event
 
 
@@ -150,6 +169,7 @@ def _watch(memory, stop, sock):
                 with memory["lock"]:
                     event = _observe(memory, conf, held, taken, time.time(), watched=True)
                 if event:
+                    _signed(memory, event)
                     try:
                         _send_to_master(memory["opts"], event)
                     except Exception as exc:  # noqa: BLE001 - the tick sends it instead
@@ -189,13 +209,16 @@ def beacon(config):
     # the runner asks every controller, answered the same way; when it fails this raises (Salt
     # logs it) rather than report every VIP lost.
     memory["held_fn"] = __salt__["openstack_ha_probe.vips_held"]
+    memory["body"], memory["sign"] = __salt__["openstack_ha_signed.body"], __salt__["openstack_ha_signed.sign"]
+    if "opts" not in memory:
+        memory["opts"] = __opts__.value() if hasattr(__opts__, "value") else __opts__
     taken = time.monotonic()
     held = memory["held_fn"]({name: vip["address"] for name, vip in conf["vips"].items()})
     with memory["lock"]:
         event = _observe(memory, conf, held, taken, now)
         events, memory["pending"] = memory["pending"], []
     if event:
-        events.append(event)
+        events.append(_signed(memory, event))
     if conf.get("watch"):
         _ensure_watcher(memory, conf)
     elif memory.get("watcher") is not None:
@@ -203,5 +226,5 @@ def beacon(config):
         memory["watcher"] = None
     if now - memory["heartbeat"] >= float(conf.get("heartbeat", 30)):
         memory["heartbeat"] = now
-        events.append({"tag": "heartbeat", "kind": "heartbeat", "held": held, "time": now})
+        events.append(_signed(memory, {"tag": "heartbeat", "kind": "heartbeat", "held": held, "time": now}))
     return events

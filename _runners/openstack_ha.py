@@ -131,10 +131,12 @@ def handle_event(tag, data):
     if paused:
         return {"ignored": "remediation of site {} paused by {} ({})".format(site, paused.get("by"), paused.get("reason"))}
     if beacon == "openstack_ha_vip":
+        # Its signed word on the VIPs it holds is kept from every event (heartbeats keep it fresh).
+        reported = data.get("report") is not None and ctx.call("reports.accept_vips", model, reporter, data)
         if data.get("kind") == "heartbeat" and not ctx.call("vips.heartbeat_due", model):
             return {"site": site, "decisions": []}
         holders = {}
-        decisions = ctx.call("vips.check_vips", model, reporter, data, holders)
+        decisions = ctx.call("vips.check_vips", model, reporter, data, holders, reported)
         return {"site": site, "decisions": decisions, "vip_holders": holders}
     if beacon == "openstack_ha_rabbitmq":
         return {"site": site, "decisions": ctx.call("rabbit_watch.check", model, reporter, data)}

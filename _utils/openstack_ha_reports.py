@@ -34,6 +34,28 @@ def _store(ctx):
     return ctx.shared("signed_reports", lambda: {"cond": threading.Condition(), "sites": {}})
 
 
+def _authenticated(ctx, reporter, reply, nonce, fun, now, what):
+    """``(probe time, answer)`` of a signed ``reply`` from ``reporter``: its nonce matches
+    ``nonce`` (a compiled pattern with the probe time as group 1) within :data:`SKEW` of
+    ``now``, and it is signed by ``reporter``'s accepted key as the answer to ``fun``; else
+    None (counted as ignored, ``what`` naming the beacon)."""
+    if not isinstance(reply, dict) or not isinstance(reply.get("body"), str):
+        return None
+    try:
+        claimed = json.loads(reply["body"]).get("nonce")
+    except (ValueError, AttributeError):
+        claimed = None
+    match = nonce.match(claimed) if isinstance(claimed, str) else None
+    if match is None or abs(float(match.group(1)) - now) > SKEW:
+        ctx.call("records.note_ignored", "report without a probe time near this master's clock", reporter, what)
+        return None
+    ok, answer = ctx.call("publish.authenticated_answer", reporter, claimed, fun, reply)
+    if not ok:
+        ctx.call("records.note_ignored", "unauthenticated report", reporter, what)
+        return None
+    return float(match.group(1)), answer
+
+
 def accept(ctx, model, reporter, data, now=None):
     """
     Keep the signed report of a backend change event's ``data`` from ``reporter`` (a
@@ -46,23 +68,16 @@ def accept(ctx, model, reporter, data, now=None):
     is counted as ignored).
     """
     reply = data.get("report") if isinstance(data, dict) else None
-    if not isinstance(reply, dict) or not isinstance(reply.get("body"), str):
+    if not isinstance(reply, dict):
         return False
-    try:
-        claimed = json.loads(reply["body"]).get("nonce")
-    except (ValueError, AttributeError):
-        claimed = None
-    match = _NONCE.match(claimed) if isinstance(claimed, str) else None
-    now = time.time() if now is None else now
-    if match is None or abs(float(match.group(1)) - now) > SKEW:
-        ctx.call("records.note_ignored", "report without a probe time near this master's clock", reporter,
-                 "openstack_ha_backends/change")
+    found = _authenticated(ctx, reporter, reply, _NONCE, REPORT_FUN, time.time() if now is None else now,
+                           "openstack_ha_backends/change")
+    if found is None:
         return False
-    ok, view = ctx.call("publish.authenticated_answer", reporter, claimed, REPORT_FUN, reply)
-    if not ok or not ctx.util("decide.valid_view")(view):
-        ctx.call("records.note_ignored", "unauthenticated or malformed report", reporter, "openstack_ha_backends/change")
+    probed, view = found
+    if not ctx.util("decide.valid_view")(view):
+        ctx.call("records.note_ignored", "malformed report", reporter, "openstack_ha_backends/change")
         return False
-    probed = float(match.group(1))
     store = _store(ctx)
     with store["cond"]:
         kept = store["sites"].setdefault(model["site"], {})
@@ -103,6 +118,64 @@ def agreeing(ctx, model, keys, wait, max_age):
             views = {c: r["view"] for c, r in fresh.items()}
             if len(views) >= quorum and all(judged(key, views, quorum) is not None for key in keys):
                 return views, min(r["received_at"] for r in fresh.values())
+            if now >= deadline:
+                return None
+            store["cond"].wait(deadline - now)
+
+
+# A controller's VIP beacon signs what it holds, in every change and heartbeat event, as the
+# answer to this question (never a function anyone can call) with the nonce ``vips:<look time>``.
+VIPS_FUN = "openstack_ha_probe.vips_report"
+_VIPS_NONCE = re.compile(r"vips:(\d{9,11}(?:\.\d{1,6})?)\Z")
+
+
+def accept_vips(ctx, model, reporter, data, now=None):
+    """
+    Keep the signed VIP report in a VIP beacon event's ``data`` from ``reporter`` (a
+    controller of ``model``'s site): believed as a backend report is (:func:`accept`), signed
+    for :data:`VIPS_FUN` with a look time near this master's clock and newer than the last kept,
+    and a list of VIP names. Returns True when it was kept.
+    """
+    reply = data.get("report") if isinstance(data, dict) else None
+    if not isinstance(reply, dict):
+        return False
+    found = _authenticated(ctx, reporter, reply, _VIPS_NONCE, VIPS_FUN, time.time() if now is None else now,
+                           "openstack_ha_vip/" + str(data.get("kind")))
+    if found is None:
+        return False
+    looked, held = found
+    if not ctx.util("decide.valid_vip_list")(held):
+        ctx.call("records.note_ignored", "malformed VIP report", reporter, "openstack_ha_vip/" + str(data.get("kind")))
+        return False
+    store = _store(ctx)
+    with store["cond"]:
+        kept = store.setdefault("vips", {}).setdefault(model["site"], {})
+        if reporter in kept and kept[reporter]["looked"] >= looked:
+            return False
+        kept[reporter] = {"looked": looked, "received": time.monotonic(), "held": sorted(held)}
+        store["cond"].notify_all()
+    return True
+
+
+def vip_holders(ctx, model, names, wait, max_age):
+    """
+    What every controller of the site holds, from their signed VIP reports, once they give
+    each VIP of ``names`` exactly one holder: ``{controller: [vip names]}``; or None when a
+    controller has no report received within ``max_age`` seconds, or the reports do not give
+    one holder per VIP within ``wait`` seconds (a VIP moving is reported by the controller
+    losing it and the one gaining it, a moment apart): take a view then.
+    """
+    controllers = [c["id"] for c in model["controllers"]]
+    store = _store(ctx)
+    deadline = time.monotonic() + wait
+    with store["cond"]:
+        while True:
+            now = time.monotonic()
+            kept = store.get("vips", {}).get(model["site"], {})
+            held = {c: kept[c]["held"] for c in controllers if c in kept and now - kept[c]["received"] <= max_age}
+            if len(held) == len(controllers) and all(
+                    sum(1 for names_held in held.values() if name in names_held) == 1 for name in names):
+                return held
             if now >= deadline:
                 return None
             store["cond"].wait(deadline - now)

@@ -44,20 +44,43 @@ def heartbeat_due(ctx, model):
         return True
 
 
-def check_vips(ctx, model, reporter, data=None, seen=None):
+def reported_view(ctx, model):
+    """The view :func:`vip_view` would take, from the controllers' signed VIP reports instead
+    (``reports.vip_holders``: every controller's report fresh, one holder per VIP, waited for
+    a moment while a move is reported by both ends), or None: take the view then."""
+    addresses = ctx.util("model.vip_addresses")(model)
+    held = ctx.call("reports.vip_holders", model, sorted(addresses), wait=REPORT_WAIT,
+                    max_age=3 * float(model["remediation"]["heartbeat"]))
+    if held is None:
+        return None
+    holders = {vip: sorted(c for c, names in held.items() if vip in names) for vip in sorted(addresses)}
+    return held, holders, True
+
+
+# Seconds a VIP change waits at most for the other controllers' reports to give one holder per
+# VIP (the controller losing a VIP and the one gaining it report a moment apart), before the view.
+REPORT_WAIT = 0.3
+
+
+def check_vips(ctx, model, reporter, data=None, seen=None, reported=False):
     """
     Ask every controller which VIPs it holds; alert on a split brain, an orphaned VIP, a VIP
     no answering controller holds while some did not answer (``vip_unconfirmed``) or too few
     answers (``no_quorum``). With a quorum and one holder per VIP, make the Keystone catalog
     follow (``catalog_sync.follow``); never while the view is split or short of a quorum.
     ``seen`` (a dict), when given, receives the holders found: ``{vip: [controllers]}``.
+    ``reported``: ``data`` is a change whose signed VIP report was kept (``reports.accept_vips``):
+    when every controller's signed report gives each VIP one holder, they are the view, and no
+    controller is asked (a repoint's record says ``view_from: signed reports``, else ``view``).
     """
-    reported = (data or {}).get("time")
+    looked = (data or {}).get("time")
     # Seconds from the beacon seeing the change to this check starting (the event's way through
     # the master and the engine); kept in the record of a repoint, with the other parts.
-    event_lag = round(time.time() - reported, 3) if isinstance(reported, (int, float)) else None
+    event_lag = round(time.time() - looked, 3) if isinstance(looked, (int, float)) else None
     asked = time.monotonic()
-    held, holders, _ = vip_view(ctx, model)
+    view = reported_view(ctx, model) if reported and (data or {}).get("kind") == "change" else None
+    source = "signed reports" if view is not None else "view"
+    held, holders, _ = view if view is not None else vip_view(ctx, model)
     ctx.shared("vip_views")[model["site"]] = time.monotonic()
     if seen is not None:
         seen.update(holders)
@@ -71,4 +94,5 @@ def check_vips(ctx, model, reporter, data=None, seen=None):
         ctx.call("records.record", model["site"], [(entry, "openstack_ha/alert/" + entry["alert"]) for entry in decisions])
         return decisions
     return ctx.call("catalog_sync.follow", model, {vip: who[0] for vip, who in holders.items()}, held, reporter, data or {},
-                    {"event_lag": event_lag, "view_took": view_took, "reported_at": reported if event_lag is not None else None})
+                    {"event_lag": event_lag, "view_took": view_took, "reported_at": looked if event_lag is not None else None,
+                     "view_from": source})

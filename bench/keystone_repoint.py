@@ -86,6 +86,10 @@ def breakdown(since):
         "{} {:.2f} / {:.2f}".format(label, statistics.median(vals), max(vals)) for label, vals in (
             (label, [d[key] for d in found if isinstance(d.get(key), (int, float))]) for label, key in PARTS) if vals))
     print("Keystone URLs the runner used: {}".format(sorted({str(d.get("keystone_url")) for d in found})))
+    sources = {}
+    for d in found:
+        sources[d.get("view_from") or "view"] = sources.get(d.get("view_from") or "view", 0) + 1
+    print("who holds the VIP, learnt from: {}".format(", ".join("{} {}".format(k, v) for k, v in sorted(sources.items()))))
     slow = [d for d in found if d.get("took", 0) > 3]
     for d in slow:
         print("  slow repoint to {}: took {:.2f} s, worked around: {}".format(
@@ -111,7 +115,9 @@ def run_parts(since, new):
     d = found[0]
     marks = ["{} +{:.2f}".format(key, d[key] - since) for key in ("reported_at", "repointed_at") if isinstance(d.get(key), (int, float))]
     retries = ["{} {}".format(k, v) for k, v in sorted((d.get("keystone_retries") or {}).items())]
-    return ", ".join(marks + ["{} {:.2f}".format(key, d[key]) for _, key in PARTS if isinstance(d.get(key), (int, float))] + retries)
+    source = ["view from {}".format(d["view_from"])] if d.get("view_from") else []
+    return ", ".join(marks + ["{} {:.2f}".format(key, d[key]) for _, key in PARTS if isinstance(d.get(key), (int, float))]
+                     + source + retries)
 
 
 def one_run(session, old):
