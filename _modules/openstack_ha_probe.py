@@ -26,6 +26,10 @@ def __virtual__():
     return __virtualname__
 
 
+# Seconds an answer still gets after a request sent late (see _advance).
+LATE_GRACE = 0.1
+
+
 def _request(address, path):
     """The probe's HTTP request for ``path`` on ``address``, as bytes."""
     host = "[{}]".format(address) if ":" in address else address
@@ -117,6 +121,9 @@ def _advance(state, key, mask):
             return _finish(state, key, (False, _failure(exc.errno)))
         if sent != len(probe["request"]):
             return _finish(state, key, (False, "request not sent whole"))
+        # Connected, but this thread got to send only now (a busy process: Salt runs jobs as
+        # threads of the minion): the answer gets a moment, as a blocking probe's would.
+        probe["deadline"] = max(probe["deadline"], time.monotonic() + LATE_GRACE)
         state["selector"].modify(sock, selectors.EVENT_READ, key)
         return None
     try:
@@ -153,14 +160,16 @@ def probe_round(state, targets, timeout=0.5, budget=0.3):
             _start(state, key, target, float(target.get("timeout") or timeout))
     end = time.monotonic() + budget
     while state["probes"]:
+        wait = min(end, min(p["deadline"] for p in state["probes"].values())) - time.monotonic()
+        # What arrived is read before any deadline is judged: a thread that did not run for a
+        # while (the GIL held by a job) must not call an answer waiting in its socket a timeout.
+        for selected, mask in state["selector"].select(max(0.0, wait)):
+            _advance(state, selected.data, mask)
         now = time.monotonic()
         for key in [k for k, p in state["probes"].items() if p["deadline"] <= now]:
             _finish(state, key, (False, "timeout"))
-        if now >= end or not state["probes"]:
+        if now >= end:
             break
-        wait = min(end, min(p["deadline"] for p in state["probes"].values())) - now
-        for selected, mask in state["selector"].select(max(0.0, wait)):
-            _advance(state, selected.data, mask)
     done, state["done"] = state["done"], {}
     return {key: {"up": up, "detail": detail} for key, (up, detail) in done.items()}
 

@@ -110,3 +110,18 @@ def test_ipv6_and_a_name_instead_of_an_address_are_probed_too():
         server.close()
     named = dict(target("named", 9), address="localhost")  # resolved and probed by the blocking path
     assert probe.probe_targets([named], timeout=0.5)["nova/named"]["up"] is False
+
+
+def test_an_answer_that_came_while_the_thread_was_held_up_is_not_a_timeout(apis):
+    # A minion runs Salt's jobs as threads: the beacon's thread may not run for longer than a
+    # probe's timeout. What arrived meanwhile counts; only a backend still silent is a timeout.
+    targets = [target("good", apis["good"]), target("hung", apis["hung"])]
+    state = {}
+    try:
+        assert probe.probe_round(state, targets, timeout=0.2, budget=0.0) == {}
+        time.sleep(0.5)  # the thread held up past every deadline
+        late = probe.probe_round(state, targets, timeout=0.2, budget=1.0)
+        assert late["nova/good"] == {"up": True, "detail": "status 200"}, late
+        assert late["nova/hung"] == {"up": False, "detail": "timeout"}
+    finally:
+        probe.close_probes(state)
