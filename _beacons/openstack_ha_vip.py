@@ -93,6 +93,8 @@ def _signed(memory, event):
     minion's key as the answer to :data:`REPORT_FUN` with the nonce ``vips:<event time>`` (the
     master then needs no Salt job to learn who holds what); unchanged when it cannot be signed
     (the master asks the controllers instead)."""
+    if memory.get("sign") is None:
+        return event
     try:
         data = memory["body"](memory["opts"]["id"], "vips:{:.6f}".format(event["time"]), REPORT_FUN, event["held"])
         event["report"] = {"body": data.decode(), "sig": memory["sign"](data)}
@@ -209,7 +211,10 @@ def beacon(config):
     # the runner asks every controller, answered the same way; when it fails this raises (Salt
     # logs it) rather than report every VIP lost.
     memory["held_fn"] = __salt__["openstack_ha_probe.vips_held"]
-    memory["body"], memory["sign"] = __salt__["openstack_ha_signed.body"], __salt__["openstack_ha_signed.sign"]
+    try:
+        memory["body"], memory["sign"] = __salt__["openstack_ha_signed.body"], __salt__["openstack_ha_signed.sign"]
+    except KeyError:  # the signing module not synced (yet): unsigned events, the master asks
+        memory["body"] = memory["sign"] = None
     if "opts" not in memory:
         memory["opts"] = __opts__.value() if hasattr(__opts__, "value") else __opts__
     taken = time.monotonic()
