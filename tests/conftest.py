@@ -102,6 +102,18 @@ def pytest_runtest_setup(item):
                     "{:.0f} s ago; run it on its own: scripts/test.sh {}".format(time.time() - DEADLINE, item.nodeid))
 
 
+def accepted_keys(tmp_path, monkeypatch, publish, accepted, others=()):
+    """Key pairs of the minions ``accepted`` and ``others`` (see :func:`minion_keys`), of which
+    the master (``publish._accepted_key`` of the loaded ``openstack_ha_publish``) accepted the
+    first. Returns ``tmp_path``, each minion's ``pki_dir`` under it."""
+    from cryptography.hazmat.primitives import serialization
+
+    pems = minion_keys(tmp_path, list(accepted) + list(others))
+    monkeypatch.setattr(publish, "_accepted_key", lambda ctx, minion: serialization.load_pem_public_key(pems[minion])
+                        if minion in accepted else None)
+    return tmp_path
+
+
 def minion_keys(tmp_path, names):
     """A key pair per minion of ``names``: each private key in ``tmp_path/<name>/minion.pem``
     (as a minion's ``pki_dir`` holds it); returns ``{name: public key PEM bytes}``."""

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import load_module, minion_keys, model_lib
+from tests.conftest import accepted_keys, load_module, model_lib
 
 beacon = load_module("_beacons/openstack_ha_backends.py", "openstack_ha_backends")
 signed = load_module("_modules/openstack_ha_signed.py", "openstack_ha_signed")
@@ -28,12 +28,7 @@ MODEL = {"site": "lab", "controllers": [{"id": c} for c in CTRLS],
 @pytest.fixture
 def keys(tmp_path, monkeypatch):
     """Key pairs of three controllers and an intruder; the master accepted the controllers'."""
-    from cryptography.hazmat.primitives import serialization
-
-    pems = minion_keys(tmp_path, CTRLS + ["intruder"])
-    monkeypatch.setattr(publish, "_accepted_key", lambda ctx, minion: serialization.load_pem_public_key(pems[minion])
-                        if minion in CTRLS else None)
-    return tmp_path
+    return accepted_keys(tmp_path, monkeypatch, publish, CTRLS, ["intruder"])
 
 
 @pytest.fixture
