@@ -215,19 +215,22 @@ def test_active_controller_mode_repoints_every_endpoint_to_the_new_holder(active
     assert hosts(client_view(keystone)) == {ADDRESS[old]}
     events = labtools.MasterEvents()
     try:
-        killed = time.monotonic()
+        killed, since = time.monotonic(), time.time()
         stop_keepalived(old)
         event = events.wait("openstack_ha/endpoint/repointed", 20)
         took = time.monotonic() - killed
         assert event is not None, "no repoint after the holder lost the VIP"
         new = vip_holders(VIPS["public"])
         assert len(new) == 1 and new[0] != old
-        seen = client_view(keystone)
-        assert len(seen) == 21
+        # The VIPs leave one VRRP instance at a time: a first repoint may cover those moved so
+        # far (the controllers' signed reports show each step), the next one the rest.
+        seen = wait_until(lambda: (lambda v: v if len(v) == 21 and hosts(v) == {ADDRESS[new[0]]} else None)(client_view(keystone)),
+                          10, "every endpoint on the new holder", interval=0.2)
         assert hosts(seen) == {ADDRESS[new[0]]}, seen
-        assert {(e["old"].split("/")[2], e["new"].split("/")[2]) for e in event["data"]["endpoints"]} >= {
-            ("{}:5000".format(ADDRESS[old]), "{}:5000".format(ADDRESS[new[0]]))}
-        print("repointed {} endpoints {:.2f} s after the holder's keepalived stopped".format(len(event["data"]["endpoints"]), took))
+        moved = {(e["old"].split("/")[2], e["new"].split("/")[2]) for d in labtools.decisions()
+                 if d.get("what") == "repoint" and d.get("time", 0) >= since for e in d.get("endpoints") or []}
+        assert moved >= {("{}:5000".format(ADDRESS[old]), "{}:5000".format(ADDRESS[new[0]]))}, moved
+        print("first repoint of {} endpoints {:.2f} s after the holder's keepalived stopped".format(len(event["data"]["endpoints"]), took))
     finally:
         events.close()
         restore_keepalived(old)
