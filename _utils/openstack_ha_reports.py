@@ -68,8 +68,6 @@ def accept(ctx, model, reporter, data, now=None):
     is counted as ignored).
     """
     reply = data.get("report") if isinstance(data, dict) else None
-    if not isinstance(reply, dict):
-        return False
     found = _authenticated(ctx, reporter, reply, _NONCE, REPORT_FUN, time.time() if now is None else now,
                            "openstack_ha_backends/change")
     if found is None:
@@ -136,10 +134,9 @@ def accept_vips(ctx, model, reporter, data, now=None):
     for :data:`VIPS_FUN` with a look time near this master's clock and newer than the last kept,
     and a list of VIP names. Returns True when it was kept.
     """
-    reply = data.get("report") if isinstance(data, dict) else None
-    if not isinstance(reply, dict):
+    if not isinstance(data, dict):
         return False
-    found = _authenticated(ctx, reporter, reply, _VIPS_NONCE, VIPS_FUN, time.time() if now is None else now,
+    found = _authenticated(ctx, reporter, data.get("report"), _VIPS_NONCE, VIPS_FUN, time.time() if now is None else now,
                            "openstack_ha_vip/" + str(data.get("kind")))
     if found is None:
         return False

@@ -24,8 +24,13 @@ def vip_view(ctx, model):
     held = {c: a for c, a in ctx.call("publish.publish", controllers, "openstack_ha_probe.vips_held", (addresses,),
                                       timeout=VIEW_TIMEOUT, wait_for=ctx.call("publish.wait_for", model)).items()
             if valid(a)}
-    holders = {vip: sorted(c for c, names in held.items() if vip in names) for vip in sorted(addresses)}
-    return held, holders, len(held) >= ctx.util("model.quorum_size")(model)
+    return held, _holders(held, addresses), len(held) >= ctx.util("model.quorum_size")(model)
+
+
+def _holders(held, addresses):
+    """``{vip: [controllers holding it]}`` for every VIP of ``addresses``, from ``held``
+    (``{controller: [vip names]}``)."""
+    return {vip: sorted(c for c, names in held.items() if vip in names) for vip in sorted(addresses)}
 
 
 def heartbeat_due(ctx, model):
@@ -53,8 +58,7 @@ def reported_view(ctx, model):
                     max_age=3 * float(model["remediation"]["heartbeat"]))
     if held is None:
         return None
-    holders = {vip: sorted(c for c, names in held.items() if vip in names) for vip in sorted(addresses)}
-    return held, holders, True
+    return held, _holders(held, addresses), True
 
 
 # Seconds a VIP change waits at most for the other controllers' reports to give one holder per
