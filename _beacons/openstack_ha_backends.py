@@ -53,6 +53,7 @@ Options (written by the ``openstack_ha.beacons`` state from the pillar model):
         - interval: 1        # seconds between ticks (Salt's minimum is 1)
         - timeout: 0.5       # per probe, seconds
         - budget: 0.3        # longest a tick waits for probe answers, seconds
+        - keepalive: true    # reuse each probe's connection (HTTP keep-alive, a new one every 2 s)
         - fall: 1            # failed probes in a row before a backend is reported down
         - rise: 2            # good probes in a row before it is reported up again
         - heartbeat: 30      # seconds between full-view reports
@@ -106,7 +107,8 @@ def _probe_round(memory, conf, budget=None, slot="probes"):
     overlap for a moment when the watcher is switched off)."""
     try:
         return memory["probe_round"](memory.setdefault(slot, {}), conf["targets"], conf.get("timeout", 0.5),
-                                     float(conf.get("budget", 0.3) if budget is None else budget))
+                                     float(conf.get("budget", 0.3) if budget is None else budget),
+                                     keep=bool(conf.get("keepalive", True)))
     except Exception as exc:  # a probe must never take the beacon down
         memory["probe_close"](memory[slot])
         return {"{}/{}".format(t["service"], t["backend"]): {"up": False, "detail": "probe error: {}".format(exc)}

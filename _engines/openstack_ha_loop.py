@@ -21,6 +21,8 @@ crash waited seconds behind the flood. Here an event costs a tag split and a dic
 lookup: events of minions that are not controllers are dropped, events of a reporter's beacon
 already waiting are folded into it (``openstack_ha_admit``), and the runner calls run in a
 pool of ``workers`` threads, one at a time per (reporter, beacon), and at most one more waiting.
+A VIP event's signed report is also kept at once (``keep_vip_report``, in the pool): the turn
+of a VIP move's first step may be waiting for the reports of the next.
 """
 
 import concurrent.futures
@@ -65,6 +67,17 @@ def _work(admission, handle, pool, key, metrics=None):
             timer.start()
 
 
+def _keep(admission, keep, reporter):
+    """Keep ``reporter``'s newest waiting VIP report (the runner's ``keep_vip_report``)."""
+    taken = admission.take_report(reporter)
+    if taken is None:
+        return
+    try:
+        keep(tag=taken[0], data=taken[1])
+    except Exception:  # pylint: disable=broad-except
+        log.exception("openstack_ha: keeping the report of %s failed", taken[0])
+
+
 def _watch_status(status, metrics, interval, stop):
     """Every ``interval`` seconds, gather the status of every site into the metrics."""
     while not stop.wait(interval):
@@ -105,6 +118,7 @@ def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, s
     """
     admission = __utils__["openstack_ha_admit.admission"](__opts__["cachedir"])
     handle = __runners__["openstack_ha.handle_event"]
+    keep_vip_report = __runners__["openstack_ha.keep_vip_report"]
     note = __utils__["openstack_ha_trace.note"]
     trusted = __utils__["openstack_ha_alerting.trusted"]
     # Only a loop asked to serve metrics needs prometheus_client (Salt 3008 installs it, pip
@@ -141,6 +155,10 @@ def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, s
             if "/openstack_ha_" not in tag:
                 continue
             verdict, what = admission.offer(tag, data)
+            if verdict != "drop" and "/openstack_ha_vip/" in tag and isinstance(data, dict) and "report" in data \
+                    and admission.offer_report(what[0], tag, data):
+                # Kept at once, not in the event's turn: a turn may be waiting for it.
+                pool.submit(_keep, admission, keep_vip_report, what[0])
             if verdict == "queue":
                 pool.submit(_work, admission, handle, pool, what, loop_metrics)
             elif verdict == "drop":

@@ -29,11 +29,48 @@ def __virtual__():
 # Seconds an answer still gets after a request sent late (see _advance).
 LATE_GRACE = 0.1
 
+# Seconds a probe's connection is reused by the next rounds of probe_round (HTTP keep-alive)
+# before a fresh one is opened: a backend that answers on its open connections but no longer
+# accepts new ones (a full listen queue, a stuck acceptor) is still seen within this.
+REUSE_FOR = 2.0
 
-def _request(address, path):
-    """The probe's HTTP request for ``path`` on ``address``, as bytes."""
+# The most of an answer a probe reads (status line, headers, body).
+ANSWER_LIMIT = 65536
+
+
+def _request(address, path, keep=False):
+    """The probe's HTTP request for ``path`` on ``address``, as bytes; with ``keep``, it asks
+    the server to keep the connection open (HTTP/1.0 keep-alive: a server that does not
+    support it answers as before and closes)."""
     host = "[{}]".format(address) if ":" in address else address
-    return "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: openstack_ha-probe\r\n\r\n".format(path, host).encode()
+    return "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: openstack_ha-probe\r\n{}\r\n".format(
+        path, host, "Connection: keep-alive\r\n" if keep else "").encode()
+
+
+def _reusable(answer):
+    """Whether the connection that carried ``answer`` (a whole answer's bytes, or what arrived
+    of it) may carry the next probe: its headers are complete, it says how long its body is
+    (``Content-Length``, no ``Transfer-Encoding``), the body is all in and nothing follows,
+    and the server did not say it closes (an HTTP/1.0 answer must say ``keep-alive``).
+    Returns the answer's full length when complete (0 when it is not reusable), None while
+    more is to come."""
+    end = answer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = answer[:end].split(b"\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip().lower()
+    length = headers.get(b"content-length", b"")
+    if not length.isdigit() or b"transfer-encoding" in headers:
+        return 0
+    whole = end + 4 + int(length)
+    if len(answer) < whole:
+        return None
+    connection = headers.get(b"connection", b"")
+    keeps = b"keep-alive" in connection if lines[0].startswith(b"HTTP/1.0") else b"close" not in connection
+    return whole if keeps and len(answer) == whole else 0
 
 
 def _judge_answer(head, status):
@@ -73,10 +110,26 @@ def _failure(err):
     return "refused" if err == errno.ECONNREFUSED else (os.strerror(err) if err else "connection closed")
 
 
-def _start(state, key, target, timeout):
-    """Open a non-blocking connection for ``target`` and register it in ``state``; a target
-    whose address is not an IP literal is probed at once, blocking (``_probe`` resolves it)."""
+def _start(state, key, target, timeout, deadline=None, keep=True):
+    """Start ``target``'s probe and register it in ``state``: on the connection its last probe
+    left open (:data:`REUSE_FOR`), or on a new non-blocking one. A target whose address is not
+    an IP literal is probed at once, blocking (``_probe`` resolves it)."""
     address, port = target["address"], int(target["port"])
+    deadline = deadline or time.monotonic() + timeout
+    idle = state["idle"].pop(key, None)
+    if idle is not None:
+        if _still_open(idle["sock"]) and idle["to"] == (address, port) \
+                and time.monotonic() - idle["opened"] < REUSE_FOR:
+            probe = _new_probe(idle["sock"], address, target, deadline, idle["opened"], keep, reused=True)
+            try:
+                sent = idle["sock"].send(probe["request"])
+            except OSError:
+                sent = -1
+            if sent == len(probe["request"]):
+                state["probes"][key] = probe
+                state["selector"].register(idle["sock"], selectors.EVENT_READ, key)
+                return
+        idle["sock"].close()
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
     except ValueError:
@@ -93,22 +146,54 @@ def _start(state, key, target, timeout):
         sock.close()
         state["done"][key] = (False, _failure(err))
         return
-    probe = {"sock": sock, "deadline": time.monotonic() + timeout, "head": b"",
-             "request": _request(address, target["path"]), "status": int(target["status"])}
-    state["probes"][key] = probe
+    state["probes"][key] = _new_probe(sock, address, target, deadline, time.monotonic(), keep)
     state["selector"].register(sock, selectors.EVENT_WRITE, key)
 
 
-def _finish(state, key, outcome):
+def _new_probe(sock, address, target, deadline, opened, keep, reused=False):
+    """The in-flight record of one probe on ``sock`` (``keep``: ask to keep it open)."""
+    return {"sock": sock, "deadline": deadline, "head": b"", "target": target, "opened": opened, "reused": reused,
+            "keep": keep, "to": (address, int(target["port"])), "request": _request(address, target["path"], keep),
+            "status": int(target["status"])}
+
+
+def _still_open(sock):
+    """Whether an idle kept connection can carry another request: the server has neither
+    closed it nor sent anything unasked."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # returns only when closed or sent to
+    except BlockingIOError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
+def _finish(state, key, outcome, keep=False):
+    """End ``key``'s probe with ``outcome``; with ``keep``, its connection waits in
+    ``state["idle"]`` for the next round's probe of ``key``."""
+    probe = state["probes"].pop(key)
+    state["selector"].unregister(probe["sock"])
+    if keep:
+        state["idle"][key] = {"sock": probe["sock"], "opened": probe["opened"], "to": probe["to"]}
+    else:
+        probe["sock"].close()
+    state["done"][key] = outcome
+
+
+def _retry(state, key):
+    """A kept connection the server closed before answering (its keep-alive time ran out as
+    the request went): probe ``key`` again on a new connection, within the same deadline."""
     probe = state["probes"].pop(key)
     state["selector"].unregister(probe["sock"])
     probe["sock"].close()
-    state["done"][key] = outcome
+    _start(state, key, probe["target"], 0, deadline=probe["deadline"], keep=probe["keep"])
 
 
 def _advance(state, key, mask):
     """One step of ``key``'s probe after the selector reported ``mask``: connected (send the
-    request), or answer bytes (read them; judge once the status line is in)."""
+    request), or answer bytes (read them; judge once the answer is whole or the server
+    closed)."""
     probe = state["probes"][key]
     sock = probe["sock"]
     if mask & selectors.EVENT_WRITE:
@@ -127,24 +212,36 @@ def _advance(state, key, mask):
         state["selector"].modify(sock, selectors.EVENT_READ, key)
         return None
     try:
-        chunk = sock.recv(1024)
+        chunk = sock.recv(ANSWER_LIMIT)
     except BlockingIOError:
         return None
     except OSError as exc:
+        if probe["reused"] and not probe["head"]:
+            return _retry(state, key)
         return _finish(state, key, (False, _failure(exc.errno)))
+    if not chunk and probe["reused"] and not probe["head"]:
+        return _retry(state, key)
     probe["head"] += chunk
-    if not chunk or b"\r\n" in probe["head"] or len(probe["head"]) >= 1024:
-        return _finish(state, key, _judge_answer(probe["head"], probe["status"]))
-    return None
+    whole = _reusable(probe["head"]) if chunk else 0
+    if whole is None and len(probe["head"]) < ANSWER_LIMIT:
+        return None
+    return _finish(state, key, _judge_answer(probe["head"], probe["status"]), keep=bool(whole) and probe["keep"])
 
 
-def probe_round(state, targets, timeout=0.5, budget=0.3):
+def probe_round(state, targets, timeout=0.5, budget=0.3, keep=True):
     """
     One round of probes run in the calling thread with non-blocking sockets (no thread per
     probe): start a probe of every target not already in flight, then wait at most ``budget``
     seconds for answers. A probe still unanswered when the round ends stays in flight (in
     ``state``, a dict the caller keeps between rounds, empty at first) until it answers or its
     own timeout passes: a hung backend never holds the others back, and costs no thread.
+
+    A connection whose answer allows it (HTTP keep-alive) is kept in ``state`` and carries the
+    target's next probes for :data:`REUSE_FOR` seconds: no TCP handshake per probe, and a
+    backend that dies closes it, which the next probe sees at once. A kept connection the
+    server closed is replaced by a new one in the same round, never judged a failure. With
+    ``keep`` false, or rounds :data:`REUSE_FOR` or more apart, every probe opens and closes its
+    own connection (and asks for no more).
 
     targets
         as for :func:`probe_targets` (a target's own ``timeout`` wins over ``timeout``).
@@ -153,21 +250,30 @@ def probe_round(state, targets, timeout=0.5, budget=0.3):
     ended in this round (judged as :func:`probe_targets` judges them).
     """
     if "selector" not in state:
-        state.update(selector=selectors.DefaultSelector(), probes={}, done={})
-    for target in targets:
-        key = "{}/{}".format(target["service"], target["backend"])
+        state.update(selector=selectors.DefaultSelector(), probes={}, done={}, idle={})
+    # Rounds further apart than REUSE_FOR (a beacon ticking every 2 s) would only hold
+    # connections open for nothing: the next round could not use them.
+    now = time.monotonic()
+    keep = keep and now - state.get("last", now) < REUSE_FOR
+    state["last"] = now
+    keys = {"{}/{}".format(t["service"], t["backend"]): t for t in targets}
+    for key in [k for k in state["idle"] if k not in keys or not keep]:  # no longer probed, or not so
+        state["idle"].pop(key)["sock"].close()
+    for key, target in keys.items():
         if key not in state["probes"]:
-            _start(state, key, target, float(target.get("timeout") or timeout))
+            _start(state, key, target, float(target.get("timeout") or timeout), keep=keep)
     end = time.monotonic() + budget
     while state["probes"]:
         wait = min(end, min(p["deadline"] for p in state["probes"].values())) - time.monotonic()
         # What arrived is read before any deadline is judged: a thread that did not run for a
         # while (the GIL held by a job) must not call an answer waiting in its socket a timeout.
         for selected, mask in state["selector"].select(max(0.0, wait)):
-            _advance(state, selected.data, mask)
+            if selected.data in state["probes"]:
+                _advance(state, selected.data, mask)
         now = time.monotonic()
         for key in [k for k, p in state["probes"].items() if p["deadline"] <= now]:
-            _finish(state, key, (False, "timeout"))
+            _finish(state, key, _judge_answer(state["probes"][key]["head"], state["probes"][key]["status"])
+                    if b"\r\n" in state["probes"][key]["head"] else (False, "timeout"))
         if now >= end:
             break
     done, state["done"] = state["done"], {}
@@ -175,9 +281,12 @@ def probe_round(state, targets, timeout=0.5, budget=0.3):
 
 
 def close_probes(state):
-    """Close every probe still in flight in ``state`` (see :func:`probe_round`)."""
+    """Close every probe still in flight and every kept connection in ``state`` (see
+    :func:`probe_round`)."""
     for key in list(state.get("probes", {})):
         _finish(state, key, (False, "closed"))
+    for idle in state.get("idle", {}).values():
+        idle["sock"].close()
     if "selector" in state:
         state.pop("selector").close()
     state.clear()
@@ -205,7 +314,7 @@ def probe_targets(targets, timeout=0.5):
     state = {}
     try:
         longest = max(float(t.get("timeout") or timeout) for t in targets)
-        return probe_round(state, targets, timeout, budget=longest + 0.05)
+        return probe_round(state, targets, timeout, budget=longest + 0.05, keep=False)
     finally:
         close_probes(state)
 

@@ -164,6 +164,30 @@ def handle_event(tag, data):
                                                 since=since, reported=reported)}
 
 
+def keep_vip_report(tag, data):
+    """
+    Keep the signed VIP report of a VIP beacon event (``tag``, ``data``) as it arrives, before
+    the event's own turn in the loop (``handle_event``, which runs one event at a time per
+    controller and beacon). A VIP move is reported in steps (the VIPs leave one VRRP instance
+    at a time), and the turn of the first step waits for the reports of the rest: kept here,
+    they reach it. Nothing is decided and nothing counted as ignored here: the event's turn
+    does both.
+
+    Returns True when the report is kept (see ``reports.accept_vips``).
+    """
+    parts = str(tag).split("/")
+    if len(parts) < 4 or parts[:2] != ["salt", "beacon"] or parts[3] != "openstack_ha_vip" \
+            or not isinstance(data, dict) or data.get("report") is None:
+        return False
+    ctx = _ctx()
+    if ctx.call("sites.controller_site", parts[2]) is None:
+        return False
+    model = ctx.call("sites.site_model", parts[2])
+    if model is None or not model["remediation"]["enabled"]:
+        return False
+    return ctx.call("reports.accept_vips", model, parts[2], data, quiet=True)
+
+
 def status(site=None, timeout=30, recent=8, quick=False):
     """
     Is the control plane healthy? One table per site: every backend as each controller's

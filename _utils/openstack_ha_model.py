@@ -71,7 +71,7 @@ SCHEMA = {
     "keystone": {"region": ANY, "endpoint_mode": ANY, "scheme": ANY, "timeout": ANY,
                  "interfaces": {"public": ANY, "internal": ANY, "admin": ANY}},
     "remediation": {"enabled": ANY, "quorum": ANY, "cooldown": ANY, "heartbeat": ANY,
-                    "probe": {"interval": ANY, "timeout": ANY, "fall": ANY, "rise": ANY, "watch": ANY}, "haproxy_check": _CHECK},
+                    "probe": {"interval": ANY, "timeout": ANY, "fall": ANY, "rise": ANY, "watch": ANY, "keepalive": ANY}, "haproxy_check": _CHECK},
 }
 
 
@@ -705,6 +705,7 @@ def _check_policy(c, model, controller_count):
         _check_timing(c, probe, path + ["probe"], {"interval": (1, 60), "timeout": (0.05, 30)})
         for key in ("fall", "rise"):
             c.integer(probe.get(key), path + ["probe", key], 1, 20)
+        c.boolean(probe.get("keepalive", True), path + ["probe", "keepalive"])
         watch = probe.get("watch", 0)
         if watch:
             c.number(watch, path + ["probe", "watch"], 0.05, 60)

@@ -34,11 +34,12 @@ def _store(ctx):
     return ctx.shared("signed_reports", lambda: {"cond": threading.Condition(), "sites": {}})
 
 
-def _authenticated(ctx, reporter, reply, nonce, fun, now, what):
+def _authenticated(ctx, reporter, reply, nonce, fun, now, what, quiet=False):
     """``(probe time, answer)`` of a signed ``reply`` from ``reporter``: its nonce matches
     ``nonce`` (a compiled pattern with the probe time as group 1) within :data:`SKEW` of
     ``now``, and it is signed by ``reporter``'s accepted key as the answer to ``fun``; else
-    None (counted as ignored, ``what`` naming the beacon)."""
+    None (counted as ignored, ``what`` naming the beacon, unless ``quiet``)."""
+    note = (lambda *args: None) if quiet else (lambda *args: ctx.call("records.note_ignored", *args))
     if not isinstance(reply, dict) or not isinstance(reply.get("body"), str):
         return None
     try:
@@ -47,11 +48,11 @@ def _authenticated(ctx, reporter, reply, nonce, fun, now, what):
         claimed = None
     match = nonce.match(claimed) if isinstance(claimed, str) else None
     if match is None or abs(float(match.group(1)) - now) > SKEW:
-        ctx.call("records.note_ignored", "report without a probe time near this master's clock", reporter, what)
+        note("report without a probe time near this master's clock", reporter, what)
         return None
     ok, answer = ctx.call("publish.authenticated_answer", reporter, claimed, fun, reply)
     if not ok:
-        ctx.call("records.note_ignored", "unauthenticated report", reporter, what)
+        note("unauthenticated report", reporter, what)
         return None
     return float(match.group(1)), answer
 
@@ -127,28 +128,33 @@ VIPS_FUN = "openstack_ha_probe.vips_report"
 _VIPS_NONCE = re.compile(r"vips:(\d{9,11}(?:\.\d{1,6})?)\Z")
 
 
-def accept_vips(ctx, model, reporter, data, now=None):
+def accept_vips(ctx, model, reporter, data, now=None, quiet=False):
     """
     Keep the signed VIP report in a VIP beacon event's ``data`` from ``reporter`` (a
     controller of ``model``'s site): believed as a backend report is (:func:`accept`), signed
     for :data:`VIPS_FUN` with a look time near this master's clock and newer than the last kept,
-    and a list of VIP names. Returns True when it was kept.
+    and a list of VIP names. Returns True when it is kept (by this call, or already: the
+    intake keeps a report as it arrives, through the runner's ``keep_vip_report``, before the
+    event's turn in the loop).
+    ``quiet``: a report refused is not counted as ignored (the event's own turn counts it).
     """
     if not isinstance(data, dict):
         return False
+    what = "openstack_ha_vip/" + str(data.get("kind"))
     found = _authenticated(ctx, reporter, data.get("report"), _VIPS_NONCE, VIPS_FUN, time.time() if now is None else now,
-                           "openstack_ha_vip/" + str(data.get("kind")))
+                           what, quiet)
     if found is None:
         return False
     looked, held = found
     if not ctx.util("decide.valid_vip_list")(held):
-        ctx.call("records.note_ignored", "malformed VIP report", reporter, "openstack_ha_vip/" + str(data.get("kind")))
+        if not quiet:
+            ctx.call("records.note_ignored", "malformed VIP report", reporter, what)
         return False
     store = _store(ctx)
     with store["cond"]:
         kept = store.setdefault("vips", {}).setdefault(model["site"], {})
         if reporter in kept and kept[reporter]["looked"] >= looked:
-            return False
+            return kept[reporter]["looked"] == looked and kept[reporter]["held"] == sorted(held)
         kept[reporter] = {"looked": looked, "received": time.monotonic(), "held": sorted(held)}
         store["cond"].notify_all()
     return True

@@ -7,6 +7,7 @@ openstack_ha-beacon-backends:
     - config:
       - interval: {{ probe.interval }}
       - timeout: {{ probe.timeout }}
+      - keepalive: {{ probe.keepalive | default(true) | json }}
       - budget: {{ probe.timeout + 0.05 }}
       - fall: {{ probe.fall }}
       - rise: {{ probe.rise }}

@@ -105,3 +105,14 @@ def test_the_waiting_table_is_bounded(tmp_path):
     for i in range(admit.MAX_WAITING):
         assert gate.offer(TAG.format("m{}".format(i)), {})[0] == "queue"
     assert gate.offer(TAG.format("one-more"), {}) == ("drop", "too many reporters waiting")
+
+
+def test_a_vip_report_waits_to_be_kept_once_per_reporter_the_newest_winning(gate):
+    vip = "salt/beacon/c1/openstack_ha_vip/change"
+    assert gate.offer_report("c1", vip, {"report": 1}) is True  # the caller submits take_report
+    for i in range(1000):  # a flood in c1's name: one waiting entry, never a queue
+        assert gate.offer_report("c1", vip, {"report": i + 2}) is False
+    assert gate.offer_report("c2", vip.replace("c1", "c2"), {"report": "x"}) is True
+    assert gate.take_report("c1") == (vip, {"report": 1001})
+    assert gate.take_report("c1") is None
+    assert gate.offer_report("c1", vip, {"report": 1002}) is True  # taken: the next one is submitted again

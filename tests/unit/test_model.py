@@ -147,6 +147,8 @@ CASES = [
      "openstack_ha:galera:haproxy_check:fal: unknown check setting (known: fall, fastinter, inter, rise, timeout)"),
     (lambda p: set_path(p, ["galera", "haproxy_check"], {"fastinter": 0}),
      "openstack_ha:galera:haproxy_check:fastinter: expected a number 0.1-60, got 0 (int)"),
+    (lambda p: p.setdefault("remediation", {}).update(probe={"keepalive": "yes"}),
+     "openstack_ha:remediation:probe:keepalive: expected true or false, got 'yes'"),
     (lambda p: p.setdefault("remediation", {}).update(haproxy_check={"fall": 0}),
      "openstack_ha:remediation:haproxy_check:fall: expected an integer 1-20, got 0 (int)"),
     (lambda p: p.setdefault("haproxy", {}).update(retries="3"),
