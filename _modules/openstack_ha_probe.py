@@ -12,6 +12,7 @@ timeout is a failure: a hung API is as dead to clients as a crashed one.
 import errno
 import ipaddress
 import os
+import re
 import selectors
 import socket
 import subprocess
@@ -36,6 +37,9 @@ REUSE_FOR = 2.0
 
 # The most of an answer a probe reads (status line, headers, body).
 ANSWER_LIMIT = 65536
+# Header lines of an answer, lowercased (see _reusable).
+_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*\r\n")
+_CONNECTION = re.compile(rb"\r\nconnection:([^\r]*)\r\n")
 
 
 def _request(address, path, keep=False):
@@ -57,19 +61,16 @@ def _reusable(answer):
     end = answer.find(b"\r\n\r\n")
     if end < 0:
         return None
-    lines = answer[:end].split(b"\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip().lower()
-    length = headers.get(b"content-length", b"")
-    if not length.isdigit() or b"transfer-encoding" in headers:
+    head = answer[:end + 2].lower()  # every header line ends in CRLF; the status line starts it
+    length = _LENGTH.search(head)
+    if length is None or b"\r\ntransfer-encoding:" in head:
         return 0
-    whole = end + 4 + int(length)
+    whole = end + 4 + int(length.group(1))
     if len(answer) < whole:
         return None
-    connection = headers.get(b"connection", b"")
-    keeps = b"keep-alive" in connection if lines[0].startswith(b"HTTP/1.0") else b"close" not in connection
+    connection = _CONNECTION.search(head)
+    connection = connection.group(1) if connection else b""
+    keeps = b"keep-alive" in connection if head.startswith(b"http/1.0") else b"close" not in connection
     return whole if keeps and len(answer) == whole else 0
 
 

@@ -48,12 +48,13 @@ def configure(inter, fall, remediation, haproxy=None, services=None):
     salt("lab-ctrl*", "beacons.enable_beacon" if remediation else "beacons.disable_beacon", "openstack_ha_backends")
 
 
-_WATCH = {"now": (0, None)}  # the watcher and probe timeout the master's loop acts on (the lab's pillar)
+_WATCH = {"now": (0, None, None)}  # the watcher, probe timeout and keep-alive the master's loop acts on (the lab's pillar)
 
 
-def set_watch(seconds, probe_timeout=None):
+def set_watch(seconds, probe_timeout=None, keepalive=None):
     """Run the backend beacons' watcher every ``seconds`` (0: off, the tick probes), and probe
-    with ``probe_timeout`` seconds (None: the lab's 0.75 s): the lab site with
+    with ``probe_timeout`` seconds (None: the lab's 0.75 s) and ``keepalive`` (None: the
+    default, connections kept): the lab site with
     ``remediation:probe`` changed in the master's override pillar root (the runner's model must
     know it too), the beacons applied, and (when the setting changed) waited until the master's
     loop acts on it."""
@@ -63,7 +64,7 @@ def set_watch(seconds, probe_timeout=None):
 
     def change():
         document = None
-        if seconds or probe_timeout:
+        if seconds or probe_timeout or keepalive is not None:
             with open(os.path.join(labctl.REPO, "pillar", "openstack_ha", "sites", "lab.sls")) as fh:
                 document = yaml.safe_load(fh)
             probe = document["openstack_ha"].setdefault("remediation", {}).setdefault("probe", {})
@@ -71,11 +72,13 @@ def set_watch(seconds, probe_timeout=None):
                 probe["watch"] = seconds
             if probe_timeout:
                 probe["timeout"] = probe_timeout
+            if keepalive is not None:
+                probe["keepalive"] = keepalive
         labtools.write_site(document)
         salt("lab-ctrl*", "saltutil.refresh_pillar")
         salt("lab-ctrl*", "state.apply", "openstack_ha.beacons")
 
-    wanted = (seconds or 0, probe_timeout)
+    wanted = (seconds or 0, probe_timeout, keepalive)
     if wanted == _WATCH["now"]:
         change()
         return

@@ -9,8 +9,10 @@ Phases, measured in the same run:
   idle         every beacon on, nothing wrong (the project at rest);
   backend down nova's backend on lab-ctrl3 stopped (SIGSTOP: it hangs, so every probe of it
                waits its full timeout) and drained by the loop, beacons still probing it;
-  watcher      idle again with the backend watcher on (remediation:probe:watch, --watch s),
-               when --watch is given.
+  watcher      with --watch s: idle again with the backend watcher on (remediation:probe:watch),
+               first with every probe on its own connection (probe:keepalive false, 0.7.8's
+               way), then with the probes' connections kept (the default), then with nova's
+               backend on lab-ctrl3 hung and drained as above.
 
 The target (issue 20): the loop's own cost, a phase minus the baseline, under 2 % of a core.
 
@@ -112,9 +114,20 @@ def main():
         finally:
             os.kill(pid, signal.SIGCONT)
         if args.watch:
+            set_watch(args.watch, keepalive=False)
+            time.sleep(5)
+            rows.append(("watcher {} s, no keep-alive".format(args.watch), measure(args.seconds)))
             set_watch(args.watch)
             time.sleep(5)
-            rows.append(("idle, watcher every {} s".format(args.watch), measure(args.seconds)))
+            rows.append(("watcher {} s (keep-alive)".format(args.watch), measure(args.seconds)))
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not all(out_of_rotation(p) for p in paths.values()):
+                    time.sleep(0.2)
+                rows.append(("watcher, backend down", measure(args.seconds)))
+            finally:
+                os.kill(pid, signal.SIGCONT)
     finally:
         beacons(True)
         if args.watch:
