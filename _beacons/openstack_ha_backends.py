@@ -173,10 +173,7 @@ def _signed_report(memory, conf, now):
     view = {"probes": probes, "admin": {}, "haproxy": False}
     if conf.get("socket"):
         try:
-            for backend, members in memory["servers"](conf["socket"]).items():
-                for server, info in members.items():
-                    view["admin"]["{}/{}".format(backend, server)] = info["admin"]
-            view["haproxy"] = True
+            view["admin"], view["haproxy"] = memory["admin_states"](conf["socket"]), True
         except Exception as exc:  # noqa: BLE001 - a controller whose HAProxy is down still reports its probes
             log.debug("openstack_ha_backends: no HAProxy state for the report (%s)", exc)
     try:
@@ -256,7 +253,7 @@ def beacon(config):
     memory["probe_close"] = __salt__["openstack_ha_probe.close_probes"]
     if conf.get("watch"):
         memory["body"], memory["sign"] = __salt__["openstack_ha_signed.body"], __salt__["openstack_ha_signed.sign"]
-        memory["servers"] = __salt__["openstack_ha_haproxy.servers"]
+        memory["admin_states"] = __salt__["openstack_ha_haproxy.admin_states"]
         _ensure_watcher(memory, conf)
         with memory["lock"]:
             changes, memory["pending"] = memory["pending"], []
@@ -291,12 +288,8 @@ def _admin_of_down(conf, view):
     if not down or not conf.get("socket"):
         return None
     try:
-        servers = __salt__["openstack_ha_haproxy.servers"](conf["socket"])
+        states = __salt__["openstack_ha_haproxy.admin_states"](conf["socket"])
     except Exception as exc:  # noqa: BLE001 - the master then checks as it always did
         log.debug("openstack_ha_backends: no HAProxy state for the heartbeat (%s)", exc)
         return None
-    admin = {}
-    for key in down:
-        service, backend = key.split("/", 1)
-        admin[key] = ((servers.get(service) or {}).get(backend) or {}).get("admin", "absent")
-    return admin
+    return {key: states.get(key, "absent") for key in down}

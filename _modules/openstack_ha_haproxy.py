@@ -113,6 +113,21 @@ def servers(socket_path=None):
     return result
 
 
+def admin_states(socket_path=None):
+    """
+    The administrative state of every server of every backend, from one ``show servers
+    state``: ``{'<backend>/<server>': 'ready'|'drain'|'maint'}`` (what the remediation reports
+    and views carry; :func:`servers` has it too, with the operational view besides).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_haproxy.admin_states
+    """
+    return {"{}/{}".format(backend, server): state for (backend, server), state in _admin_states(socket_path).items()}
+
+
 def _admin_states(socket_path=None):
     """Map (backend, server) to the administrative state forced through the runtime API."""
     states = {}

@@ -382,13 +382,9 @@ def service_view(service=None, targets_=None, timeout=None, socket_path=None, ma
     rest = [t for t in wanted if "{}/{}".format(t["service"], t["backend"]) not in fresh]
     view = {"probes": dict(fresh, **(probe_targets(rest, timeout or 0.5) if rest else {})), "admin": {}, "haproxy": False}
     try:
-        servers = __salt__["openstack_ha_haproxy.servers"](socket_path)
-        view["haproxy"] = True
+        view["admin"], view["haproxy"] = __salt__["openstack_ha_haproxy.admin_states"](socket_path), True
     except Exception:  # a controller whose HAProxy is down still reports its probes
-        servers = {}
-    for backend, members in servers.items():
-        for server, info in members.items():
-            view["admin"]["{}/{}".format(backend, server)] = info["admin"]
+        pass
     return view
 
 

@@ -130,6 +130,9 @@ def test_a_runtime_drain_survives_a_config_change_reload(applied):
         assert "reloaded" in reload["changes"].get("haproxy", ""), reload
         assert "maxconn 5000" in sh("lab-ctrl1", "cat /etc/haproxy/haproxy.cfg")
         assert haproxy_servers("lab-ctrl1")["nova"]["lab-ctrl2"]["admin"] == "drain"
+        # What the beacons' reports and the verification carry says the same, in one read.
+        rc, states = labtools.salt("lab-ctrl1", "openstack_ha_haproxy.admin_states")
+        assert rc == 0 and states["lab-ctrl1"]["nova/lab-ctrl2"] == "drain" and states["lab-ctrl1"]["nova/lab-ctrl1"] == "ready"
         # The drained backend gets no new requests through this HAProxy.
         seen = {labtools.http_get(VIPS["public"], SERVICES["nova"])["controller"] for _ in range(6)}
         assert seen == {"lab-ctrl1", "lab-ctrl3"}

@@ -72,13 +72,13 @@ def test_no_view_is_checked():
 
 
 def test_the_heartbeat_carries_this_haproxys_state_of_the_backends_it_sees_down(monkeypatch):
-    servers = {"nova": {"c1": {"admin": "ready"}, "c2": {"admin": "ready"}, "c3": {"admin": "drain"}}}
+    servers = {"nova/c1": "ready", "nova/c2": "ready", "nova/c3": "drain"}
     asked = []
 
     def read(socket):
         asked.append(socket)
         return servers
-    monkeypatch.setattr(beacon, "__salt__", {"openstack_ha_haproxy.servers": read}, raising=False)
+    monkeypatch.setattr(beacon, "__salt__", {"openstack_ha_haproxy.admin_states": read}, raising=False)
     conf = {"socket": "/run/haproxy/admin.sock"}
     assert beacon._admin_of_down(conf, C3_DOWN) == {"nova/c3": "drain"}
     assert beacon._admin_of_down(conf, dict(C3_DOWN, **{"glance/c9": "down"})) == {"nova/c3": "drain", "glance/c9": "absent"}
@@ -88,5 +88,5 @@ def test_the_heartbeat_carries_this_haproxys_state_of_the_backends_it_sees_down(
 
     def broken(socket):
         raise OSError("no such socket")
-    monkeypatch.setattr(beacon, "__salt__", {"openstack_ha_haproxy.servers": broken}, raising=False)
+    monkeypatch.setattr(beacon, "__salt__", {"openstack_ha_haproxy.admin_states": broken}, raising=False)
     assert beacon._admin_of_down(conf, C3_DOWN) is None

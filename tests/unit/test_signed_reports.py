@@ -56,7 +56,7 @@ def report(keys, name, down=(), now=None, signer=None):
     signed._KEY.clear()
     results = {k: {"up": k not in down, "detail": "refused" if k in down else "status 200"} for k in KEYS}
     memory = {"lock": threading.Lock(), "opts": {"id": name}, "body": signed.body, "sign": signed.sign,
-              "servers": lambda socket: {"nova": {k.split("/")[1]: {"admin": "ready"} for k in KEYS}}}
+              "admin_states": lambda socket: {k: "ready" for k in KEYS}}
     beacon._remember(memory, results, now)
     signed_view = beacon._signed_report(memory, {"watch": 0.2, "socket": "/run/haproxy/admin.sock"}, now)
     changes = [{"service": "nova", "backend": k.split("/")[1], "state": "down"} for k in down]
