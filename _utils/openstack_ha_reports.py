@@ -77,14 +77,24 @@ def accept(ctx, model, reporter, data, now=None):
     if not ctx.util("decide.valid_view")(view):
         ctx.call("records.note_ignored", "malformed report", reporter, "openstack_ha_backends/change")
         return False
+    return _keep(ctx, "sites", model["site"], reporter, probed, {"received_at": time.time(), "view": view}) == "kept"
+
+
+def _keep(ctx, table, site, reporter, when, report):
+    """Keep ``report`` (a dict, stamped here with ``time``: ``when``, and ``received``) as
+    ``reporter``'s newest in the store's ``table`` for ``site``, and wake the waiters, unless
+    the one kept already is as new or newer. Returns ``"kept"``, ``"same"`` (the one kept has
+    this time and these contents: a copy, left as it was) or ``"older"``."""
     store = _store(ctx)
     with store["cond"]:
-        kept = store["sites"].setdefault(model["site"], {})
-        if reporter in kept and kept[reporter]["probed"] >= probed:
-            return False
-        kept[reporter] = {"probed": probed, "received": time.monotonic(), "received_at": time.time(), "view": view}
+        kept = store.setdefault(table, {}).setdefault(site, {})
+        last = kept.get(reporter)
+        if last is not None and last["time"] >= when:
+            same = last["time"] == when and all(last.get(k) == v for k, v in report.items() if k != "received_at")
+            return "same" if same else "older"
+        kept[reporter] = dict(report, time=when, received=time.monotonic())
         store["cond"].notify_all()
-    return True
+    return "kept"
 
 
 def agreeing(ctx, model, keys, wait, max_age):
@@ -150,14 +160,7 @@ def accept_vips(ctx, model, reporter, data, now=None, quiet=False):
         if not quiet:
             ctx.call("records.note_ignored", "malformed VIP report", reporter, what)
         return False
-    store = _store(ctx)
-    with store["cond"]:
-        kept = store.setdefault("vips", {}).setdefault(model["site"], {})
-        if reporter in kept and kept[reporter]["looked"] >= looked:
-            return kept[reporter]["looked"] == looked and kept[reporter]["held"] == sorted(held)
-        kept[reporter] = {"looked": looked, "received": time.monotonic(), "held": sorted(held)}
-        store["cond"].notify_all()
-    return True
+    return _keep(ctx, "vips", model["site"], reporter, looked, {"held": sorted(held)}) in ("kept", "same")
 
 
 def vip_holders(ctx, model, names, wait, max_age):
