@@ -5,6 +5,9 @@ tick over N ticks, running the real beacon code. Baselines in the same run: all 
 one blocking concurrent round (waits for the blackholed probe's timeout), and the same probes
 one after another, as a naive beacon would do them; and 0.7.7's way, a pool of threads with
 one blocking probe per thread (the beacon now probes on non-blocking sockets in its own thread).
+Then the backend watcher's round (the 20 answering backends, rounds back to back): on kept
+connections (HTTP keep-alive, 0.7.9's default) against a new connection per probe (0.7.8's way,
+`probe:keepalive: false`), CPU per round.
 
 Runs inside a throwaway network namespace (10.77.0.0/24 on a veth it creates), removed
 afterwards. Usage: .venv/bin/python bench/beacon_cost.py [--ticks 20]
@@ -77,6 +80,17 @@ def inner(ticks):
             threaded = measure(lambda: list(pool.map(lambda t: probe._probe(t["address"], t["port"], t["path"], t["status"], 0.25),
                                                       targets)), max(3, ticks // 4))
         assert beacon.__context__["openstack_ha_backends"]["state"]["svc6/c2"] == "down"
+        rounds = {}
+        for keep in (True, False, True, False):  # alternated: a drift of the machine hits both
+            state = {}
+            try:
+                probe.probe_round(state, targets[:-1], 0.25, 0.3, keep=keep)
+                took = measure(lambda: probe.probe_round(state, targets[:-1], 0.25, 0.3, keep=keep), ticks * 5)
+                assert all(r["up"] for r in probe.probe_round(state, targets[:-1], 0.25, 0.3, keep=keep).values())
+                assert bool(state["idle"]) == keep, state["idle"]
+            finally:
+                probe.close_probes(state)
+            rounds.setdefault(keep, []).append(took[2])
     finally:
         for server in servers:
             server.send_signal(signal.SIGKILL)
@@ -89,6 +103,11 @@ def inner(ticks):
         print("{:<28} {:>9.3f}s {:>9.3f}s {:>11.4f}s".format(label, wall, worst, cpu_s))
     print("ratio blocking/beacon wall: {:.1f}x; sequential/beacon: {:.1f}x; CPU thread per probe/beacon: {:.1f}x".format(
         blocking[0] / ticking[0], sequential[0] / ticking[0], threaded[2] / ticking[2]))
+    kept, fresh = statistics.mean(rounds[True]), statistics.mean(rounds[False])
+    print("\nwatcher round, 20 answering backends, CPU median per round ({} rounds, twice each):".format(ticks * 5))
+    print("  kept connections (0.7.9 default)   {:.4f}s".format(kept))
+    print("  a connection per probe (0.7.8)     {:.4f}s".format(fresh))
+    print("  ratio: {:.2f}x".format(fresh / kept))
     probe.close_probes(beacon.__context__["openstack_ha_backends"]["probes"])
 
 
