@@ -155,7 +155,7 @@ def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, s
             if "/openstack_ha_" not in tag:
                 continue
             verdict, what = admission.offer(tag, data)
-            if verdict != "drop" and "/openstack_ha_vip/" in tag and isinstance(data, dict) and "report" in data \
+            if verdict != "drop" and what[1] == "openstack_ha_vip" and isinstance(data, dict) and "report" in data \
                     and admission.offer_report(what[0], tag, data):
                 # Kept at once, not in the event's turn: a turn may be waiting for it.
                 pool.submit(_keep, admission, keep_vip_report, what[0])

@@ -170,11 +170,17 @@ def _still_open(sock):
     return False
 
 
+def _release(state, key):
+    """Take ``key``'s probe out of flight (and out of the selector); returns it."""
+    probe = state["probes"].pop(key)
+    state["selector"].unregister(probe["sock"])
+    return probe
+
+
 def _finish(state, key, outcome, keep=False):
     """End ``key``'s probe with ``outcome``; with ``keep``, its connection waits in
     ``state["idle"]`` for the next round's probe of ``key``."""
-    probe = state["probes"].pop(key)
-    state["selector"].unregister(probe["sock"])
+    probe = _release(state, key)
     if keep:
         state["idle"][key] = {"sock": probe["sock"], "opened": probe["opened"], "to": probe["to"]}
     else:
@@ -185,8 +191,7 @@ def _finish(state, key, outcome, keep=False):
 def _retry(state, key):
     """A kept connection the server closed before answering (its keep-alive time ran out as
     the request went): probe ``key`` again on a new connection, within the same deadline."""
-    probe = state["probes"].pop(key)
-    state["selector"].unregister(probe["sock"])
+    probe = _release(state, key)
     probe["sock"].close()
     _start(state, key, probe["target"], 0, deadline=probe["deadline"], keep=probe["keep"])
 

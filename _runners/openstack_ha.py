@@ -175,17 +175,17 @@ def keep_vip_report(tag, data):
 
     Returns True when the report is kept (see ``reports.accept_vips``).
     """
-    parts = str(tag).split("/")
-    if len(parts) < 4 or parts[:2] != ["salt", "beacon"] or parts[3] != "openstack_ha_vip" \
-            or not isinstance(data, dict) or data.get("report") is None:
-        return False
     ctx = _ctx()
-    if ctx.call("sites.controller_site", parts[2]) is None:
+    key = ctx.util("admit.parse_tag")(tag)
+    if key is None or key[1] != "openstack_ha_vip" or not isinstance(data, dict) or data.get("report") is None:
         return False
-    model = ctx.call("sites.site_model", parts[2])
+    reporter = key[0]
+    if ctx.call("sites.controller_site", reporter) is None:
+        return False
+    model = ctx.call("sites.site_model", reporter)
     if model is None or not model["remediation"]["enabled"]:
         return False
-    return ctx.call("reports.accept_vips", model, parts[2], data, quiet=True)
+    return ctx.call("reports.accept_vips", model, reporter, data, quiet=True)
 
 
 def status(site=None, timeout=30, recent=8, quick=False):

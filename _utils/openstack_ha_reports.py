@@ -77,24 +77,23 @@ def accept(ctx, model, reporter, data, now=None):
     if not ctx.util("decide.valid_view")(view):
         ctx.call("records.note_ignored", "malformed report", reporter, "openstack_ha_backends/change")
         return False
-    return _keep(ctx, "sites", model["site"], reporter, probed, {"received_at": time.time(), "view": view}) == "kept"
+    return _keep(ctx, "sites", model["site"], reporter, probed, {"received_at": time.time(), "view": view})[0]
 
 
 def _keep(ctx, table, site, reporter, when, report):
     """Keep ``report`` (a dict, stamped here with ``time``: ``when``, and ``received``) as
     ``reporter``'s newest in the store's ``table`` for ``site``, and wake the waiters, unless
-    the one kept already is as new or newer. Returns ``"kept"``, ``"same"`` (the one kept has
-    this time and these contents: a copy, left as it was) or ``"older"``."""
+    the one kept already is as new or newer. Returns ``(kept, last)``: whether it was kept, and
+    the one kept before (None if none; never changed after it was kept)."""
     store = _store(ctx)
     with store["cond"]:
         kept = store.setdefault(table, {}).setdefault(site, {})
         last = kept.get(reporter)
         if last is not None and last["time"] >= when:
-            same = last["time"] == when and all(last.get(k) == v for k, v in report.items() if k != "received_at")
-            return "same" if same else "older"
+            return False, last
         kept[reporter] = dict(report, time=when, received=time.monotonic())
         store["cond"].notify_all()
-    return "kept"
+    return True, last
 
 
 def agreeing(ctx, model, keys, wait, max_age):
@@ -160,7 +159,9 @@ def accept_vips(ctx, model, reporter, data, now=None, quiet=False):
         if not quiet:
             ctx.call("records.note_ignored", "malformed VIP report", reporter, what)
         return False
-    return _keep(ctx, "vips", model["site"], reporter, looked, {"held": sorted(held)}) in ("kept", "same")
+    kept, last = _keep(ctx, "vips", model["site"], reporter, looked, {"held": sorted(held)})
+    # The same report kept already (by the intake): it counts, its arrival left as it was.
+    return kept or (last["time"] == looked and last["held"] == sorted(held))
 
 
 def vip_holders(ctx, model, names, wait, max_age):
