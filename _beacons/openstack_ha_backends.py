@@ -138,20 +138,15 @@ def _judge(memory, conf, results):
     return changes
 
 
-def _write_cache(path, results, now):
-    """Add ``results`` (with their time) to the JSON cache at ``path``: written to a temporary
-    file (0600) and renamed over it."""
-    try:
-        with open(path) as fh:
-            cached = json.load(fh)
-    except (OSError, ValueError):
-        cached = {}
-    for key, result in results.items():
-        cached[key] = {"up": result["up"], "detail": result["detail"], "time": now}
+def _write_cache(path, latest):
+    """Write ``latest`` (every backend's latest result with its time, as :func:`_remember`
+    keeps them) as the JSON cache at ``path``: to a temporary file (0600) renamed over it.
+    The watcher keeps the whole cache in memory: the file is only ever written, never read
+    back."""
     tmp = "{}.{}.tmp".format(path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump(cached, fh)
+        json.dump(latest, fh)
     os.replace(tmp, path)
 
 
@@ -212,9 +207,9 @@ def _watch(memory, stop):
             with memory["lock"]:
                 changes = _judge(memory, conf, results)
                 _remember(memory, results, now)
-                view = dict(memory["state"])
+                view, latest = dict(memory["state"]), dict(memory["latest"])
             if conf.get("cache"):
-                _write_cache(conf["cache"], results, now)
+                _write_cache(conf["cache"], latest)
             if changes:
                 event = {"tag": "change", "kind": "change", "changes": changes, "view": view, "time": now, "watched": True}
                 report = _signed_report(memory, conf, now)

@@ -16,9 +16,12 @@ Two paths:
 - every tick (``metrics`` set: the ``rabbitmq_prometheus`` plugin is on), the node's own
   ``/metrics`` endpoint (milliseconds, bounded by ``timeout``): a node that stops, pauses,
   loses a peer or raises an alarm is reported within about a second;
-- every ``full_interval`` seconds, in a worker thread, ``rabbitmqctl cluster_status`` (each
-  call starts an Erlang VM: seconds): the Mnesia partitions, which the endpoint does not
-  export. Without ``metrics`` it is the only path, as before.
+- in a worker thread, ``rabbitmqctl cluster_status`` (each call starts an Erlang VM: seconds,
+  and half a second of CPU): the Mnesia partitions, which the endpoint does not export. With
+  ``metrics`` it runs at the next tick whenever a partition can have formed (a peer came or
+  went, or its distribution connection was made anew: :func:`_links_remade`), and every
+  ``full_interval`` seconds as a backstop (600 by default: its cost, not the detection, sets
+  it). Without ``metrics`` it is the only path, every ``full_interval`` (20) seconds.
 
 The master's watch (``openstack_ha_rabbit_watch``) raises ``openstack_ha/alert/rabbitmq_*``,
 starts a dead node and may heal a partitioned minority.
@@ -30,7 +33,7 @@ Options (written by the ``openstack_ha.beacons`` state):
     beacons:
       openstack_ha_rabbitmq:
         - interval: 1
-        - full_interval: 120      # 20 without metrics
+        - full_interval: 600      # 20 without metrics
         - timeout: 0.5
         - heartbeat: 60
         - metrics: {url: "http://10.213.0.11:15692/metrics", node: rabbit@lab-ctrl1,
@@ -76,6 +79,14 @@ def _full(memory, now, every):
     return memory["full"]
 
 
+def _links_remade(before, now):
+    """True when a peer's distribution connection was made anew between two views' ``links``
+    (``before``, ``now``: ``{peer: packets received}``): its count went down. A Mnesia
+    partition forms only when two nodes meet again after losing each other; a loss shorter
+    than a tick leaves the peer connected in both views, and only this count tells it."""
+    return any(peer in before and count < before[peer] for peer, count in (now or {}).items())
+
+
 def beacon(config):
     """One tick. A beacon runs inside the minion's main loop, where a 2-3 s CLI call would
     stall every job the master sends meanwhile (the remediation loop's verification among
@@ -104,8 +115,12 @@ def beacon(config):
     else:
         report = full
     summary = {k: report.get(k) for k in KEYS}
-    if target and memory["last"] is not None and summary["running_nodes"] != memory["last"]["running_nodes"]:
-        memory["full_time"] = 0  # peers came or went: ask rabbitmqctl for partitions at the next tick
+    links, memory["links"] = memory.get("links") or {}, report.get("links") or {}
+    if target and memory["last"] is not None and (summary["running_nodes"] != memory["last"]["running_nodes"]
+                                                  or _links_remade(links, memory["links"])):
+        # Peers came or went, or met again within a tick: a partition forms only then. Ask
+        # rabbitmqctl at the next tick (full_interval is only the backstop).
+        memory["full_time"] = 0
     data = {k: report.get(k) for k in ("node", "running", "app_running", "members", "running_nodes", "expected", "partitions",
                                        "alarms", "source")}
     data["time"] = now

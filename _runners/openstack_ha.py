@@ -94,6 +94,25 @@ def _arrival(data):
     return now - min(max(waited, 0.0), 3600.0)
 
 
+def _acting_model(ctx, reporter, tag, quiet=False):
+    """The site model the loop acts on for an event of ``reporter`` (``tag``): ``(model,
+    None)``; or ``(None, {"ignored": why})`` when the reporter is no controller of a site with
+    a valid pillar (counted as ignored unless ``quiet``) or its site's remediation is off."""
+    if ctx.call("sites.controller_site", reporter) is None:
+        if not quiet:
+            ctx.call("records.note_ignored", "event from a minion that is not a controller", reporter, tag)
+        return None, {"ignored": "{!r} is not a controller".format(reporter)}
+    model = ctx.call("sites.site_model", reporter)
+    if model is None:
+        if not quiet:
+            ctx.call("records.note_ignored", "event from a minion that is not a controller (or whose site has no valid pillar)",
+                     reporter, tag)
+        return None, {"ignored": "{!r} is not a controller of a site with a valid pillar".format(reporter)}
+    if not model["remediation"]["enabled"]:
+        return None, {"ignored": "remediation disabled for site " + model["site"]}
+    return model, None
+
+
 def handle_event(tag, data):
     """
     The loop's single entry point: ``tag`` and ``data`` of one beacon event, from the
@@ -117,15 +136,9 @@ def handle_event(tag, data):
         return {"ignored": "not a beacon event"}
     reporter, beacon = parts[2], parts[3]
     data = data if isinstance(data, dict) else {}
-    if ctx.call("sites.controller_site", reporter) is None:
-        ctx.call("records.note_ignored", "event from a minion that is not a controller", reporter, tag)
-        return {"ignored": "{!r} is not a controller".format(reporter)}
-    model = ctx.call("sites.site_model", reporter)
+    model, ignored = _acting_model(ctx, reporter, tag)
     if model is None:
-        ctx.call("records.note_ignored", "event from a minion that is not a controller (or whose site has no valid pillar)", reporter, tag)
-        return {"ignored": "{!r} is not a controller of a site with a valid pillar".format(reporter)}
-    if not model["remediation"]["enabled"]:
-        return {"ignored": "remediation disabled for site " + model["site"]}
+        return ignored
     site = model["site"]
     paused = (ctx.call("records.load", site) or {}).get("paused")
     if paused:
@@ -179,13 +192,8 @@ def keep_vip_report(tag, data):
     key = ctx.util("admit.parse_tag")(tag)
     if key is None or key[1] != "openstack_ha_vip" or not isinstance(data, dict) or data.get("report") is None:
         return False
-    reporter = key[0]
-    if ctx.call("sites.controller_site", reporter) is None:
-        return False
-    model = ctx.call("sites.site_model", reporter)
-    if model is None or not model["remediation"]["enabled"]:
-        return False
-    return ctx.call("reports.accept_vips", model, reporter, data, quiet=True)
+    model, _ = _acting_model(ctx, key[0], tag, quiet=True)
+    return model is not None and ctx.call("reports.accept_vips", model, key[0], data, quiet=True)
 
 
 def status(site=None, timeout=30, recent=8, quick=False):

@@ -55,26 +55,32 @@ def from_metrics(text, node, expected, vm_running=True):
     stopped or paused, not dead.
 
     Returns ``{node, running, app_running, members, running_nodes, partitions, alarms,
-    expected, source}`` with ``source`` ``"metrics"``; ``members`` is None (not exported),
-    ``partitions`` is always empty (see the module's note).
+    expected, source, links}`` with ``source`` ``"metrics"``; ``members`` is None (not
+    exported), ``partitions`` is always empty (see the module's note). ``links``: ``{peer:
+    packets received}`` on each RabbitMQ peer's distribution connection (a count that starts
+    again from zero when the connection is made anew: the RabbitMQ beacon's ``_links_remade``).
     """
     view = {"node": node, "running": bool(vm_running or text is not None), "app_running": text is not None,
             "members": None, "running_nodes": [], "partitions": {}, "alarms": [],
-            "expected": sorted(expected), "source": "metrics"}
+            "expected": sorted(expected), "source": "metrics", "links": {}}
     if text is None:
         return view
     peers, alarms = {node}, []
-    for name, labels, value in samples(text, set(ALARMS) | {"erlang_vm_dist_node_state"}):
+    for name, labels, value in samples(text, set(ALARMS) | {"erlang_vm_dist_node_state", "erlang_vm_dist_recv_cnt"}):
+        peer = labels.get("peer", "")
         if name == "erlang_vm_dist_node_state":
-            peer = labels.get("peer", "")
             # CLI tools (rabbitmqctl-123@host) connect too: only RabbitMQ nodes count.
             if value == CONNECTED and peer.startswith("rabbit@"):
                 peers.add(peer)
+        elif name == "erlang_vm_dist_recv_cnt":
+            if peer.startswith("rabbit@"):
+                view["links"][peer] = value
         elif value:
             alarms.append("{} on {}".format(ALARMS[name], node))
     view["running_nodes"] = sorted(peers)
     view["alarms"] = sorted(alarms)
     return view
+
 
 
 def split_suspected(views):

@@ -49,13 +49,18 @@ def heartbeat_due(ctx, model):
         return True
 
 
-def reported_view(ctx, model):
+def reported_view(ctx, model, heartbeat=False):
     """The view :func:`vip_view` would take, from the controllers' signed VIP reports instead
-    (``reports.vip_holders``: every controller's report fresh, one holder per VIP, waited for
-    a moment while a move is reported by both ends), or None: take the view then."""
+    (``reports.vip_holders``: every controller's report fresh, one holder per VIP), or None:
+    take the view then. For a change, a report counts for three heartbeat intervals and a
+    move reported by one end waits a moment (:data:`REPORT_WAIT`) for the other's; for the
+    periodic view of a ``heartbeat``, every controller must have reported within
+    :data:`HEARTBEAT_REPORT_AGE` heartbeat intervals (its own heartbeat renews it), and
+    nothing is waited for."""
     addresses = ctx.util("model.vip_addresses")(model)
-    held = ctx.call("reports.vip_holders", model, sorted(addresses), wait=REPORT_WAIT,
-                    max_age=3 * float(model["remediation"]["heartbeat"]))
+    interval = float(model["remediation"]["heartbeat"])
+    held = ctx.call("reports.vip_holders", model, sorted(addresses), wait=0.0 if heartbeat else REPORT_WAIT,
+                    max_age=(HEARTBEAT_REPORT_AGE if heartbeat else 3) * interval)
     if held is None:
         return None
     return held, _holders(held, addresses), True
@@ -64,6 +69,12 @@ def reported_view(ctx, model):
 # Seconds a VIP change waits at most for the other controllers' reports to give one holder per
 # VIP (the controller losing a VIP and the one gaining it report a moment apart), before the view.
 REPORT_WAIT = 0.3
+# The periodic view of a heartbeat takes the controllers' signed reports when each arrived
+# within this many heartbeat intervals (every VIP beacon signs each heartbeat): one missed
+# heartbeat, and the controllers are asked. In a healthy site no heartbeat then costs a Salt
+# job on every controller (each job costs a controller about 0.1 s of CPU: Salt loads its
+# modules for every job).
+HEARTBEAT_REPORT_AGE = 1.5
 
 
 def check_vips(ctx, model, reporter, data=None, seen=None, reported=False):
@@ -73,16 +84,18 @@ def check_vips(ctx, model, reporter, data=None, seen=None, reported=False):
     answers (``no_quorum``). With a quorum and one holder per VIP, make the Keystone catalog
     follow (``catalog_sync.follow``); never while the view is split or short of a quorum.
     ``seen`` (a dict), when given, receives the holders found: ``{vip: [controllers]}``.
-    ``reported``: ``data`` is a change whose signed VIP report was kept (``reports.accept_vips``):
-    when every controller's signed report gives each VIP one holder, they are the view, and no
-    controller is asked (a repoint's record says ``view_from: signed reports``, else ``view``).
+    ``reported``: ``data`` is a change or heartbeat whose signed VIP report was kept
+    (``reports.accept_vips``): when every controller's signed report gives each VIP one holder
+    (:func:`reported_view`), they are the view, and no controller is asked (a repoint's record
+    says ``view_from: signed reports``, else ``view``).
     """
     looked = (data or {}).get("time")
     # Seconds from the beacon seeing the change to this check starting (the event's way through
     # the master and the engine); kept in the record of a repoint, with the other parts.
     event_lag = round(time.time() - looked, 3) if isinstance(looked, (int, float)) else None
     asked = time.monotonic()
-    view = reported_view(ctx, model) if reported and (data or {}).get("kind") == "change" else None
+    kind = (data or {}).get("kind")
+    view = reported_view(ctx, model, heartbeat=kind == "heartbeat") if reported and kind in ("change", "heartbeat") else None
     source = "signed reports" if view is not None else "view"
     held, holders, _ = view if view is not None else vip_view(ctx, model)
     ctx.shared("vip_views")[model["site"]] = time.monotonic()

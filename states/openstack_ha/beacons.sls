@@ -51,7 +51,7 @@ openstack_ha-beacon-rabbitmq:
       - interval: 1
       # rabbitmqctl (half a second of CPU a call): for partitions only when the metrics
       # endpoint is read every tick, for everything without it.
-      - full_interval: {{ 120 if rabbit_target else 20 }}
+      - full_interval: {{ 600 if rabbit_target else 20 }}
       - timeout: 0.5
       - heartbeat: 60
 {%- if rabbit_target %}

@@ -25,8 +25,10 @@ def test_a_backend_goes_down_after_fall_and_up_after_rise():
 def test_the_verification_takes_only_fresh_cached_results(tmp_path):
     path = str(tmp_path / "probes.json")
     now = time.time()
-    beacon._write_cache(path, {"nova/c1": {"up": False, "detail": "refused"}}, now - 1.0)
-    beacon._write_cache(path, {"nova/c2": {"up": True, "detail": "status 200"}}, now - 0.1)
+    mem = memory()
+    beacon._remember(mem, {"nova/c1": {"up": False, "detail": "refused"}}, now - 1.0)
+    beacon._remember(mem, {"nova/c2": {"up": True, "detail": "status 200"}}, now - 0.1)
+    beacon._write_cache(path, mem["latest"])
     assert (tmp_path / "probes.json").stat().st_mode & 0o777 == 0o600
     fresh = probe._cached(path, ["nova/c1", "nova/c2", "nova/c3"], 0.4, now)
     assert list(fresh) == ["nova/c2"] and fresh["nova/c2"]["up"] is True and fresh["nova/c2"]["detail"] == "status 200"

@@ -93,6 +93,27 @@ def test_peers_coming_or_going_ask_rabbitmqctl_at_once():
     assert node.full_calls == calls + 1
 
 
+def test_a_peer_met_again_within_a_tick_asks_rabbitmqctl_at_once():
+    # The same peers in both views, but c2's connection was made anew (its packet count fell):
+    # a partition may have formed, which only rabbitmqctl tells.
+    node = Node()
+    node.view = dict(node.view, links={"rabbit@c2": 5000, "rabbit@c3": 7000})
+    tick = ticking(node)
+    tick()
+    settle()
+    calls = node.full_calls
+    node.view = dict(node.view, links={"rabbit@c2": 5100, "rabbit@c3": 7050})  # the same connections
+    tick()
+    tick()
+    settle()
+    assert node.full_calls == calls
+    node.view = dict(node.view, links={"rabbit@c2": 4, "rabbit@c3": 7100})
+    assert tick() == []  # no news for the master: the same peers
+    tick()
+    settle()
+    assert node.full_calls == calls + 1
+
+
 def test_an_endpoint_too_busy_to_answer_is_not_a_node_down():
     node = Node()
     tick = ticking(node)

@@ -16,6 +16,8 @@ rabbitmq_alarms_free_disk_space_watermark 0
 rabbitmq_alarms_file_descriptor_limit 0
 rabbitmq_identity_info{{rabbitmq_node="{me}",rabbitmq_cluster="rabbit@c1"}} 1
 {peers}erlang_vm_dist_node_state{{peer="rabbitmqcli-512-{me}"}} 3
+erlang_vm_dist_recv_cnt{{peer="rabbitmqcli-512-{me}"}} 12
+erlang_vm_dist_recv_cnt{{peer="rabbit@c2"}} 3951
 erlang_vm_dist_node_queue_size_bytes{{peer="rabbit@c2"}} 0
 """
 
@@ -31,6 +33,7 @@ def test_a_healthy_node_sees_its_connected_peers_and_no_alarm():
     assert view["running"] and view["app_running"]
     assert view["running_nodes"] == NODES  # the CLI tool's connection is not a node
     assert view["alarms"] == [] and view["partitions"] == {} and view["source"] == "metrics"
+    assert view["links"] == {"rabbit@c2": 3951}  # packets on each RabbitMQ peer's connection, not the CLI's
     assert decide.rabbit_healthy(view, NODES)
 
 

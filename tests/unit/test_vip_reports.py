@@ -149,6 +149,31 @@ def test_a_reported_move_needs_no_controller_asked(keys, ctx):
     assert len(ctx.calls["published"]) == 1 and ctx.calls["followed"][-1][2]["view_from"] == "view"
 
 
+def test_a_heartbeats_view_comes_from_the_reports_while_every_controller_heartbeats(keys, ctx):
+    # The periodic view of a heartbeat: no controller asked while each one's signed report is
+    # at most 1.5 heartbeat intervals old, and nothing waited for.
+    model = dict(MODEL, remediation=dict(MODEL["remediation"], heartbeat=0.2))
+    for name, held in (("c1", ["internal"]), ("c2", ["public"]), ("c3", [])):
+        assert reports.accept_vips(ctx, model, name, event(keys, name, held, kind="heartbeat"))
+    data = event(keys, "c3", [], kind="heartbeat")
+    assert reports.accept_vips(ctx, model, "c3", data)
+    started = time.monotonic()
+    vips.check_vips(ctx, model, "c3", data, reported=True)
+    assert ctx.calls["published"] == [] and ctx.calls["followed"][-1][2]["view_from"] == "signed reports"
+    assert time.monotonic() - started < vips.REPORT_WAIT
+    # c1 and c2 missed a heartbeat: their reports are too old for it, and the controllers are asked.
+    time.sleep(0.2 * vips.HEARTBEAT_REPORT_AGE + 0.05)
+    data = event(keys, "c3", [], kind="heartbeat")
+    assert reports.accept_vips(ctx, model, "c3", data)
+    vips.check_vips(ctx, model, "c3", data, reported=True)
+    assert len(ctx.calls["published"]) == 1 and ctx.calls["followed"][-1][2]["view_from"] == "view"
+    # Reports that give a VIP two holders are no view either.
+    for name, held in (("c1", ["internal", "public"]), ("c2", ["public"])):
+        assert reports.accept_vips(ctx, model, name, event(keys, name, held, kind="heartbeat"))
+    vips.check_vips(ctx, model, "c2", event(keys, "c2", ["public"], kind="heartbeat"), reported=True)
+    assert len(ctx.calls["published"]) == 2
+
+
 def test_a_report_kept_early_counts_for_the_events_turn_and_a_quiet_refusal_is_not_counted(keys, ctx):
     # The intake keeps a report as it arrives (quiet: the event's turn counts refusals); the
     # turn then finds the same report kept and acts on it.
