@@ -4,10 +4,14 @@ another controller's interface, median and p95 over N runs; and a soak: no VIP m
 the site serves the benchmark load with nothing wrong.
 
 Failures: keepalived SIGKILLed on the holder; HAProxy (master and worker) SIGKILLed on the holder.
-Settings: the project with advert_int 0.1 (VRRPv3, the VRRP process at real-time priority,
-admin-socket track script), the project's default advert_int 0.2, and keepalived at
+Settings: the project's default advert_int 0.1 (VRRPv3, the VRRP process at real-time priority,
+admin-socket track script), 0.7.9's default advert_int 0.2, and keepalived at
 advert_int 1, the anchors' default, measured in the same run. After each run the killed
 daemon is started again through its init script and the holder takes its VIPs back.
+
+Reloads (``--reloads N``): the holder's keepalived reloaded N times at the default advert_int
+with both host cores kept busy, every other reload with its unicast peers changed (as a
+controller replacement's apply does): every VIP move is a false failover.
 
 Soak (``--soak SECONDS``, the issue asks 600): advert_int 0.1, 100 requests/s through
 the public VIP and one core kept busy on the host, the VIP holders polled every 50 ms: every
@@ -35,9 +39,10 @@ HOLDER = "lab-ctrl1"
 OTHERS = [n for n, _ in labctl.CONTROLLERS if n != HOLDER]
 
 
-def apply(target, advert_int):
-    pillar = json.dumps({"openstack_ha": {"keepalived": {"advert_int": advert_int}}})
-    proc = labctl.salt_cmd("salt", "--out=json", target, "state.apply", "openstack_ha", "pillar=" + pillar, check=False)
+def apply(target, advert_int=None):
+    """Apply the site on ``target`` with ``advert_int`` (None: the project's default)."""
+    extra = [] if advert_int is None else ["pillar=" + json.dumps({"openstack_ha": {"keepalived": {"advert_int": advert_int}}})]
+    proc = labctl.salt_cmd("salt", "--out=json", target, "state.apply", "openstack_ha", *extra, check=False)
     if proc.returncode != 0:
         raise SystemExit("state.apply failed on {}: {}".format(target, proc.stdout[-2000:]))
 
@@ -129,6 +134,40 @@ def soak(seconds):
     return changes, len(results), len([r for r in results if r.bad()])
 
 
+def reloads(count):
+    """Reload (SIGHUP) the holder's keepalived ``count`` times at the default advert_int, both
+    host cores kept busy, every other reload with a unicast peer added to (or taken from) its
+    configuration, as a controller replacement's apply does; returns the reloads after which
+    the VIP left the holder or showed up elsewhere within 1.5 s."""
+    conf = "/etc/keepalived/keepalived.conf"
+    original = labctl.ctrl_run(HOLDER, ["cat", conf]).stdout
+    peer = "        {}\n".format(labctl.CONTROLLERS[-1][1])
+    if peer not in original:
+        raise SystemExit("no unicast peer line {!r} in {}'s {}".format(peer.strip(), HOLDER, conf))
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    moved = []
+    try:
+        for i in range(count):
+            if i % 2:
+                text = original if i % 4 == 3 else original.replace(peer, peer + "        10.213.0.99\n")
+                labctl.ctrl_run(HOLDER, ["sh", "-c", "cat > " + conf], input_text=text)
+            if not wait(lambda: holds(HOLDER) and not any(holds(o) for o in OTHERS), 20):
+                raise SystemExit("{} did not take the VIP back".format(HOLDER))
+            os.kill(pid_of(HOLDER, "/run/keepalived.pid"), signal.SIGHUP)
+            if wait(lambda: not holds(HOLDER) or any(holds(o) for o in OTHERS), 1.5):
+                moved.append(i + 1)
+            print("  reload {:>2}{}: {}".format(i + 1, " (peers changed)" if i % 2 else "", "VIP MOVED" if moved[-1:] == [i + 1] else "in place"),
+                  flush=True)
+            time.sleep(0.3)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+        labctl.ctrl_run(HOLDER, ["sh", "-c", "cat > " + conf], input_text=original)
+        os.kill(pid_of(HOLDER, "/run/keepalived.pid"), signal.SIGHUP)
+    return moved
+
+
 def summary(samples):
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
@@ -140,10 +179,11 @@ def main():
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--anchor-runs", type=int, default=5, help="runs of the previous default and of the anchors")
     parser.add_argument("--soak", type=float, default=0, help="seconds of load with nothing wrong (no VIP may move)")
+    parser.add_argument("--reloads", type=int, default=0, help="reloads of the holder's keepalived, both cores busy (no VIP may move)")
     args = parser.parse_args()
     results = []
-    configs = (("project, advert_int 0.1 (rt priority)", 0.1, args.runs),
-               ("project default, advert_int 0.2 (rt priority)", 0.2, args.anchor_runs), ("anchors (advert_int 1)", 1, args.anchor_runs))
+    configs = (("project default, advert_int 0.1 (rt priority)", 0.1, args.runs),
+               ("0.7.9's default, advert_int 0.2 (rt priority)", 0.2, args.anchor_runs), ("anchors (advert_int 1)", 1, args.anchor_runs))
     try:
         for label, advert, runs in configs:
             if not runs:
@@ -156,7 +196,8 @@ def main():
                     print("  {:<48} {:<20} run {:>2}: {:.3f} s".format(label, failure, i + 1, samples[-1]), flush=True)
                 results.append((label, failure, samples))
     finally:
-        apply("lab-ctrl*", 0.2)
+        apply("lab-ctrl*")
+    reloaded = reloads(args.reloads) if args.reloads else None
     soaked = None
     if args.soak:
         if not wait(lambda: holds(HOLDER) and not any(holds(o) for o in OTHERS), 20):
@@ -172,6 +213,10 @@ def main():
         anchor = [summary(s)[0] for name, f, s in results if f == failure and "anchors" in name]
         if ours and anchor:
             print("ratio (anchors / project), {}: {:.1f}x faster".format(failure, anchor[0] / ours[0]))
+    if reloaded is not None:
+        print("\nreloads of the holder's keepalived at the default advert_int, both host cores busy, every other one "
+              "with its unicast peers changed: the VIP moved after {} of {}{}".format(
+                  len(reloaded), args.reloads, " (reloads {})".format(reloaded) if reloaded else ""))
     if soaked is not None:
         changes, requests, bad = soaked
         print("\nsoak: {:.0f} s at 100 requests/s through the VIP, one host core busy: {} VIP holder change(s), "
