@@ -38,8 +38,9 @@ def heartbeat_due(ctx, model):
     taken or claimed (for any event) within 90 % of the heartbeat interval; a True answer
     claims the view at once, so heartbeats handled together (the controllers' beacons tick in
     step, and the loop has several workers) get one view between them. Each controller's VIP
-    beacon heartbeats; a view asks every controller, so one view per interval resyncs as well
-    as one per heartbeat, at a third of the cost. A change event always gets its view."""
+    beacon heartbeats; a view asks every controller (unless their signed heartbeat reports
+    answer: :func:`reported_view`), so one view per interval resyncs as well as one per
+    heartbeat, at a third of the cost. A change event always gets its view."""
     views = ctx.shared("vip_views")
     with ctx.shared("vip_views_claim", threading.Lock):
         last, now = views.get(model["site"]), time.monotonic()
