@@ -82,7 +82,6 @@ def from_metrics(text, node, expected, vm_running=True):
     return view
 
 
-
 def split_suspected(views):
     """True when an answering node misses a peer whose own view says its app runs: the two do
     not see each other (a network split, or a partition forming). ``views``: ``{controller:

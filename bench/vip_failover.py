@@ -154,9 +154,10 @@ def reloads(count):
             if not wait(lambda: holds(HOLDER) and not any(holds(o) for o in OTHERS), 20):
                 raise SystemExit("{} did not take the VIP back".format(HOLDER))
             os.kill(pid_of(HOLDER, "/run/keepalived.pid"), signal.SIGHUP)
-            if wait(lambda: not holds(HOLDER) or any(holds(o) for o in OTHERS), 1.5):
+            left = wait(lambda: not holds(HOLDER) or any(holds(o) for o in OTHERS), 1.5)
+            if left:
                 moved.append(i + 1)
-            print("  reload {:>2}{}: {}".format(i + 1, " (peers changed)" if i % 2 else "", "VIP MOVED" if moved[-1:] == [i + 1] else "in place"),
+            print("  reload {:>2}{}: {}".format(i + 1, " (peers changed)" if i % 2 else "", "VIP MOVED" if left else "in place"),
                   flush=True)
             time.sleep(0.3)
     finally:
