@@ -11,8 +11,12 @@ Data keys:
     ``partitions``: {node: [nodes it is partitioned from]}; ``alarms``: list of text;
     ``source``: ``metrics`` or absent (``rabbitmqctl``); ``time``: epoch seconds.
 
-Two paths:
+Three paths:
 
+- every tick (``api`` set: the ``rabbitmq_management`` plugin is on), the node's own
+  management API on 127.0.0.1 (milliseconds): everything ``rabbitmqctl`` tells, partitions
+  included, so a partition left standing is reported within about a second; when it cannot
+  tell (the app stopped or paused: its plugins stop with it), the next path;
 - every tick (``metrics`` set: the ``rabbitmq_prometheus`` plugin is on), the node's own
   ``/metrics`` endpoint (milliseconds, bounded by ``timeout``): a node that stops, pauses,
   loses a peer or raises an alarm is reported within about a second;
@@ -38,6 +42,8 @@ Options (written by the ``openstack_ha.beacons`` state):
         - heartbeat: 60
         - metrics: {url: "http://10.213.0.11:15692/metrics", node: rabbit@lab-ctrl1,
                     expected: [rabbit@lab-ctrl1, ...], dist: "10.213.0.11:25672"}
+        - api: {port: 15672, node: rabbit@lab-ctrl1, expected: [rabbit@lab-ctrl1, ...],
+                cookie_file: /var/lib/rabbitmq/.erlang.cookie}   # a path, never the password
 """
 
 import concurrent.futures
@@ -60,6 +66,9 @@ def validate(config):
     target = conf.get("metrics")
     if target is not None and not (isinstance(target, dict) and {"url", "node", "expected"} <= set(target)):
         return False, "openstack_ha_rabbitmq: metrics needs url, node and expected"
+    api = conf.get("api")
+    if api is not None and not (isinstance(api, dict) and {"port", "node", "expected"} <= set(api)):
+        return False, "openstack_ha_rabbitmq: api needs port, node and expected"
     return True, "valid"
 
 
@@ -98,16 +107,20 @@ def beacon(config):
                                                               "full_time": 0,
                                                               "pool": concurrent.futures.ThreadPoolExecutor(max_workers=1)})
     full = _full(memory, now, float(conf.get("full_interval", 20)))
-    target = conf.get("metrics")
+    target, api = conf.get("metrics"), conf.get("api")
     report = None
-    if target:
+    if api:
+        report = __salt__["openstack_ha_rabbitmq.api_view"](api["port"], api["node"], api["expected"],
+                                                           api.get("cookie_file", "/var/lib/rabbitmq/.erlang.cookie"),
+                                                           timeout=float(conf.get("timeout", 0.5)))
+    if report is None and target:
         try:
             report = __salt__["openstack_ha_rabbitmq.metrics_view"](target["url"], target["node"], target["expected"],
                                                                    target.get("dist"), timeout=float(conf.get("timeout", 0.5)))
         except CommandExecutionError:
             report = None  # too busy to answer this tick: the last rabbitmqctl report stands in
     if report is not None:
-        if full and report["app_running"]:
+        if full and report["app_running"] and report.get("source") == "metrics":
             report["partitions"] = full.get("partitions") or {}
             report["members"] = full.get("members")
     elif full is None:
@@ -116,8 +129,8 @@ def beacon(config):
         report = full
     summary = {k: report.get(k) for k in KEYS}
     links, memory["links"] = memory.get("links") or {}, report.get("links") or {}
-    if target and memory["last"] is not None and (summary["running_nodes"] != memory["last"]["running_nodes"]
-                                                  or _links_remade(links, memory["links"])):
+    if (target and report.get("source") == "metrics" and memory["last"] is not None
+            and (summary["running_nodes"] != memory["last"]["running_nodes"] or _links_remade(links, memory["links"]))):
         # Peers came or went, or met again within a tick: a partition forms only then. Ask
         # rabbitmqctl at the next tick (full_interval is only the backstop).
         memory["full_time"] = 0

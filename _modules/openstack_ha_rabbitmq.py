@@ -8,7 +8,10 @@ Every call goes through ``rabbitmqctl --formatter json`` with a timeout; passwor
 never on a command line.
 """
 
+import base64
 import fcntl
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -261,9 +264,11 @@ def metrics_target(model=None):
 
 def quick_report(model=None, timeout=1.0):
     """
-    :func:`report` in milliseconds when ``rabbitmq:prometheus`` is on (from the node's own
-    endpoint, without partitions: see ``openstack_ha_rabbit_view``), else :func:`report`
-    itself. The master's RabbitMQ watch asks this first.
+    :func:`report` in milliseconds: from the node's own management API when
+    ``rabbitmq:management`` is on and it answers (partitions included), else from its metrics
+    endpoint when ``rabbitmq:prometheus`` is on (without partitions: see
+    ``openstack_ha_rabbit_view``), else :func:`report` itself. The master's RabbitMQ watch
+    asks this first.
 
     CLI Example:
 
@@ -272,10 +277,108 @@ def quick_report(model=None, timeout=1.0):
         salt '*ctrl*' openstack_ha_rabbitmq.quick_report
     """
     model = model or __salt__["openstack_ha.model"]()
+    api = api_target(model)
+    view = api and api_view(api["port"], api["node"], api["expected"], api["cookie_file"], timeout=timeout)
+    if view:
+        return view
     target = metrics_target(model)
     if target is None:
         return report(model)
     return metrics_view(target["url"], target["node"], target["expected"], target["dist"], timeout=timeout)
+
+
+# ------------------------------------------------------------------- management API
+
+MONITOR_USER = "openstack-ha-monitor"  # openstack_ha_model.RABBIT_MONITOR_USER (reserved there)
+COOKIE_FILE = "/var/lib/rabbitmq/.erlang.cookie"  # the default of paths:rabbitmq_cookie
+_MONITOR_LABEL = b"openstack_ha rabbitmq monitor"
+_API_COLUMNS = "name,running,partitions,mem_alarm,disk_free_alarm"
+
+
+def monitor_password(cookie):
+    """
+    The password of ``openstack-ha-monitor``, the account openstack_ha reads the management
+    API with (tag ``monitoring``, no vhost): HMAC-SHA256 of a fixed label keyed by the site's
+    Erlang cookie (``cookie``, str). Every node derives the same one from its cookie file, so
+    no new secret is kept anywhere and none reaches a beacon's configuration (which
+    ``beacons.list`` returns to the master); whoever holds the cookie controls the whole
+    cluster anyway. Never logged, never returned by a CLI function.
+    """
+    return hmac.new(cookie.strip().encode(), _MONITOR_LABEL, hashlib.sha256).hexdigest()
+
+
+def _api_get(port, path, password, timeout):
+    """GET ``http://127.0.0.1:PORT/api/PATH`` as the monitor account; the decoded JSON."""
+    auth = base64.b64encode("{}:{}".format(MONITOR_USER, password).encode()).decode()
+    request = urllib.request.Request("http://127.0.0.1:{}/api/{}".format(int(port), path),
+                                     headers={"Authorization": "Basic " + auth})
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        return json.loads(answer.read(1024 * 1024).decode("utf-8", "replace"))
+
+
+def api_view(port, node, expected, cookie_file=COOKIE_FILE, timeout=0.5):
+    """
+    This node's view of its cluster from its own management API (``/api/nodes`` on
+    127.0.0.1): members, running nodes and partitions as Mnesia sees them, and this node's
+    alarms, in milliseconds: what ``rabbitmqctl cluster_status`` tells in seconds (see
+    ``openstack_ha_rabbit_view.from_api``). Logged in as ``openstack-ha-monitor`` with the
+    password derived from ``cookie_file`` (root's to read).
+
+    Returns None when the API cannot tell: not listening (app stopped or paused, plugin off),
+    refused login (the account not made yet, or a cookie being rolled), no answer within
+    ``timeout``, an unreadable cookie file or answer. The caller then reads the metrics
+    endpoint or asks ``rabbitmqctl``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lab-ctrl1 openstack_ha_rabbitmq.api_view 15672 rabbit@lab-ctrl1 '[rabbit@lab-ctrl1, rabbit@lab-ctrl2]'
+    """
+    try:
+        with open(cookie_file) as fh:
+            password = monitor_password(fh.read())
+        nodes = _api_get(port, "nodes?columns=" + _API_COLUMNS, password, timeout)
+    except (OSError, ValueError) as exc:  # URLError, HTTPError (401), timeouts: OSError
+        log.debug("openstack_ha_rabbitmq: the management API did not tell: %s", exc.__class__.__name__)
+        return None
+    return __utils__["openstack_ha_rabbit_view.from_api"](nodes, node, expected)
+
+
+def api_target(model=None):
+    """``{port, node, expected, cookie_file}`` for :func:`api_view` on this controller, or None
+    when ``rabbitmq:management`` is off or this controller is not a RabbitMQ node. No secret.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha_rabbitmq.api_target
+    """
+    model = model or __salt__["openstack_ha.model"]()
+    rabbit, me = model["rabbitmq"], model.get("local")
+    if not (rabbit.get("management") or {}).get("enabled") or not me or me["id"] not in node_ids(model):
+        return None
+    return {"port": int(rabbit["management"]["port"]), "node": node_name(me["id"]),
+            "expected": sorted(node_name(n) for n in node_ids(model)),
+            "cookie_file": model["paths"].get("rabbitmq_cookie", COOKIE_FILE)}
+
+
+def set_listener(plugin, ip, port):
+    """Set ``plugin``'s ``tcp_config`` (``ip``, ``port``) in this running node's VM, before the
+    plugin is enabled online: its listener then binds there, not on every address.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lab-ctrl1 openstack_ha_rabbitmq.set_listener rabbitmq_management 127.0.0.1 15672
+    """
+    if not re.match(r"^rabbitmq_[a-z_]+$", str(plugin)) or not re.match(r"^[0-9a-fA-F.:]+$", str(ip)):
+        raise CommandExecutionError("set_listener: bad plugin {!r} or address {!r}".format(plugin, ip))
+    _ctl("eval", stdin='application:set_env({}, tcp_config, [{{ip, "{}"}}, {{port, {}}}]).\n'.format(plugin, ip, int(port)),
+         timeout=60)
+    return True
 
 
 def join(seed, timeout=120):
@@ -441,9 +544,31 @@ def _create(*args, stdin=None):
         raise
 
 
-def _read_accounts(vhosts, users):
+def _monitor_password_ok(port, password):
+    """Whether the monitor account logs in to the management API on ``port`` with
+    ``password`` (milliseconds: no Erlang VM started); None when the API does not answer."""
+    try:
+        _api_get(port, "whoami", password, 5)
+        return True
+    except urllib.error.HTTPError as exc:
+        return False if exc.code == 401 else None
+    except (OSError, ValueError):
+        return None
+
+
+def _password_check(name, password, api_port):
+    """:func:`_password_ok`, through the management API for the monitor account when it answers."""
+    if name == MONITOR_USER and api_port:
+        ok = _monitor_password_ok(api_port, password)
+        if ok is not None:
+            return ok
+    return _password_ok(name, password)
+
+
+def _read_accounts(vhosts, users, api_port=None):
     """What RabbitMQ has now, every question at once: ``{users, vhosts, permissions: {vhost:
-    ...}, policies: {vhost: ...}, passwords: {user: True when the pillar's password logs in}}``.
+    ...}, policies: {vhost: ...}, passwords: {user: True when the pillar's password logs in}}``
+    (the monitor account's asked through the management API on ``api_port`` when it answers).
     Each ``rabbitmqctl`` starts an Erlang VM (about 3 s, most of it waiting, not computing), so
     five questions in a row were most of a converged apply; asked together they take one's
     time. The users and vhosts must answer (CommandExecutionError); the permissions and
@@ -460,7 +585,7 @@ def _read_accounts(vhosts, users):
         found_users, found_vhosts = pool.submit(_users), pool.submit(_vhosts)
         permissions = {v: pool.submit(quiet, _permissions, v) for v in vhosts}
         policies = {v: pool.submit(quiet, _policies, v) for v in vhosts}
-        passwords = {name: pool.submit(_password_ok, name, user["password"]) for name, user in users.items()}
+        passwords = {name: pool.submit(_password_check, name, user["password"], api_port) for name, user in users.items()}
         return {"users": found_users.result(), "vhosts": found_vhosts.result(),
                 "permissions": {v: f.result() for v, f in permissions.items()},
                 "policies": {v: f.result() for v, f in policies.items()},
@@ -484,7 +609,12 @@ def ensure_accounts(model=None, test=False):
     changes = {}
     wanted_vhosts = sorted({u.get("vhost", "/") for u in (rabbit.get("users") or {}).values()}
                            | {p.get("vhost", "/") for p in (rabbit.get("policies") or {}).values()})
-    now = _read_accounts(wanted_vhosts, rabbit.get("users") or {})
+    wanted_users = dict(rabbit.get("users") or {})
+    management = rabbit.get("management") or {}
+    if management.get("enabled") and rabbit.get("cookie"):
+        # openstack_ha's own reader of the management API: no vhost, so no permission at all.
+        wanted_users[MONITOR_USER] = {"password": monitor_password(rabbit["cookie"]), "tags": ["monitoring"], "vhost": None}
+    now = _read_accounts(wanted_vhosts, wanted_users, api_port=management.get("port") if management.get("enabled") else None)
     users, vhosts = now["users"], now["vhosts"]
     for vhost in wanted_vhosts:
         if vhost not in vhosts:
@@ -492,7 +622,7 @@ def ensure_accounts(model=None, test=False):
                 changes["vhost " + vhost] = "created"
             if not test:
                 vhosts.append(vhost)
-    for name, user in sorted((rabbit.get("users") or {}).items()):
+    for name, user in sorted(wanted_users.items()):
         created = False
         if name not in users:
             created = test or _create("add_user", name, stdin=user["password"] + "\n")
@@ -512,6 +642,8 @@ def ensure_accounts(model=None, test=False):
             if not test:
                 _ctl("set_user_tags", name, *tags)
         vhost = user.get("vhost", "/")
+        if vhost is None:
+            continue
         perms = (now["permissions"].get(vhost) or {}) if vhost in vhosts else {}
         if perms.get(name) != [".*", ".*", ".*"]:
             changes["permissions {} on {}".format(name, vhost)] = "configure/write/read .*"

@@ -38,6 +38,9 @@ PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,63}$")
 SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
 FAMILY_KEYS = {4: "ipv4", 6: "ipv6"}
+# RabbitMQ's account for openstack_ha's own reads of the management API (tag monitoring, no
+# vhost): its password is derived from the Erlang cookie (openstack_ha_rabbitmq.monitor_password).
+RABBIT_MONITOR_USER = "openstack-ha-monitor"
 MAX_CONTROLLERS = 25  # keepalived priorities 250, 240, ... 10: the 26th would get 0
 
 # Every key the model knows, for the "unknown key" check. A dict is a section whose keys are
@@ -65,7 +68,8 @@ SCHEMA = {
                "provider_options": ANY, "databases": {"*": {"user": ANY, "password": ANY}},
                "tls": {"ca": ANY, "nodes": {"*": {"certificate": ANY, "key": ANY}}}},
     "rabbitmq": {"enabled": ANY, "nodes": ANY, "release": ANY, "port": ANY, "cookie": ANY, "partition_handling": ANY,
-                 "net_ticktime": ANY, "prometheus": {"enabled": ANY, "port": ANY}, "heal_partitions": ANY, "memory_high_watermark": ANY, "disk_free_limit": ANY,
+                 "net_ticktime": ANY, "prometheus": {"enabled": ANY, "port": ANY},
+                 "management": {"enabled": ANY, "port": ANY}, "heal_partitions": ANY, "memory_high_watermark": ANY, "disk_free_limit": ANY,
                  "users": {"*": {"password": ANY, "vhost": ANY, "tags": ANY}},
                  "policies": {"*": {"vhost": ANY, "pattern": ANY, "definition": ANY, "apply-to": ANY, "priority": ANY}}},
     "keystone": {"region": ANY, "endpoint_mode": ANY, "scheme": ANY, "timeout": ANY,
@@ -644,6 +648,18 @@ def _check_rabbitmq(c, model, vips, ports, controller_ids):
             pport = c.integer(prometheus.get("port"), path + ["prometheus", "port"], 1, 65535)
             if pport is not None and pport == rabbit.get("port"):
                 c.fail(path + ["prometheus", "port"], "must differ from the AMQP port {}".format(rabbit.get("port")))
+    management = c.mapping(rabbit.get("management"), path + ["management"], required=False)
+    if management:
+        c.boolean(management.get("enabled"), path + ["management", "enabled"])
+        if management.get("enabled"):
+            mport = c.integer(management.get("port"), path + ["management", "port"], 1, 65535)
+            taken = {rabbit.get("port"): "the AMQP port"}
+            if (prometheus or {}).get("enabled"):
+                taken[prometheus.get("port")] = "the prometheus port"
+            if mport is not None and mport in taken:
+                c.fail(path + ["management", "port"], "must differ from {} {}".format(taken[mport], mport))
+    if RABBIT_MONITOR_USER in (users or {}):
+        c.fail(path + ["users", RABBIT_MONITOR_USER], "reserved: openstack_ha's own monitoring account")
     c.number(rabbit.get("memory_high_watermark", 0.4), path + ["memory_high_watermark"], 0.05, 0.95)
     c.string(rabbit.get("disk_free_limit", "50MB"), path + ["disk_free_limit"], re.compile(r"^[0-9]+(kB|MB|GB|KiB|MiB|GiB)?$"),
              "a size like 50MB")

@@ -11,7 +11,8 @@ What the endpoint tells, and what it does not:
   to: the peers it sees (a peer whose app is paused stays connected: its own view says so);
 - ``rabbitmq_alarms_*`` gauges: this node's resource alarms;
 - nothing about Mnesia partitions: a partition left standing after the network healed shows
-  only in ``rabbitmqctl cluster_status`` (the beacon still runs it, less often).
+  only in ``rabbitmqctl cluster_status`` or the management API's ``/api/nodes``
+  (:func:`from_api`: milliseconds too, with ``rabbitmq:management``).
 
 Pure functions: the module and the beacon do the I/O.
 """
@@ -80,6 +81,34 @@ def from_metrics(text, node, expected, vm_running=True):
     view["running_nodes"] = sorted(peers)
     view["alarms"] = sorted(alarms)
     return view
+
+
+def from_api(nodes, node, expected):
+    """
+    The view ``openstack_ha_rabbitmq.report`` gives, from ``node``'s own management API
+    (``nodes``: the ``/api/nodes`` answer, a list of ``{name, running, partitions, mem_alarm,
+    disk_free_alarm}``). Members and running nodes are Mnesia's, as ``rabbitmqctl
+    cluster_status`` tells them (a paused peer is not running, unlike in the metrics view);
+    partitions and alarms are this node's own (it speaks for itself only). ``source``:
+    ``"api"``: partitions included, nothing left for ``rabbitmqctl`` to tell.
+
+    Returns None when the answer is malformed or does not list ``node`` (not this cluster's
+    API, or a node that left it): the caller asks elsewhere.
+    """
+    if not isinstance(nodes, list) or not all(isinstance(n, dict) and isinstance(n.get("name"), str) for n in nodes):
+        return None
+    mine = [n for n in nodes if n["name"] == node]
+    if not mine:
+        return None
+    mine = mine[0]
+    partitions = mine.get("partitions") or []
+    if not isinstance(partitions, list) or not all(isinstance(p, str) for p in partitions):
+        return None
+    alarms = [what + " on " + node for key, what in (("mem_alarm", "memory"), ("disk_free_alarm", "disk")) if mine.get(key) is True]
+    return {"node": node, "running": True, "app_running": mine.get("running") is True,
+            "members": sorted(n["name"] for n in nodes), "running_nodes": sorted(n["name"] for n in nodes if n.get("running") is True),
+            "partitions": {node: sorted(partitions)} if partitions else {}, "alarms": alarms,
+            "expected": sorted(expected), "source": "api", "links": {}}
 
 
 def split_suspected(views):

@@ -28,9 +28,10 @@ def _forget_alerts(ctx, site):
 
 
 def _views(ctx, site, nodes, data):
-    """Every answering node's view: first from the nodes' own metrics endpoints (a Salt round
-    trip, no Erlang VM started), then from ``rabbitmqctl`` (seconds) only when those cannot
-    settle it: a node without the endpoint, a split between nodes that both run (only
+    """Every answering node's view: first from the nodes' own management API or metrics
+    endpoints (a Salt round trip, no Erlang VM started); enough when every running node
+    answered from its management API; else from ``rabbitmqctl`` (seconds) when the metrics
+    cannot settle it: a node without the endpoint, a split between nodes that both run (only
     ``rabbitmqctl`` tells a partition), a report or an open alert about a partition, an open
     node-down alert (the node may come back partitioned)."""
     check, own = ctx.util("decide.valid_rabbit_view"), ctx.util("rabbit_view.speaks_for_itself")
@@ -40,6 +41,10 @@ def _views(ctx, site, nodes, data):
 
     views = {n: v for n, v in ctx.call("publish.ask", nodes, "openstack_ha_rabbitmq.quick_report", timeout=QUICK_TIMEOUT,
                                         channel="rabbit").items() if valid(n, v)}
+    if views and all(v.get("source") == "api" or not v.get("app_running") for v in views.values()):
+        # Every running node answered from its management API, which tells partitions as
+        # rabbitmqctl does; a node whose app does not run has nothing more to tell.
+        return views
     quick = all(v.get("source") == "metrics" for v in views.values())
     # A node back from down or cut off may come back partitioned (partition_handling ignore):
     # only rabbitmqctl tells, so an open node-down or partition alert means asking it.

@@ -57,4 +57,10 @@ openstack_ha-beacon-rabbitmq:
 {%- if rabbit_target %}
       - metrics: {{ rabbit_target | json }}
 {%- endif %}
+{%- set rabbit_api = salt['openstack_ha_rabbitmq.api_target'](oha) %}
+{%- if rabbit_api %}
+      # The management API as openstack-ha-monitor: its password is derived from the cookie
+      # file on the controller, never written here (beacons.list shows this config).
+      - api: {{ rabbit_api | json }}
+{%- endif %}
 {%- endif %}

@@ -123,3 +123,60 @@ def test_an_endpoint_too_busy_to_answer_is_not_a_node_down():
     events = tick()
     # The last rabbitmqctl report stands in: still running, so no change is reported.
     assert events == []
+
+
+API = {"port": 15672, "node": "rabbit@c1", "expected": NODES, "cookie_file": "/nonexistent/cookie"}
+
+
+def api_ticking(node, api_answers):
+    """``tick`` with the management API path on: ``api_answers`` (a list) gives each tick's
+    ``api_view`` answer in turn (None: the API could not tell); the metrics and rabbitmqctl
+    paths as in :func:`ticking`."""
+    ticking(node)  # sets the context and the scripted metrics and rabbitmqctl
+    calls = []
+
+    def api_view(port, name, expected, cookie_file, timeout):
+        calls.append((port, name, cookie_file))
+        return api_answers.pop(0)
+    beacon.__salt__["openstack_ha_rabbitmq.api_view"] = api_view
+    config = CONFIG + [{"api": API}]
+    return (lambda: beacon.beacon(config)), calls
+
+
+def api_view_of(**changes):
+    view = {"node": "rabbit@c1", "running": True, "app_running": True, "members": NODES, "running_nodes": NODES,
+            "partitions": {}, "alarms": [], "expected": NODES, "source": "api", "links": {}}
+    view.update(changes)
+    return view
+
+
+def test_the_management_api_tells_a_partition_at_the_next_tick_without_rabbitmqctl():
+    node = Node()
+    answers = [api_view_of(), api_view_of(partitions={"rabbit@c1": ["rabbit@c3"]}, running_nodes=NODES[:2])]
+    tick, calls = api_ticking(node, answers)
+    assert [e["tag"] for e in tick()] == ["heartbeat"]
+    settle()
+    (event,) = tick()
+    assert event["tag"] == "change" and event["partitions"] == {"rabbit@c1": ["rabbit@c3"]} and event["source"] == "api"
+    settle()
+    # Only the backstop's first rabbitmqctl report: the peers that went did not ask for another.
+    assert node.full_calls == 1
+    assert calls == [(15672, "rabbit@c1", "/nonexistent/cookie")] * 2
+
+
+def test_rabbitmqctls_partitions_never_overwrite_the_apis_own():
+    node = Node()
+    node.full = dict(node.full, partitions={"rabbit@c1": ["rabbit@c2"]})  # an old rabbitmqctl report
+    tick, _ = api_ticking(node, [api_view_of(), api_view_of()])
+    tick()
+    settle()
+    assert tick() == []  # the API's view (no partition) stands: no change
+
+
+def test_when_the_api_cannot_tell_the_metrics_endpoint_does():
+    node = Node()
+    node.view = dict(node.view, app_running=False, running_nodes=[])  # paused: its plugins stop with its app
+    tick, calls = api_ticking(node, [api_view_of(), None])
+    tick()
+    (event,) = tick()
+    assert event["app_running"] is False and event["source"] == "metrics" and len(calls) == 2

@@ -94,3 +94,37 @@ def test_a_controller_vouches_only_for_its_own_node():
     assert view_lib.speaks_for_itself("lab-ctrl3.example.org", own)  # node names use the short name
     assert not view_lib.speaks_for_itself("lab-ctrl2", own)  # lab-ctrl2 calling lab-ctrl3 down
     assert not view_lib.speaks_for_itself("lab-ctrl2", {"running": True})
+
+
+API_NODES = [{"name": "rabbit@c1", "running": True, "partitions": [], "mem_alarm": False, "disk_free_alarm": False},
+             {"name": "rabbit@c2", "running": True, "partitions": ["rabbit@c1"]},
+             {"name": "rabbit@c3", "running": False}]
+
+
+def test_the_management_api_view_is_mnesias_with_this_nodes_partitions_and_alarms():
+    view = view_lib.from_api(API_NODES, "rabbit@c1", NODES)
+    assert view["members"] == NODES and view["running_nodes"] == ["rabbit@c1", "rabbit@c2"]
+    assert view["partitions"] == {} and view["alarms"] == [] and view["source"] == "api" and view["app_running"] is True
+    # A node speaks for itself: c2's partitions are c2's to report.
+    mine = view_lib.from_api(API_NODES, "rabbit@c2", NODES)
+    assert mine["partitions"] == {"rabbit@c2": ["rabbit@c1"]}
+    alarmed = [dict(API_NODES[0], mem_alarm=True, disk_free_alarm=True)] + API_NODES[1:]
+    assert view_lib.from_api(alarmed, "rabbit@c1", NODES)["alarms"] == ["memory on rabbit@c1", "disk on rabbit@c1"]
+
+
+def test_a_management_answer_that_is_malformed_or_does_not_list_the_node_tells_nothing():
+    assert view_lib.from_api(API_NODES, "rabbit@c9", NODES) is None
+    assert view_lib.from_api({"error": "not_authorised"}, "rabbit@c1", NODES) is None
+    assert view_lib.from_api([{"name": "rabbit@c1", "partitions": "rabbit@c2"}], "rabbit@c1", NODES) is None
+    assert view_lib.from_api([{"running": True}], "rabbit@c1", NODES) is None
+
+
+def test_the_monitor_accounts_password_is_the_cookies_and_its_name_is_reserved():
+    module = load_module("_modules/openstack_ha_rabbitmq.py", "openstack_ha_rabbitmq_module")
+    model = load_module("_utils/openstack_ha_model.py", "openstack_ha_model")
+    assert module.MONITOR_USER == model.RABBIT_MONITOR_USER
+    password = module.monitor_password("CookieOfTheSite000000001")
+    # The same from the pillar's cookie and from the cookie file (its newline), another cookie another one.
+    assert password == module.monitor_password("CookieOfTheSite000000001\n") and len(password) == 64
+    assert password != module.monitor_password("CookieOfTheSite000000002")
+    assert "CookieOfTheSite" not in password
