@@ -364,23 +364,6 @@ def api_target(model=None):
             "cookie_file": model["paths"].get("rabbitmq_cookie", COOKIE_FILE)}
 
 
-def set_listener(plugin, ip, port):
-    """Set ``plugin``'s ``tcp_config`` (``ip``, ``port``) in this running node's VM, before the
-    plugin is enabled online: its listener then binds there, not on every address.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt lab-ctrl1 openstack_ha_rabbitmq.set_listener rabbitmq_management 127.0.0.1 15672
-    """
-    if not re.match(r"^rabbitmq_[a-z_]+$", str(plugin)) or not re.match(r"^[0-9a-fA-F.:]+$", str(ip)):
-        raise CommandExecutionError("set_listener: bad plugin {!r} or address {!r}".format(plugin, ip))
-    _ctl("eval", stdin='application:set_env({}, tcp_config, [{{ip, "{}"}}, {{port, {}}}]).\n'.format(plugin, ip, int(port)),
-         timeout=60)
-    return True
-
-
 def join(seed, timeout=120):
     """Make this (fresh or lost) node a member of ``seed``'s cluster: stop its app, reset it,
     join and start again. Only for a node that holds nothing the cluster needs.

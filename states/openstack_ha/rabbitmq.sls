@@ -70,16 +70,16 @@ openstack_ha-rabbitmq-prometheus:
 
 {%- if r.management.enabled %}
 
-# The HTTP API on 127.0.0.1 only: a running node gets that listener set in its VM before the
-# plugin starts online (rabbitmq.conf applies at the next start).
+# The HTTP API on 127.0.0.1 only (rabbitmq.conf): enabled online on a running node, the
+# plugin reads its listener from the file written first.
 openstack_ha-rabbitmq-management:
   openstack_ha_rabbitmq.plugin_enabled:
     - name: rabbitmq_management
-    - listener: {port: {{ r.management.port }}, ip: 127.0.0.1}
     - require:
       - pkg: openstack_ha-rabbitmq-package
       - openstack_ha_rabbitmq: openstack_ha-rabbitmq-cookie
       - file: openstack_ha-rabbitmq-env
+      - file: openstack_ha-rabbitmq-config
     - require_in:
       - openstack_ha_rabbitmq: openstack_ha-rabbitmq-member
 {%- endif %}
