@@ -89,7 +89,8 @@ def _failure_text(output):
     """The telling part of a failed ``rabbitmqctl``'s output, on one line: its ``Error`` line and
     the per-node findings of its DIAGNOSTICS section (``* unable to connect to epmd ...``), never
     the general advice between them nor the usage text it appends to some errors (a node that
-    was down printed "Usage rabbitmqctl [--node <node>] ..." and nothing else of use); without an
+    was down printed "Usage rabbitmqctl [--node <node>] ..." and nothing else of use); a bare
+    ``Error:`` line with the lines that follow it up to a blank line (its message); without an
     ``Error`` line, the last three lines."""
     lines, section = [], None
     for line in _ANSI.sub("", output).splitlines():
@@ -97,8 +98,14 @@ def _failure_text(output):
         if line == "Usage":
             break
         if line.startswith("Error"):
-            section = "error"
+            # A bare "Error:" has its message on the next lines (`User "x" already exists`).
+            section = "error-message" if line == "Error:" else "error"
             lines.append(line)
+        elif section == "error-message":
+            if line:
+                lines.append(line)
+            else:
+                section = "error"
         elif line == "DIAGNOSTICS" or line.startswith("Current node details"):
             section = line
         elif section == "DIAGNOSTICS" and line.startswith("* "):
@@ -362,6 +369,23 @@ def api_target(model=None):
     return {"port": int(rabbit["management"]["port"]), "node": node_name(me["id"]),
             "expected": sorted(node_name(n) for n in node_ids(model)),
             "cookie_file": model["paths"].get("rabbitmq_cookie", COOKIE_FILE)}
+
+
+def set_listener(plugin, ip, port):
+    """Set ``plugin``'s ``tcp_config`` (``ip``, ``port``) in this running node's VM, before the
+    plugin is enabled online: its listener then binds there, not on every address.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lab-ctrl1 openstack_ha_rabbitmq.set_listener rabbitmq_management 127.0.0.1 15672
+    """
+    if not re.match(r"^rabbitmq_[a-z_]+$", str(plugin)) or not re.match(r"^[0-9a-fA-F.:]+$", str(ip)):
+        raise CommandExecutionError("set_listener: bad plugin {!r} or address {!r}".format(plugin, ip))
+    _ctl("eval", stdin='application:set_env({}, tcp_config, [{{ip, "{}"}}, {{port, {}}}]).\n'.format(plugin, ip, int(port)),
+         timeout=60)
+    return True
 
 
 def join(seed, timeout=120):

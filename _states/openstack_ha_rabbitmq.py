@@ -188,13 +188,19 @@ def _roll_cookie(ret, name, wanted, before):
     return ret
 
 
-def plugin_enabled(name, plugins_file=ENABLED_PLUGINS):
+def plugin_enabled(name, plugins_file=ENABLED_PLUGINS, listener=None):
     """
     Ensure RabbitMQ plugin ``name`` is enabled. Read from the node's enabled-plugins file (an
     Erlang list, ``[rabbitmq_prometheus].``): listed there, it is enabled, and nothing runs
     (``rabbitmq-plugins list`` starts an Erlang VM: 15-20 s of a converged apply on a busy
     host). Otherwise ``rabbitmq-plugins enable NAME``: on a running node online (its listener
-    takes the configured address at the next restart), before the first start offline.
+    takes the configured address at the next restart, unless ``listener`` is given), before
+    the first start offline.
+
+    listener
+        ``{port, ip}``: set as the plugin's ``tcp_config`` in a running node's VM before it is
+        enabled online, so that its HTTP listener binds there at once and not on every address
+        (``rabbitmq.conf`` is read only at start). Not needed for a node that is not running.
     """
     ret = {"name": name, "result": True, "comment": "", "changes": {}}
     try:
@@ -212,6 +218,8 @@ def plugin_enabled(name, plugins_file=ENABLED_PLUGINS):
         ret.update(result=None, changes={name: "enable"}, comment="plugin {} would be enabled".format(name))
         return ret
     try:
+        if listener and __salt__["openstack_ha_rabbitmq.vm_alive"]():
+            __salt__["openstack_ha_rabbitmq.set_listener"](name, listener["ip"], listener["port"])
         __salt__["rabbitmq.enable_plugin"](name)
     except CommandExecutionError as exc:
         ret.update(result=False, comment="plugin {} not enabled: {}".format(name, exc))

@@ -70,11 +70,12 @@ openstack_ha-rabbitmq-prometheus:
 
 {%- if r.management.enabled %}
 
-# The HTTP API on 127.0.0.1 only (rabbitmq.conf): enabled online on a running node, the
-# plugin reads its listener from the file written first.
+# The HTTP API on 127.0.0.1 only. rabbitmq.conf is read at start: a running node that gets
+# the plugin online has the listener set in its VM first, or it would bind every address.
 openstack_ha-rabbitmq-management:
   openstack_ha_rabbitmq.plugin_enabled:
     - name: rabbitmq_management
+    - listener: {ip: 127.0.0.1, port: {{ r.management.port }}}
     - require:
       - pkg: openstack_ha-rabbitmq-package
       - openstack_ha_rabbitmq: openstack_ha-rabbitmq-cookie

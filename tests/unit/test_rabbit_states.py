@@ -54,3 +54,6 @@ def test_a_failed_rabbitmqctl_is_told_by_its_error_and_its_diagnosis():
     assert text(usage) == "Error: {:badrpc, :timeout}"
     assert text("one\ntwo\n\nthree\nfour\n") == "two three four"
     assert text("") == "no output"
+    # Its message on the line after a bare "Error:": what tells a lost race for an account.
+    assert text('Error:\nUser "openstack-ha-monitor" already exists\n') == 'Error: User "openstack-ha-monitor" already exists'
+
