@@ -102,13 +102,15 @@ def test_messages_survive_the_loss_of_the_leaders_node(cluster):
     events = labtools.MasterEvents()
     try:
         os.kill(victim_pid, signal.SIGKILL)
-        # The loop hears of it from the nodes' own metrics endpoints (the beacon's every-tick
-        # path), not from a rabbitmqctl report every 20 s: the alert's evidence says so.
+        # The loop hears of it from the nodes' own management API and metrics endpoints (the
+        # beacon's every-tick paths), not from a rabbitmqctl report: the evidence says so.
         alert = events.wait("openstack_ha/alert/rabbitmq_node_down", 60, lambda e: leader in json.dumps(e["data"].get("why")))
     finally:
         events.close()
     assert alert is not None, "no openstack_ha/alert/rabbitmq_node_down naming " + leader
-    assert {v.get("source") for v in alert["data"]["evidence"].values()} == {"metrics"}, alert["data"]["evidence"]
+    sources = {c: v.get("source") for c, v in alert["data"]["evidence"].items()}
+    # The survivors answer from their management API; the killed node's API and endpoint refuse.
+    assert sources[leader] == "metrics" and set(sources.values()) == {"api", "metrics"}, alert["data"]["evidence"]
     assert alert["data"]["evidence"][leader]["running"] is False
     wait_until(lambda: not labtools.labctl.alive(victim_pid), 10, "the killed node's VM to exit")
     survivor = next(c for c in CTRLS if c != leader)
