@@ -192,10 +192,13 @@ def rabbit_healthy(view, expected):
 
 def rabbit_problems(views, expected):
     """The cluster's problems from every answering node's report: ``[(kind, why, subject)]``
-    for ``rabbitmq_partition``, ``rabbitmq_alarm`` and ``rabbitmq_node_down`` (an expected
-    node that no answering node sees running: down, paused or unreachable)."""
+    for ``rabbitmq_partition`` (a node lists partitions, or the master saw Mnesia split it
+    from a running peer: ``split``), ``rabbitmq_alarm`` and ``rabbitmq_node_down`` (an
+    expected node that no answering node sees running: down, paused or unreachable). The
+    heal (:func:`rabbit_remedy`) waits for the nodes' own partition lists."""
     problems = []
-    partitioned = sorted(n for n, v in views.items() if any((v.get("partitions") or {}).values()))
+    # ``split``: the master's reading of the nodes' management-API views (rabbit_view.mnesia_split).
+    partitioned = sorted(n for n, v in views.items() if any((v.get("partitions") or {}).values()) or v.get("split"))
     if partitioned:
         problems.append(("rabbitmq_partition", "partitions seen by {}".format(", ".join(partitioned)), partitioned))
     alarms = sorted({a for v in views.values() for a in v.get("alarms") or []})

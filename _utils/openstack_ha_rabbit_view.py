@@ -120,6 +120,26 @@ def split_suspected(views):
     return any(not up <= set(v.get("running_nodes") or []) for v in running)
 
 
+def mnesia_split(views):
+    """
+    ``{node: [peers]}``: the running nodes that Mnesia has split apart, from management-API
+    views (``views``: ``{controller: view}``; other views are ignored). Two nodes whose apps
+    both run, each by its own word, and neither of which lists the other among its running
+    nodes do not form one cluster any more: a partition, seen the moment Mnesia drops the
+    peer, where the nodes' own partition lists (what ``rabbitmqctl`` and the API's
+    ``partitions`` tell) come 5-10 s later, with the management statistics. Mutual only: a
+    node joining is listed by one side before the other.
+    """
+    api = {v["node"]: set(v.get("running_nodes") or []) for v in views.values()
+           if v.get("source") == "api" and v.get("app_running") and isinstance(v.get("node"), str)}
+    split = {}
+    for node, seen in api.items():
+        apart = sorted(peer for peer, theirs in api.items() if peer != node and peer not in seen and node not in theirs)
+        if apart:
+            split[node] = apart
+    return split
+
+
 def speaks_for_itself(controller, view):
     """True when ``view`` (a controller's answer) is about that controller's own RabbitMQ node
     (``rabbit@<short name>``): a controller can only vouch for its own node; one that names

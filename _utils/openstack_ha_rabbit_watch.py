@@ -43,7 +43,12 @@ def _views(ctx, site, nodes, data):
                                         channel="rabbit").items() if valid(n, v)}
     if views and all(v.get("source") == "api" or not v.get("app_running") for v in views.values()):
         # Every running node answered from its management API, which tells partitions as
-        # rabbitmqctl does; a node whose app does not run has nothing more to tell.
+        # rabbitmqctl does; a node whose app does not run has nothing more to tell. Mnesia's
+        # running nodes tell a split before the nodes' partition lists do: ``split`` (set
+        # here for every view: what a node says of it is never read).
+        split = ctx.util("rabbit_view.mnesia_split")(views)
+        for view in views.values():
+            view["split"] = split.get(view.get("node"), [])
         return views
     quick = all(v.get("source") == "metrics" for v in views.values())
     # A node back from down or cut off may come back partitioned (partition_handling ignore):

@@ -127,6 +127,11 @@ def one_run():
             alert = alert or first(events, "openstack_ha/alert/rabbitmq_partition", back)
             healed = first(events, "openstack_ha/rabbitmq/healed", back)
         alert = alert or first(events, "openstack_ha/alert/rabbitmq_partition", back)
+        # The next run's alert is news only once this one is resolved (the loop announces a
+        # standing condition again only after a few heartbeats).
+        deadline = time.monotonic() + CAP
+        while time.monotonic() < deadline and first(events, "openstack_ha/resolved/rabbitmq_partition", back) is None:
+            time.sleep(0.2)
         formed = formed_at(back - 1.0) or back
         return tuple(float(CAP) if at is None else at - formed for at in (alert, healed)) + (formed - back,)
     finally:

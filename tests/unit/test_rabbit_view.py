@@ -128,3 +128,25 @@ def test_the_monitor_accounts_password_is_the_cookies_and_its_name_is_reserved()
     assert password == module.monitor_password("CookieOfTheSite000000001\n") and len(password) == 64
     assert password != module.monitor_password("CookieOfTheSite000000002")
     assert "CookieOfTheSite" not in password
+
+
+def api_view(node, running, app_running=True):
+    return {"node": node, "running": True, "app_running": app_running, "running_nodes": running, "partitions": {},
+            "alarms": [], "members": NODES, "expected": NODES, "source": "api"}
+
+
+def test_mnesia_split_is_two_running_nodes_that_drop_each_other():
+    majority = ["rabbit@c1", "rabbit@c2"]
+    views = {"c1": api_view("rabbit@c1", majority), "c2": api_view("rabbit@c2", majority), "c3": api_view("rabbit@c3", ["rabbit@c3"])}
+    assert view_lib.mnesia_split(views) == {"rabbit@c1": ["rabbit@c3"], "rabbit@c2": ["rabbit@c3"], "rabbit@c3": ["rabbit@c1", "rabbit@c2"]}
+    problems = decide.rabbit_problems({c: dict(v, split=view_lib.mnesia_split(views).get(v["node"], [])) for c, v in views.items()}, NODES)
+    assert problems[0][0] == "rabbitmq_partition" and problems[0][2] == ["c1", "c2", "c3"]
+    # A paused or stopped node is down, not split; a node joining is listed by one side first.
+    paused = dict(views, c3=api_view("rabbit@c3", [], app_running=False))
+    assert view_lib.mnesia_split(paused) == {}
+    joining = dict(views, c3=api_view("rabbit@c3", NODES))
+    assert view_lib.mnesia_split(joining) == {}
+    # Only management-API views count: a metrics view's peers are connections, not Mnesia's.
+    assert view_lib.mnesia_split(dict(views, c3=dict(views["c3"], source="metrics"))) == {}
+    healthy = {c: api_view("rabbit@" + c, NODES) for c in ("c1", "c2", "c3")}
+    assert view_lib.mnesia_split(healthy) == {}
