@@ -272,7 +272,8 @@ def metrics_target(model=None):
 def quick_report(model=None, timeout=1.0):
     """
     :func:`report` in milliseconds: from the node's own management API when
-    ``rabbitmq:management`` is on and it answers (partitions included), else from its metrics
+    ``rabbitmq:management`` is on and it answers (partitions included; ``connected``: the
+    peers its VM is connected to, from the metrics endpoint when on), else from its metrics
     endpoint when ``rabbitmq:prometheus`` is on (without partitions: see
     ``openstack_ha_rabbit_view``), else :func:`report` itself. The master's RabbitMQ watch
     asks this first.
@@ -284,11 +285,17 @@ def quick_report(model=None, timeout=1.0):
         salt '*ctrl*' openstack_ha_rabbitmq.quick_report
     """
     model = model or __salt__["openstack_ha.model"]()
-    api = api_target(model)
+    api, target = api_target(model), metrics_target(model)
     view = api and api_view(api["port"], api["node"], api["expected"], api["cookie_file"], timeout=timeout)
     if view:
+        if target:
+            # The peers its Erlang VM is connected to: a node Mnesia split from peers it is
+            # connected to again is a partition left standing, safe to heal.
+            try:
+                view["connected"] = metrics_view(target["url"], target["node"], target["expected"], timeout=timeout)["running_nodes"]
+            except CommandExecutionError:
+                pass
         return view
-    target = metrics_target(model)
     if target is None:
         return report(model)
     return metrics_view(target["url"], target["node"], target["expected"], target["dist"], timeout=timeout)

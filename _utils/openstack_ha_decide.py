@@ -242,10 +242,13 @@ def rabbit_remedy(nodes, majority, views, seen, now, cooldown, heal_partitions=T
     per ``cooldown`` (``seen["heal_time"]``, ``seen["restart_time"]``). A node sees itself on
     the minority side when it sees fewer than ``majority`` nodes running. Nodes in
     ``hands_off`` (controllers in planned maintenance: an operator may have stopped their
-    RabbitMQ on purpose, or be taking them out of the site) are never touched.
+    RabbitMQ on purpose, or be taking them out of the site) are never touched. A node is
+    partitioned by its own partition list, or by the master's ``split`` once its VM is
+    connected to every peer it was split from again (``connected``): the network is back and
+    the split stands; while the peers are still out of reach, a restart would not rejoin them.
     """
     candidates = [n for n in nodes if n in views and n not in hands_off]
-    minority = [n for n in candidates if any((views[n].get("partitions") or {}).values())
+    minority = [n for n in candidates if (any((views[n].get("partitions") or {}).values()) or _split_standing(views[n]))
                 and views[n].get("app_running") and len(views[n].get("running_nodes") or []) < majority]
     dead = [n for n in candidates if not views[n].get("running")]
     if heal_partitions and minority and now - seen.get("heal_time", 0) >= cooldown:
@@ -253,6 +256,12 @@ def rabbit_remedy(nodes, majority, views, seen, now, cooldown, heal_partitions=T
     if dead and now - seen.get("restart_time", 0) >= cooldown:
         return "restart", dead[0]
     return None
+
+
+def _split_standing(view):
+    """True when Mnesia split this node from peers (``split``) its VM is connected to again."""
+    split, connected = view.get("split") or [], view.get("connected")
+    return bool(split) and isinstance(connected, list) and set(split) <= set(connected)
 
 
 # ---------------------------------------------------------------- answers' shapes
@@ -275,7 +284,7 @@ def valid_rabbit_view(view):
     if not isinstance(view, dict):
         return False
     lists = all(view.get(k) is None or (isinstance(view[k], list) and all(isinstance(x, str) for x in view[k]))
-                for k in ("running_nodes", "members", "alarms", "expected"))
+                for k in ("running_nodes", "members", "alarms", "expected", "connected"))
     partitions = view.get("partitions")
     return lists and (partitions is None or isinstance(partitions, dict)) and isinstance(view.get("node", ""), str) and all(
         isinstance(view.get(k, False), bool) for k in ("running", "app_running"))

@@ -150,3 +150,20 @@ def test_mnesia_split_is_two_running_nodes_that_drop_each_other():
     assert view_lib.mnesia_split(dict(views, c3=dict(views["c3"], source="metrics"))) == {}
     healthy = {c: api_view("rabbit@" + c, NODES) for c in ("c1", "c2", "c3")}
     assert view_lib.mnesia_split(healthy) == {}
+
+
+def test_a_split_is_healed_only_once_the_nodes_are_connected_again():
+    majority = ["rabbit@c1", "rabbit@c2"]
+    views = {"c1": api_view("rabbit@c1", majority), "c2": api_view("rabbit@c2", majority), "c3": api_view("rabbit@c3", ["rabbit@c3"])}
+    split = view_lib.mnesia_split(views)
+    for view in views.values():
+        view["split"] = split.get(view["node"], [])
+    # Still cut off (its VM sees no peer): an alert, no restart.
+    views["c3"]["connected"] = ["rabbit@c3"]
+    assert decide.rabbit_remedy(["c1", "c2", "c3"], 2, views, {}, 100.0, 30) is None
+    # Connected again and still split: the minority's app is restarted, the majority's never.
+    views["c3"]["connected"] = NODES
+    for c in ("c1", "c2"):
+        views[c]["connected"] = NODES
+    assert decide.rabbit_remedy(["c1", "c2", "c3"], 2, views, {}, 100.0, 30) == ("heal", "c3")
+    assert decide.valid_rabbit_view(views["c3"]) and not decide.valid_rabbit_view(dict(views["c3"], connected="rabbit@c1"))
