@@ -3,14 +3,21 @@ How soon the remediation loop knows of a RabbitMQ partition left standing, and h
 
 The site runs with ``partition_handling: ignore`` for the benchmark (set in the nodes' VMs, as
 test_rabbitmq.py does; put back to pause_minority at the end): nobody pauses, so when the
-network returns both sides run with Mnesia split, and only someone who asks sees it. Each run
-cuts lab-ctrl3's link until lab-ctrl1's node has dropped it (net_ticktime), then restores the
-link; measured from the moment RabbitMQ itself logs the partition (Mnesia's
-``inconsistent_database`` in lab-ctrl1's or lab-ctrl3's log, after the link is back;
-RabbitMQ's own reconnection time is printed per run, not counted): seconds until the master fires
+peers meet again both sides run with Mnesia split, and only someone who asks sees it. Each run
+cuts lab-ctrl3 off its RabbitMQ peers (``--cut``):
+
+  distribution  (default) lab-ctrl3's node drops its Erlang distribution connections to its
+                peers: a network loss shorter than a beacon tick; they reconnect at once and
+                Mnesia splits; Salt is untouched;
+  link          lab-ctrl3's link down until lab-ctrl1's node dropped it (net_ticktime), then
+                up: Salt's connections to lab-ctrl3 were cut too and resume only after TCP's
+                retransmission backoff (about 10 s here), which then bounds every figure.
+
+Measured from the cut's end: seconds until the master fires
 ``openstack_ha/alert/rabbitmq_partition`` and until ``openstack_ha/resolved/rabbitmq_partition``
 (the loop's check finds the cluster whole: after it restarted the minority's app, or after
-RabbitMQ merged by itself). Median and p95 over N runs, for:
+RabbitMQ merged by itself); when RabbitMQ itself logged the partition (Mnesia's
+``inconsistent_database``) is printed per run. Median and p95 over N runs, for:
 
   project   every node's management API on 127.0.0.1 (the beacon every tick, the master's
             watch through ``quick_report``): partitions in milliseconds;
@@ -21,7 +28,7 @@ RabbitMQ merged by itself). Median and p95 over N runs, for:
 The account's password is put back with ``state.apply openstack_ha.rabbitmq`` on lab-ctrl1.
 
 Usage: lab/labctl up && lab/labctl salt '*ctrl*' state.apply openstack_ha &&
-       .venv/bin/python bench/rabbitmq_partition.py [--runs 10] [--previous-runs 5]
+       .venv/bin/python bench/rabbitmq_partition.py [--runs 10] [--previous-runs 5] [--cut distribution|link]
 """
 
 import argparse
@@ -106,22 +113,38 @@ def first(events, tag, since):
     return min(found) if found else None
 
 
-def one_run():
-    """(seconds to the partition alert, seconds to its resolution) counted from the moment
-    RabbitMQ logged the partition (Mnesia's ``inconsistent_database``, after the link's
-    return; CAP for what did not come), seconds from the link's return to that log line, and
-    whether the loop healed (restarted the minority's app; RabbitMQ sometimes merges by
+def cut_link():
+    """lab-ctrl3's link down until lab-ctrl1's node dropped it (net_ticktime), then up again;
+    Salt's own connections to lab-ctrl3 are cut too. Returns when the link is back."""
+    subprocess.run(["ip", "link", "set", LINK, "down"], check=True)
+    try:
+        deadline = time.monotonic() + CAP
+        while sees("lab-ctrl1", CUT) is not False and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        subprocess.run(["ip", "link", "set", LINK, "up"], check=True)
+
+
+def cut_distribution():
+    """lab-ctrl3's node drops its Erlang distribution connections to its RabbitMQ peers (a
+    network loss shorter than a beacon tick, Salt untouched): they reconnect at once, and
+    Mnesia, having seen each other go, splits."""
+    labctl.ctrl_run(CUT, ["rabbitmqctl", "-q", "eval"],
+                    input_text='[erlang:disconnect_node(N) || N <- nodes(), lists:prefix("rabbit@", atom_to_list(N))].')
+
+
+CUTS = {"distribution": cut_distribution, "link": cut_link}
+
+
+def one_run(cut):
+    """Seconds from the cut's end to the loop's partition alert and to its resolution (CAP for
+    what did not come), seconds from the cut's end to RabbitMQ's own log of the partition,
+    and whether the loop healed (restarted the minority's app; RabbitMQ sometimes merges by
     itself when the peers meet again)."""
     events = MasterEvents()
     events.collect("openstack_ha/")
     try:
-        subprocess.run(["ip", "link", "set", LINK, "down"], check=True)
-        try:
-            deadline = time.monotonic() + CAP
-            while sees("lab-ctrl1", CUT) is not False and time.monotonic() < deadline:
-                time.sleep(0.5)
-        finally:
-            subprocess.run(["ip", "link", "set", LINK, "up"], check=True)
+        CUTS[cut]()
         back = time.time()
         deadline = time.monotonic() + CAP
         alert = resolved = None
@@ -132,8 +155,9 @@ def one_run():
             # run's alert news: a standing condition is announced again only now and then).
             resolved = alert and first(events, "openstack_ha/resolved/rabbitmq_partition", alert)
         healed = first(events, "openstack_ha/rabbitmq/healed", back) is not None
-        formed = formed_at(back - 1.0) or back
-        return tuple(float(CAP) if at is None else at - formed for at in (alert, resolved)) + (formed - back, healed)
+        formed = formed_at(back - 1.0)
+        return (tuple(float(CAP) if at is None else at - back for at in (alert, resolved))
+                + (None if formed is None else formed - back, healed))
     finally:
         subprocess.run(["ip", "link", "set", LINK, "up"], check=False)
         events.close()
@@ -150,14 +174,14 @@ def settle():
     time.sleep(COOLDOWN)
 
 
-def series(label, runs):
+def series(label, runs, cut):
     samples = []
     for i in range(runs):
-        alert, resolved, forming, healed = one_run()
+        alert, resolved, forming, healed = one_run(cut)
         samples.append((alert, resolved))
-        print("  {:<9} run {:>2}: RabbitMQ logged the partition {:.2f} s after the link returned; then the loop's alert {:.2f} s, "
-              "whole again {:.2f} s ({})".format(label, i + 1, forming, alert, resolved, "healed by the loop" if healed else "not healed by the loop"),
-              flush=True)
+        print("  {:<9} run {:>2}: the loop's alert {:.2f} s, whole again {:.2f} s ({}); RabbitMQ logged the partition {}".format(
+            label, i + 1, alert, resolved, "healed by the loop" if healed else "not healed by the loop",
+            "after {:.2f} s".format(forming) if forming is not None else "(no log line found)"), flush=True)
         settle()
     return samples
 
@@ -171,16 +195,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--previous-runs", type=int, default=5)
+    parser.add_argument("--cut", choices=sorted(CUTS), default="distribution",
+                        help="distribution: lab-ctrl3's node drops its peers for an instant (Salt untouched); link: lab-ctrl3's "
+                             "link down past net_ticktime (Salt's connections too: they resume after TCP's retransmission backoff)")
     args = parser.parse_args()
     rows = []
     partition_handling("ignore")
     try:
         settle()
-        rows.append(("project: management API", series("project", args.runs)))
+        rows.append(("project: management API", series("project", args.runs, args.cut)))
         if args.previous_runs:
             spoil_monitor_password()
             try:
-                rows.append(("previous: metrics, then rabbitmqctl", series("previous", args.previous_runs)))
+                rows.append(("previous: metrics, then rabbitmqctl", series("previous", args.previous_runs, args.cut)))
             finally:
                 done = salt("lab-ctrl1", "state.apply", "openstack_ha.rabbitmq")
                 if done.returncode:
@@ -188,7 +215,7 @@ def main():
                           file=sys.stderr)
     finally:
         partition_handling("pause_minority")
-    print("\nRabbitMQ partition left standing (partition_handling ignore): seconds from RabbitMQ logging it (cap {})".format(CAP))
+    print("\nRabbitMQ partition left standing (partition_handling ignore, cut: {}): seconds from the cut's end (cap {})".format(args.cut, CAP))
     print("{:<38} {:>5} {:>14} {:>14}".format("settings", "runs", "alert med/p95", "whole med/p95"))
     for label, samples in rows:
         alerts, heals = [a for a, _ in samples], [h for _, h in samples]
