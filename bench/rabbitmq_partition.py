@@ -164,8 +164,11 @@ def one_run(cut):
 
 
 def settle():
-    """The cluster whole again, no partition left, and the loop out of its cooldown."""
+    """The cluster whole again, no partition left, every node on ``partition_handling:
+    ignore`` (a healed node's app read its config file again at its restart), and the loop
+    out of its cooldown."""
     wait_cluster()
+    partition_handling("ignore")
     deadline = time.monotonic() + 180
     while not no_partition_left():
         if time.monotonic() > deadline:
