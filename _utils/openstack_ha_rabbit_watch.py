@@ -30,8 +30,8 @@ def _forget_alerts(ctx, site):
 def _views(ctx, site, nodes, data):
     """Every answering node's view: first from the nodes' own management API or metrics
     endpoints (a Salt round trip, no Erlang VM started); enough when every running node
-    answered from its management API; else from ``rabbitmqctl`` (seconds) when the metrics
-    cannot settle it: a node without the endpoint, a split between nodes that both run (only
+    answered from its management API and none lists a partition; else from ``rabbitmqctl``
+    (seconds) when those cannot settle it: a node without the endpoint, a split between nodes that both run (only
     ``rabbitmqctl`` tells a partition), a report or an open alert about a partition, an open
     node-down alert (the node may come back partitioned)."""
     check, own = ctx.util("decide.valid_rabbit_view"), ctx.util("rabbit_view.speaks_for_itself")
@@ -41,11 +41,14 @@ def _views(ctx, site, nodes, data):
 
     views = {n: v for n, v in ctx.call("publish.ask", nodes, "openstack_ha_rabbitmq.quick_report", timeout=QUICK_TIMEOUT,
                                         channel="rabbit").items() if valid(n, v)}
-    if views and all(v.get("source") == "api" or not v.get("app_running") for v in views.values()):
-        # Every running node answered from its management API, which tells partitions as
-        # rabbitmqctl does; a node whose app does not run has nothing more to tell. Mnesia's
-        # running nodes tell a split before the nodes' partition lists do: ``split`` (set
-        # here for every view: what a node says of it is never read).
+    if (views and all(v.get("source") == "api" or not v.get("app_running") for v in views.values())
+            and not any((v.get("partitions") or {}).values() for v in views.values())):
+        # Every running node answered from its management API and none lists a partition; a
+        # node whose app does not run has nothing more to tell. Mnesia's running nodes tell a
+        # split before the nodes' partition lists do: ``split`` (set here for every view:
+        # what a node says of it is never read). A partition list in the API is refreshed
+        # with the management statistics (every 5 s) and outlives the heal that ended it:
+        # ``rabbitmqctl`` tells it as it stands now.
         split = ctx.util("rabbit_view.mnesia_split")(views)
         for view in views.values():
             view["split"] = split.get(view.get("node"), [])
