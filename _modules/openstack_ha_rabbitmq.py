@@ -260,13 +260,23 @@ def metrics_target(model=None):
 
         salt '*ctrl*' openstack_ha_rabbitmq.metrics_target
     """
-    model = model or __salt__["openstack_ha.model"]()
-    rabbit, me = model["rabbitmq"], model.get("local")
-    if not (rabbit.get("prometheus") or {}).get("enabled") or not me or me["id"] not in node_ids(model):
+    model, me = _reader_of(model, "prometheus")
+    if me is None:
         return None
+    rabbit = model["rabbitmq"]
     return {"url": "http://{}:{}/metrics".format(me["host"], rabbit["prometheus"]["port"]),
             "node": node_name(me["id"]), "expected": sorted(node_name(n) for n in node_ids(model)),
             "dist": "{}:{}".format(me["host"], int(rabbit["port"]) + 20000)}
+
+
+def _reader_of(model, section):
+    """``(model, this controller's entry)`` when ``rabbitmq:<section>`` (a plugin read by the
+    beacon) is on and this controller is a RabbitMQ node, else ``(model, None)``."""
+    model = model or __salt__["openstack_ha.model"]()
+    me = model.get("local")
+    if not (model["rabbitmq"].get(section) or {}).get("enabled") or not me or me["id"] not in node_ids(model):
+        return model, None
+    return model, me
 
 
 def quick_report(model=None, timeout=1.0):
@@ -369,11 +379,10 @@ def api_target(model=None):
 
         salt '*ctrl*' openstack_ha_rabbitmq.api_target
     """
-    model = model or __salt__["openstack_ha.model"]()
-    rabbit, me = model["rabbitmq"], model.get("local")
-    if not (rabbit.get("management") or {}).get("enabled") or not me or me["id"] not in node_ids(model):
+    model, me = _reader_of(model, "management")
+    if me is None:
         return None
-    return {"port": int(rabbit["management"]["port"]), "node": node_name(me["id"]),
+    return {"port": int(model["rabbitmq"]["management"]["port"]), "node": node_name(me["id"]),
             "expected": sorted(node_name(n) for n in node_ids(model)),
             "cookie_file": model["paths"].get("rabbitmq_cookie", COOKIE_FILE)}
 

@@ -167,3 +167,19 @@ def test_a_split_is_healed_only_once_the_nodes_are_connected_again():
         views[c]["connected"] = NODES
     assert decide.rabbit_remedy(["c1", "c2", "c3"], 2, views, {}, 100.0, 30) == ("heal", "c3")
     assert decide.valid_rabbit_view(views["c3"]) and not decide.valid_rabbit_view(dict(views["c3"], connected="rabbit@c1"))
+
+
+def test_the_beacons_targets_follow_the_pillar_and_carry_no_secret():
+    module = load_module("_modules/openstack_ha_rabbitmq.py", "openstack_ha_rabbitmq_targets")
+    module.__utils__ = {"openstack_ha_model.cluster_nodes": lambda model, kind: [{"id": "c1"}, {"id": "c2"}]}
+    model = {"rabbitmq": {"port": 5672, "cookie": "CookieOfTheSite000000001", "prometheus": {"enabled": True, "port": 15692},
+                          "management": {"enabled": True, "port": 15672}},
+             "local": {"id": "c1", "host": "10.0.0.1"}, "paths": {"rabbitmq_cookie": "/var/lib/rabbitmq/.erlang.cookie"}}
+    assert module.api_target(model) == {"port": 15672, "node": "rabbit@c1", "expected": ["rabbit@c1", "rabbit@c2"],
+                                        "cookie_file": "/var/lib/rabbitmq/.erlang.cookie"}
+    assert module.metrics_target(model)["dist"] == "10.0.0.1:25672"
+    assert "Cookie" not in repr(module.api_target(model)) + repr(module.metrics_target(model))
+    model["rabbitmq"]["management"]["enabled"] = False
+    assert module.api_target(model) is None and module.metrics_target(model) is not None
+    model["local"] = {"id": "c9", "host": "10.0.0.9"}  # not a RabbitMQ node of the site
+    assert module.metrics_target(model) is None
