@@ -319,7 +319,7 @@ _MONITOR_LABEL = b"openstack_ha rabbitmq monitor"
 _API_COLUMNS = "name,running,partitions,mem_alarm,disk_free_alarm"
 
 
-def monitor_password(cookie):
+def _monitor_password(cookie):
     """
     The password of ``openstack-ha-monitor``, the account openstack_ha reads the management
     API with (tag ``monitoring``, no vhost): HMAC-SHA256 of a fixed label keyed by the site's
@@ -361,7 +361,7 @@ def api_view(port, node, expected, cookie_file=COOKIE_FILE, timeout=0.5):
     """
     try:
         with open(cookie_file) as fh:
-            password = monitor_password(fh.read())
+            password = _monitor_password(fh.read())
         nodes = _api_get(port, "nodes?columns=" + _API_COLUMNS, password, timeout)
     except (OSError, ValueError) as exc:  # URLError, HTTPError (401), timeouts: OSError
         log.debug("openstack_ha_rabbitmq: the management API did not tell: %s", exc.__class__.__name__)
@@ -636,7 +636,7 @@ def ensure_accounts(model=None, test=False):
     management = rabbit.get("management") or {}
     if management.get("enabled") and rabbit.get("cookie"):
         # openstack_ha's own reader of the management API: no vhost, so no permission at all.
-        wanted_users[MONITOR_USER] = {"password": monitor_password(rabbit["cookie"]), "tags": ["monitoring"], "vhost": None}
+        wanted_users[MONITOR_USER] = {"password": _monitor_password(rabbit["cookie"]), "tags": ["monitoring"], "vhost": None}
     now = _read_accounts(wanted_vhosts, wanted_users, api_port=management.get("port") if management.get("enabled") else None)
     users, vhosts = now["users"], now["vhosts"]
     for vhost in wanted_vhosts:

@@ -39,7 +39,7 @@ SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
 FAMILY_KEYS = {4: "ipv4", 6: "ipv6"}
 # RabbitMQ's account for openstack_ha's own reads of the management API (tag monitoring, no
-# vhost): its password is derived from the Erlang cookie (openstack_ha_rabbitmq.monitor_password).
+# vhost): its password is derived from the Erlang cookie (openstack_ha_rabbitmq._monitor_password: private, no CLI).
 RABBIT_MONITOR_USER = "openstack-ha-monitor"
 MAX_CONTROLLERS = 25  # keepalived priorities 250, 240, ... 10: the 26th would get 0
 

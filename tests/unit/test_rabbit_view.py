@@ -123,10 +123,10 @@ def test_the_monitor_accounts_password_is_the_cookies_and_its_name_is_reserved()
     module = load_module("_modules/openstack_ha_rabbitmq.py", "openstack_ha_rabbitmq_module")
     model = load_module("_utils/openstack_ha_model.py", "openstack_ha_model")
     assert module.MONITOR_USER == model.RABBIT_MONITOR_USER
-    password = module.monitor_password("CookieOfTheSite000000001")
+    password = module._monitor_password("CookieOfTheSite000000001")
     # The same from the pillar's cookie and from the cookie file (its newline), another cookie another one.
-    assert password == module.monitor_password("CookieOfTheSite000000001\n") and len(password) == 64
-    assert password != module.monitor_password("CookieOfTheSite000000002")
+    assert password == module._monitor_password("CookieOfTheSite000000001\n") and len(password) == 64
+    assert password != module._monitor_password("CookieOfTheSite000000002")
     assert "CookieOfTheSite" not in password
 
 
