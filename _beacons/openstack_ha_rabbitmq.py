@@ -9,7 +9,7 @@ Data keys:
     ``node``: this node's RabbitMQ name; ``running``: whether its Erlang VM runs at all;
     ``app_running``; ``members``; ``running_nodes``; ``expected``: the site's nodes;
     ``partitions``: {node: [nodes it is partitioned from]}; ``alarms``: list of text;
-    ``source``: ``metrics`` or absent (``rabbitmqctl``); ``time``: epoch seconds.
+    ``source``: ``api``, ``metrics`` or absent (``rabbitmqctl``); ``time``: epoch seconds.
 
 Three paths:
 

@@ -12,6 +12,7 @@ import base64
 import fcntl
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import re
@@ -363,7 +364,7 @@ def api_view(port, node, expected, cookie_file=COOKIE_FILE, timeout=0.5):
         with open(cookie_file) as fh:
             password = _monitor_password(fh.read())
         nodes = _api_get(port, "nodes?columns=" + _API_COLUMNS, password, timeout)
-    except (OSError, ValueError) as exc:  # URLError, HTTPError (401), timeouts: OSError
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, HTTPError (401), timeouts: OSError
         log.debug("openstack_ha_rabbitmq: the management API did not tell: %s", exc.__class__.__name__)
         return None
     return __utils__["openstack_ha_rabbit_view.from_api"](nodes, node, expected)

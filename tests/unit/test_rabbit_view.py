@@ -183,3 +183,39 @@ def test_the_beacons_targets_follow_the_pillar_and_carry_no_secret():
     assert module.api_target(model) is None and module.metrics_target(model) is not None
     model["local"] = {"id": "c9", "host": "10.0.0.9"}  # not a RabbitMQ node of the site
     assert module.metrics_target(model) is None
+
+
+def test_the_management_api_read_tells_nothing_rather_than_fail(tmp_path):
+    # A real HTTP server on loopback answering each way a broken or hostile API might.
+    import http.server
+    import threading
+
+    module = load_module("_modules/openstack_ha_rabbitmq.py", "openstack_ha_rabbitmq_api")
+    module.__utils__ = {"openstack_ha_rabbit_view.from_api": view_lib.from_api}
+    cookie = tmp_path / "cookie"
+    cookie.write_text("CookieOfTheSite000000001\n")
+    answers = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            kind = answers.pop(0)
+            if kind == "garbage":
+                self.wfile.write(b"not http at all\r\n\r\n")
+                return
+            self.send_response({"ok": 200, "refused": 401, "json": 200}[kind])
+            self.end_headers()
+            self.wfile.write(b'[{"name": "rabbit@c1", "running": true, "partitions": []}]' if kind == "ok" else b"{not json")
+
+        def log_message(self, *args):
+            pass
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        answers.extend(["ok", "refused", "json", "garbage"])
+        assert module.api_view(port, "rabbit@c1", ["rabbit@c1"], str(cookie), timeout=2)["source"] == "api"
+        assert [module.api_view(port, "rabbit@c1", ["rabbit@c1"], str(cookie), timeout=2) for _ in range(3)] == [None] * 3
+        assert module.api_view(port, "rabbit@c1", ["rabbit@c1"], str(tmp_path / "no-cookie"), timeout=2) is None
+    finally:
+        server.shutdown()
+        server.server_close()
