@@ -194,8 +194,7 @@ def rabbit_problems(views, expected):
     """The cluster's problems from every answering node's report: ``[(kind, why, subject)]``
     for ``rabbitmq_partition`` (a node lists partitions, or the master saw Mnesia split it
     from a running peer: ``split``), ``rabbitmq_alarm`` and ``rabbitmq_node_down`` (an
-    expected node that no answering node sees running: down, paused or unreachable). The
-    heal (:func:`rabbit_remedy`) waits for the nodes' own partition lists."""
+    expected node that no answering node sees running: down, paused or unreachable)."""
     problems = []
     # ``split``: the master's reading of the nodes' management-API views (rabbit_view.mnesia_split).
     partitioned = sorted(n for n, v in views.items() if any((v.get("partitions") or {}).values()) or v.get("split"))

@@ -44,14 +44,9 @@ def _views(ctx, site, nodes, data):
     if (views and all(v.get("source") == "api" or not v.get("app_running") for v in views.values())
             and not any((v.get("partitions") or {}).values() for v in views.values())):
         # Every running node answered from its management API and none lists a partition; a
-        # node whose app does not run has nothing more to tell. Mnesia's running nodes tell a
-        # split before the nodes' partition lists do: ``split`` (set here for every view:
-        # what a node says of it is never read). A partition list in the API is refreshed
-        # with the management statistics (every 5 s) and outlives the heal that ended it:
-        # ``rabbitmqctl`` tells it as it stands now.
-        split = ctx.util("rabbit_view.mnesia_split")(views)
-        for view in views.values():
-            view["split"] = split.get(view.get("node"), [])
+        # node whose app does not run has nothing more to tell. A partition list in the API is
+        # refreshed with the management statistics (every 5 s) and outlives the heal that
+        # ended it: ``rabbitmqctl`` tells it as it stands now.
         return views
     quick = all(v.get("source") == "metrics" for v in views.values())
     # A node back from down or cut off may come back partitioned (partition_handling ignore):
@@ -84,6 +79,12 @@ def check(ctx, model, reporter, data):
     views = _views(ctx, site, nodes, data)
     if not views:
         return []  # no node answered: nothing to judge by (a controller silent is alerted on by itself)
+    # Mnesia's running nodes in the management-API views tell a split before the nodes'
+    # partition lists do. ``split`` is the master's reading, set on every view whatever path
+    # it came by: what a node says of it is never read.
+    split = ctx.util("rabbit_view.mnesia_split")(views)
+    for view in views.values():
+        view["split"] = split.get(view.get("node"), [])
     expected = sorted({n for v in views.values() for n in v.get("expected") or []}) or expected
     problems = ctx.util("decide.rabbit_problems")(views, expected)
     decisions, todo = [], None

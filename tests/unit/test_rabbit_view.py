@@ -219,3 +219,37 @@ def test_the_management_api_read_tells_nothing_rather_than_fail(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_nodes_own_word_on_split_is_never_read(tmp_path):
+    # c3 (hostile) answers with a metrics view that claims Mnesia split it from c1: the master
+    # sets `split` itself on every view, whatever path the views came by; no partition alert.
+    import contextlib
+
+    watch = load_module("_utils/openstack_ha_rabbit_watch.py", "openstack_ha_rabbit_watch")
+    context = load_module("_utils/openstack_ha_context.py", "openstack_ha_context")
+    model_lib = load_module("_utils/openstack_ha_model.py", "openstack_ha_model")
+    answers = {c: {"node": "rabbit@" + c, "running": True, "app_running": True, "running_nodes": NODES, "partitions": {},
+                   "alarms": [], "members": None, "expected": NODES, "source": "metrics"} for c in ("c1", "c2", "c3")}
+    answers["c3"]["split"] = ["rabbit@c1"]
+    announced = []
+    records = {}
+    utils = {
+        "openstack_ha_decide.rabbit_healthy": decide.rabbit_healthy, "openstack_ha_decide.valid_rabbit_view": decide.valid_rabbit_view,
+        "openstack_ha_decide.rabbit_problems": decide.rabbit_problems, "openstack_ha_decide.rabbit_news": decide.rabbit_news,
+        "openstack_ha_decide.rabbit_remedy": decide.rabbit_remedy, "openstack_ha_model.majority": model_lib.majority,
+        "openstack_ha_model.cluster_nodes": lambda model, kind: [{"id": c} for c in ("c1", "c2", "c3")],
+        "openstack_ha_rabbit_view.speaks_for_itself": view_lib.speaks_for_itself,
+        "openstack_ha_rabbit_view.split_suspected": view_lib.split_suspected,
+        "openstack_ha_rabbit_view.mnesia_split": view_lib.mnesia_split,
+        "openstack_ha_publish.ask": lambda ctx, nodes, fun, **kw: {c: dict(v) for c, v in answers.items()},
+        "openstack_ha_records.load": lambda ctx, site: records,
+        "openstack_ha_records.lock": lambda ctx, site: contextlib.nullcontext(),
+        "openstack_ha_records.store": lambda ctx, site, records: None,
+        "openstack_ha_records.announce": lambda ctx, records, site, entry, tag: announced.append(tag),
+        "openstack_ha_records.fire": lambda ctx, tag, data: None,
+    }
+    ctx = context.Context({"id": "master"}, utils, {})
+    model = {"site": "lab", "rabbitmq": {}, "remediation": {"heartbeat": 15, "cooldown": 10}}
+    assert watch.check(ctx, model, "c3", {"kind": "change", "expected": NODES}) == []
+    assert announced == []
