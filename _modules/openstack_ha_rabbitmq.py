@@ -318,6 +318,9 @@ MONITOR_USER = "openstack-ha-monitor"  # openstack_ha_model.RABBIT_MONITOR_USER 
 COOKIE_FILE = "/var/lib/rabbitmq/.erlang.cookie"  # the default of paths:rabbitmq_cookie
 _MONITOR_LABEL = b"openstack_ha rabbitmq monitor"
 _API_COLUMNS = "name,running,partitions,mem_alarm,disk_free_alarm"
+# What a management API that cannot tell raises: URLError, HTTPError (401), timeouts and an
+# unreadable cookie file are OSError; an answer that is not JSON ValueError, not HTTP HTTPException.
+_API_FAILURES = (OSError, ValueError, http.client.HTTPException)
 
 
 def _monitor_password(cookie):
@@ -364,7 +367,7 @@ def api_view(port, node, expected, cookie_file=COOKIE_FILE, timeout=0.5):
         with open(cookie_file) as fh:
             password = _monitor_password(fh.read())
         nodes = _api_get(port, "nodes?columns=" + _API_COLUMNS, password, timeout)
-    except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, HTTPError (401), timeouts: OSError
+    except _API_FAILURES as exc:
         log.debug("openstack_ha_rabbitmq: the management API did not tell: %s", exc.__class__.__name__)
         return None
     return __utils__["openstack_ha_rabbit_view.from_api"](nodes, node, expected)
@@ -576,7 +579,7 @@ def _monitor_password_ok(port, password):
         return True
     except urllib.error.HTTPError as exc:
         return False if exc.code == 401 else None
-    except (OSError, ValueError):
+    except _API_FAILURES:
         return None
 
 
