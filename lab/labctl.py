@@ -393,6 +393,50 @@ def start_master(second=False):
     return True
 
 
+# ----------------------------------------------------------------------------- the lab's syslog
+
+SYSLOG_DIR = os.path.join(STATE, "syslog")
+SYSLOG_LOG = os.path.join(SYSLOG_DIR, "log")
+
+
+def syslog_pids():
+    """The lab's syslog catcher's PID (from its pid file), if it runs."""
+    return _pid_in(SYSLOG_DIR)
+
+
+def start_syslog():
+    """Catch /dev/log into SYSLOG_LOG (lab/syslog_catcher.py: each line names the controller that
+    sent it), where no syslog runs on the host. Returns "started", "running" or why not."""
+    if syslog_pids():
+        return "running"
+    if os.path.lexists("/dev/log"):
+        return "not started: the host's own syslog has /dev/log"
+    os.makedirs(SYSLOG_DIR, exist_ok=True)
+    pidfile = os.path.join(SYSLOG_DIR, "pid")
+    errors = open(os.path.join(SYSLOG_DIR, "errors"), "a")
+    # In a network namespace of its own, whose datagram queue is long: a Unix datagram socket's
+    # queue (net.unix.max_dgram_qlen, 10 on this host) would otherwise fill in a burst of HAProxy's
+    # request logs and block keepalived's next syslog() until the catcher drained it.
+    script = "echo 4096 > /proc/sys/net/unix/max_dgram_qlen && exec \"$@\""
+    subprocess.Popen(["unshare", "--net", "sh", "-c", script, "catcher", sys.executable,
+                      os.path.join(REPO, "lab", "syslog_catcher.py"), SYSLOG_LOG, pidfile],
+                     stdout=errors, stderr=errors, stdin=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: os.path.exists("/dev/log") and syslog_pids(), 20, "the lab's syslog catcher on /dev/log")
+    return "started"
+
+
+def syslog_tail(lines=60, match=None):
+    """The last ``lines`` lines of the lab's syslog (those containing ``match`` when given);
+    "" when there is none."""
+    try:
+        with open(SYSLOG_LOG, errors="replace") as fh:
+            fh.seek(max(0, os.path.getsize(SYSLOG_LOG) - 2 * 1024 * 1024))
+            kept = [line for line in fh if match is None or match in line]
+    except OSError:
+        return ""
+    return "".join(kept[-lines:])
+
+
 # --------------------------------------------------------------------- the shared record store
 
 REDIS_HOST = "127.0.0.1"
@@ -729,6 +773,7 @@ def up():
         step("controller {} ({}): namespaces, overlays, link".format(name, address))
         ensure_network(name, address)
         ensure_filesystems(name)
+    step("syslog (/dev/log) to {}: {}".format(SYSLOG_LOG, start_syslog()))
     step("Alertmanager on {}".format(ALERTMANAGER_URL) + ("" if start_alertmanager() else " (already running)"))
     step("Prometheus on {}".format(PROMETHEUS_URL) + ("" if start_prometheus() else " (already running)"))
     step("redis-server on {}:{} (the masters' shared records)".format(REDIS_HOST, REDIS_PORT) + ("" if start_redis() else " (already running)"))
@@ -803,6 +848,7 @@ def down():
     step("stopping {} lab processes".format(len(pids)))
     kill_pids(pids)
     _remove_namespaces(names)
+    kill_pids(syslog_pids())  # last: it catches what the others said as they stopped
     if link_exists(BRIDGE):
         run(["ip", "link", "del", BRIDGE])
     if os.path.isdir(NS_DIR) and is_mountpoint(NS_DIR):

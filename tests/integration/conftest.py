@@ -103,12 +103,15 @@ def minion_errors(lines=30):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A failed lab test's report carries what the loop logged just before (the one clue CI's
-    output keeps of why a drain did not come)."""
+    output keeps of why a drain did not come) and what keepalived said (why a VIP moved)."""
     outcome = yield
     report = outcome.get_result()
     if report.failed and call.when in ("setup", "call"):
         tail = loop_log_tail()
         if tail:
             report.sections.append(("lab master log (loop, warnings)", tail))
+        said = labctl.syslog_tail(40, match="Keepalived")
+        if said:
+            report.sections.append(("lab syslog (keepalived: VRRP states, track script)", said))
         for name, text in minion_errors().items():
             report.sections.append(("minion log of {} (errors)".format(name), text))
