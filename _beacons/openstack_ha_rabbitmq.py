@@ -110,9 +110,9 @@ def beacon(config):
     target, api = conf.get("metrics"), conf.get("api")
     report = None
     if api:
+        where = {"cookie_file": api["cookie_file"]} if api.get("cookie_file") else {}  # else the module's default
         report = __salt__["openstack_ha_rabbitmq.api_view"](api["port"], api["node"], api["expected"],
-                                                           api.get("cookie_file", "/var/lib/rabbitmq/.erlang.cookie"),
-                                                           timeout=float(conf.get("timeout", 0.5)))
+                                                           timeout=float(conf.get("timeout", 0.5)), **where)
     if report is None and target:
         try:
             report = __salt__["openstack_ha_rabbitmq.metrics_view"](target["url"], target["node"], target["expected"],

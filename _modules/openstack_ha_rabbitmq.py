@@ -245,8 +245,8 @@ def metrics_view(url, node, expected, dist=None, timeout=1.0):
         if isinstance(exc.reason, TimeoutError):
             raise CommandExecutionError("{} did not answer within {} s".format(url, timeout)) from None
         text = None  # refused, reset: the app does not run
-    except (OSError, ValueError):
-        text = None
+    except _API_FAILURES:
+        text = None  # an answer that is not HTTP tells nothing either
     vm_running = text is not None or (bool(dist) and _accepts(dist, timeout))
     return __utils__["openstack_ha_rabbit_view.from_metrics"](text, node, expected, vm_running)
 

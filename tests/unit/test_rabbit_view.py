@@ -191,7 +191,8 @@ def test_the_management_api_read_tells_nothing_rather_than_fail(tmp_path):
     import threading
 
     module = load_module("_modules/openstack_ha_rabbitmq.py", "openstack_ha_rabbitmq_api")
-    module.__utils__ = {"openstack_ha_rabbit_view.from_api": view_lib.from_api}
+    module.__utils__ = {"openstack_ha_rabbit_view.from_api": view_lib.from_api,
+                        "openstack_ha_rabbit_view.from_metrics": view_lib.from_metrics}
     cookie = tmp_path / "cookie"
     cookie.write_text("CookieOfTheSite000000001\n")
     answers = []
@@ -216,6 +217,10 @@ def test_the_management_api_read_tells_nothing_rather_than_fail(tmp_path):
         assert module.api_view(port, "rabbit@c1", ["rabbit@c1"], str(cookie), timeout=2)["source"] == "api"
         assert [module.api_view(port, "rabbit@c1", ["rabbit@c1"], str(cookie), timeout=2) for _ in range(3)] == [None] * 3
         assert module.api_view(port, "rabbit@c1", ["rabbit@c1"], str(tmp_path / "no-cookie"), timeout=2) is None
+        # The metrics endpoint answering with something that is not HTTP: the app told nothing.
+        answers.append("garbage")
+        url = "http://127.0.0.1:%d/metrics" % port
+        assert module.metrics_view(url, "rabbit@c1", ["rabbit@c1"], timeout=2)["app_running"] is False
     finally:
         server.shutdown()
         server.server_close()
