@@ -8,6 +8,8 @@ admin sockets polled directly), p50/p95 over N runs each:
   one site      site 1 alone: every other site's minions, HAProxies and APIs stopped (SIGSTOP);
   fleet         every site heartbeating, and faults elsewhere at RATE per second (a random
                 backend of another site killed, revived once out of the cooldown), for each RATE given;
+  same load     (--same-load) site 1 alone again, the host kept as busy (CPU and runnable
+                processes) as in the busiest fleet row by processes doing nothing else;
   two masters   the same at the first RATE with both masters running the loop; after half the
                 runs the first master is SIGKILLed and the rest run on the second.
 
@@ -18,7 +20,7 @@ unhandled, none done twice).
 
 Usage (root, scripts/setup.sh done; the lab need not run):
     .venv/bin/python bench/fleet.py [--sites 10] [--runs 20] [--rates 1,2] [--no-two-masters]
-        [--two-masters-only] [--master-alive SECONDS] [--transport zeromq|tcp]
+        [--two-masters-only] [--same-load] [--master-alive SECONDS] [--transport zeromq|tcp]
 """
 
 import argparse
@@ -26,6 +28,7 @@ import os
 import random
 import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -171,6 +174,65 @@ class EventCount:
         self.bus.destroy()
 
 
+class HostLoad:
+    """The whole host's load while it runs: the busy fraction of every core (from /proc/stat's
+    cpu line) and the mean count of runnable processes (its procs_running, sampled every 0.2 s)."""
+
+    def __init__(self):
+        self.busy0, self.total0 = self._jiffies()
+        self.samples, self.stop = [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _jiffies():
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:9]]
+        return sum(fields) - fields[3] - fields[4], sum(fields)  # minus idle and iowait
+
+    def _run(self):
+        while not self.stop.wait(0.2):
+            with open("/proc/stat") as fh:
+                for line in fh:
+                    if line.startswith("procs_running "):
+                        self.samples.append(int(line.split()[1]))
+
+    def close(self):
+        """Stop; returns (busy fraction 0-1, mean runnable processes)."""
+        self.stop.set()
+        self.thread.join(5)
+        busy, total = self._jiffies()
+        return (busy - self.busy0) / max(1, total - self.total0), statistics.mean(self.samples or [0])
+
+
+BURNER = """
+import sys, time
+duty, limit = float(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+while time.monotonic() < limit:
+    t = time.monotonic()
+    while time.monotonic() - t < 0.02 * duty:
+        pass
+    time.sleep(0.02 * (1 - duty))
+"""
+
+
+def start_burners(busy, runnable, seconds):
+    """Processes that keep the host as busy as a fleet row did, without the fleet: ``busy``
+    cores' worth of CPU (0-2 here) spread over about ``runnable`` processes, each spinning for
+    its share of every 20 ms; each ends by itself after ``seconds``. Returns their Popen objects."""
+    count = max(1, min(64, int(round(runnable))))
+    duty = min(1.0, max(0.0, busy) / count)
+    return [subprocess.Popen([sys.executable, "-c", BURNER, "%.3f" % duty, str(seconds)]) for _ in range(count)]
+
+
+def stop_burners(burners):
+    """SIGKILL each burner by its PID and reap it."""
+    for proc in burners:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
 def stop_others(fleet, sig):
     """SIGSTOP/SIGCONT every process of sites 2..N (minion, HAProxy, stand-in)."""
     others = [cid for cid in fleet.ids() if not cid.startswith("fleet01-")]
@@ -181,6 +243,10 @@ def stop_others(fleet, sig):
                 os.kill(child, sig)
             except ProcessLookupError:
                 pass
+
+
+def load_line(busy, runnable):
+    return "    host: {:.0f} % of every core busy, {:.1f} runnable processes on average".format(100 * busy, runnable)
 
 
 def row(label, times):
@@ -216,6 +282,8 @@ def main():
     parser.add_argument("--master-alive", type=int, default=0,
                         help="the minions' master_alive_interval in seconds (0: Salt's default, no check)")
     parser.add_argument("--two-masters-only", action="store_true", help="skip the one-site and fleet rows")
+    parser.add_argument("--same-load", action="store_true",
+                        help="add a row: site 1 alone with the host kept as busy as the busiest fleet row (synthetic load)")
     args = parser.parse_args()
     fleet_lib.TRANSPORT[0] = args.transport
     if args.master_alive:
@@ -226,26 +294,31 @@ def main():
     print("transport: {}, master_alive_interval: {}".format(args.transport, args.master_alive), flush=True)
 
     faults = Faults()
-    rows = []
+    rows, loads = [], {}
     try:
         fleet.up()
         time.sleep(30)  # the start-up storm of 30 minions settles; the beacons tick
         if not args.two_masters_only:
             print("one site (sites 2..{} stopped)".format(args.sites), flush=True)
             stop_others(fleet, signal.SIGSTOP)
+            load = HostLoad()
             one = measure(fleet, args.runs, faults, "one site")
+            loads["one"] = load.close()
             stop_others(fleet, signal.SIGCONT)
             rows.append(row("one site alone", one))
+            rows.append(load_line(*loads["one"]))
             time.sleep(5)
         for rate in [] if args.two_masters_only else rates:
             print("fleet: {} sites, {} fault(s)/s elsewhere".format(args.sites, rate), flush=True)
             stop, events = threading.Event(), EventCount(1)
             bg = threading.Thread(target=background, args=(fleet, rate, stop, faults), daemon=True)
             cpu0, t0, injected0 = cpu_seconds(fleet.find_master_pids(1)), time.monotonic(), len(faults.done)
+            load = HostLoad()
             bg.start()
             times = measure(fleet, args.runs, faults, "fleet %g/s" % rate)
             stop.set()
             bg.join(30)
+            loads[rate] = load.close()
             elapsed, cpu = time.monotonic() - t0, cpu_seconds(fleet.find_master_pids(1)) - cpu0
             events.close()
             rows.append(row("{} sites, {:g} fault/s elsewhere".format(args.sites, rate), times))
@@ -253,7 +326,30 @@ def main():
                         "{:.2f} ms CPU per event ({} / one site p95: {:.2f})".format(
                             events.count / elapsed, (len(faults.done) - injected0) / elapsed, 100 * cpu / elapsed,
                             1000 * cpu / max(1, events.count), "ratio", p95(times) / p95(one)))
+            rows.append(load_line(*loads[rate]))
             time.sleep(fleet_lib.COOLDOWN + 2)
+        busiest = max((r for r in rates if r > 0 and r in loads), default=None)
+        if args.same_load and busiest is not None and "one" in loads:
+            # Site 1 alone again, the host kept as busy as the busiest fleet row kept it by
+            # processes that do nothing else: what the loop's latency is at that load when no
+            # other site sends it anything (the machine's share of the fleet row's slowdown).
+            cores = os.cpu_count() or 1
+            extra_busy = (loads[busiest][0] - loads["one"][0]) * cores
+            extra_runnable = loads[busiest][1] - loads["one"][1]
+            print("one site, the host as loaded as at {:g} fault/s ({:.2f} cores over {:.0f} processes, synthetic)".format(
+                busiest, extra_busy, extra_runnable), flush=True)
+            stop_others(fleet, signal.SIGSTOP)
+            burners = start_burners(extra_busy, extra_runnable, 60 * args.runs)
+            try:
+                load = HostLoad()
+                same = measure(fleet, args.runs, faults, "one site, loaded")
+                same_load = load.close()
+            finally:
+                stop_burners(burners)
+                stop_others(fleet, signal.SIGCONT)
+            rows.append(row("one site, host loaded as at {:g} fault/s".format(busiest), same))
+            rows.append(load_line(*same_load) + " (p95 / one site alone: {:.2f})".format(p95(same) / p95(one)))
+            time.sleep(5)
         if not args.no_two_masters:
             print("two masters: starting the second, every minion reconnected to both", flush=True)
             fleet.start_master(2)
