@@ -186,14 +186,28 @@ def pids_in_namespaces(paths):
     return found
 
 
+def session_of(pid):
+    """The session ID of ``pid`` (0 when it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def master_pids(directory=None):
     """PIDs of the lab's salt-master processes: those started with the lab's config dir (of the
-    second master with ``directory=MASTER2_DIR``).
+    second master with ``directory=MASTER2_DIR``), and every process of their session.
 
-    salt-master rewrites its process title, so the whole command line is matched as one string.
+    salt-master rewrites its process title, so the whole command line is matched as one string;
+    some of its processes (the EventPublisher) keep only their new name. A daemonized master's
+    processes share one session (saved in run/session at its start), which a process outliving
+    a SIGKILLed parent keeps: a process of that session with a file under the master's directory
+    open (its log) is one of them too.
     """
-    marker = "salt-master -c " + os.path.join(directory or MASTER_DIR, "etc") + " "
-    found = []
+    root = directory or MASTER_DIR
+    marker = "salt-master -c " + os.path.join(root, "etc") + " "
+    found, sessions = [], {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -203,7 +217,32 @@ def master_pids(directory=None):
                 continue
             if marker in cmdline:
                 found.append(int(entry))
-    return found
+            sessions.setdefault(session_of(int(entry)), []).append(int(entry))
+    wanted = {session_of(pid) for pid in found}
+    try:
+        with open(os.path.join(root, "run", "session")) as fh:
+            wanted.add(int(fh.read().strip()))
+    except (OSError, ValueError):
+        pass
+    wanted -= {0, 1, os.getsid(0)}  # never this process's own session
+    kin = [pid for sid in wanted for pid in sessions.get(sid, []) if pid not in found and _holds_file_under(pid, root)]
+    return sorted(found + kin)
+
+
+def _holds_file_under(pid, root):
+    """True when process ``pid`` has a file under ``root`` open (a master's log, say)."""
+    prefix = root.rstrip("/") + "/"
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith(prefix):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def link_exists(name):
@@ -390,6 +429,10 @@ def start_master(second=False):
         os.unlink(sock)
     run([os.path.join(VENV_BIN, "salt-master"), "-c", etc, "-d"], timeout=60)
     wait_for(lambda: os.path.exists(sock), 30, "the salt-master's event socket")
+    started = [session_of(pid) for pid in master_pids(root)]
+    if started and started[0] not in (0, 1, os.getsid(0)):
+        with open(os.path.join(root, "run", "session"), "w") as fh:
+            fh.write(str(started[0]))
     return True
 
 
