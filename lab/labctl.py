@@ -225,11 +225,11 @@ def master_pids(directory=None):
     except (OSError, ValueError):
         pass
     wanted -= {0, 1, os.getsid(0)}  # never this process's own session
-    kin = [pid for sid in wanted for pid in sessions.get(sid, []) if pid not in found and _holds_file_under(pid, root)]
+    kin = [pid for sid in wanted for pid in sessions.get(sid, []) if pid not in found and holds_file_under(pid, root)]
     return sorted(found + kin)
 
 
-def _holds_file_under(pid, root):
+def holds_file_under(pid, root):
     """True when process ``pid`` has a file under ``root`` open (a master's log, say)."""
     prefix = root.rstrip("/") + "/"
     try:

@@ -11,6 +11,11 @@ def test_lab_down_removes_everything(lab):
     assert not labctl.link_exists(labctl.BRIDGE)
     assert not any(labctl.link_exists(labctl.netns(n) + "-h") for n, _ in labctl.CONTROLLERS)
     assert labctl.master_pids() == []
+    # Nor any process still holding one of the lab's files (deleted ones too): a daemon that
+    # outlived its killed parent keeps its log open.
+    holders = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()
+               and labctl.alive(int(p)) and labctl.holds_file_under(int(p), labctl.STATE)]
+    assert holders == [], [(pid, labctl.run(["ps", "-o", "pid,sid,args", "-p", str(pid)], check=False).stdout) for pid in holders]
     with open("/proc/self/mounts") as fh:
         assert labctl.STATE not in fh.read()
     assert not os.path.exists(labctl.STATE)
