@@ -8,8 +8,8 @@ admin sockets polled directly), p50/p95 over N runs each:
   one site      site 1 alone: every other site's minions, HAProxies and APIs stopped (SIGSTOP);
   fleet         every site heartbeating, and faults elsewhere at RATE per second (a random
                 backend of another site killed, revived once out of the cooldown), for each RATE given;
-  same load     (--same-load) site 1 alone again, the host kept as busy (CPU and runnable
-                processes) as in the busiest fleet row by processes doing nothing else;
+  same load     (--same-load) site 1 alone again, the host kept as busy (its runnable processes
+                and CPU) as in the busiest fleet row by processes doing nothing else;
   two masters   the same at the first RATE with both masters running the loop; after half the
                 runs the first master is SIGKILLed and the rest run on the second.
 
@@ -216,13 +216,34 @@ while time.monotonic() < limit:
 """
 
 
-def start_burners(busy, runnable, seconds):
-    """Processes that keep the host as busy as a fleet row did, without the fleet: ``busy``
-    cores' worth of CPU (0-2 here) spread over about ``runnable`` processes, each spinning for
-    its share of every 20 ms; each ends by itself after ``seconds``. Returns their Popen objects."""
-    count = max(1, min(64, int(round(runnable))))
-    duty = min(1.0, max(0.0, busy) / count)
+def start_burners(count, duty, seconds):
+    """``count`` processes each spinning ``duty`` of every 20 ms (0-1); each ends by itself after
+    ``seconds``. Returns their Popen objects."""
     return [subprocess.Popen([sys.executable, "-c", BURNER, "%.3f" % duty, str(seconds)]) for _ in range(count)]
+
+
+def calibrate_burners(runnable, busy, steps=6, seconds=3.0):
+    """The burners' (count, duty) that keep the host at about ``runnable`` runnable processes on
+    average and at least ``busy`` (0-1) of every core busy: as many burners as runnable
+    processes, their duty found by bisection on the runnable count over ``steps`` short trials."""
+    count = max(1, min(64, int(round(runnable))))
+    low, high = 0.0, 1.0
+    for _ in range(steps):
+        duty = (low + high) / 2
+        burners = start_burners(count, duty, seconds + 5)
+        try:
+            load = HostLoad()
+            time.sleep(seconds)
+            got_busy, got_runnable = load.close()
+        finally:
+            stop_burners(burners)
+        print("    calibrating: {} burners at duty {:.3f}: {:.0f} % busy, {:.1f} runnable".format(count, duty, 100 * got_busy, got_runnable),
+              flush=True)
+        if got_runnable < runnable or got_busy < busy:
+            low = duty
+        else:
+            high = duty
+    return count, high
 
 
 def stop_burners(burners):
@@ -333,14 +354,13 @@ def main():
             # Site 1 alone again, the host kept as busy as the busiest fleet row kept it by
             # processes that do nothing else: what the loop's latency is at that load when no
             # other site sends it anything (the machine's share of the fleet row's slowdown).
-            cores = os.cpu_count() or 1
-            extra_busy = (loads[busiest][0] - loads["one"][0]) * cores
-            extra_runnable = loads[busiest][1] - loads["one"][1]
-            print("one site, the host as loaded as at {:g} fault/s ({:.2f} cores over {:.0f} processes, synthetic)".format(
-                busiest, extra_busy, extra_runnable), flush=True)
+            print("one site, the host as loaded as at {:g} fault/s ({:.0f} % busy, {:.1f} runnable processes; synthetic)".format(
+                busiest, 100 * loads[busiest][0], loads[busiest][1]), flush=True)
             stop_others(fleet, signal.SIGSTOP)
-            burners = start_burners(extra_busy, extra_runnable, 60 * args.runs)
+            burners = []
             try:
+                count, duty = calibrate_burners(loads[busiest][1], loads[busiest][0])
+                burners = start_burners(count, duty, 60 * args.runs)
                 load = HostLoad()
                 same = measure(fleet, args.runs, faults, "one site, loaded")
                 same_load = load.close()
