@@ -20,7 +20,7 @@ unhandled, none done twice).
 
 Usage (root, scripts/setup.sh done; the lab need not run):
     .venv/bin/python bench/fleet.py [--sites 10] [--runs 20] [--rates 1,2] [--no-two-masters]
-        [--two-masters-only] [--same-load] [--master-alive SECONDS] [--transport zeromq|tcp]
+        [--two-masters-only] [--same-load] [--master-alive SECONDS] [--transport zeromq|tcp] [--workers N]
 """
 
 import argparse
@@ -303,16 +303,20 @@ def main():
     parser.add_argument("--master-alive", type=int, default=0,
                         help="the minions' master_alive_interval in seconds (0: Salt's default, no check)")
     parser.add_argument("--two-masters-only", action="store_true", help="skip the one-site and fleet rows")
+    parser.add_argument("--workers", type=int, default=0, help="the loop engine's workers (0: master.d's)")
     parser.add_argument("--same-load", action="store_true",
                         help="add a row: site 1 alone with the host kept as busy as the busiest fleet row (synthetic load)")
     args = parser.parse_args()
     fleet_lib.TRANSPORT[0] = args.transport
     if args.master_alive:
         fleet_lib.MINION_EXTRA["master_alive_interval"] = args.master_alive
+    if args.workers:
+        fleet_lib.LOOP_EXTRA["workers"] = args.workers
 
     rates = [float(r) for r in args.rates.split(",")]
     fleet = fleet_lib.Fleet(args.sites, masters=1)
-    print("transport: {}, master_alive_interval: {}".format(args.transport, args.master_alive), flush=True)
+    print("transport: {}, master_alive_interval: {}, loop workers: {}".format(args.transport, args.master_alive, args.workers or "master.d's"),
+          flush=True)
 
     faults = Faults()
     rows, loads = [], {}

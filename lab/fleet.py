@@ -35,6 +35,7 @@ COOLDOWN = 3
 # at a list of minions to those alone (the loop's jobs name one site's controllers).
 TRANSPORT = ["zeromq"]
 MINION_EXTRA = {}  # more minion options (bench/fleet.py --master-alive)
+LOOP_EXTRA = {}  # more options of the masters' openstack_ha_loop engine (bench/fleet.py --workers)
 
 
 def site_id(index):
@@ -99,6 +100,9 @@ def master_config(number):
         "openstack_ha_cache": "redis", "cache.redis.host": "127.0.0.1", "cache.redis.port": REDIS_PORT,
         "transport": TRANSPORT[0],
     })
+    if LOOP_EXTRA:
+        config["engines"] = [{name: dict(options or {}, **LOOP_EXTRA)} if name == "openstack_ha_loop" else {name: options}
+                             for engine in config["engines"] for name, options in engine.items()]
     return config
 
 
