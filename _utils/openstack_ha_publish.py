@@ -30,12 +30,16 @@ _CLIENTS = threading.local()
 
 def _accepted_key(ctx, minion):
     """The public key the master accepted for ``minion`` (a cryptography key object), or None.
-    Read through the master's own key store (``keys.cache_driver``), cached per key text."""
+    Read through the master's own key store (``keys.cache_driver``) on every call (a key the
+    master rejected since is not believed), parsed once per key text. The store's client is
+    made once per process: making one builds a Salt loader (1.3 ms of CPU against 0.17 ms for
+    the read itself; at fleet size it was a sixth of the loop's samples)."""
     import salt.cache
     from cryptography.hazmat.primitives import serialization
 
     try:
-        found = salt.cache.Cache(ctx.opts, driver=ctx.opts.get("keys.cache_driver", "localfs_key")).fetch("keys", minion)
+        store = ctx.shared("key_store", lambda: salt.cache.Cache(ctx.opts, driver=ctx.opts.get("keys.cache_driver", "localfs_key")))
+        found = store.fetch("keys", minion)
     except Exception:  # an id that is not a valid key name, an unreadable store
         return None
     if not found or found.get("state") != "accepted" or not found.get("pub"):
