@@ -131,19 +131,6 @@ def _spawn(argv, log):
         return subprocess.Popen(argv, stdout=fh, stderr=fh, stdin=subprocess.DEVNULL, start_new_session=True).pid
 
 
-def _holds_fleet_file(pid):
-    """True when process ``pid`` has a file under the fleet's directory open (Salt's daemons
-    rename themselves, an EventPublisher's command line names nothing)."""
-    fd_dir = "/proc/%s/fd" % pid
-    for fd in os.listdir(fd_dir):
-        try:
-            if os.readlink(os.path.join(fd_dir, fd)).startswith(ROOT + "/"):
-                return True
-        except OSError:
-            continue
-    return False
-
-
 def _cmdlines():
     """(pid, command line with spaces for NULs) of every process but this one (a zombie's is
     empty: callers check the ones they match with ``labctl.alive``)."""
@@ -164,7 +151,7 @@ def pids():
     found = []
     for pid, cmdline in _cmdlines():
         try:
-            if (ROOT.encode() in cmdline or _holds_fleet_file(pid)) and labctl.alive(pid):
+            if (ROOT.encode() in cmdline or labctl.holds_file_under(pid, ROOT)) and labctl.alive(pid):
                 found.append(pid)
         except OSError:  # gone meanwhile
             continue
