@@ -20,7 +20,7 @@ unhandled, none done twice).
 
 Usage (root, scripts/setup.sh done; the lab need not run):
     .venv/bin/python bench/fleet.py [--sites 10] [--runs 20] [--rates 1,2] [--no-two-masters]
-        [--two-masters-only] [--same-load] [--master-alive SECONDS] [--transport zeromq|tcp] [--workers N]
+        [--two-masters-only] [--same-load] [--master-alive SECONDS] [--transport zeromq|tcp] [--workers N] [--watch S]
 """
 
 import argparse
@@ -304,6 +304,8 @@ def main():
                         help="the minions' master_alive_interval in seconds (0: Salt's default, no check)")
     parser.add_argument("--two-masters-only", action="store_true", help="skip the one-site and fleet rows")
     parser.add_argument("--workers", type=int, default=0, help="the loop engine's workers (0: master.d's)")
+    parser.add_argument("--watch", type=float, default=0.0,
+                        help="the backend beacon's watcher round (the project's default is 0.3; 0: the tick alone)")
     parser.add_argument("--same-load", action="store_true",
                         help="add a row: site 1 alone with the host kept as busy as the busiest fleet row (synthetic load)")
     args = parser.parse_args()
@@ -312,10 +314,12 @@ def main():
         fleet_lib.MINION_EXTRA["master_alive_interval"] = args.master_alive
     if args.workers:
         fleet_lib.LOOP_EXTRA["workers"] = args.workers
+    fleet_lib.WATCH[0] = args.watch
 
     rates = [float(r) for r in args.rates.split(",")]
     fleet = fleet_lib.Fleet(args.sites, masters=1)
-    print("transport: {}, master_alive_interval: {}, loop workers: {}".format(args.transport, args.master_alive, args.workers or "master.d's"),
+    print("transport: {}, master_alive_interval: {}, loop workers: {}, watcher: {}".format(
+        args.transport, args.master_alive, args.workers or "master.d's", args.watch or "off (the tick alone)"),
           flush=True)
 
     faults = Faults()

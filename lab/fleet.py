@@ -36,6 +36,9 @@ COOLDOWN = 3
 TRANSPORT = ["zeromq"]
 MINION_EXTRA = {}  # more minion options (bench/fleet.py --master-alive)
 LOOP_EXTRA = {}  # more options of the masters' openstack_ha_loop engine (bench/fleet.py --workers)
+# The backend beacon's watcher round in seconds (bench/fleet.py --watch); 0: the tick alone, as
+# the fleet ran before 0.7.12 (every decision then needs a verification job).
+WATCH = [0.0]
 
 
 def site_id(index):
@@ -59,7 +62,7 @@ def site_pillar(index):
         "keystone": {"region": site_id(index), "interfaces": {"internal": "public", "admin": "public"}},
         "haproxy": {"socket": RUN + "/haproxy.sock", "state_file": RUN + "/haproxy.state"},
         # A short cooldown: a fault per second across the fleet needs each site ready again soon.
-        "remediation": {"cooldown": COOLDOWN},
+        "remediation": {"cooldown": COOLDOWN, **({"probe": {"watch": WATCH[0]}} if WATCH[0] else {})},
         "services": {"nova": {"port": NOVA_PORT, "vip": "public", "check": {"path": "/", "status": 200},
                               "catalog": {"type": "compute", "path": ""}}},
     }}
@@ -113,6 +116,9 @@ def minion_dir(cid):
 def minion_config(cid, index, masters):
     beacon = [{"interval": 1}, {"timeout": 0.25}, {"budget": 0.3}, {"fall": 1}, {"rise": 2}, {"heartbeat": 15},
               {"targets": probe_targets(index)}]
+    if WATCH[0]:  # as beacons.sls writes it: the watcher, its cache and HAProxy's socket (signed reports)
+        beacon[-1:-1] = [{"keepalive": True}, {"socket": RUN + "/haproxy.sock"}, {"watch": WATCH[0]},
+                         {"cache": RUN + "/openstack-ha-probes.json"}]
     return {
         "id": cid, "master": MASTER_ADDRS[:masters] if masters > 1 else MASTER_ADDRS[0],
         "master_port": RET_PORT, "publish_port": PUBLISH_PORT, "root_dir": minion_dir(cid), "user": "root",
