@@ -36,9 +36,9 @@ COOLDOWN = 3
 TRANSPORT = ["zeromq"]
 MINION_EXTRA = {}  # more minion options (bench/fleet.py --master-alive)
 LOOP_EXTRA = {}  # more options of the masters' openstack_ha_loop engine (bench/fleet.py --workers)
-# The backend beacon's watcher round in seconds (bench/fleet.py --watch); 0: the tick alone, as
-# the fleet ran before 0.7.12 (every decision then needs a verification job).
-WATCH = [0.0]
+# The backend beacon's watcher round in seconds, the project's default (bench/fleet.py --watch);
+# 0: the tick alone, as the fleet ran before 0.7.12 (every decision then needs a verification job).
+WATCH = [0.3]
 
 
 def site_id(index):
