@@ -304,8 +304,8 @@ def main():
                         help="the minions' master_alive_interval in seconds (0: Salt's default, no check)")
     parser.add_argument("--two-masters-only", action="store_true", help="skip the one-site and fleet rows")
     parser.add_argument("--workers", type=int, default=0, help="the loop engine's workers (0: master.d's)")
-    parser.add_argument("--watch", type=float, default=fleet_lib.WATCH[0],
-                        help="the backend beacon's watcher round (default: the project's, %(default)s; 0: the tick alone)")
+    parser.add_argument("--watch", type=float, default=None,
+                        help="the backend beacon's watcher round in seconds (default: the project's; 0: the tick alone)")
     parser.add_argument("--same-load", action="store_true",
                         help="add a row: site 1 alone with the host kept as busy as the busiest fleet row (synthetic load)")
     args = parser.parse_args()
@@ -319,7 +319,7 @@ def main():
     rates = [float(r) for r in args.rates.split(",")]
     fleet = fleet_lib.Fleet(args.sites, masters=1)
     print("transport: {}, master_alive_interval: {}, loop workers: {}, watcher: {}".format(
-        args.transport, args.master_alive, args.workers or "master.d's", args.watch or "off (the tick alone)"),
+        args.transport, args.master_alive, args.workers or "master.d's", fleet_lib.watch_round() or "off (the tick alone)"),
           flush=True)
 
     faults = Faults()

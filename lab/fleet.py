@@ -36,9 +36,24 @@ COOLDOWN = 3
 TRANSPORT = ["zeromq"]
 MINION_EXTRA = {}  # more minion options (bench/fleet.py --master-alive)
 LOOP_EXTRA = {}  # more options of the masters' openstack_ha_loop engine (bench/fleet.py --workers)
-# The backend beacon's watcher round in seconds, the project's default (bench/fleet.py --watch);
-# 0: the tick alone, as the fleet ran before 0.7.12 (every decision then needs a verification job).
-WATCH = [0.3]
+# The backend beacon's watcher round in seconds (bench/fleet.py --watch); None: the project's
+# default (remediation:probe:watch in defaults.yaml); 0: the tick alone, as the fleet ran before
+# 0.7.12 (every decision then needs a verification job).
+WATCH = [None]
+
+
+def _model_lib():
+    sys.path.insert(0, labctl.REPO)
+    from tests import conftest
+
+    return conftest
+
+
+def watch_round():
+    """The watcher round the fleet's beacons use: WATCH[0], or the project's default."""
+    if WATCH[0] is not None:
+        return WATCH[0]
+    return _model_lib().defaults()["remediation"]["probe"]["watch"]
 
 
 def site_id(index):
@@ -62,7 +77,7 @@ def site_pillar(index):
         "keystone": {"region": site_id(index), "interfaces": {"internal": "public", "admin": "public"}},
         "haproxy": {"socket": RUN + "/haproxy.sock", "state_file": RUN + "/haproxy.state"},
         # A short cooldown: a fault per second across the fleet needs each site ready again soon.
-        "remediation": {"cooldown": COOLDOWN, **({"probe": {"watch": WATCH[0]}} if WATCH[0] else {})},
+        "remediation": {"cooldown": COOLDOWN, "probe": {"watch": watch_round()}},
         "services": {"nova": {"port": NOVA_PORT, "vip": "public", "check": {"path": "/", "status": 200},
                               "catalog": {"type": "compute", "path": ""}}},
     }}
@@ -70,10 +85,8 @@ def site_pillar(index):
 
 def probe_targets(index):
     """The backend beacon's targets for site ``index`` (what beacons.sls would render)."""
-    sys.path.insert(0, labctl.REPO)
-    from tests.conftest import defaults, model_lib
-
-    return model_lib.probe_targets(model_lib.build(defaults(), site_pillar(index)["openstack_ha"]))
+    conftest = _model_lib()
+    return conftest.model_lib.probe_targets(conftest.model_lib.build(conftest.defaults(), site_pillar(index)["openstack_ha"]))
 
 
 def haproxy_config(index):
@@ -116,8 +129,8 @@ def minion_dir(cid):
 def minion_config(cid, index, masters):
     beacon = [{"interval": 1}, {"timeout": 0.25}, {"budget": 0.3}, {"fall": 1}, {"rise": 2}, {"heartbeat": 15},
               {"targets": probe_targets(index)}]
-    if WATCH[0]:  # as beacons.sls writes it: the watcher, its cache and HAProxy's socket (signed reports)
-        beacon[-1:-1] = [{"keepalive": True}, {"socket": RUN + "/haproxy.sock"}, {"watch": WATCH[0]},
+    if watch_round():  # as beacons.sls writes it: the watcher, its cache and HAProxy's socket (signed reports)
+        beacon[-1:-1] = [{"keepalive": True}, {"socket": RUN + "/haproxy.sock"}, {"watch": watch_round()},
                          {"cache": RUN + "/openstack-ha-probes.json"}]
     return {
         "id": cid, "master": MASTER_ADDRS[:masters] if masters > 1 else MASTER_ADDRS[0],

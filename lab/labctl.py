@@ -456,14 +456,14 @@ def start_syslog():
         return "not started: the host's own syslog has /dev/log"
     os.makedirs(SYSLOG_DIR, exist_ok=True)
     pidfile = os.path.join(SYSLOG_DIR, "pid")
-    errors = open(os.path.join(SYSLOG_DIR, "errors"), "a")
     # In a network namespace of its own, whose datagram queue is long: a Unix datagram socket's
     # queue (net.unix.max_dgram_qlen, 10 on this host) would otherwise fill in a burst of HAProxy's
     # request logs and block keepalived's next syslog() until the catcher drained it.
     script = "echo 4096 > /proc/sys/net/unix/max_dgram_qlen && exec \"$@\""
-    subprocess.Popen(["unshare", "--net", "sh", "-c", script, "catcher", sys.executable,
-                      os.path.join(REPO, "lab", "syslog_catcher.py"), SYSLOG_LOG, pidfile],
-                     stdout=errors, stderr=errors, stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(os.path.join(SYSLOG_DIR, "errors"), "a") as errors:  # the child keeps its own copy
+        subprocess.Popen(["unshare", "--net", "sh", "-c", script, "catcher", sys.executable,
+                          os.path.join(REPO, "lab", "syslog_catcher.py"), SYSLOG_LOG, pidfile],
+                         stdout=errors, stderr=errors, stdin=subprocess.DEVNULL, start_new_session=True)
     wait_for(lambda: os.path.exists("/dev/log") and syslog_pids(), 20, "the lab's syslog catcher on /dev/log")
     return "started"
 
