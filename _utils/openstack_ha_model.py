@@ -899,9 +899,10 @@ def validate(model):
         c.number(keepalived.get("advert_int"), [ROOT, "keepalived", "advert_int"], 0.01, 255)
         c.boolean(keepalived.get("nopreempt"), [ROOT, "keepalived", "nopreempt"])
         c.integer(keepalived.get("garp_master_repeat"), [ROOT, "keepalived", "garp_master_repeat"], 1, 255)
-        c.number(keepalived.get("garp_master_refresh"), [ROOT, "keepalived", "garp_master_refresh"], 0, 86400)
-        c.number(keepalived.get("garp_master_delay"), [ROOT, "keepalived", "garp_master_delay"], 0, 86400)
-        c.number(keepalived.get("track_interval"), [ROOT, "keepalived", "track_interval"], 0.1, 3600)
+        # keepalived 2.2 reads these three as whole seconds: "0.5" is logged and ignored.
+        c.integer(keepalived.get("garp_master_refresh"), [ROOT, "keepalived", "garp_master_refresh"], 0, 86400)
+        c.integer(keepalived.get("garp_master_delay"), [ROOT, "keepalived", "garp_master_delay"], 0, 86400)
+        c.integer(keepalived.get("track_interval"), [ROOT, "keepalived", "track_interval"], 1, 3600)
         c.integer(keepalived.get("rt_priority"), [ROOT, "keepalived", "rt_priority"], 0, 99)
     _check_local_paths(c, model)
     check_unknown_keys(c, model, SCHEMA, [ROOT])
