@@ -174,11 +174,61 @@ class EventCount:
         self.bus.destroy()
 
 
+ROLES = ("site 1's minions", "other minions", "masters", "stand-in APIs", "HAProxies", "the rest")
+
+
+def _role(pid):
+    """Which part of the fleet process ``pid`` is (one of ROLES), from its command line (Salt
+    keeps the original command line in front of a process's new title)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as fh:
+            cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ROLES[-1]
+    if "salt-minion" in cmd:
+        return ROLES[0] if "/%s-c" % fleet_lib.site_id(1) in cmd else ROLES[1]
+    if "salt-master" in cmd or fleet_lib.ROOT + "/master" in cmd:
+        return ROLES[2]
+    if "standin_api.py" in cmd:
+        return ROLES[3]
+    if cmd.startswith("haproxy "):
+        return ROLES[4]
+    return ROLES[5]
+
+
+def cpu_by_pid():
+    """{pid: (role, CPU seconds so far)} of every process on the host (its own and its reaped
+    children's: a job thread's CPU is its minion's)."""
+    seen = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            seen[int(entry)] = sum(int(x) for x in fields[11:15]) / HZ
+        except (OSError, IndexError, ValueError):
+            continue
+    return {pid: (_role(pid), cpu) for pid, cpu in seen.items()}
+
+
+def cpu_shares(before, after, seconds):
+    """{role: % of one core} between two :func:`cpu_by_pid` snapshots ``seconds`` apart (a
+    process that started in between counts from zero, one that ended in between is lost)."""
+    shares = dict.fromkeys(ROLES, 0.0)
+    for pid, (role, cpu) in after.items():
+        start = before.get(pid)
+        shares[role] += cpu - (start[1] if start and start[0] == role else 0.0)
+    return {role: 100 * cpu / max(seconds, 1e-6) for role, cpu in shares.items()}
+
+
 class HostLoad:
     """The whole host's load while it runs: the busy fraction of every core (from /proc/stat's
-    cpu line) and the mean count of runnable processes (its procs_running, sampled every 0.2 s)."""
+    cpu line), the mean count of runnable processes (its procs_running, sampled every 0.2 s) and
+    the CPU each part of the fleet took (:func:`cpu_shares`)."""
 
     def __init__(self):
+        self.cpu0, self.t0 = cpu_by_pid(), time.monotonic()
         self.busy0, self.total0 = self._jiffies()
         self.samples, self.stop = [], threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -198,11 +248,12 @@ class HostLoad:
                         self.samples.append(int(line.split()[1]))
 
     def close(self):
-        """Stop; returns (busy fraction 0-1, mean runnable processes)."""
+        """Stop; returns (busy fraction 0-1, mean runnable processes, {role: % of a core})."""
         self.stop.set()
         self.thread.join(5)
         busy, total = self._jiffies()
-        return (busy - self.busy0) / max(1, total - self.total0), statistics.mean(self.samples or [0])
+        shares = cpu_shares(self.cpu0, cpu_by_pid(), time.monotonic() - self.t0)
+        return (busy - self.busy0) / max(1, total - self.total0), statistics.mean(self.samples or [0]), shares
 
 
 BURNER = """
@@ -234,7 +285,7 @@ def calibrate_burners(runnable, busy, steps=6, seconds=3.0):
         try:
             load = HostLoad()
             time.sleep(seconds)
-            got_busy, got_runnable = load.close()
+            got_busy, got_runnable, _ = load.close()
         finally:
             stop_burners(burners)
         print("    calibrating: {} burners at duty {:.3f}: {:.0f} % busy, {:.1f} runnable".format(count, duty, 100 * got_busy, got_runnable),
@@ -266,8 +317,11 @@ def stop_others(fleet, sig):
                 pass
 
 
-def load_line(busy, runnable):
-    return "    host: {:.0f} % of every core busy, {:.1f} runnable processes on average".format(100 * busy, runnable)
+def load_line(busy, runnable, shares=None):
+    line = "    host: {:.0f} % of every core busy, {:.1f} runnable processes on average".format(100 * busy, runnable)
+    if shares:
+        line += "\n    CPU, % of one core: " + ", ".join("{} {:.1f}".format(role, shares[role]) for role in ROLES)
+    return line
 
 
 def row(label, times):
