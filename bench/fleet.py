@@ -21,6 +21,7 @@ unhandled, none done twice).
 Usage (root, scripts/setup.sh done; the lab need not run):
     .venv/bin/python bench/fleet.py [--sites 10] [--runs 20] [--rates 1,2] [--no-two-masters]
         [--two-masters-only] [--same-load] [--master-alive SECONDS] [--transport zeromq|tcp] [--workers N] [--watch S]
+        [--others-nice N]
 """
 
 import argparse
@@ -305,15 +306,36 @@ def stop_burners(burners):
         proc.wait(10)
 
 
+def others_pids(fleet):
+    """Every process of sites 2..N (minions, HAProxies, stand-ins, and their children)."""
+    others = [cid for cid in fleet.ids() if not cid.startswith(fleet_lib.site_id(1) + "-")]
+    pids = [fleet.minion_pids[c] for c in others] + fleet.haproxy_pids(others) + [fleet.standin_pids[c] for c in others if c in fleet.standin_pids]
+    return [child for pid in pids for child in [pid] + labctl.children(pid)]
+
+
 def stop_others(fleet, sig):
     """SIGSTOP/SIGCONT every process of sites 2..N (minion, HAProxy, stand-in)."""
-    others = [cid for cid in fleet.ids() if not cid.startswith("fleet01-")]
-    pids = [fleet.minion_pids[c] for c in others] + fleet.haproxy_pids(others) + [fleet.standin_pids[c] for c in others if c in fleet.standin_pids]
-    for pid in pids:
-        for child in [pid] + labctl.children(pid):
+    for pid in others_pids(fleet):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def renice_others(fleet, value):
+    """Set the nice value of every thread of every process of sites 2..N (a thread's nice value
+    is its own: a minion's job and watcher threads too; threads started later inherit their
+    starter's). Stand-ins started later get it from ``fleet_lib.OTHERS_NICE``."""
+    fleet_lib.OTHERS_NICE[0] = value
+    for pid in others_pids(fleet):
+        try:
+            tids = [int(t) for t in os.listdir("/proc/%d/task" % pid)]
+        except OSError:
+            continue
+        for tid in tids:
             try:
-                os.kill(child, sig)
-            except ProcessLookupError:
+                os.setpriority(os.PRIO_PROCESS, tid, value)
+            except OSError:
                 pass
 
 
@@ -360,6 +382,9 @@ def main():
     parser.add_argument("--workers", type=int, default=0, help="the loop engine's workers (0: master.d's)")
     parser.add_argument("--watch", type=float, default=None,
                         help="the backend beacon's watcher round in seconds (default: the project's; 0: the tick alone)")
+    parser.add_argument("--others-nice", type=int, default=0,
+                        help="nice value of sites 2..N's processes in the fleet rows (19: as if each site had hosts of its "
+                             "own, the master's share left as it is; 0: every process equal)")
     parser.add_argument("--same-load", action="store_true",
                         help="add a row: site 1 alone with the host kept as busy as the busiest fleet row (synthetic load)")
     args = parser.parse_args()
@@ -391,8 +416,11 @@ def main():
             rows.append(row("one site alone", one))
             rows.append(load_line(*loads["one"]))
             time.sleep(5)
+        if args.others_nice:
+            renice_others(fleet, args.others_nice)
+        niced = " (others at nice {})".format(args.others_nice) if args.others_nice else ""
         for rate in [] if args.two_masters_only else rates:
-            print("fleet: {} sites, {} fault(s)/s elsewhere".format(args.sites, rate), flush=True)
+            print("fleet: {} sites, {} fault(s)/s elsewhere{}".format(args.sites, rate, niced), flush=True)
             stop, events = threading.Event(), EventCount(1)
             bg = threading.Thread(target=background, args=(fleet, rate, stop, faults), daemon=True)
             cpu0, t0, injected0 = cpu_seconds(fleet.find_master_pids(1)), time.monotonic(), len(faults.done)
@@ -404,13 +432,15 @@ def main():
             loads[rate] = load.close()
             elapsed, cpu = time.monotonic() - t0, cpu_seconds(fleet.find_master_pids(1)) - cpu0
             events.close()
-            rows.append(row("{} sites, {:g} fault/s elsewhere".format(args.sites, rate), times))
+            rows.append(row("{} sites, {:g} fault/s elsewhere{}".format(args.sites, rate, niced), times))
             rows.append("    {:.1f} beacon events/s at the master, {:.1f} faults/s injected, master CPU {:.1f} % of a core, "
                         "{:.2f} ms CPU per event ({} / one site p95: {:.2f})".format(
                             events.count / elapsed, (len(faults.done) - injected0) / elapsed, 100 * cpu / elapsed,
                             1000 * cpu / max(1, events.count), "ratio", p95(times) / p95(one)))
             rows.append(load_line(*loads[rate]))
             time.sleep(fleet_lib.COOLDOWN + 2)
+        if args.others_nice:
+            renice_others(fleet, 0)
         busiest = max((r for r in rates if r > 0 and r in loads), default=None)
         if args.same_load and busiest is not None and "one" in loads:
             # Site 1 alone again, the host kept as busy as the busiest fleet row kept it by

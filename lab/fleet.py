@@ -40,6 +40,8 @@ LOOP_EXTRA = {}  # more options of the masters' openstack_ha_loop engine (bench/
 # default (remediation:probe:watch in defaults.yaml); 0: the tick alone, as the fleet ran before
 # 0.7.12 (every decision then needs a verification job).
 WATCH = [None]
+# The nice value of the stand-ins of sites 2..N (bench/fleet.py --others-nice; 0: none).
+OTHERS_NICE = [0]
 
 
 def _model_lib():
@@ -272,7 +274,8 @@ class Fleet:
         labctl.wait_for(lambda: not self.find_master_pids(number), 30, "fleet master %d to die" % number)
 
     def start_standin(self, cid, address):
-        self.standin_pids[cid] = _spawn([os.path.join(labctl.VENV_BIN, "python"), os.path.join(labctl.REPO, "lab", "standin_api.py"),
+        nice = ["nice", "-n", str(OTHERS_NICE[0])] if OTHERS_NICE[0] and not cid.startswith(site_id(1) + "-") else []
+        self.standin_pids[cid] = _spawn(nice + [os.path.join(labctl.VENV_BIN, "python"), os.path.join(labctl.REPO, "lab", "standin_api.py"),
                                          "--service", "nova", "--address", address, "--port", str(NOVA_PORT),
                                          "--pidfile", os.path.join(ROOT, "standin", cid + ".pid")],
                                         os.path.join(ROOT, "standin", cid + ".log"))
