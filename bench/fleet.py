@@ -117,6 +117,18 @@ def background(fleet, rate, stop, faults, exclude=1):
         stop.wait(max(0.0, 1.0 / rate - (time.monotonic() - started)))
 
 
+def drain_timing(fleet, cid, crashed, wait=10.0):
+    """The ``timing`` of the loop's drain of ``cid`` decided after ``crashed`` (epoch), waited
+    for up to ``wait`` seconds (a round writes it once its drain publish has returned); None
+    when there is none."""
+    deadline = time.monotonic() + wait
+    while True:
+        drain = [d for d in fleet.records(1)["decisions"] if d["what"] == "drain" and d.get("backend") == cid and d["time"] >= crashed]
+        if drain and drain[-1].get("timing") or time.monotonic() > deadline:
+            return drain[-1].get("timing") if drain else None
+        time.sleep(0.2)
+
+
 def measure(fleet, runs, faults, label):
     """``runs`` crashes at site 1 (its three backends in turn): seconds to drained everywhere."""
     times = []
@@ -142,8 +154,7 @@ def measure(fleet, runs, faults, label):
         fleet.revive(cid)
         faults.add(1, cid, crashed, time.time())
         times.append(took if took is not None else DRAIN_CAP)
-        drain = [d for d in fleet.records(1)["decisions"] if d["what"] == "drain" and d.get("backend") == cid and d["time"] >= crashed]
-        timing = drain[-1].get("timing") if drain else None
+        timing = drain_timing(fleet, cid, crashed)
         print("  {} run {:2d}/{}: {} {}  {}".format(label, run + 1, runs, cid, "{:.3f} s".format(took) if took else "NOT drained in %d s" % DRAIN_CAP,
                                                   timing or ""), flush=True)
     return times
