@@ -129,6 +129,20 @@ def drain_timing(fleet, cid, crashed, wait=10.0):
         time.sleep(0.2)
 
 
+SLOW = 2.0  # seconds: a run this slow prints every decision of site 1 around it
+
+
+def slow_run_account(fleet, crashed, took):
+    """Print every decision recorded for site 1 from 2 s before the crash to 1 s after its
+    drain (or the cap): what the loop did meanwhile, for a run far slower than the others."""
+    until = crashed + (took if took is not None else DRAIN_CAP) + 1
+    for d in fleet.records(1)["decisions"]:
+        if crashed - 2 <= d["time"] <= until:
+            print("      +{:6.2f} s {} {} by {} (reported by {}) {} {}".format(
+                d["time"] - crashed, d["what"], d.get("backend"), d.get("decided_by"), d.get("reported_by"),
+                d.get("timing") or "", (d.get("why") or "")[:60]), flush=True)
+
+
 def measure(fleet, runs, faults, label):
     """``runs`` crashes at site 1 (its three backends in turn): seconds to drained everywhere."""
     times = []
@@ -155,6 +169,8 @@ def measure(fleet, runs, faults, label):
         faults.add(1, cid, crashed, time.time())
         times.append(took if took is not None else DRAIN_CAP)
         timing = drain_timing(fleet, cid, crashed)
+        if took is None or took > SLOW:
+            slow_run_account(fleet, crashed, took)
         print("  {} run {:2d}/{}: {} {}  {}".format(label, run + 1, runs, cid, "{:.3f} s".format(took) if took else "NOT drained in %d s" % DRAIN_CAP,
                                                   timing or ""), flush=True)
     return times
