@@ -102,28 +102,36 @@ def act(ctx, model, actions, who, reporter):
 
 def evidence(ctx, model, service=None, since=None, reported=None):
     """The controllers' views for a decision, where they came from and how old they are:
-    ``(views, source, taken)``. With ``reported`` (the backends a watcher's signed report,
-    already kept by ``reports.accept``, says changed), a quorum of the controllers' signed
-    reports that agree on them, awaited for two watch rounds at most (``source`` "signed
-    reports", ``taken`` when the oldest arrived); otherwise, or when they do not come or do not
-    agree, a verification publish (``source`` "verification", ``taken`` when it was sent).
-    An action recorded after ``taken`` is newer than the views' HAProxy states."""
+    ``(views, source, taken, fresh)``. With ``reported`` (the backends a watcher's signed
+    report, already kept by ``reports.accept``, says changed), a quorum of the controllers'
+    signed reports no older than ``since`` that agree on them, awaited for two watch rounds at
+    most (``source`` "signed reports", ``taken`` when the oldest arrived); otherwise, or when
+    they do not come or do not agree, a verification publish (``source`` "verification",
+    ``taken`` when it was sent). An action recorded after ``taken`` is newer than the views'
+    HAProxy states. ``fresh`` (epoch seconds): no probe behind the views is older (the oldest
+    report's probe time; a verification's answers are at most two watch rounds old, and none
+    older than ``since``)."""
     watch = model["remediation"]["probe"].get("watch") or 0
     if reported and watch:
-        found = ctx.call("reports.agreeing", model, reported, wait=max(0.3, 2 * watch), max_age=max(1.0, 4 * watch))
+        found = ctx.call("reports.agreeing", model, reported, wait=max(0.3, 2 * watch), max_age=max(1.0, 4 * watch),
+                         since=since)
         if found is not None:
-            return found[0], "signed reports", found[1]
+            return found[0], "signed reports", found[1], found[2]
     taken = time.time()
-    return verify(ctx, model, service, since), "verification", taken
+    fresh = max(since or 0, taken - 2 * watch) if watch else taken
+    return verify(ctx, model, service, since), "verification", taken, fresh
 
 
 def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation", arrived=None, since=None, reported=None):
     """Verify every backend in scope with every controller, decide, act, record, announce.
     ``since``: see :func:`verify`; ``reported``: see :func:`evidence`.
 
-    Coalesces: when another verification of the same scope (or of the whole site) started
-    after this event arrived (``arrived``, this process's monotonic clock), it already saw a
-    fresher state, and this one does nothing.
+    Coalesces: when another round of the same scope (or of the whole site) gathered views no
+    older than this event's arrival (``arrived``, this process's monotonic clock), it saw the
+    state this event reports, and this one does nothing. A round only started after the event
+    is not enough: signed reports and the watchers' cached probes can predate its start (a
+    round that judged a backend on reports from before its failure, and made the rounds of the
+    reports that saw the failure step aside, left it undrained until the next heartbeat).
 
     The site lock is held only to decide and to record, never across a wait for the
     controllers (a cut-off controller must not queue every other decision of its site): the
@@ -139,10 +147,12 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
         if arrived is not None and max(last.get(None, 0), last.get(service, 0)) > arrived:
             return []
         started = time.monotonic()
-        last_verify.setdefault(site, {})[service] = started
-    views, source, started_wall = evidence(ctx, model, service, since, reported)
+    views, source, started_wall, fresh = evidence(ctx, model, service, since, reported)
     verified = time.monotonic()
     with ctx.call("records.lock", site):
+        # From when this round's views are fresh, on the monotonic clock ``arrived`` uses.
+        seen = last_verify.setdefault(site, {})
+        seen[service] = max(seen.get(service, 0), verified - (time.time() - fresh))
         records = ctx.call("records.load", site)
         actions = ctx.util("decide.decide")(
             backends(ctx, model, service, backend), views, quorum, records["backends"], time.time(),

@@ -96,7 +96,12 @@ def _keep(ctx, table, site, reporter, when, report):
     return True, last
 
 
-def agreeing(ctx, model, keys, wait, max_age):
+# A report's probe time comes from its nonce, written to the microsecond: the event's own copy of
+# it may be a rounding later.
+NONCE_ROUNDING = 1e-5
+
+
+def agreeing(ctx, model, keys, wait, max_age, since=None):
     """
     The views of the site's controllers from their signed reports, once a quorum of them
     agrees on every backend of ``keys`` (``service/backend``; each judged up or down by a
@@ -107,11 +112,16 @@ def agreeing(ctx, model, keys, wait, max_age):
         a watch round later, at most).
     max_age
         seconds a report counts after it arrived.
+    since
+        the probe time (epoch seconds) of the report that asks: an older report does not
+        count, as a verification believes no probe older than it (reports from before the
+        failure, still within ``max_age``, would outvote the one that saw it).
 
-    Returns ``({controller: view}, received)``: every fresh report, agreeing or not (as a
-    verification would return every answer), and when the oldest of them reached this master
+    Returns ``({controller: view}, received, probed)``: every fresh report, agreeing or not (as
+    a verification would return every answer), when the oldest of them reached this master
     (epoch seconds: an action recorded after it is newer than this evidence, whose HAProxy
-    states predate it); or None when no agreeing quorum came in time: verify then.
+    states predate it) and the oldest probe time among them (the evidence is no older); or None
+    when no agreeing quorum came in time: verify then.
     """
     quorum = ctx.util("model.quorum_size")(model)
     controllers = {c["id"] for c in model["controllers"]}
@@ -122,10 +132,11 @@ def agreeing(ctx, model, keys, wait, max_age):
         while True:
             now = time.monotonic()
             kept = store["sites"].get(model["site"], {})
-            fresh = {c: r for c, r in kept.items() if c in controllers and now - r["received"] <= max_age}
+            fresh = {c: r for c, r in kept.items() if c in controllers and now - r["received"] <= max_age
+                     and (since is None or r["time"] >= since - NONCE_ROUNDING)}
             views = {c: r["view"] for c, r in fresh.items()}
             if len(views) >= quorum and all(judged(key, views, quorum) is not None for key in keys):
-                return views, min(r["received_at"] for r in fresh.values())
+                return views, min(r["received_at"] for r in fresh.values()), min(r["time"] for r in fresh.values())
             if now >= deadline:
                 return None
             store["cond"].wait(deadline - now)

@@ -123,8 +123,8 @@ def test_a_quorum_of_agreeing_reports_is_evidence_and_one_report_is_not(keys, ct
     assert time.monotonic() - started >= 0.2
     assert reports.accept(ctx, MODEL, "c2", report(keys, "c2", down=["nova/c3"]))
     before = time.time()
-    views, received = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0.2, max_age=1.0)
-    assert sorted(views) == ["c1", "c2"] and received <= before
+    views, received, probed = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0.2, max_age=1.0)
+    assert sorted(views) == ["c1", "c2"] and received <= before and probed <= received
     actions = decide.decide({k: "nova" for k in KEYS}, views, 2, {}, time.time(), 10)
     assert [(a["action"], a["key"]) for a in actions] == [("drain", "nova/c3")]
     # Reports older than max_age no longer count.
@@ -145,7 +145,7 @@ def test_the_wait_ends_when_the_second_report_arrives(keys, ctx):
     started = time.monotonic()
     timer.start()
     try:
-        views, _ = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=5.0, max_age=10.0)
+        views, _, _ = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=5.0, max_age=10.0)
     finally:
         timer.join()
     assert sorted(views) == ["c1", "c2"] and 0.1 < time.monotonic() - started < 2.0
@@ -158,7 +158,7 @@ def test_the_loop_verifies_unless_reports_agree(keys, ctx, monkeypatch):
     assert remediate.evidence(ctx, MODEL, "nova", None, ["nova/c3"])[:2] == ({"c3": "v"}, "verification") and asked == ["nova"]
     first_kept = time.time()
     assert reports.accept(ctx, MODEL, "c2", report(keys, "c2", down=["nova/c3"]))
-    views, source, taken = remediate.evidence(ctx, MODEL, "nova", None, ["nova/c3"])
+    views, source, taken, _ = remediate.evidence(ctx, MODEL, "nova", None, ["nova/c3"])
     assert source == "signed reports" and sorted(views) == ["c1", "c2"] and asked == ["nova"]
     # The evidence is as old as the oldest report: a drain recorded since then settles it.
     assert taken <= first_kept
@@ -168,3 +168,70 @@ def test_the_loop_verifies_unless_reports_agree(keys, ctx, monkeypatch):
     assert remediate.evidence(ctx, dict(MODEL, remediation={"quorum": "majority", "probe": {"watch": 0}}),
                               "nova", None, ["nova/c3"])[1] == "verification"
     assert remediate.evidence(ctx, MODEL, "nova", None, None)[1] == "verification"
+
+
+def test_reports_from_before_the_failure_do_not_outvote_the_one_that_saw_it(keys, ctx):
+    # c2 and c3 reported everything up (another change) 0.5 s before c1's watcher saw c3 fail:
+    # still within max_age, they would judge nova/c3 up; older than c1's probe, they do not count.
+    before = time.time() - 0.5
+    assert reports.accept(ctx, MODEL, "c2", report(keys, "c2", now=before))
+    assert reports.accept(ctx, MODEL, "c3", report(keys, "c3", now=before))
+    data = report(keys, "c1", down=["nova/c3"])
+    assert reports.accept(ctx, MODEL, "c1", data)
+    views, _, _ = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=1.0)
+    assert decide.judged("nova/c3", views, 2) is True  # what the loop did without ``since``
+    assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0.1, max_age=1.0, since=data["time"]) is None
+    assert reports.accept(ctx, MODEL, "c2", report(keys, "c2", down=["nova/c3"]))
+    views, _, probed = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=1.0, since=data["time"])
+    assert sorted(views) == ["c1", "c2"] and decide.judged("nova/c3", views, 2) is False
+    assert probed >= data["time"] - reports.NONCE_ROUNDING
+
+
+class Records:
+    """The records of one site in memory, as ``records.*`` would keep them."""
+
+    def __init__(self):
+        self.data = {"backends": {}, "maintenance": {}, "decisions": []}
+        self.lock = threading.Lock()
+
+
+def test_a_round_on_old_views_does_not_make_a_later_report_step_aside(keys, ctx, monkeypatch):
+    """A round that starts after an event arrived but decides on views older than it (here:
+    signed reports from before c3 failed, a round asked without a probe time) decides
+    nothing; the event's own round must still run, and drains. Until 0.7.13 it stepped aside
+    (a round had only to start after the event), and the failure waited for a heartbeat."""
+    records = Records()
+    ctx.utils.update({
+        "openstack_ha_records.lock": lambda ctx, site: records.lock,
+        "openstack_ha_records.load": lambda ctx, site: records.data,
+        "openstack_ha_records.store": lambda ctx, site, data: None,
+        "openstack_ha_records.announce": lambda ctx, data, site, entry, tag: data["decisions"].append(entry),
+        "openstack_ha_decide.decide": decide.decide,
+        "openstack_ha_model.probe_targets": lambda model, service=None: [],
+        "openstack_ha_model.backend_services": lambda model: {"nova": {"servers": [{"id": c} for c in CTRLS]}},
+    })
+    model = dict(MODEL, remediation=dict(MODEL["remediation"], cooldown=0))
+    acted = []
+    monkeypatch.setattr(remediate, "act", lambda ctx, model, actions, who, reporter: acted.extend(actions) or [
+        {"what": a["action"], "service": a["service"], "backend": a["backend"], "state": "drain", "time": time.time()}
+        for a in actions])
+    def view(down):
+        return {"probes": {k: {"up": k not in down} for k in KEYS}, "admin": {k: "ready" for k in KEYS}, "haproxy": True}
+
+    # The controllers' answers: from before c3 failed up to c2's probe, after it since then.
+    failed_seen = []
+    monkeypatch.setattr(remediate, "verify", lambda ctx, model, service=None, since=None: {
+        c: view(["nova/c3"] if failed_seen and since is not None and since >= failed_seen[0] else []) for c in CTRLS})
+    before = time.time() - 0.5
+    assert reports.accept(ctx, model, "c2", report(keys, "c2", now=before))
+    assert reports.accept(ctx, model, "c3", report(keys, "c3", now=before))
+    assert reports.accept(ctx, model, "c1", report(keys, "c1", down=["nova/c3"]))
+    arrived_c2 = time.monotonic()
+    assert remediate.reconcile(ctx, model, "c1", "nova", arrived=arrived_c2 - 0.01, since=None, reported=["nova/c3"]) == []
+    second = report(keys, "c2", down=["nova/c3"])
+    failed_seen.append(second["time"])
+    assert reports.accept(ctx, model, "c2", second)
+    done = remediate.reconcile(ctx, model, "c2", "nova", arrived=arrived_c2, since=second["time"], reported=["nova/c3"])
+    assert [(d["what"], d["backend"]) for d in done] == [("drain", "c3")] and len(acted) == 1
+    # An event that arrived before views as fresh as these were gathered is answered by them.
+    assert remediate.reconcile(ctx, model, "c3", "nova", arrived=arrived_c2 - 5, since=None, reported=None) == []
