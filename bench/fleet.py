@@ -382,8 +382,12 @@ def check_faults(fleet, faults):
     unhandled, twice = [], []
     first = min([f[2] for f in faults.done] or [0])
     for index, cid, crashed, revived in faults.done:
+        # Its window ends 5 s after its revival, or at the next crash of the same backend (whose
+        # drain is that fault's own).
+        later = [f[2] for f in faults.done if f[0] == index and f[1] == cid and f[2] > crashed]
+        until = min([(revived or crashed) + 5] + later)
         drains = [d for d in fleet.records(index)["decisions"] if d["what"] == "drain" and d.get("backend") == cid
-                  and crashed <= d["time"] <= (revived or crashed) + 5]
+                  and crashed <= d["time"] < until]
         if not drains:
             unhandled.append((cid, "crashed at +{:.1f} s".format(crashed - first), [(d["what"], round(d["time"] - first, 1), (d.get("why") or "")[:50])
                                                                                for d in fleet.records(index)["decisions"]
