@@ -118,7 +118,9 @@ def evidence(ctx, model, service=None, since=None, reported=None):
         if found is not None:
             return found[0], "signed reports", found[1], found[2]
     taken = time.time()
-    fresh = max(since or 0, taken - 2 * watch) if watch else taken
+    # Never later than the question: ``since`` comes from the reporter's event, and a probe
+    # time in the future (a hostile controller's) must not mark these views fresher than now.
+    fresh = min(taken, max(since or 0, taken - 2 * watch)) if watch else taken
     return verify(ctx, model, service, since), "verification", taken, fresh
 
 
@@ -152,7 +154,7 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
     with ctx.call("records.lock", site):
         # From when this round's views are fresh, on the monotonic clock ``arrived`` uses.
         seen = last_verify.setdefault(site, {})
-        seen[service] = max(seen.get(service, 0), verified - (time.time() - fresh))
+        seen[service] = max(seen.get(service, 0), verified - max(0.0, time.time() - fresh))
         records = ctx.call("records.load", site)
         actions = ctx.util("decide.decide")(
             backends(ctx, model, service, backend), views, quorum, records["backends"], time.time(),

@@ -235,3 +235,25 @@ def test_a_round_on_old_views_does_not_make_a_later_report_step_aside(keys, ctx,
     assert [(d["what"], d["backend"]) for d in done] == [("drain", "c3")] and len(acted) == 1
     # An event that arrived before views as fresh as these were gathered is answered by them.
     assert remediate.reconcile(ctx, model, "c3", "nova", arrived=arrived_c2 - 5, since=None, reported=None) == []
+
+
+def test_a_probe_time_in_the_future_does_not_make_later_events_step_aside(keys, ctx, monkeypatch):
+    """A controller's change event carries its probe time; one far in the future (a hostile
+    controller's) must not mark a round's views fresher than the round, which would make every
+    later event of that service step aside."""
+    records = Records()
+    ctx.utils.update({
+        "openstack_ha_records.lock": lambda ctx, site: records.lock,
+        "openstack_ha_records.load": lambda ctx, site: records.data,
+        "openstack_ha_records.store": lambda ctx, site, data: None,
+        "openstack_ha_records.announce": lambda ctx, data, site, entry, tag: data["decisions"].append(entry),
+        "openstack_ha_decide.decide": decide.decide,
+        "openstack_ha_model.backend_services": lambda model: {"nova": {"servers": [{"id": c} for c in CTRLS]}},
+    })
+    asked = []
+    monkeypatch.setattr(remediate, "verify", lambda ctx, model, service=None, since=None: asked.append(since) or {})
+    model = dict(MODEL, remediation=dict(MODEL["remediation"], cooldown=0))
+    remediate.reconcile(ctx, model, "c1", "nova", arrived=time.monotonic(), since=time.time() + 365 * 86400)
+    time.sleep(0.05)
+    remediate.reconcile(ctx, model, "c2", "nova", arrived=time.monotonic(), since=None)
+    assert len(asked) == 2  # the second event was not answered by the first round
