@@ -47,17 +47,19 @@ def p95(values):
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
+def _cpu_of(pid):
+    """utime+stime (and reaped children's) of process ``pid`` in seconds; None when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11:15]) / HZ
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def cpu_seconds(pids):
     """utime+stime (and reaped children's) of ``pids`` in seconds."""
-    total = 0
-    for pid in pids:
-        try:
-            with open("/proc/%d/stat" % pid) as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / HZ
+    return sum(_cpu_of(pid) or 0 for pid in pids)
 
 
 class Faults:
@@ -227,17 +229,8 @@ def _role(pid):
 def cpu_by_pid():
     """{pid: (role, CPU seconds so far)} of every process on the host (its own and its reaped
     children's: a job thread's CPU is its minion's)."""
-    seen = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            seen[int(entry)] = sum(int(x) for x in fields[11:15]) / HZ
-        except (OSError, IndexError, ValueError):
-            continue
-    return {pid: (_role(pid), cpu) for pid, cpu in seen.items()}
+    seen = {pid: _cpu_of(pid) for pid in (int(e) for e in os.listdir("/proc") if e.isdigit())}
+    return {pid: (_role(pid), cpu) for pid, cpu in seen.items() if cpu is not None}
 
 
 def cpu_shares(before, after, seconds):

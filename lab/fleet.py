@@ -13,6 +13,7 @@ its command line, so :func:`down` finds and kills them by PID after any crash.
 Usage (as root, after scripts/setup.sh): python -m lab.fleet up [SITES] | down
 """
 
+import functools
 import json
 import os
 import random
@@ -51,11 +52,15 @@ def _model_lib():
     return conftest
 
 
+@functools.lru_cache(maxsize=None)
+def _default_watch():
+    """remediation:probe:watch of defaults.yaml (read once)."""
+    return _model_lib().defaults()["remediation"]["probe"]["watch"]
+
+
 def watch_round():
     """The watcher round the fleet's beacons use: WATCH[0], or the project's default."""
-    if WATCH[0] is not None:
-        return WATCH[0]
-    return _model_lib().defaults()["remediation"]["probe"]["watch"]
+    return WATCH[0] if WATCH[0] is not None else _default_watch()
 
 
 def site_id(index):
@@ -131,8 +136,9 @@ def minion_dir(cid):
 def minion_config(cid, index, masters):
     beacon = [{"interval": 1}, {"timeout": 0.25}, {"budget": 0.3}, {"fall": 1}, {"rise": 2}, {"heartbeat": 15},
               {"targets": probe_targets(index)}]
-    if watch_round():  # as beacons.sls writes it: the watcher, its cache and HAProxy's socket (signed reports)
-        beacon[-1:-1] = [{"keepalive": True}, {"socket": RUN + "/haproxy.sock"}, {"watch": watch_round()},
+    watch = watch_round()
+    if watch:  # as beacons.sls writes it: the watcher, its cache and HAProxy's socket (signed reports)
+        beacon[-1:-1] = [{"keepalive": True}, {"socket": RUN + "/haproxy.sock"}, {"watch": watch},
                          {"cache": RUN + "/openstack-ha-probes.json"}]
     return {
         "id": cid, "master": MASTER_ADDRS[:masters] if masters > 1 else MASTER_ADDRS[0],

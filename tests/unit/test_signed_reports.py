@@ -195,11 +195,9 @@ class Records:
         self.lock = threading.Lock()
 
 
-def test_a_round_on_old_views_does_not_make_a_later_report_step_aside(keys, ctx, monkeypatch):
-    """A round that starts after an event arrived but decides on views older than it (here:
-    signed reports from before c3 failed, a round asked without a probe time) decides
-    nothing; the event's own round must still run, and drains. Until 0.7.13 it stepped aside
-    (a round had only to start after the event), and the failure waited for a heartbeat."""
+def wire_records(ctx):
+    """Give ``ctx`` what ``remediate.reconcile`` needs besides the reports: in-memory records
+    (returned), the real decision and a site of one service, nova, on the three controllers."""
     records = Records()
     ctx.utils.update({
         "openstack_ha_records.lock": lambda ctx, site: records.lock,
@@ -210,6 +208,15 @@ def test_a_round_on_old_views_does_not_make_a_later_report_step_aside(keys, ctx,
         "openstack_ha_model.probe_targets": lambda model, service=None: [],
         "openstack_ha_model.backend_services": lambda model: {"nova": {"servers": [{"id": c} for c in CTRLS]}},
     })
+    return records
+
+
+def test_a_round_on_old_views_does_not_make_a_later_report_step_aside(keys, ctx, monkeypatch):
+    """A round that starts after an event arrived but decides on views older than it (here:
+    signed reports from before c3 failed, a round asked without a probe time) decides
+    nothing; the event's own round must still run, and drains. Until 0.7.13 it stepped aside
+    (a round had only to start after the event), and the failure waited for a heartbeat."""
+    wire_records(ctx)
     model = dict(MODEL, remediation=dict(MODEL["remediation"], cooldown=0))
     acted = []
     monkeypatch.setattr(remediate, "act", lambda ctx, model, actions, who, reporter: acted.extend(actions) or [
@@ -241,15 +248,7 @@ def test_a_probe_time_in_the_future_does_not_make_later_events_step_aside(keys, 
     """A controller's change event carries its probe time; one far in the future (a hostile
     controller's) must not mark a round's views fresher than the round, which would make every
     later event of that service step aside."""
-    records = Records()
-    ctx.utils.update({
-        "openstack_ha_records.lock": lambda ctx, site: records.lock,
-        "openstack_ha_records.load": lambda ctx, site: records.data,
-        "openstack_ha_records.store": lambda ctx, site, data: None,
-        "openstack_ha_records.announce": lambda ctx, data, site, entry, tag: data["decisions"].append(entry),
-        "openstack_ha_decide.decide": decide.decide,
-        "openstack_ha_model.backend_services": lambda model: {"nova": {"servers": [{"id": c} for c in CTRLS]}},
-    })
+    wire_records(ctx)
     asked = []
     monkeypatch.setattr(remediate, "verify", lambda ctx, model, service=None, since=None: asked.append(since) or {})
     model = dict(MODEL, remediation=dict(MODEL["remediation"], cooldown=0))
