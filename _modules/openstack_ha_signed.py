@@ -16,6 +16,7 @@ be replayed (the nonce differs each time).
 import base64
 import json
 import os
+import time
 
 from salt.exceptions import CommandExecutionError
 
@@ -58,8 +59,10 @@ def __virtual__():
     return __virtualname__
 
 
-def body(minion_id, nonce, fun, answer):
-    """The exact bytes that are signed: canonical JSON of who, which question, what answer.
+def body(minion_id, nonce, fun, answer, ran=None):
+    """The exact bytes that are signed: canonical JSON of who, which question, what answer
+    and, with ``ran`` (``[began, ended]``, epoch seconds), when this controller ran it (the
+    master splits an action's time with it: delivery, run, return).
 
     CLI Example:
 
@@ -67,8 +70,10 @@ def body(minion_id, nonce, fun, answer):
 
         salt '*ctrl*' openstack_ha_signed.body <minion_id> <nonce> <fun> <answer>
     """
-    return json.dumps({"id": minion_id, "nonce": nonce, "fun": fun, "answer": answer},
-                      sort_keys=True, separators=(",", ":"), default=str).encode()
+    data = {"id": minion_id, "nonce": nonce, "fun": fun, "answer": answer}
+    if ran is not None:
+        data["ran"] = [round(float(t), 4) for t in ran]
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 def _private_key():
@@ -104,7 +109,8 @@ def call(fun, args=None, kwargs=None, nonce=None):
     signed: ``{"body": json text, "sig": base64}`` (see :func:`body`).
 
     A function that raises is answered as ``{"error": message}`` inside the signed body, so the
-    master can tell "this controller answered with an error" from "no answer".
+    master can tell "this controller answered with an error" from "no answer". The body also
+    says when the function began and ended here (``ran``).
 
     CLI Example:
 
@@ -116,9 +122,10 @@ def call(fun, args=None, kwargs=None, nonce=None):
         raise CommandExecutionError("openstack_ha_signed: {!r} is not a function the runner asks".format(fun))
     if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128:
         raise CommandExecutionError("openstack_ha_signed: a nonce of 16 to 128 characters is required")
+    began = time.time()
     try:
         answer = __salt__[fun](*(args or []), **(kwargs or {}))
     except CommandExecutionError as exc:
         answer = {"error": str(exc)}
-    data = body(__opts__["id"], nonce, fun, answer)
+    data = body(__opts__["id"], nonce, fun, answer, ran=(began, time.time()))
     return {"body": data.decode(), "sig": sign(data)}

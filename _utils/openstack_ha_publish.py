@@ -55,11 +55,14 @@ def _accepted_key(ctx, minion):
     return key
 
 
-def authenticated_answer(ctx, minion, nonce, fun, reply):
+def authenticated_answer(ctx, minion, nonce, fun, reply, ran=None):
     """
     ``(True, answer)`` when ``reply`` is signed by ``minion``'s accepted key for
     this question (``nonce`` and ``fun``), else ``(False, None)``: a forged, replayed, altered
     or malformed reply counts as no answer from that controller (see ``openstack_ha_signed``).
+    With a dict ``ran``, ``ran[minion]`` is set to the signed ``(began, ended)`` of the call
+    when the body carries two numbers (the controller's clock: for timing, never for a
+    decision).
     """
     import base64
     import json
@@ -80,10 +83,15 @@ def authenticated_answer(ctx, minion, nonce, fun, reply):
         return False, None
     if not isinstance(data, dict) or data.get("id") != minion or data.get("nonce") != nonce or data.get("fun") != fun:
         return False, None
+    times = data.get("ran")
+    if ran is not None and isinstance(times, list) and len(times) == 2 \
+            and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in times):
+        ran[minion] = (float(times[0]), float(times[1]))
     return True, data.get("answer")
 
 
-def publish(ctx, controllers, fun, args=(), timeout=5, channel="local", kwargs=None, wait_for=None, quorum=None):
+def publish(ctx, controllers, fun, args=(), timeout=5, channel="local", kwargs=None, wait_for=None, quorum=None,
+            timing=None):
     """Call ``fun`` on ``controllers`` in one publish; return {controller: answer} of those
     whose answer arrived within ``timeout`` seconds, signed by that controller's own key (a
     hard deadline: an unreachable controller costs exactly ``timeout``, never Salt's extra
@@ -97,6 +105,10 @@ def publish(ctx, controllers, fun, args=(), timeout=5, channel="local", kwargs=N
     channel
         each channel has its own LocalClient per thread (slow questions, like RabbitMQ's
         reports, use their own so that they never hold up a drain).
+    timing
+        a dict to fill with where the time went (epoch seconds): ``asked`` (the publish
+        requested of the master), ``sent`` (the master took it), and per answering
+        controller ``ran`` (when its call began and ended, its clock) and ``received``.
     """
     import secrets
 
@@ -110,7 +122,8 @@ def publish(ctx, controllers, fun, args=(), timeout=5, channel="local", kwargs=N
     if client is None:
         client = clients[channel] = salt.client.LocalClient(mopts=ctx.opts)
     try:
-        return _gather(ctx, client, controllers, fun, [fun, list(args), dict(kwargs or {}), nonce], nonce, timeout, wait_for, quorum)
+        return _gather(ctx, client, controllers, fun, [fun, list(args), dict(kwargs or {}), nonce], nonce, timeout, wait_for, quorum,
+                       {} if timing is None else timing)
     finally:
         # Unsubscribe from the event bus between calls: a subscriber that does not read keeps
         # a backlog of every event fired meanwhile (a flood: thousands), and the next call
@@ -118,10 +131,12 @@ def publish(ctx, controllers, fun, args=(), timeout=5, channel="local", kwargs=N
         client.event.close_pub()
 
 
-def _gather(ctx, client, controllers, fun, call_args, nonce, timeout, wait_for, quorum):
+def _gather(ctx, client, controllers, fun, call_args, nonce, timeout, wait_for, quorum, timing):
     """Publish one signed call and collect the answers (see :func:`publish`)."""
-    returns = {}
+    returns, ran, received = {}, {}, {}
+    timing.update(asked=time.time(), ran=ran, received=received)
     pub = client.run_job(controllers, "openstack_ha_signed.call", call_args, tgt_type="list", timeout=timeout, listen=True)
+    timing["sent"] = time.time()
     if not pub or not pub.get("jid"):
         log.warning("openstack_ha: could not publish %s to %s", fun, ", ".join(controllers))
         return {}
@@ -133,9 +148,10 @@ def _gather(ctx, client, controllers, fun, call_args, nonce, timeout, wait_for, 
             data = raw.get("data") or {}
             who = data.get("id")
             if who in expected and who not in returns and "return" in data:
-                ok, answer = authenticated_answer(ctx, who, nonce, fun, data["return"])
+                ok, answer = authenticated_answer(ctx, who, nonce, fun, data["return"], ran)
                 if ok:
                     returns[who] = answer
+                    received[who] = time.time()
                 else:
                     ctx.call("records.note_ignored", "unauthenticated answer", who, "salt/job/{}/ret".format(pub["jid"]))
         if quorum and len(returns) >= quorum and deadline > time.monotonic() + QUORUM_GRACE:
@@ -143,6 +159,26 @@ def _gather(ctx, client, controllers, fun, call_args, nonce, timeout, wait_for, 
         if set(returns) >= enough or time.monotonic() >= deadline:
             break
     return returns
+
+
+def split(timing):
+    """Where a publish's time went, from the ``timing`` :func:`publish` filled: ``publish``
+    (the master taking the job), and over the controllers that answered, the slowest
+    ``reach`` (sent -> its call began: delivery, Salt's job thread and loaders), ``run`` (the
+    call itself) and ``back`` (the call's end -> its answer read here). Seconds, rounded to the
+    millisecond; a part no controller's answer gives is left out. ``reach`` and ``back`` mix
+    the controller's clock with the master's: off by their skew."""
+    parts = {}
+    if "sent" in timing and "asked" in timing:
+        parts["publish"] = round(timing["sent"] - timing["asked"], 3)
+    ran, received = timing.get("ran") or {}, timing.get("received") or {}
+    if "sent" in timing and ran:
+        parts["reach"] = round(max(began - timing["sent"] for began, _ in ran.values()), 3)
+        parts["run"] = round(max(ended - began for began, ended in ran.values()), 3)
+    back = [received[c] - ran[c][1] for c in ran if c in received]
+    if back:
+        parts["back"] = round(max(back), 3)
+    return parts
 
 
 def ask(ctx, controllers, fun, args=(), timeout=5, channel="local"):

@@ -75,16 +75,20 @@ def backends(ctx, model, service=None, backend=None):
     return keys
 
 
-def act(ctx, model, actions, who, reporter):
+def act(ctx, model, actions, who, reporter, parts=None):
     """Apply every drain/restore of one decision round in one publish to every controller;
     wait only for the controllers that are not known to be cut off (they catch up when they
     answer again: the next verification sees their HAProxy out of line and re-applies).
-    Returns one decision entry per action."""
+    Returns one decision entry per action; fills the dict ``parts`` (when given) with where
+    the publish's time went (``publish.split``)."""
     controllers = [c["id"] for c in model["controllers"]]
     changes = [[a["service"], a["backend"], "drain" if a["action"] == "drain" else "ready"] for a in actions]
+    timing = {}
     answers = ctx.call("publish.publish", controllers, "openstack_ha_haproxy.set_servers_state",
                        (changes, model["haproxy"]["socket"], model["haproxy"]["state_file"]),
-                       timeout=ACT_TIMEOUT, wait_for=ctx.call("publish.wait_for", model))
+                       timeout=ACT_TIMEOUT, wait_for=ctx.call("publish.wait_for", model), timing=timing)
+    if parts is not None:
+        parts.update(ctx.util("publish.split")(timing))
     answers = {c: a for c, a in answers.items() if isinstance(a, dict)}
     entries = []
     for action, (service, backend, state) in zip(actions, changes):
@@ -172,7 +176,8 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
                                                   "pending": {"master": me, "until": now + PENDING_LEASE}}
         if moves:
             ctx.call("records.store", site, records)
-    entries = act(ctx, model, moves, who, reporter) if moves else []
+    publishing, parts = time.monotonic(), {}
+    entries = act(ctx, model, moves, who, reporter, parts) if moves else []
     acted = time.monotonic()
     done = []
     with ctx.call("records.lock", site):
@@ -180,7 +185,7 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
         for entry in entries:
             entry["timing"] = {"queued": round(started - arrived, 3) if arrived else None,
                                "verify": round(verified - started, 3), "act": round(acted - verified, 3),
-                               "evidence": source}
+                               "record": round(publishing - verified, 3), **parts, "evidence": source}
             records["backends"]["{}/{}".format(entry["service"], entry["backend"])] = {
                 "state": entry["state"], "by": "remediation", "time": entry["time"]}
             tag = "openstack_ha/backend/" + ("drained" if entry["what"] == "drain" else "restored")

@@ -145,8 +145,9 @@ def slow_run_account(fleet, crashed, took):
                 d.get("timing") or "", (d.get("why") or "")[:60]), flush=True)
 
 
-def measure(fleet, runs, faults, label):
-    """``runs`` crashes at site 1 (its three backends in turn): seconds to drained everywhere."""
+def measure(fleet, runs, faults, label, timings=None):
+    """``runs`` crashes at site 1 (its three backends in turn): seconds to drained everywhere.
+    The loop's ``timing`` of each drain is appended to ``timings`` (when given)."""
     times = []
     ctrls = [cid for cid, _ in fleet_lib.controllers(1)]
     for run in range(runs):
@@ -171,6 +172,8 @@ def measure(fleet, runs, faults, label):
         faults.add(1, cid, crashed, time.time())
         times.append(took if took is not None else DRAIN_CAP)
         timing = drain_timing(fleet, cid, crashed)
+        if timings is not None and timing:
+            timings.append(timing)
         if took is None or took > SLOW:
             slow_run_account(fleet, crashed, took)
         print("  {} run {:2d}/{}: {} {}  {}".format(label, run + 1, runs, cid, "{:.3f} s".format(took) if took else "NOT drained in %d s" % DRAIN_CAP,
@@ -366,6 +369,20 @@ def load_line(busy, runnable, shares=None):
     return line
 
 
+PARTS = ("queued", "verify", "record", "publish", "reach", "run", "back")
+
+
+def parts_line(timings):
+    """Where site 1's drains spent their time (the loop's ``timing``, seconds): the median and
+    the largest of each part over the row's runs."""
+    cells = []
+    for part in PARTS:
+        values = [t[part] for t in timings if isinstance(t.get(part), (int, float))]
+        if values:
+            cells.append("{} {:.3f}/{:.3f}".format(part, statistics.median(values), max(values)))
+    return "    drain timing, median/max s: " + (", ".join(cells) if cells else "none recorded")
+
+
 def row(label, times):
     return "{:<44} p50 {:6.3f} s   p95 {:6.3f} s   ({} runs)".format(label, statistics.median(times), p95(times), len(times))
 
@@ -433,12 +450,13 @@ def main():
         if not args.two_masters_only:
             print("one site (sites 2..{} stopped)".format(args.sites), flush=True)
             stop_others(fleet, signal.SIGSTOP)
-            load = HostLoad()
-            one = measure(fleet, args.runs, faults, "one site")
+            load, timings = HostLoad(), []
+            one = measure(fleet, args.runs, faults, "one site", timings)
             loads["one"] = load.close()
             stop_others(fleet, signal.SIGCONT)
             rows.append(row("one site alone", one))
             rows.append(load_line(*loads["one"]))
+            rows.append(parts_line(timings))
             time.sleep(5)
         if args.others_nice:
             renice_others(fleet, args.others_nice)
@@ -448,9 +466,9 @@ def main():
             stop, events = threading.Event(), EventCount(1)
             bg = threading.Thread(target=background, args=(fleet, rate, stop, faults), daemon=True)
             cpu0, t0, injected0 = cpu_seconds(fleet.find_master_pids(1)), time.monotonic(), len(faults.done)
-            load = HostLoad()
+            load, timings = HostLoad(), []
             bg.start()
-            times = measure(fleet, args.runs, faults, "fleet %g/s" % rate)
+            times = measure(fleet, args.runs, faults, "fleet %g/s" % rate, timings)
             stop.set()
             bg.join(30)
             loads[rate] = load.close()
@@ -462,6 +480,7 @@ def main():
                             events.count / elapsed, (len(faults.done) - injected0) / elapsed, 100 * cpu / elapsed,
                             1000 * cpu / max(1, events.count), "ratio", p95(times) / p95(one)))
             rows.append(load_line(*loads[rate]))
+            rows.append(parts_line(timings))
             time.sleep(fleet_lib.COOLDOWN + 2)
         if args.others_nice:
             renice_others(fleet, 0)

@@ -178,11 +178,12 @@ def test_reports_from_before_the_failure_do_not_outvote_the_one_that_saw_it(keys
     assert reports.accept(ctx, MODEL, "c3", report(keys, "c3", now=before))
     data = report(keys, "c1", down=["nova/c3"])
     assert reports.accept(ctx, MODEL, "c1", data)
-    views, _, _ = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=1.0)
+    # (max_age well over the reports' 0.5 s: a busy machine must not age them out meanwhile.)
+    views, _, _ = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=30.0)
     assert decide.judged("nova/c3", views, 2) is True  # what the loop did without ``since``
-    assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0.1, max_age=1.0, since=data["time"]) is None
+    assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0.1, max_age=30.0, since=data["time"]) is None
     assert reports.accept(ctx, MODEL, "c2", report(keys, "c2", down=["nova/c3"]))
-    views, _, probed = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=1.0, since=data["time"])
+    views, _, probed = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=30.0, since=data["time"])
     assert sorted(views) == ["c1", "c2"] and decide.judged("nova/c3", views, 2) is False
     assert probed >= data["time"] - reports.NONCE_ROUNDING
 
@@ -217,9 +218,13 @@ def test_a_round_on_old_views_does_not_make_a_later_report_step_aside(keys, ctx,
     nothing; the event's own round must still run, and drains. Until 0.7.13 it stepped aside
     (a round had only to start after the event), and the failure waited for a heartbeat."""
     wire_records(ctx)
-    model = dict(MODEL, remediation=dict(MODEL["remediation"], cooldown=0))
+    # A watch round of 1 s: the reports from before (0.5 s old) stay within their freshness
+    # (4 rounds) however long this machine takes between the steps below. At 0.2 s, a stall of
+    # 0.5 s aged them out, the first round verified instead, and (as the loop must) the later
+    # report's round stepped aside for views that were, by the clock, as fresh as it.
+    model = dict(MODEL, remediation=dict(MODEL["remediation"], cooldown=0, probe=dict(MODEL["remediation"]["probe"], watch=1.0)))
     acted = []
-    monkeypatch.setattr(remediate, "act", lambda ctx, model, actions, who, reporter: acted.extend(actions) or [
+    monkeypatch.setattr(remediate, "act", lambda ctx, model, actions, who, reporter, parts=None: acted.extend(actions) or [
         {"what": a["action"], "service": a["service"], "backend": a["backend"], "state": "drain", "time": time.time()}
         for a in actions])
     def view(down):

@@ -45,6 +45,34 @@ def test_a_signed_answer_is_believed(keys):
     assert publish.authenticated_answer(None, "lab-ctrl1", NONCE, "openstack_ha_probe.service_view", reply) == (True, VIEW)
 
 
+def test_a_signed_answer_says_when_it_ran_and_a_malformed_time_is_left_out(keys):
+    fun = "openstack_ha_probe.service_view"
+    before = time.time()
+    reply = answer_as(keys, "lab-ctrl1", NONCE, fun, VIEW)
+    ran = {}
+    assert publish.authenticated_answer(None, "lab-ctrl1", NONCE, fun, reply, ran) == (True, VIEW)
+    began, ended = ran["lab-ctrl1"]
+    assert before - 0.001 <= began <= ended <= time.time() + 0.001
+    # Signed by the controller itself, but not two numbers: believed as an answer, not as a time.
+    import json
+    for times in (["x", 1], [True, 2], [1], "now"):
+        data = json.loads(signed.body("lab-ctrl1", NONCE, fun, VIEW))
+        text = json.dumps(dict(data, ran=times)).encode()
+        forged_time = {"body": text.decode(), "sig": signed.sign(text)}
+        ran = {}
+        assert publish.authenticated_answer(None, "lab-ctrl1", NONCE, fun, forged_time, ran) == (True, VIEW)
+        assert ran == {}
+
+
+def test_a_publish_time_is_split_by_the_slowest_controller():
+    timing = {"asked": 100.0, "sent": 100.02, "ran": {"c1": (100.1, 100.12), "c2": (100.3, 100.31)},
+              "received": {"c1": 100.15, "c2": 100.4}}
+    assert publish.split(timing) == {"publish": 0.02, "reach": 0.28, "run": 0.02, "back": 0.09}
+    # No answer: only what the master saw itself.
+    assert publish.split({"asked": 1.0, "sent": 1.5, "ran": {}, "received": {}}) == {"publish": 0.5}
+    assert publish.split({}) == {}
+
+
 @pytest.mark.parametrize("tamper", ["other_nonce", "other_fun", "intruder_key", "altered_body", "bare_answer", "garbage_sig"])
 def test_forged_replayed_or_altered_answers_count_as_none(keys, tamper):
     fun = "openstack_ha_probe.service_view"
