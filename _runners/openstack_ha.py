@@ -98,11 +98,12 @@ def _acting_model(ctx, reporter, tag, quiet=False):
     """The site model the loop acts on for an event of ``reporter`` (``tag``): ``(model,
     None)``; or ``(None, {"ignored": why})`` when the reporter is no controller of a site with
     a valid pillar (counted as ignored unless ``quiet``) or its site's remediation is off."""
-    if ctx.call("sites.controller_site", reporter) is None:
+    # ``behind``: the sites' pillars are compiled by the refresher, never while an event waits.
+    if ctx.call("sites.controller_site", reporter, behind=True) is None:
         if not quiet:
             ctx.call("records.note_ignored", "event from a minion that is not a controller", reporter, tag)
         return None, {"ignored": "{!r} is not a controller".format(reporter)}
-    model = ctx.call("sites.site_model", reporter)
+    model = ctx.call("sites.site_model", reporter, behind=True)
     if model is None:
         if not quiet:
             ctx.call("records.note_ignored", "event from a minion that is not a controller (or whose site has no valid pillar)",

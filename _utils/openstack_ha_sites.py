@@ -82,13 +82,18 @@ def _controllers(ctx):
     return ctx.shared("controllers", lambda: {"map": {}, "time": 0.0})
 
 
-def site_model(ctx, minion):
+def site_model(ctx, minion, behind=False):
     """
     The validated model of the site ``minion`` is a controller of, or None if it is not one
     (or its site never had a valid pillar on this master). Reused for ``MODEL_TTL`` seconds,
     and for every controller of the site (one compilation per site and ``MODEL_TTL``); past
     it, while another thread compiles a pillar, the model this minion had serves a little
     longer (up to ``3 * MODEL_TTL``) instead of queueing every event behind the compiler.
+
+    ``behind`` (the loop's events): past ``MODEL_TTL`` the model this minion had serves (up
+    to ``3 * MODEL_TTL``) while this process's refresher (:func:`start_refresher`) compiles
+    the sites' pillars in a thread of its own: an event compiles a pillar only for a
+    controller it has no model of yet.
     """
     cache = ctx.shared("models")
     cached = cache.get(minion)
@@ -100,9 +105,21 @@ def site_model(ctx, minion):
     if sibling and now - sibling[0] < MODEL_TTL and minion in [c["id"] for c in sibling[1]["controllers"]]:
         cache[minion] = sibling
         return sibling[1]
+    if behind:
+        start_refresher(ctx)
+        if cached and now - cached[0] < 3 * MODEL_TTL:
+            return cached[1]
     raw = pillar_model(ctx, minion, wait=not cached or now - cached[0] >= 3 * MODEL_TTL)
     if raw is None:
         return cached[1]
+    return _adopt(ctx, minion, raw)
+
+
+def _adopt(ctx, minion, raw):
+    """Build, check and keep the model of ``minion``'s site from its compiled pillar ``raw``
+    (a bad pillar: the site's last valid model, alerted); return it (None: not a controller,
+    or no valid model known)."""
+    cache, known = ctx.shared("models"), _controllers(ctx)["map"]
     listed = raw.get("controllers")
     readable = isinstance(listed, list) and all(isinstance(c, dict) for c in listed)
     ids = [c.get("id") for c in listed] if readable else []
@@ -223,12 +240,16 @@ def _publish_controller_map(ctx, ids):
         log.warning("openstack_ha: could not write the controller map for the intake (%s): %s", path, exc)
 
 
-def controller_site(ctx, reporter):
+def controller_site(ctx, reporter, behind=False):
     """The site ``reporter`` is a controller of, from the cached map, or None. The map is
     rebuilt (every accepted minion's pillar) at most once per ``MODEL_TTL``; an id not in it
     is dropped before any per-reporter pillar work, so a flood of events from (or naming)
-    minions that are not controllers costs a dictionary lookup each."""
+    minions that are not controllers costs a dictionary lookup each. ``behind`` (the loop's
+    events): once built, the map is rebuilt by this process's refresher, never by the caller."""
     state = _controllers(ctx)
+    if behind and state["time"]:
+        start_refresher(ctx)
+        return state["map"].get(reporter)
     lock = ctx.shared("controllers_lock", threading.Lock)
     # One thread rebuilds; the others go on with the map it replaces (only the first build,
     # with no map yet, is waited for).
@@ -243,9 +264,10 @@ def controller_site(ctx, reporter):
     return state["map"].get(reporter)
 
 
-def sites(ctx):
+def sites(ctx, pillars=None):
     """``{site: [controller ids]}`` from the pillar the master compiles for the accepted
-    minions: one per site (the controllers its pillar lists need no compilation of their own)."""
+    minions: one per site (the controllers its pillar lists need no compilation of their own).
+    With a dict ``pillars``, each site's compiled pillar is kept there: ``{site: (minion, raw)}``."""
     import salt.key
 
     found = {}
@@ -256,9 +278,57 @@ def sites(ctx):
         model = pillar_model(ctx, minion)
         listed = model.get("controllers") if isinstance(model.get("controllers"), list) else []
         ids = [c.get("id") for c in listed if isinstance(c, dict)]
-        if minion in ids and isinstance(model.get("site"), str):
-            found.setdefault(model["site"], ids)
+        if minion in ids and isinstance(model.get("site"), str) and model["site"] not in found:
+            found[model["site"]] = ids
+            if pillars is not None:
+                pillars[model["site"]] = (minion, model)
     return found
+
+
+# The refresher recompiles every site this often: under MODEL_TTL, so that the loop's events
+# find the models fresh.
+REFRESH_EVERY = 0.75 * MODEL_TTL
+
+
+def refresh(ctx):
+    """One round of the refresher: one pillar compiled per site (the accepted minions', as
+    :func:`sites`), the controller map rebuilt and every site's model adopted from those same
+    pillars. Returns the sites found."""
+    pillars = {}
+    found = sites(ctx, pillars)
+    state = _controllers(ctx)
+    with ctx.shared("controllers_lock", threading.Lock):
+        state["map"].update({ctrl: site for site, ids in found.items() for ctrl in ids})
+        state["time"] = time.monotonic()
+        _publish_controller_map(ctx, sorted(state["map"]))
+    for minion, raw in pillars.values():
+        _adopt(ctx, minion, raw)
+    return found
+
+
+def _refresh_forever(ctx, every):
+    while True:
+        time.sleep(every)
+        started = time.monotonic()
+        try:
+            found = refresh(ctx)
+            log.debug("openstack_ha: refreshed %d sites' models in %.2f s", len(found), time.monotonic() - started)
+        except Exception:  # pylint: disable=broad-except
+            log.exception("openstack_ha: refreshing the sites' models failed (the loop goes on with the ones it has)")
+
+
+def start_refresher(ctx, every=None):
+    """Start, once per process, the thread that compiles the sites' pillars every
+    ``REFRESH_EVERY`` seconds (:func:`refresh`), so that the loop's events never wait for a
+    compilation (one at a time per process, ``pillar_model``: at ten sites on a busy master,
+    events queued for seconds behind it). Returns the thread."""
+    return ctx.shared("refresher", lambda: _thread(_refresh_forever, ctx, every or REFRESH_EVERY))
+
+
+def _thread(target, *args):
+    thread = threading.Thread(target=target, args=args, daemon=True, name="openstack_ha-sites")
+    thread.start()
+    return thread
 
 
 def resolve_site(ctx, site):

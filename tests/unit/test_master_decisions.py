@@ -160,7 +160,7 @@ MODEL = {"site": "lab", "remediation": {"enabled": True}}
 
 @pytest.fixture
 def ctx(monkeypatch):
-    fake = FakeContext({"sites.controller_site": lambda r: "lab" if r in CTRLS else None,
+    fake = FakeContext({"sites.controller_site": lambda r, behind=False: "lab" if r in CTRLS else None,
                         "sites.site_model": MODEL, "remediate.reconcile": ["decided"],
                         "remediate.heartbeat_needs_work": False, "vips.check_vips": ["vips"]})
     runner.__context__ = {}

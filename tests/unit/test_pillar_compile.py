@@ -64,7 +64,9 @@ class SharedCtx(Ctx):
         self.state = {}
 
     def shared(self, name, make=dict):
-        return self.state.setdefault(name, make())
+        if name not in self.state:  # made once, as the real context does
+            self.state[name] = make()
+        return self.state[name]
 
     def call(self, name, *args, **kwargs):
         return None
@@ -159,3 +161,42 @@ def test_a_changed_pillar_is_announced_once_with_key_names_only(compiles, monkey
     expire()
     sites.site_model(ctx, "s1-c1")  # compiled again, unchanged: no second announcement
     assert len(fired) == 1
+
+
+def test_the_loops_events_never_wait_for_a_compilation_once_the_site_is_known(compiles, monkeypatch):
+    """``behind``: past MODEL_TTL an event goes on with the model it had while the refresher
+    (started by it, once per process) compiles one pillar per site and renews the map and
+    every site's model; only a controller with no model yet compiles in the event's thread."""
+    import salt.key
+
+    class Keys:
+        def list_status(self, status):
+            return {"minions": ["s{}-c{}".format(s, c) for s in (1, 2) for c in (1, 2, 3)]}
+    monkeypatch.setattr(salt.key, "get_key", lambda opts: Keys())
+    monkeypatch.setattr(sites, "_publish_controller_map", lambda ctx, ids: None)
+    started = []
+    monkeypatch.setattr(sites, "_thread", lambda target, *args: started.append(target) or "thread")
+    ctx = SharedCtx()
+    assert sites.controller_site(ctx, "s1-c2", behind=True) == "s1"  # the first map: built here
+    built = len(compiles)
+    first = sites.site_model(ctx, "s1-c2", behind=True)  # no model yet: compiled here
+    assert first["site"] == "s1" and len(compiles) == built + 1
+    # Both expired: answered at once from what this process has, nothing compiled here.
+    ctx.shared("controllers")["time"] -= sites.MODEL_TTL + 1
+    for key in ("models", "site_models"):
+        for name, (at, model) in list(ctx.shared(key).items()):
+            ctx.shared(key)[name] = (at - sites.MODEL_TTL - 1, model)
+    assert sites.controller_site(ctx, "s1-c2", behind=True) == "s1"
+    assert sites.site_model(ctx, "s1-c2", behind=True) is first
+    assert len(compiles) == built + 1 and started == [sites._refresh_forever]  # started once
+    # The refresher's round: one compilation per site, the map and both sites' models renewed.
+    monkeypatch.setattr(sites, "pillar_model", lambda ctx, minion, wait=True: compiles.append((minion, wait)) or
+                        dict(site_pillar(minion.split("-")[0]), generation=2))
+    assert sorted(sites.refresh(ctx)) == ["s1", "s2"] and len(compiles) == built + 3
+    assert sites.site_model(ctx, "s1-c2", behind=True)["generation"] == 2
+    assert sites.site_model(ctx, "s2-c3", behind=True)["generation"] == 2
+    assert len(compiles) == built + 3
+    # Far too old (the refresher stuck): the event compiles, as without ``behind``.
+    ctx.shared("models")["s1-c1"] = (time.monotonic() - 3 * sites.MODEL_TTL - 1, first)
+    ctx.shared("site_models")["s1"] = ctx.shared("models")["s1-c1"]
+    assert sites.site_model(ctx, "s1-c1", behind=True)["generation"] == 2 and compiles[-1] == ("s1-c1", True)
