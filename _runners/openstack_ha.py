@@ -171,7 +171,7 @@ def handle_event(tag, data):
     since = data.get("time") if data.get("kind") == "change" and isinstance(data.get("time"), (int, float)) else None
     # A watcher's signed report: with a quorum of agreeing ones, no verification publish.
     reported = None
-    if data.get("kind") == "change" and data.get("report") is not None and ctx.call("reports.accept", model, reporter, data):
+    if data.get("kind") == "change" and data.get("report") is not None and ctx.call("reports.accept", model, reporter, data, arrived=arrived):
         reported = sorted({"{}/{}".format(c["service"], c.get("backend")) for c in data.get("changes") or []
                            if isinstance(c, dict) and c.get("service") in known})
     return {"site": site, "decisions": ctx.call("remediate.reconcile", model, reporter, service=scope, arrived=arrived,

@@ -57,7 +57,7 @@ def _authenticated(ctx, reporter, reply, nonce, fun, now, what, quiet=False):
     return float(match.group(1)), answer
 
 
-def accept(ctx, model, reporter, data, now=None):
+def accept(ctx, model, reporter, data, now=None, arrived=None):
     """
     Keep the signed report of a backend change event's ``data`` from ``reporter`` (a
     controller of ``model``'s site).
@@ -67,31 +67,39 @@ def accept(ctx, model, reporter, data, now=None):
     clock) and newer than the last kept from ``reporter``, and a well-formed view. Anything
     else returns False (a report that claims to come from the reporter and does not check out
     is counted as ignored).
+
+    ``arrived``: when the master received the event (this process's monotonic clock, from the
+    master's own stamp); then ``now`` defaults to that moment on the master's clock, and the
+    report's age counts from it: a report that waited in the loop's queue is judged by when it
+    came, not by when its turn came (a queue of seconds refused every report, and the loop fell
+    back to verification publishes that made the queue longer).
     """
     reply = data.get("report") if isinstance(data, dict) else None
-    found = _authenticated(ctx, reporter, reply, _NONCE, REPORT_FUN, time.time() if now is None else now,
-                           "openstack_ha_backends/change")
+    if now is None:
+        now = time.time() - (time.monotonic() - arrived if arrived is not None else 0.0)
+    found = _authenticated(ctx, reporter, reply, _NONCE, REPORT_FUN, now, "openstack_ha_backends/change")
     if found is None:
         return False
     probed, view = found
     if not ctx.util("decide.valid_view")(view):
         ctx.call("records.note_ignored", "malformed report", reporter, "openstack_ha_backends/change")
         return False
-    return _keep(ctx, "sites", model["site"], reporter, probed, {"received_at": time.time(), "view": view})[0]
+    return _keep(ctx, "sites", model["site"], reporter, probed, {"received_at": now, "view": view}, received=arrived)[0]
 
 
-def _keep(ctx, table, site, reporter, when, report):
-    """Keep ``report`` (a dict, stamped here with ``time``: ``when``, and ``received``) as
-    ``reporter``'s newest in the store's ``table`` for ``site``, and wake the waiters, unless
-    the one kept already is as new or newer. Returns ``(kept, last)``: whether it was kept, and
-    the one kept before (None if none; never changed after it was kept)."""
+def _keep(ctx, table, site, reporter, when, report, received=None):
+    """Keep ``report`` (a dict, stamped here with ``time``: ``when``, and ``received``: the
+    monotonic ``received``, default now) as ``reporter``'s newest in the store's ``table`` for
+    ``site``, and wake the waiters, unless the one kept already is as new or newer. Returns
+    ``(kept, last)``: whether it was kept, and the one kept before (None if none; never changed
+    after it was kept)."""
     store = _store(ctx)
     with store["cond"]:
         kept = store.setdefault(table, {}).setdefault(site, {})
         last = kept.get(reporter)
         if last is not None and last["time"] >= when:
             return False, last
-        kept[reporter] = dict(report, time=when, received=time.monotonic())
+        kept[reporter] = dict(report, time=when, received=time.monotonic() if received is None else received)
         store["cond"].notify_all()
     return True, last
 
