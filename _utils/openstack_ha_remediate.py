@@ -78,15 +78,20 @@ def backends(ctx, model, service=None, backend=None):
 def act(ctx, model, actions, who, reporter, parts=None):
     """Apply every drain/restore of one decision round in one publish to every controller;
     wait only for the controllers that are not known to be cut off (they catch up when they
-    answer again: the next verification sees their HAProxy out of line and re-applies).
-    Returns one decision entry per action; fills the dict ``parts`` (when given) with where
-    the publish's time went (``publish.split``)."""
+    answer again: the next verification sees their HAProxy out of line and re-applies), and
+    once a quorum answered, ``publish.QUORUM_GRACE`` at most for the rest (a slow controller
+    still applies it; its answer is not awaited: at fleet size, rounds that waited out slow
+    controllers held the loop's workers, and other sites' events queued behind them).
+    Returns one decision entry per action (``not_applied``: the controllers whose answer did
+    not confirm it in that time); fills the dict ``parts`` (when given) with where the
+    publish's time went (``publish.split``)."""
     controllers = [c["id"] for c in model["controllers"]]
     changes = [[a["service"], a["backend"], "drain" if a["action"] == "drain" else "ready"] for a in actions]
     timing = {}
     answers = ctx.call("publish.publish", controllers, "openstack_ha_haproxy.set_servers_state",
                        (changes, model["haproxy"]["socket"], model["haproxy"]["state_file"]),
-                       timeout=ACT_TIMEOUT, wait_for=ctx.call("publish.wait_for", model), timing=timing)
+                       timeout=ACT_TIMEOUT, wait_for=ctx.call("publish.wait_for", model), timing=timing,
+                       quorum=ctx.util("model.quorum_size")(model))
     if parts is not None:
         parts.update(ctx.util("publish.split")(timing))
     answers = {c: a for c, a in answers.items() if isinstance(a, dict)}
