@@ -261,3 +261,32 @@ def test_a_probe_time_in_the_future_does_not_make_later_events_step_aside(keys, 
     time.sleep(0.05)
     remediate.reconcile(ctx, model, "c2", "nova", arrived=time.monotonic(), since=None)
     assert len(asked) == 2  # the second event was not answered by the first round
+
+
+def test_a_report_is_judged_by_when_the_master_received_it(keys, ctx):
+    """A report that waited in the loop's queue (here 6.5 s) is judged by its arrival: kept,
+    and as old (for a decision) as it was when it came."""
+    data = report(keys, "c1", down=["nova/c3"], now=time.time() - 7)
+    assert reports.accept(ctx, MODEL, "c1", data) is False  # judged now: 7 s off the clock
+    assert ctx.ignored[-1][0] == "report without a probe time near this master's clock"
+    assert reports.accept(ctx, MODEL, "c1", data, arrived=time.monotonic() - 6.5) is True
+    # Received 6.5 s ago: too old to decide on with a freshness of 1 s.
+    assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=1.0) is None
+
+
+def test_a_drain_publish_waits_for_a_quorum_not_for_a_slow_controller(ctx):
+    asked = {}
+
+    def fake_publish(ctx, controllers, fun, args=(), **kwargs):
+        asked.update(kwargs, controllers=controllers)
+        kwargs["timing"].update(asked=1.0, sent=1.1, ran={"c1": (1.2, 1.25)}, received={"c1": 1.3})
+        return {c: {"nova/c3": {"changed": True}} for c in ("c1", "c2")}
+    ctx.utils.update({"openstack_ha_publish.publish": fake_publish, "openstack_ha_publish.split": publish.split,
+                      "openstack_ha_publish.wait_for": lambda ctx, model: CTRLS})
+    model = dict(MODEL, haproxy={"socket": "/run/haproxy/admin.sock", "state_file": "/var/lib/haproxy/state"})
+    parts = {}
+    entries = remediate.act(ctx, model, [{"action": "drain", "service": "nova", "backend": "c3", "reason": "down",
+                                          "evidence": {}}], "remediation", "c1", parts)
+    assert asked["quorum"] == 2 and asked["wait_for"] == CTRLS and asked["controllers"] == CTRLS
+    assert entries[0]["applied"] == {"c1": True, "c2": True} and entries[0]["not_applied"] == ["c3"]
+    assert parts == {"publish": 0.1, "reach": 0.1, "run": 0.05, "back": 0.05}
