@@ -105,11 +105,14 @@ def site_model(ctx, minion, behind=False):
     if sibling and now - sibling[0] < MODEL_TTL and minion in [c["id"] for c in sibling[1]["controllers"]]:
         cache[minion] = sibling
         return sibling[1]
+    # A fresh model of its site that does not list it (a controller taken out): compiled here,
+    # waited for, so that it is no longer acted for.
+    dropped = behind and sibling is not None and now - sibling[0] < MODEL_TTL
     if behind:
         start_refresher(ctx)
-        if cached and now - cached[0] < 3 * MODEL_TTL:
+        if cached and now - cached[0] < 3 * MODEL_TTL and not dropped:
             return cached[1]
-    raw = pillar_model(ctx, minion, wait=not cached or now - cached[0] >= 3 * MODEL_TTL)
+    raw = pillar_model(ctx, minion, wait=not cached or now - cached[0] >= 3 * MODEL_TTL or dropped)
     if raw is None:
         return cached[1]
     return _adopt(ctx, minion, raw)
@@ -298,6 +301,11 @@ def refresh(ctx):
     found = sites(ctx, pillars)
     state = _controllers(ctx)
     with ctx.shared("controllers_lock", threading.Lock):
+        # A controller its site's pillar no longer lists is no controller of it any more.
+        for ctrl, site in list(state["map"].items()):
+            if site in found and ctrl not in found[site]:
+                state["map"].pop(ctrl, None)
+                ctx.shared("models").pop(ctrl, None)
         state["map"].update({ctrl: site for site, ids in found.items() for ctrl in ids})
         state["time"] = time.monotonic()
         _publish_controller_map(ctx, sorted(state["map"]))

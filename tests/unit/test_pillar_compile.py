@@ -200,3 +200,32 @@ def test_the_loops_events_never_wait_for_a_compilation_once_the_site_is_known(co
     ctx.shared("models")["s1-c1"] = (time.monotonic() - 3 * sites.MODEL_TTL - 1, first)
     ctx.shared("site_models")["s1"] = ctx.shared("models")["s1-c1"]
     assert sites.site_model(ctx, "s1-c1", behind=True)["generation"] == 2 and compiles[-1] == ("s1-c1", True)
+
+
+def test_a_controller_taken_out_of_its_sites_pillar_is_no_longer_acted_for(compiles, monkeypatch):
+    """With the refresher, a controller its site's renewed pillar no longer lists leaves the map
+    and, should its event come first, is compiled for in the event's thread (not served the
+    model it had)."""
+    import salt.key
+
+    class Keys:
+        def list_status(self, status):
+            return {"minions": ["s1-c1", "s1-c2", "s1-c3"]}
+    monkeypatch.setattr(salt.key, "get_key", lambda opts: Keys())
+    monkeypatch.setattr(sites, "_publish_controller_map", lambda ctx, ids: None)
+    monkeypatch.setattr(sites, "_thread", lambda target, *args: "thread")
+    ctx = SharedCtx()
+    assert sites.controller_site(ctx, "s1-c3", behind=True) == "s1"
+    assert sites.site_model(ctx, "s1-c3", behind=True)["site"] == "s1"
+    # s1-c3 taken out of the pillar; its model here is past MODEL_TTL, the site's is renewed.
+    monkeypatch.setattr(sites, "pillar_model", lambda ctx, minion, wait=True: compiles.append((minion, wait)) or
+                        site_pillar("s1", count=2))
+    at, model = ctx.shared("models")["s1-c3"]
+    ctx.shared("models")["s1-c3"] = (at - sites.MODEL_TTL - 1, model)
+    sites.refresh(ctx)
+    assert sites.controller_site(ctx, "s1-c3", behind=True) is None
+    assert sites.site_model(ctx, "s1-c3", behind=True) is None
+    # The event came before the map was renewed: the fresh model of its site does not list it.
+    ctx.shared("controllers")["map"]["s1-c3"] = "s1"
+    ctx.shared("models")["s1-c3"] = (time.monotonic() - sites.MODEL_TTL - 1, model)
+    assert sites.site_model(ctx, "s1-c3", behind=True) is None and compiles[-1] == ("s1-c3", True)
