@@ -76,7 +76,7 @@ def accept(ctx, model, reporter, data, now=None, arrived=None):
     """
     reply = data.get("report") if isinstance(data, dict) else None
     if now is None:
-        now = time.time() - (time.monotonic() - arrived if arrived is not None else 0.0)
+        now = time.time() if arrived is None else time.time() - (time.monotonic() - arrived)
     found = _authenticated(ctx, reporter, reply, _NONCE, REPORT_FUN, now, "openstack_ha_backends/change")
     if found is None:
         return False

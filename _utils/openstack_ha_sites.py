@@ -259,12 +259,24 @@ def controller_site(ctx, reporter, behind=False):
     if time.monotonic() - state["time"] >= MODEL_TTL and lock.acquire(blocking=state["time"] == 0):
         try:
             if time.monotonic() - state["time"] >= MODEL_TTL:
-                state["map"].update({ctrl: site for site, ids in sites(ctx).items() for ctrl in ids})
-                state["time"] = time.monotonic()
-                _publish_controller_map(ctx, sorted(state["map"]))
+                _renew_map(ctx, sites(ctx))
         finally:
             lock.release()
     return state["map"].get(reporter)
+
+
+def _renew_map(ctx, found):
+    """Renew the controller map from ``found`` (:func:`sites`) and hand it to the intake; the
+    caller holds ``controllers_lock``. A controller its site's pillar no longer lists is no
+    controller of it any more (its model goes too)."""
+    state = _controllers(ctx)
+    for ctrl, site in list(state["map"].items()):
+        if site in found and ctrl not in found[site]:
+            state["map"].pop(ctrl, None)
+            ctx.shared("models").pop(ctrl, None)
+    state["map"].update({ctrl: site for site, ids in found.items() for ctrl in ids})
+    state["time"] = time.monotonic()
+    _publish_controller_map(ctx, sorted(state["map"]))
 
 
 def sites(ctx, pillars=None):
@@ -299,16 +311,8 @@ def refresh(ctx):
     pillars. Returns the sites found."""
     pillars = {}
     found = sites(ctx, pillars)
-    state = _controllers(ctx)
     with ctx.shared("controllers_lock", threading.Lock):
-        # A controller its site's pillar no longer lists is no controller of it any more.
-        for ctrl, site in list(state["map"].items()):
-            if site in found and ctrl not in found[site]:
-                state["map"].pop(ctrl, None)
-                ctx.shared("models").pop(ctrl, None)
-        state["map"].update({ctrl: site for site, ids in found.items() for ctrl in ids})
-        state["time"] = time.monotonic()
-        _publish_controller_map(ctx, sorted(state["map"]))
+        _renew_map(ctx, found)
     for minion, raw in pillars.values():
         _adopt(ctx, minion, raw)
     return found
