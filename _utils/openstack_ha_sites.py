@@ -151,6 +151,12 @@ def _adopt(ctx, minion, raw):
     cache[minion] = (time.monotonic(), model)
     if model is not None:
         ctx.shared("site_models")[model["site"]] = cache[minion]
+        # Every controller of the site acts on this model from now on: one whose own entry
+        # was still fresh would otherwise act on the one before for up to MODEL_TTL after
+        # ``openstack_ha/site/changed`` announced this one (the refresher renews a site through
+        # one of its controllers).
+        for ctrl in model["controllers"]:
+            cache[ctrl["id"]] = cache[minion]
     return model
 
 

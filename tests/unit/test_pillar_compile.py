@@ -193,6 +193,8 @@ def test_the_loops_events_never_wait_for_a_compilation_once_the_site_is_known(co
     monkeypatch.setattr(sites, "pillar_model", lambda ctx, minion, wait=True: compiles.append((minion, wait)) or
                         dict(site_pillar(minion.split("-")[0]), generation=2))
     assert sorted(sites.refresh(ctx)) == ["s1", "s2"] and len(compiles) == built + 3
+    # Renewed for every controller of the site, even one whose own entry was still fresh.
+    assert all(ctx.shared("models")[c][1]["generation"] == 2 for c in ("s1-c1", "s1-c2", "s1-c3"))
     assert sites.site_model(ctx, "s1-c2", behind=True)["generation"] == 2
     assert sites.site_model(ctx, "s2-c3", behind=True)["generation"] == 2
     assert len(compiles) == built + 3
