@@ -22,13 +22,17 @@ lookup: events of minions that are not controllers are dropped, events of a repo
 already waiting are folded into it (``openstack_ha_admit``), and the runner calls run in a
 pool of ``workers`` threads, one at a time per (reporter, beacon), and at most one more waiting.
 A VIP event's signed report is also kept at once (``keep_vip_report``, in the pool): the turn
-of a VIP move's first step may be waiting for the reports of the next.
+of a VIP move's first step may be waiting for the reports of the next. Job returns
+(``salt/job/<jid>/ret/<id>``) are handed from here to the runner's publish waiting for them
+(``openstack_ha_publish.Returns``): the bus is read once in the engine, not once more by
+every publish in flight.
 """
 
 import concurrent.futures
 import logging
 import threading
 import time
+import types
 
 import salt.utils.event
 
@@ -137,29 +141,45 @@ def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, s
                          name="openstack_ha-alert-repeat").start()
         log.info("openstack_ha: alerts go to the Alertmanager at %s", alertmanager)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="openstack_ha")
-    log.info("openstack_ha: the loop's intake is running (%d workers)", int(workers))
+    intake = types.SimpleNamespace(admission=admission, pool=pool, forwarder=forwarder, metrics=loop_metrics, handle=handle,
+                                   keep=keep_vip_report, note=note, trusted=trusted,
+                                   returns=__runners__["openstack_ha.returns_hub"]())
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
-        while True:
-            event = bus.get_event(wait=wait, full=True, auto_reconnect=True)
-            if not event:
-                continue
-            tag, data = str(event.get("tag", "")), event.get("data")
-            if tag.startswith("salt/run/openstack_ha/"):
-                # Checked here, not in a worker: a minion's flood of such tags costs the intake
-                # a prefix test, and takes no worker from remediation.
-                if forwarder is not None and trusted(tag, data):
-                    pool.submit(_forward, forwarder, tag, data)
-                continue
-            if not tag.startswith("salt/beacon/"):
-                continue
-            if "/openstack_ha_" not in tag:
-                continue
-            verdict, what = admission.offer(tag, data)
-            if verdict != "drop" and what[1] == "openstack_ha_vip" and isinstance(data, dict) and "report" in data \
-                    and admission.offer_report(what[0], tag, data):
-                # Kept at once, not in the event's turn: a turn may be waiting for it.
-                pool.submit(_keep, admission, keep_vip_report, what[0])
-            if verdict == "queue":
-                pool.submit(_work, admission, handle, pool, what, loop_metrics)
-            elif verdict == "drop":
-                note(__opts__, "intake", what, tag.split("/")[2] if tag.count("/") >= 2 else "?", tag)
+        # The runner's publishes take their answers from this reader only once it is
+        # subscribed (until then, and in salt-run, each publish subscribes itself).
+        intake.returns.reading = bool(bus.connect_pub(timeout=30))
+        log.info("openstack_ha: the loop's intake is running (%d workers; job returns read %s)", int(workers),
+                 "here" if intake.returns.reading else "by each publish")
+        try:
+            while True:
+                event = bus.get_event(wait=wait, full=True, auto_reconnect=True)
+                if event:
+                    _take(intake, str(event.get("tag", "")), event.get("data"))
+        finally:
+            intake.returns.reading = False
+
+
+def _take(intake, tag, data):
+    """One event of the bus: a job return to the publish waiting for it, the loop's own run
+    events to the Alertmanager forwarder, a beacon event admitted and handed to the pool."""
+    if tag.startswith("salt/job/"):
+        intake.returns.deliver(tag, data)
+        return
+    if tag.startswith("salt/run/openstack_ha/"):
+        # Checked here, not in a worker: a minion's flood of such tags costs the intake a
+        # prefix test, and takes no worker from remediation.
+        if intake.forwarder is not None and intake.trusted(tag, data):
+            intake.pool.submit(_forward, intake.forwarder, tag, data)
+        return
+    if not tag.startswith("salt/beacon/") or "/openstack_ha_" not in tag:
+        return
+    admission, pool = intake.admission, intake.pool
+    verdict, what = admission.offer(tag, data)
+    if verdict != "drop" and what[1] == "openstack_ha_vip" and isinstance(data, dict) and "report" in data \
+            and admission.offer_report(what[0], tag, data):
+        # Kept at once, not in the event's turn: a turn may be waiting for it.
+        pool.submit(_keep, admission, intake.keep, what[0])
+    if verdict == "queue":
+        pool.submit(_work, admission, intake.handle, pool, what, intake.metrics)
+    elif verdict == "drop":
+        intake.note(__opts__, "intake", what, tag.split("/")[2] if tag.count("/") >= 2 else "?", tag)

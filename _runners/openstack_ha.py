@@ -178,6 +178,13 @@ def handle_event(tag, data):
                                                 since=since, reported=reported)}
 
 
+def returns_hub():
+    """For the loop's engine, which reads the master's bus: the hub through which the
+    publishes of this process take their job returns from it (``openstack_ha_publish.Returns``;
+    the engine sets its ``reading`` while it reads), instead of each subscribing to the bus."""
+    return _ctx().call("publish.returns")
+
+
 def keep_vip_report(tag, data):
     """
     Keep the signed VIP report of a VIP beacon event (``tag``, ``data``) as it arrives, before

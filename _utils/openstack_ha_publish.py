@@ -11,9 +11,14 @@ Salt lets any accepted minion put events on the master's bus under any tag, incl
 publish (so learns its jid). So an answer read off the bus is believed only when its
 signature checks out against the key the master accepted for that id, over the question's
 nonce and function (:func:`authenticated_answer`).
+
+In the loop's engine, the engine's one reader of the master's bus hands each job return to
+the publish waiting for its jid (:class:`Returns`); elsewhere (``salt-run``) each publish
+subscribes to the bus for its own answers.
 """
 
 import logging
+import queue
 import threading
 import time
 
@@ -26,6 +31,60 @@ QUORUM_GRACE = 0.75
 # One LocalClient per thread and channel: a client is not thread-safe, and one shared client
 # (behind a lock) made every publish of the master wait for the slowest one in flight.
 _CLIENTS = threading.local()
+
+
+class Returns:
+    """Job returns handed by the one reader of the master's bus (the loop's engine) to the
+    publishes of its process that wait for them, by jid. Without it, each waiting publish
+    held its own subscription to the bus and read (unpacked, matched) every event of the
+    master: at fleet size, eight workers in publishes read every heartbeat eight more times,
+    and each publish first waited for its subscription to connect."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._waiting = {}
+        self.reading = False  # set by the reader while it reads the bus
+
+    def expect(self, jid):
+        """Start keeping the returns of ``jid``; returns the queue they arrive on (their
+        events' data). Call before the job is published, :meth:`forget` after."""
+        found = queue.SimpleQueue()
+        with self._lock:
+            self._waiting[jid] = found
+        return found
+
+    def forget(self, jid):
+        """Stop keeping the returns of ``jid``."""
+        with self._lock:
+            self._waiting.pop(jid, None)
+
+    def deliver(self, tag, data):
+        """Hand an event of the bus to the publish waiting for its jid, if it is a job return
+        (``salt/job/<jid>/ret/<id>``) one waits for. True when it was handed on."""
+        parts = tag.split("/", 4)
+        if len(parts) != 5 or parts[3] != "ret":
+            return False
+        waiting = self._waiting.get(parts[2])
+        if waiting is None:
+            return False
+        waiting.put(data)
+        return True
+
+
+def returns(ctx):
+    """This process's :class:`Returns` (made the first time)."""
+    return ctx.shared("returns", Returns)
+
+
+def _new_jid():
+    """A jid for a job published with returns taken from :class:`Returns`: Salt's own form
+    (20 digits of time) with a random suffix, so two threads publishing in the same
+    microsecond never share one."""
+    import secrets
+
+    import salt.utils.jid
+
+    return "{}_{}".format(salt.utils.jid.gen_jid({})[:20], secrets.token_hex(4))
 
 
 def _accepted_key(ctx, minion):
@@ -121,9 +180,20 @@ def publish(ctx, controllers, fun, args=(), timeout=5, channel="local", kwargs=N
     client = clients.get(channel)
     if client is None:
         client = clients[channel] = salt.client.LocalClient(mopts=ctx.opts)
+    call_args = [fun, list(args), dict(kwargs or {}), nonce]
+    timing = {} if timing is None else timing
+    hub = ctx.state.get("returns")
+    if hub is not None and hub.reading:
+        jid = _new_jid()
+        arrived = hub.expect(jid)
+        try:
+            return _gather(ctx, _job(client, controllers, call_args, timeout, jid, False), _queued(arrived, jid), controllers,
+                           fun, nonce, timeout, wait_for, quorum, timing)
+        finally:
+            hub.forget(jid)
     try:
-        return _gather(ctx, client, controllers, fun, [fun, list(args), dict(kwargs or {}), nonce], nonce, timeout, wait_for, quorum,
-                       {} if timing is None else timing)
+        return _gather(ctx, _job(client, controllers, call_args, timeout, "", True), _subscribed(client), controllers,
+                       fun, nonce, timeout, wait_for, quorum, timing)
     finally:
         # Unsubscribe from the event bus between calls: a subscriber that does not read keeps
         # a backlog of every event fired meanwhile (a flood: thousands), and the next call
@@ -131,11 +201,42 @@ def publish(ctx, controllers, fun, args=(), timeout=5, channel="local", kwargs=N
         client.event.close_pub()
 
 
-def _gather(ctx, client, controllers, fun, call_args, nonce, timeout, wait_for, quorum, timing):
-    """Publish one signed call and collect the answers (see :func:`publish`)."""
+def _job(client, controllers, call_args, timeout, jid, listen):
+    """``() -> pub data``: publish the signed call (with ``jid`` when one is given)."""
+    return lambda: client.run_job(controllers, "openstack_ha_signed.call", call_args, tgt_type="list", timeout=timeout,
+                                  jid=jid, listen=listen)
+
+
+def _subscribed(client):
+    """``jid -> iterator`` of the job's return events' data read off this client's own
+    subscription to the bus (None while nothing came)."""
+    def read(jid):
+        for raw in client.get_returns_no_block("salt/job/{}/ret".format(jid), "startswith"):
+            yield None if raw is None else (raw.get("data") or {})
+    return read
+
+
+def _queued(arrived, jid, step=0.05):
+    """``jid -> iterator`` of the return events' data the bus reader put on ``arrived`` for
+    ``jid`` (None every ``step`` seconds while nothing came)."""
+    def read(published):
+        if published != jid:  # a master that did not take the jid it was given: none will come
+            log.error("openstack_ha: the master published job %s as %s: its answers are not awaited", jid, published)
+            return
+        while True:
+            try:
+                yield arrived.get(timeout=step)
+            except queue.Empty:
+                yield None
+    return read
+
+
+def _gather(ctx, job, read, controllers, fun, nonce, timeout, wait_for, quorum, timing):
+    """Publish one signed call (``job()``) and collect the answers from ``read(jid)`` (see
+    :func:`publish`)."""
     returns, ran, received = {}, {}, {}
     timing.update(asked=time.time(), ran=ran, received=received)
-    pub = client.run_job(controllers, "openstack_ha_signed.call", call_args, tgt_type="list", timeout=timeout, listen=True)
+    pub = job()
     timing["sent"] = time.time()
     if not pub or not pub.get("jid"):
         log.warning("openstack_ha: could not publish %s to %s", fun, ", ".join(controllers))
@@ -143,9 +244,9 @@ def _gather(ctx, client, controllers, fun, call_args, nonce, timeout, wait_for, 
     expected = set(pub.get("minions") or controllers) & set(controllers)
     enough = expected & set(wait_for if wait_for is not None else controllers)
     deadline = time.monotonic() + timeout
-    for raw in client.get_returns_no_block("salt/job/{}/ret".format(pub["jid"]), "startswith"):
-        if raw is not None:
-            data = raw.get("data") or {}
+    for data in read(pub["jid"]):
+        if data is not None:
+            data = data if isinstance(data, dict) else {}
             who = data.get("id")
             if who in expected and who not in returns and "return" in data:
                 ok, answer = authenticated_answer(ctx, who, nonce, fun, data["return"], ran)

@@ -27,6 +27,10 @@ def test_crashed_backend_is_drained_everywhere_and_restored(remediating):
                 and d["what"] in ("drain", "restore")]
     # HAProxy is set before the decision is stored: the record follows a moment later.
     wait_until(lambda: kinds()[-2:] == ["drain", "restore"], 10, "the drain and the restore in the records", interval=0.5)
+    # The drain's and the restore's answers came through the engine's own reader of the bus.
+    with open(os.path.join(labtools.labctl.MASTER_DIR, "log", "master"), errors="replace") as fh:
+        started = [line for line in fh if "the loop's intake is running" in line]
+    assert started and all("job returns read here" in line for line in started), started
 
 
 def set_watch(seconds):

@@ -73,6 +73,78 @@ def test_a_publish_time_is_split_by_the_slowest_controller():
     assert publish.split({}) == {}
 
 
+def test_job_returns_reach_only_the_publish_waiting_for_their_jid():
+    hub = publish.Returns()
+    arrived = hub.expect("20261206133500123456_ab12cd34")
+    ret = {"id": "lab-ctrl1", "return": {"body": "{}", "sig": ""}}
+    assert hub.deliver("salt/job/20261206133500123456_ab12cd34/ret/lab-ctrl1", ret)
+    assert arrived.get_nowait() == ret
+    # Another job's return, the job's own announcement, a tag too short: not handed on.
+    assert not hub.deliver("salt/job/20261206133500999999/ret/lab-ctrl1", ret)
+    assert not hub.deliver("salt/job/20261206133500123456_ab12cd34/new", {"jid": "x"})
+    assert not hub.deliver("salt/job/20261206133500123456_ab12cd34", ret)
+    assert arrived.empty()
+    hub.forget("20261206133500123456_ab12cd34")
+    assert not hub.deliver("salt/job/20261206133500123456_ab12cd34/ret/lab-ctrl1", ret)
+
+
+def test_a_jid_given_to_the_master_is_a_salt_jid_and_never_shared():
+    import salt.utils.jid
+
+    jids = [publish._new_jid() for _ in range(2000)]
+    assert len(set(jids)) == len(jids)
+    assert all(salt.utils.jid.is_jid(j) for j in jids)
+
+
+class _Ignored:
+    """A context whose ``records.note_ignored`` is remembered (the records store is not what
+    these tests are about)."""
+
+    def __init__(self):
+        self.ignored = []
+        self.state = {}
+
+    def call(self, name, *args):
+        assert name == "records.note_ignored"
+        self.ignored.append(args)
+
+
+def test_a_publish_takes_its_signed_answers_from_the_bus_reader_and_no_forged_one(keys, caplog, monkeypatch, request):
+    import queue
+    import threading
+
+    fun = "openstack_ha_probe.service_view"
+    ctx, hub = _Ignored(), publish.Returns()
+    jid = publish._new_jid()
+    arrived = hub.expect(jid)
+
+    def job():
+        # What the bus reader hands on once the job is out: a forged answer in the
+        # controller's name first, then the controller's own, late.
+        def answers():
+            forged = answer_as(keys, "intruder", "n" * 32, fun, {"probes": {}}, claimed_id="lab-ctrl1")
+            hub.deliver("salt/job/{}/ret/lab-ctrl1".format(jid), {"id": "lab-ctrl1", "return": forged})
+            time.sleep(0.2)
+            hub.deliver("salt/job/{}/ret/lab-ctrl1".format(jid), {"id": "lab-ctrl1", "return": answer_as(keys, "lab-ctrl1", "n" * 32, fun, VIEW)})
+        threading.Thread(target=answers, daemon=True).start()
+        return {"jid": jid, "minions": ["lab-ctrl1"]}
+
+    timing = {}
+    got = publish._gather(ctx, job, publish._queued(arrived, jid), ["lab-ctrl1"], fun, "n" * 32, 10, None, None, timing)
+    assert got == {"lab-ctrl1": VIEW}
+    assert [a[:2] for a in ctx.ignored] == [("unauthenticated answer", "lab-ctrl1")]
+    assert set(timing) >= {"asked", "sent", "ran", "received"}
+    # A master that published the job under another jid: nothing is awaited from the queue.
+    # (Said to this test's handler alone: Salt's own handlers on the root logger would print
+    # it again as the interpreter exits.)
+    monkeypatch.setattr(publish.log, "propagate", False)
+    publish.log.addHandler(caplog.handler)
+    request.addfinalizer(lambda: publish.log.removeHandler(caplog.handler))
+    assert publish._gather(ctx, lambda: {"jid": "20261206000000000000", "minions": ["lab-ctrl1"]},
+                           publish._queued(queue.SimpleQueue(), jid), ["lab-ctrl1"], fun, "n" * 32, 10, None, None, {}) == {}
+    assert "published job {} as 20261206000000000000".format(jid) in caplog.text
+
+
 @pytest.mark.parametrize("tamper", ["other_nonce", "other_fun", "intruder_key", "altered_body", "bare_answer", "garbage_sig"])
 def test_forged_replayed_or_altered_answers_count_as_none(keys, tamper):
     fun = "openstack_ha_probe.service_view"
