@@ -331,7 +331,7 @@ def stop_burners(burners):
 
 def others_pids(fleet):
     """Every process of sites 2..N (minions, HAProxies, stand-ins, and their children)."""
-    others = [cid for cid in fleet.ids() if not cid.startswith(fleet_lib.site_id(1) + "-")]
+    others = [cid for cid in fleet.ids() if not fleet_lib.at_site(cid, 1)]
     pids = [fleet.minion_pids[c] for c in others] + fleet.haproxy_pids(others) + [fleet.standin_pids[c] for c in others if c in fleet.standin_pids]
     return [child for pid in pids for child in [pid] + labctl.children(pid)]
 

@@ -67,6 +67,11 @@ def site_id(index):
     return "fleet%02d" % index
 
 
+def at_site(cid, index):
+    """Whether controller ``cid`` belongs to site ``index``."""
+    return cid.startswith(site_id(index) + "-")
+
+
 def controllers(index):
     """[(minion id, address)] of site ``index`` (1-based)."""
     return [("{}-c{}".format(site_id(index), n), "127.0.{}.{}".format(index, n)) for n in (1, 2, 3)]
@@ -280,7 +285,7 @@ class Fleet:
         labctl.wait_for(lambda: not self.find_master_pids(number), 30, "fleet master %d to die" % number)
 
     def start_standin(self, cid, address):
-        nice = ["nice", "-n", str(OTHERS_NICE[0])] if OTHERS_NICE[0] and not cid.startswith(site_id(1) + "-") else []
+        nice = ["nice", "-n", str(OTHERS_NICE[0])] if OTHERS_NICE[0] and not at_site(cid, 1) else []
         self.standin_pids[cid] = _spawn(nice + [os.path.join(labctl.VENV_BIN, "python"), os.path.join(labctl.REPO, "lab", "standin_api.py"),
                                          "--service", "nova", "--address", address, "--port", str(NOVA_PORT),
                                          "--pidfile", os.path.join(ROOT, "standin", cid + ".pid")],
