@@ -21,8 +21,12 @@ crash waited seconds behind the flood. Here an event costs a tag split and a dic
 lookup: events of minions that are not controllers are dropped, events of a reporter's beacon
 already waiting are folded into it (``openstack_ha_admit``), and the runner calls run in a
 pool of ``workers`` threads, one at a time per (reporter, beacon), and at most one more waiting.
-A VIP event's signed report is also kept at once (``keep_vip_report``, in the pool): the turn
-of a VIP move's first step may be waiting for the reports of the next. Job returns
+The signed report a VIP event or a backend change event carries is also kept at once
+(``keep_report``, in a small pool of its own, one waiting per controller and beacon): the turn
+of a VIP move's first step may be waiting for the reports of the next, and a backend round
+waits for its site's other controllers' reports, which must not queue behind the workers'
+publishes (when they did, a busy master verified instead, and its publishes made the queue
+longer). Job returns
 (``salt/job/<jid>/ret/<id>``) are handed from here to the runner's publish waiting for them
 (``openstack_ha_publish.Returns``): the bus is read once in the engine, not once more by
 every publish in flight.
@@ -71,9 +75,9 @@ def _work(admission, handle, pool, key, metrics=None):
             timer.start()
 
 
-def _keep(admission, keep, reporter):
-    """Keep ``reporter``'s newest waiting VIP report (the runner's ``keep_vip_report``)."""
-    taken = admission.take_report(reporter)
+def _keep(admission, keep, key):
+    """Keep the newest waiting report of ``key`` (reporter, beacon): the runner's ``keep_report``."""
+    taken = admission.take_report(key)
     if taken is None:
         return
     try:
@@ -122,7 +126,7 @@ def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, s
     """
     admission = __utils__["openstack_ha_admit.admission"](__opts__["cachedir"])
     handle = __runners__["openstack_ha.handle_event"]
-    keep_vip_report = __runners__["openstack_ha.keep_vip_report"]
+    keep_report = __runners__["openstack_ha.keep_report"]
     note = __utils__["openstack_ha_trace.note"]
     trusted = __utils__["openstack_ha_alerting.trusted"]
     # Only a loop asked to serve metrics needs prometheus_client (Salt 3008 installs it, pip
@@ -141,8 +145,10 @@ def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, s
                          name="openstack_ha-alert-repeat").start()
         log.info("openstack_ha: alerts go to the Alertmanager at %s", alertmanager)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="openstack_ha")
-    intake = types.SimpleNamespace(admission=admission, pool=pool, forwarder=forwarder, metrics=loop_metrics, handle=handle,
-                                   keep=keep_vip_report, note=note, trusted=trusted,
+    # Keeping a report is a signature check and a dictionary write: two threads of their own.
+    keepers = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="openstack_ha-keep")
+    intake = types.SimpleNamespace(admission=admission, pool=pool, keepers=keepers, forwarder=forwarder, metrics=loop_metrics,
+                                   handle=handle, keep=keep_report, note=note, trusted=trusted,
                                    returns=__runners__["openstack_ha.returns_hub"]())
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
         # The runner's publishes take their answers from this reader only once it is
@@ -175,10 +181,11 @@ def _take(intake, tag, data):
         return
     admission, pool = intake.admission, intake.pool
     verdict, what = admission.offer(tag, data)
-    if verdict != "drop" and what[1] == "openstack_ha_vip" and isinstance(data, dict) and "report" in data \
-            and admission.offer_report(what[0], tag, data):
+    if verdict != "drop" and isinstance(data, dict) and "report" in data \
+            and (what[1] == "openstack_ha_vip" or (what[1] == "openstack_ha_backends" and data.get("kind") == "change")) \
+            and admission.offer_report(what, tag, data):
         # Kept at once, not in the event's turn: a turn may be waiting for it.
-        pool.submit(_keep, admission, intake.keep, what[0])
+        intake.keepers.submit(_keep, admission, intake.keep, what)
     if verdict == "queue":
         pool.submit(_work, admission, intake.handle, pool, what, intake.metrics)
     elif verdict == "drop":

@@ -185,23 +185,32 @@ def returns_hub():
     return _ctx().call("publish.returns")
 
 
-def keep_vip_report(tag, data):
+def keep_report(tag, data):
     """
-    Keep the signed VIP report of a VIP beacon event (``tag``, ``data``) as it arrives, before
-    the event's own turn in the loop (``handle_event``, which runs one event at a time per
-    controller and beacon). A VIP move is reported in steps (the VIPs leave one VRRP instance
-    at a time), and the turn of the first step waits for the reports of the rest: kept here,
-    they reach it. Nothing is decided and nothing counted as ignored here: the event's turn
-    does both.
+    Keep the signed report of a VIP event or of a backend change event (``tag``, ``data``) as
+    it arrives, before the event's own turn in the loop (``handle_event``, which runs one event
+    at a time per controller and beacon). A VIP move is reported in steps (the VIPs leave one
+    VRRP instance at a time), and the turn of the first step waits for the reports of the
+    rest; a backend failure's first round waits for the reports of the site's other
+    controllers: kept here, they reach it even while their events wait for a worker. Nothing
+    is decided and nothing counted as ignored here: the event's turn does both.
 
-    Returns True when the report is kept (see ``reports.accept_vips``).
+    Returns True when the report is kept (see ``reports.accept_vips`` and ``reports.accept``).
     """
     ctx = _ctx()
     key = ctx.util("admit.parse_tag")(tag)
-    if key is None or key[1] != "openstack_ha_vip" or not isinstance(data, dict) or data.get("report") is None:
+    if key is None or not isinstance(data, dict) or data.get("report") is None:
+        return False
+    if key[1] == "openstack_ha_backends" and data.get("kind") != "change":
+        return False
+    if key[1] not in ("openstack_ha_vip", "openstack_ha_backends"):
         return False
     model, _ = _acting_model(ctx, key[0], tag, quiet=True)
-    return model is not None and ctx.call("reports.accept_vips", model, key[0], data, quiet=True)
+    if model is None:
+        return False
+    if key[1] == "openstack_ha_vip":
+        return ctx.call("reports.accept_vips", model, key[0], data, quiet=True)
+    return ctx.call("reports.accept", model, key[0], data, arrived=_arrival(data), quiet=True)
 
 
 def status(site=None, timeout=30, recent=8, quick=False):

@@ -81,7 +81,7 @@ class Admission:
         self.lock = threading.Lock()
         self.waiting = {}
         self.running = {}  # key -> when its call started
-        self.reports = {}  # reporter -> (tag, data): its newest VIP report not yet kept
+        self.reports = {}  # (reporter, beacon) -> (tag, data): its newest signed report not yet kept
         self._map = (None, None)  # (mtime, frozenset of ids)
 
     def controllers(self):
@@ -132,20 +132,21 @@ class Admission:
             # in what follows) until :meth:`finish` hands it on.
             return ("later" if key in self.running else "queue"), key
 
-    def offer_report(self, reporter, tag, data):
-        """A VIP event of ``reporter`` (admitted by :meth:`offer`) that carries a signed report,
-        to be kept at once. Returns True when the caller submits :meth:`take_report` for it;
-        False when one is already waiting, which now carries this newer event instead (so a
-        flood in a controller's name costs one waiting entry, never a queue)."""
+    def offer_report(self, key, tag, data):
+        """An event of ``key`` (``(reporter, beacon)``, admitted by :meth:`offer`) that carries a
+        signed report, to be kept at once. Returns True when the caller submits
+        :meth:`take_report` for it; False when one is already waiting, which now carries this
+        newer event instead (so a flood in a controller's name costs one waiting entry per
+        beacon, never a queue)."""
         with self.lock:
-            waiting = reporter in self.reports
-            self.reports[reporter] = (tag, data)
+            waiting = key in self.reports
+            self.reports[key] = (tag, data)
         return not waiting
 
-    def take_report(self, reporter):
-        """``(tag, data)`` of ``reporter``'s newest report waiting to be kept, or None."""
+    def take_report(self, key):
+        """``(tag, data)`` of the newest report of ``key`` waiting to be kept, or None."""
         with self.lock:
-            return self.reports.pop(reporter, None)
+            return self.reports.pop(key, None)
 
     def take(self, key):
         """The waiting entry ``key`` as ``(tag, data)`` for the runner, with everything folded

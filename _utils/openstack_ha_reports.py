@@ -57,16 +57,17 @@ def _authenticated(ctx, reporter, reply, nonce, fun, now, what, quiet=False):
     return float(match.group(1)), answer
 
 
-def accept(ctx, model, reporter, data, now=None, arrived=None):
+def accept(ctx, model, reporter, data, now=None, arrived=None, quiet=False):
     """
     Keep the signed report of a backend change event's ``data`` from ``reporter`` (a
     controller of ``model``'s site).
 
-    Returns True when it was kept: signed by ``reporter``'s accepted key for
+    Returns True when it is kept: signed by ``reporter``'s accepted key for
     :data:`REPORT_FUN`, its probe time within :data:`SKEW` of ``now`` (default: this master's
-    clock) and newer than the last kept from ``reporter``, and a well-formed view. Anything
-    else returns False (a report that claims to come from the reporter and does not check out
-    is counted as ignored).
+    clock) and newer than the last kept from ``reporter`` or that very report (kept as it
+    arrived, by the runner's ``keep_report``), and a well-formed view. Anything else returns
+    False (a report that claims to come from the reporter and does not check out is counted
+    as ignored, unless ``quiet``).
 
     ``arrived``: when the master received the event (this process's monotonic clock, from the
     master's own stamp); then ``now`` defaults to that moment on the master's clock, and the
@@ -77,14 +78,17 @@ def accept(ctx, model, reporter, data, now=None, arrived=None):
     reply = data.get("report") if isinstance(data, dict) else None
     if now is None:
         now = time.time() if arrived is None else time.time() - (time.monotonic() - arrived)
-    found = _authenticated(ctx, reporter, reply, _NONCE, REPORT_FUN, now, "openstack_ha_backends/change")
+    found = _authenticated(ctx, reporter, reply, _NONCE, REPORT_FUN, now, "openstack_ha_backends/change", quiet)
     if found is None:
         return False
     probed, view = found
     if not ctx.util("decide.valid_view")(view):
-        ctx.call("records.note_ignored", "malformed report", reporter, "openstack_ha_backends/change")
+        if not quiet:
+            ctx.call("records.note_ignored", "malformed report", reporter, "openstack_ha_backends/change")
         return False
-    return _keep(ctx, "sites", model["site"], reporter, probed, {"received_at": now, "view": view}, received=arrived)[0]
+    kept, last = _keep(ctx, "sites", model["site"], reporter, probed, {"received_at": now, "view": view}, received=arrived)
+    # The same report again (its probe time is in its signed nonce): kept as it arrived.
+    return kept or (last is not None and last["time"] == probed)
 
 
 def _keep(ctx, table, site, reporter, when, report, received=None):
@@ -162,7 +166,7 @@ def accept_vips(ctx, model, reporter, data, now=None, quiet=False):
     controller of ``model``'s site): believed as a backend report is (:func:`accept`), signed
     for :data:`VIPS_FUN` with a look time near this master's clock and newer than the last kept,
     and a list of VIP names. Returns True when it is kept (by this call, or already: the
-    intake keeps a report as it arrives, through the runner's ``keep_vip_report``, before the
+    intake keeps a report as it arrives, through the runner's ``keep_report``, before the
     event's turn in the loop).
     ``quiet``: a report refused is not counted as ignored (the event's own turn counts it).
     """

@@ -107,12 +107,17 @@ def test_the_waiting_table_is_bounded(tmp_path):
     assert gate.offer(TAG.format("one-more"), {}) == ("drop", "too many reporters waiting")
 
 
-def test_a_vip_report_waits_to_be_kept_once_per_reporter_the_newest_winning(gate):
+def test_a_report_waits_to_be_kept_once_per_reporter_and_beacon_the_newest_winning(gate):
     vip = "salt/beacon/c1/openstack_ha_vip/change"
-    assert gate.offer_report("c1", vip, {"report": 1}) is True  # the caller submits take_report
+    assert gate.offer_report(("c1", "openstack_ha_vip"), vip, {"report": 1}) is True  # the caller submits take_report
     for i in range(1000):  # a flood in c1's name: one waiting entry, never a queue
-        assert gate.offer_report("c1", vip, {"report": i + 2}) is False
-    assert gate.offer_report("c2", vip.replace("c1", "c2"), {"report": "x"}) is True
-    assert gate.take_report("c1") == (vip, {"report": 1001})
-    assert gate.take_report("c1") is None
-    assert gate.offer_report("c1", vip, {"report": 1002}) is True  # taken: the next one is submitted again
+        assert gate.offer_report(("c1", "openstack_ha_vip"), vip, {"report": i + 2}) is False
+    assert gate.offer_report(("c2", "openstack_ha_vip"), vip.replace("c1", "c2"), {"report": "x"}) is True
+    assert gate.take_report(("c1", "openstack_ha_vip")) == (vip, {"report": 1001})
+    assert gate.take_report(("c1", "openstack_ha_vip")) is None
+    assert gate.offer_report(("c1", "openstack_ha_vip"), vip, {"report": 1002}) is True  # taken: the next one is submitted again
+    # The same controller's backend report waits apart from its VIP report.
+    backends = "salt/beacon/c1/openstack_ha_backends/change"
+    assert gate.offer_report(("c1", "openstack_ha_backends"), backends, {"report": "b"}) is True
+    assert gate.take_report(("c1", "openstack_ha_backends")) == (backends, {"report": "b"})
+    assert gate.take_report(("c1", "openstack_ha_vip")) == (vip, {"report": 1002})

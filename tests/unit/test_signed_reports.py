@@ -90,7 +90,9 @@ def test_forged_replayed_or_stale_reports_are_not_kept(keys, ctx, forgery):
     if forgery == "other_key":
         data = report(keys, "c1", down=["nova/c3"], now=now, signer="intruder")
     elif forgery == "replayed":
-        assert reports.accept(ctx, MODEL, "c1", data)
+        # c1's report of a second ago, played again once its newer one is kept.
+        data = report(keys, "c1", down=["nova/c3"], now=now - 1)
+        assert reports.accept(ctx, MODEL, "c1", report(keys, "c1", now=now))
     elif forgery == "old":
         data = report(keys, "c1", down=["nova/c3"], now=now - 30)
     elif forgery == "future":
@@ -109,6 +111,14 @@ def test_forged_replayed_or_stale_reports_are_not_kept(keys, ctx, forgery):
     assert forgery == "replayed" or "c1" not in kept
     if forgery not in ("replayed", "no_report"):
         assert ctx.ignored and ctx.ignored[-1][1] == "c1"
+
+
+def test_a_report_kept_as_it_arrived_counts_again_in_its_events_turn(keys, ctx):
+    data = report(keys, "c1", down=["nova/c3"])
+    assert reports.accept(ctx, MODEL, "c1", data, quiet=True)  # the intake's keep_report
+    kept = dict(ctx.state["signed_reports"]["sites"]["lab"]["c1"])
+    assert reports.accept(ctx, MODEL, "c1", data)  # the event's turn: the same report, still believed
+    assert ctx.state["signed_reports"]["sites"]["lab"]["c1"] == kept and not ctx.ignored
 
 
 def test_a_report_names_only_its_own_signer(keys, ctx):
