@@ -109,7 +109,7 @@ def act(ctx, model, actions, who, reporter, parts=None):
     return entries
 
 
-def evidence(ctx, model, service=None, since=None, reported=None):
+def evidence(ctx, model, service=None, since=None, reported=None, arrived=None):
     """The controllers' views for a decision, where they came from and how old they are:
     ``(views, source, taken, fresh)``. With ``reported`` (the backends a watcher's signed
     report, already kept by ``reports.accept``, says changed), a quorum of the controllers'
@@ -119,11 +119,11 @@ def evidence(ctx, model, service=None, since=None, reported=None):
     ``taken`` when it was sent). An action recorded after ``taken`` is newer than the views'
     HAProxy states. ``fresh`` (epoch seconds): no probe behind the views is older (the oldest
     report's probe time; a verification's answers are at most two watch rounds old, and none
-    older than ``since``)."""
+    older than ``since``). ``arrived``: when the event arrived (see ``reports.agreeing``)."""
     watch = model["remediation"]["probe"].get("watch") or 0
     if reported and watch:
         found = ctx.call("reports.agreeing", model, reported, wait=max(0.3, 2 * watch), max_age=max(1.0, 4 * watch),
-                         since=since)
+                         since=since, arrived=arrived)
         if found is not None:
             return found[0], "signed reports", found[1], found[2]
     taken = time.time()
@@ -158,7 +158,7 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
         if arrived is not None and max(last.get(None, 0), last.get(service, 0)) > arrived:
             return []
         started = time.monotonic()
-    views, source, started_wall, fresh = evidence(ctx, model, service, since, reported)
+    views, source, started_wall, fresh = evidence(ctx, model, service, since, reported, arrived)
     verified = time.monotonic()
     with ctx.call("records.lock", site):
         # From when this round's views are fresh, on the monotonic clock ``arrived`` uses.

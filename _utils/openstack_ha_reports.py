@@ -87,8 +87,8 @@ def accept(ctx, model, reporter, data, now=None, arrived=None, quiet=False):
             ctx.call("records.note_ignored", "malformed report", reporter, "openstack_ha_backends/change")
         return False
     kept, last = _keep(ctx, "sites", model["site"], reporter, probed, {"received_at": now, "view": view}, received=arrived)
-    # The same report again (its probe time is in its signed nonce): kept as it arrived.
-    return kept or (last is not None and last["time"] == probed)
+    # The same report again (kept as it arrived, by the intake): it counts, left as it was.
+    return kept or (last is not None and last["time"] == probed and last["view"] == view)
 
 
 def _keep(ctx, table, site, reporter, when, report, received=None):
@@ -113,7 +113,7 @@ def _keep(ctx, table, site, reporter, when, report, received=None):
 NONCE_ROUNDING = 1e-5
 
 
-def agreeing(ctx, model, keys, wait, max_age, since=None):
+def agreeing(ctx, model, keys, wait, max_age, since=None, arrived=None):
     """
     The views of the site's controllers from their signed reports, once a quorum of them
     agrees on every backend of ``keys`` (``service/backend``; each judged up or down by a
@@ -123,7 +123,15 @@ def agreeing(ctx, model, keys, wait, max_age, since=None):
         seconds to wait at most for the other controllers' reports (they see the same failure
         a watch round later, at most).
     max_age
-        seconds a report counts after it arrived.
+        seconds a report counts after it arrived, before the asking event arrived.
+    arrived
+        when the asking event reached this master (this process's monotonic clock; default
+        now). An event that waited for a worker is judged on the reports that were fresh when
+        it came, and on any newer: the store holds each controller's newest report, so a
+        controller that saw something change since has said so (its report is kept as it
+        arrives, never behind the queue). Before, a queue longer than ``max_age`` aged every
+        report out, and each such round fell back to a verification publish, which made the
+        queue longer still.
     since
         the probe time (epoch seconds) of the report that asks: an older report does not
         count, as a verification believes no probe older than it (reports from before the
@@ -143,8 +151,9 @@ def agreeing(ctx, model, keys, wait, max_age, since=None):
     with store["cond"]:
         while True:
             now = time.monotonic()
+            asked = now if arrived is None else min(now, arrived)
             kept = store["sites"].get(model["site"], {})
-            fresh = {c: r for c, r in kept.items() if c in controllers and now - r["received"] <= max_age
+            fresh = {c: r for c, r in kept.items() if c in controllers and asked - r["received"] <= max_age
                      and (since is None or r["time"] >= since - NONCE_ROUNDING)}
             views = {c: r["view"] for c, r in fresh.items()}
             if len(views) >= quorum and all(judged(key, views, quorum) is not None for key in keys):

@@ -284,6 +284,22 @@ def test_a_report_is_judged_by_when_the_master_received_it(keys, ctx):
     assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=1.0) is None
 
 
+def test_an_event_that_waited_for_a_worker_is_judged_on_the_reports_fresh_when_it_came(keys, ctx):
+    """Reports kept as they arrived, 3 s before the event's turn: fresh for an event that came
+    with them (it waited in the queue), too old for one that came just now; and a report
+    older than max_age before the event came never counts."""
+    came = time.monotonic() - 3.0
+    for name in ("c1", "c2"):
+        assert reports.accept(ctx, MODEL, name, report(keys, name, down=["nova/c3"], now=time.time() - 3.0), arrived=came)
+    views, _, _ = reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=1.0, arrived=came + 0.1)
+    assert sorted(views) == ["c1", "c2"]
+    assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=1.0) is None
+    assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=1.0, arrived=came + 1.5) is None
+    # A newer report of c2 (the backend answers again) is what counts for c2 from then on.
+    assert reports.accept(ctx, MODEL, "c2", report(keys, "c2", now=time.time()))
+    assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=1.0, arrived=came + 0.1) is None
+
+
 def test_a_drain_publish_waits_for_a_quorum_not_for_a_slow_controller(ctx):
     asked = {}
 
