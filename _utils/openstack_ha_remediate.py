@@ -137,7 +137,9 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
     """Verify every backend in scope with every controller, decide, act, record, announce.
     ``since``: see :func:`verify`; ``reported``: see :func:`evidence`.
 
-    Coalesces: when another round of the same scope (or of the whole site) gathered views no
+    Steps aside when the reporter's signed report (``reported``, probed at ``since``) was part
+    of the quorum another round already decided on, for every backend it names
+    (``reports.covered``). Coalesces: when another round of the same scope (or of the whole site) gathered views no
     older than this event's arrival (``arrived``, this process's monotonic clock), it saw the
     state this event reports, and this one does nothing. A round only started after the event
     is not enough: signed reports and the watchers' cached probes can predate its start (a
@@ -150,6 +152,8 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
     after the write-ahead record.
     """
     site = model["site"]
+    if reported and ctx.call("reports.covered", model, reporter, since, reported):
+        return []  # another round decided on this very report, for every backend it names
     me = ctx.opts.get("id")
     quorum = ctx.util("model.quorum_size")(model)
     last_verify = ctx.shared("last_verify")

@@ -157,10 +157,28 @@ def agreeing(ctx, model, keys, wait, max_age, since=None, arrived=None):
                      and (since is None or r["time"] >= since - NONCE_ROUNDING)}
             views = {c: r["view"] for c, r in fresh.items()}
             if len(views) >= quorum and all(judged(key, views, quorum) is not None for key in keys):
+                for report in fresh.values():  # what each report has been judged on (see covered)
+                    report["judged"] = report.get("judged", frozenset()) | frozenset(keys)
                 return views, min(r["received_at"] for r in fresh.values()), min(r["time"] for r in fresh.values())
             if now >= deadline:
                 return None
             store["cond"].wait(deadline - now)
+
+
+def covered(ctx, model, reporter, since, keys):
+    """True when ``reporter``'s report probed at ``since`` (the one its change event carries,
+    kept) was already part of a quorum of agreeing reports that judged every backend of
+    ``keys``: another round decided on what this event says, and its own round would only
+    repeat it. Without this, the last of a site's three controllers to see a failure found
+    too few reports probed after its own (the others saw the failure earlier) and verified
+    with every controller: a Salt job on the whole site after each drain and each restore."""
+    if since is None or not keys:
+        return False
+    store = _store(ctx)
+    with store["cond"]:
+        report = store.get("sites", {}).get(model["site"], {}).get(reporter)
+        return report is not None and abs(report["time"] - since) <= NONCE_ROUNDING \
+            and frozenset(keys) <= report.get("judged", frozenset())
 
 
 # A controller's VIP beacon signs what it holds, in every change and heartbeat event, as the

@@ -37,6 +37,7 @@ def ctx():
     utils = {
         "openstack_ha_reports.accept": reports.accept,
         "openstack_ha_reports.agreeing": reports.agreeing,
+        "openstack_ha_reports.covered": reports.covered,
         "openstack_ha_publish.authenticated_answer": publish.authenticated_answer,
         "openstack_ha_records.note_ignored": lambda ctx, why, who, tag: ignored.append((why, who)),
         "openstack_ha_decide.valid_view": decide.valid_view,
@@ -257,6 +258,36 @@ def test_a_round_on_old_views_does_not_make_a_later_report_step_aside(keys, ctx,
     assert [(d["what"], d["backend"]) for d in done] == [("drain", "c3")] and len(acted) == 1
     # An event that arrived before views as fresh as these were gathered is answered by them.
     assert remediate.reconcile(ctx, model, "c3", "nova", arrived=arrived_c2 - 5, since=None, reported=None) == []
+
+
+def test_the_last_controller_to_see_a_failure_does_not_verify_what_was_decided_on_its_report(keys, ctx, monkeypatch):
+    """c1, c2 and c3 see nova/c3 fail in turn (their probes 0.1 s apart). c1's round drains on
+    the three reports; the rounds of c2's and c3's events, whose reports that quorum
+    included, step aside. Before, c3's round found only its own report probed after its own
+    probe time, waited, and verified with every controller (a Salt job on the whole site
+    after each drain)."""
+    wire_records(ctx)
+    model = dict(MODEL, remediation=dict(MODEL["remediation"], cooldown=0, probe=dict(MODEL["remediation"]["probe"], watch=1.0)))
+    acted, verified = [], []
+    monkeypatch.setattr(remediate, "act", lambda ctx, model, actions, who, reporter, parts=None: acted.extend(actions) or [
+        {"what": a["action"], "service": a["service"], "backend": a["backend"], "state": "drain", "time": time.time()}
+        for a in actions])
+    monkeypatch.setattr(remediate, "verify", lambda ctx, model, service=None, since=None: verified.append(since) or {})
+    now = time.time()
+    events = {c: report(keys, c, down=["nova/c3"], now=now - 0.3 + 0.1 * i) for i, c in enumerate(CTRLS)}
+    for c in CTRLS:
+        assert reports.accept(ctx, model, c, events[c])
+    done = remediate.reconcile(ctx, model, "c1", "nova", arrived=time.monotonic(), since=events["c1"]["time"], reported=["nova/c3"])
+    assert [(d["what"], d["backend"], d["timing"]["evidence"]) for d in done] == [("drain", "c3", "signed reports")]
+    for c in ("c2", "c3"):
+        assert remediate.reconcile(ctx, model, c, "nova", arrived=time.monotonic(), since=events[c]["time"], reported=["nova/c3"]) == []
+    assert len(acted) == 1 and verified == []
+    # Covered only for what was judged, and only for that very report.
+    assert not reports.covered(ctx, model, "c3", events["c3"]["time"], ["nova/c3", "nova/c1"])
+    assert not reports.covered(ctx, model, "c3", events["c3"]["time"] + 0.05, ["nova/c3"])
+    newer = report(keys, "c3", now=time.time())
+    assert reports.accept(ctx, model, "c3", newer)
+    assert not reports.covered(ctx, model, "c3", newer["time"], ["nova/c3"])
 
 
 def test_a_probe_time_in_the_future_does_not_make_later_events_step_aside(keys, ctx, monkeypatch):
