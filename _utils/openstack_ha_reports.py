@@ -95,8 +95,8 @@ def _keep(ctx, table, site, reporter, when, report, received=None):
     """Keep ``report`` (a dict, stamped here with ``time``: ``when``, and ``received``: the
     monotonic ``received``, default now) as ``reporter``'s newest in the store's ``table`` for
     ``site``, and wake the waiters, unless the one kept already is as new or newer. Returns
-    ``(kept, last)``: whether it was kept, and the one kept before (None if none; never changed
-    after it was kept)."""
+    ``(kept, last)``: whether it was kept, and the one kept before (None if none; what it
+    reports never changes after it was kept: only :func:`agreeing` adds ``judged``)."""
     store = _store(ctx)
     with store["cond"]:
         kept = store.setdefault(table, {}).setdefault(site, {})
