@@ -86,26 +86,25 @@ def accept(ctx, model, reporter, data, now=None, arrived=None, quiet=False):
         if not quiet:
             ctx.call("records.note_ignored", "malformed report", reporter, "openstack_ha_backends/change")
         return False
-    kept, last = _keep(ctx, "sites", model["site"], reporter, probed, {"received_at": now, "view": view}, received=arrived)
-    # The same report again (kept as it arrived, by the intake): it counts, left as it was.
-    return kept or (last is not None and last["time"] == probed and last["view"] == view)
+    return _keep(ctx, "sites", model["site"], reporter, probed, {"received_at": now, "view": view}, "view", received=arrived)
 
 
-def _keep(ctx, table, site, reporter, when, report, received=None):
+def _keep(ctx, table, site, reporter, when, report, same, received=None):
     """Keep ``report`` (a dict, stamped here with ``time``: ``when``, and ``received``: the
     monotonic ``received``, default now) as ``reporter``'s newest in the store's ``table`` for
     ``site``, and wake the waiters, unless the one kept already is as new or newer. Returns
-    ``(kept, last)``: whether it was kept, and the one kept before (None if none; what it
-    reports never changes after it was kept: only :func:`agreeing` adds ``judged``)."""
+    True when it is kept: by this call, or already (the same ``time`` and the same value of its
+    field ``same``: the intake keeps a report as it arrives, then the event's own turn offers
+    it again; the one kept is left as it was)."""
     store = _store(ctx)
     with store["cond"]:
         kept = store.setdefault(table, {}).setdefault(site, {})
         last = kept.get(reporter)
         if last is not None and last["time"] >= when:
-            return False, last
+            return last["time"] == when and last[same] == report[same]
         kept[reporter] = dict(report, time=when, received=time.monotonic() if received is None else received)
         store["cond"].notify_all()
-    return True, last
+    return True
 
 
 # A report's probe time comes from its nonce, written to the microsecond: the event's own copy of
@@ -209,9 +208,7 @@ def accept_vips(ctx, model, reporter, data, now=None, quiet=False):
         if not quiet:
             ctx.call("records.note_ignored", "malformed VIP report", reporter, what)
         return False
-    kept, last = _keep(ctx, "vips", model["site"], reporter, looked, {"held": sorted(held)})
-    # The same report kept already (by the intake): it counts, its arrival left as it was.
-    return kept or (last["time"] == looked and last["held"] == sorted(held))
+    return _keep(ctx, "vips", model["site"], reporter, looked, {"held": sorted(held)}, "held")
 
 
 def vip_holders(ctx, model, names, wait, max_age):
