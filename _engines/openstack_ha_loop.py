@@ -148,7 +148,8 @@ def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, s
     # Keeping a report is a signature check and a dictionary write: two threads of their own.
     keepers = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="openstack_ha-keep")
     intake = types.SimpleNamespace(admission=admission, pool=pool, keepers=keepers, forwarder=forwarder, metrics=loop_metrics,
-                                   handle=handle, keep=keep_report, note=note, trusted=trusted,
+                                   handle=handle, keep=keep_report, to_keep=__utils__["openstack_ha_admit.report_to_keep"],
+                                   note=note, trusted=trusted,
                                    returns=__runners__["openstack_ha.returns_hub"]())
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
         # The runner's publishes take their answers from this reader only once it is
@@ -181,9 +182,7 @@ def _take(intake, tag, data):
         return
     admission, pool = intake.admission, intake.pool
     verdict, what = admission.offer(tag, data)
-    if verdict != "drop" and isinstance(data, dict) and "report" in data \
-            and (what[1] == "openstack_ha_vip" or (what[1] == "openstack_ha_backends" and data.get("kind") == "change")) \
-            and admission.offer_report(what, tag, data):
+    if verdict != "drop" and intake.to_keep(what, data) and admission.offer_report(what, tag, data):
         # Kept at once, not in the event's turn: a turn may be waiting for it.
         intake.keepers.submit(_keep, admission, intake.keep, what)
     if verdict == "queue":

@@ -199,11 +199,7 @@ def keep_report(tag, data):
     """
     ctx = _ctx()
     key = ctx.util("admit.parse_tag")(tag)
-    if key is None or not isinstance(data, dict) or data.get("report") is None:
-        return False
-    if key[1] == "openstack_ha_backends" and data.get("kind") != "change":
-        return False
-    if key[1] not in ("openstack_ha_vip", "openstack_ha_backends"):
+    if key is None or not ctx.util("admit.report_to_keep")(key, data):
         return False
     model, _ = _acting_model(ctx, key[0], tag, quiet=True)
     if model is None:

@@ -41,6 +41,13 @@ def parse_tag(tag):
     return parts[2], parts[3]
 
 
+def report_to_keep(key, data):
+    """True when an event of ``key`` (``(reporter, beacon)``) carries a signed report that is
+    kept as it arrives, before the event's turn: a VIP event's, or a backend change event's."""
+    return isinstance(data, dict) and data.get("report") is not None and (
+        key[1] == "openstack_ha_vip" or (key[1] == "openstack_ha_backends" and data.get("kind") == "change"))
+
+
 def _named_services(data):
     """The service names an event's ``changes`` list names (at most 64 characters each)."""
     changes = data.get("changes") if isinstance(data, dict) else None

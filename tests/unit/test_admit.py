@@ -121,3 +121,13 @@ def test_a_report_waits_to_be_kept_once_per_reporter_and_beacon_the_newest_winni
     assert gate.offer_report(("c1", "openstack_ha_backends"), backends, {"report": "b"}) is True
     assert gate.take_report(("c1", "openstack_ha_backends")) == (backends, {"report": "b"})
     assert gate.take_report(("c1", "openstack_ha_vip")) == (vip, {"report": 1002})
+
+
+def test_the_reports_kept_at_arrival_are_a_vip_events_and_a_backend_changes():
+    vip, backends = ("c1", "openstack_ha_vip"), ("c1", "openstack_ha_backends")
+    assert admit.report_to_keep(vip, {"kind": "heartbeat", "report": {"body": "", "sig": ""}})
+    assert admit.report_to_keep(backends, {"kind": "change", "report": {"body": "", "sig": ""}})
+    assert not admit.report_to_keep(backends, {"kind": "heartbeat", "report": {"body": "", "sig": ""}})
+    assert not admit.report_to_keep(("c1", "openstack_ha_galera"), {"kind": "change", "report": {}})
+    assert not admit.report_to_keep(vip, {"kind": "change", "report": None})
+    assert not admit.report_to_keep(vip, "not a dict")
