@@ -65,9 +65,9 @@ def remediating(applied):
         wait_until(lambda: ready_everywhere(backend), 90, "nova/%s restored everywhere after the test" % backend, interval=1)
 
 
-def loop_log_tail(lines=40):
+def loop_log_tail(lines=40, width=400):
     """The last ``lines`` lines of the lab master's log that are the loop's (``openstack_ha:``),
-    warnings or errors; "" when there is no log."""
+    warnings or errors, each cut to ``width`` characters; "" when there is no log."""
     path = os.path.join(labctl.MASTER_DIR, "log", "master")
     try:
         with open(path, errors="replace") as fh:
@@ -75,7 +75,9 @@ def loop_log_tail(lines=40):
             kept = [line for line in fh if "openstack_ha:" in line or "[WARNING" in line or "[ERROR" in line]
     except OSError:
         return ""
-    return "".join(kept[-lines:])
+    # A decision's line carries every controller's evidence: cut, so that CI's shortened
+    # output still shows many of them rather than a few whole.
+    return "".join(line if len(line) <= width else line[:width] + " [...]\n" for line in kept[-lines:])
 
 
 def minion_errors(lines=30):

@@ -165,6 +165,27 @@ def test_a_partitioned_node_pauses_alerts_and_heals(cluster):
         events.close()
 
 
+def rabbit_story(since):
+    """What a failed heal test needs to be understood from CI's output alone: the loop's RabbitMQ
+    decisions since ``since`` (what, node, why, result), and each node's running nodes and
+    partitions as ``rabbitmqctl`` tells them now."""
+    lines = []
+    try:
+        for d in labtools.decisions():
+            if d.get("service") == "rabbitmq" and d.get("time", 0) >= since:
+                lines.append("%.1f %s %s %s -> %s" % (d["time"] - since, d.get("what"), d.get("backend") or d.get("alert"),
+                                                      str(d.get("why"))[:160], json.dumps(d.get("result"))[:200]))
+    except Exception as exc:  # the story is a diagnostic: never hide the failure behind it
+        lines.append("decisions unreadable: %r" % exc)
+    for ctrl in CTRLS:
+        try:
+            status = ctl(ctrl, "cluster_status")
+            lines.append("%s: running %s, partitions %s" % (ctrl, status.get("running_nodes"), status.get("partitions")))
+        except Exception as exc:
+            lines.append("%s: cluster_status failed: %r" % (ctrl, exc))
+    return "\n".join(lines)
+
+
 def set_partition_handling(mode):
     """Set ``cluster_partition_handling`` in every running node's VM (no restart; the node
     monitor reads it when it meets a partition). The files keep the pillar's value."""
@@ -179,6 +200,7 @@ def test_a_partition_left_standing_is_healed_by_restarting_the_minoritys_app(clu
     # app of the minority node, one node only.
     link = "oha-ctrl3-h"
     events = labtools.MasterEvents()
+    start = time.time()
     set_partition_handling("ignore")
     try:
         subprocess.run(["ip", "link", "set", link, "down"], check=True)
@@ -189,7 +211,7 @@ def test_a_partition_left_standing_is_healed_by_restarting_the_minoritys_app(clu
         finally:
             subprocess.run(["ip", "link", "set", link, "up"], check=True)
         healed = events.wait("openstack_ha/rabbitmq/healed", 150, lambda e: e["data"].get("backend") == "lab-ctrl3")
-        assert healed is not None, "no openstack_ha/rabbitmq/healed for lab-ctrl3"
+        assert healed is not None, "no openstack_ha/rabbitmq/healed for lab-ctrl3:\n" + rabbit_story(start)
         for ctrl in CTRLS:
             wait_until(lambda: running_nodes(ctrl) == ALL, 120, "the cluster to be whole on %s" % ctrl, interval=3)
         heals = wait_until(lambda: [d for d in labtools.decisions() if d.get("what") == "heal" and d.get("service") == "rabbitmq"],
@@ -208,17 +230,19 @@ def test_a_split_from_an_instants_loss_is_seen_in_the_management_api_and_healed(
     # views (Mnesia's running nodes: `split`), not from rabbitmqctl, and heals the minority
     # once it is connected to its peers again.
     events = labtools.MasterEvents()
+    start = time.time()
     set_partition_handling("ignore")
     try:
         labtools.labctl.ctrl_run("lab-ctrl3", ["rabbitmqctl", "-q", "eval"],
                                  input_text='[erlang:disconnect_node(N) || N <- nodes(), lists:prefix("rabbit@", atom_to_list(N))].')
         alert = events.wait("openstack_ha/alert/rabbitmq_partition", 60)
-        assert alert is not None, "no openstack_ha/alert/rabbitmq_partition"
+        assert alert is not None, "no openstack_ha/alert/rabbitmq_partition:\n" + rabbit_story(start)
         evidence = alert["data"]["evidence"]
         assert any(v.get("split") for v in evidence.values()) or any(v.get("partitions") for v in evidence.values()), evidence
         assert "api" in {v.get("source") for v in evidence.values()}, evidence
         healed = events.wait("openstack_ha/rabbitmq/healed", 120, lambda e: e["data"].get("backend") == "lab-ctrl3")
-        assert healed is not None, "no openstack_ha/rabbitmq/healed for lab-ctrl3"
+        assert healed is not None, "no openstack_ha/rabbitmq/healed for lab-ctrl3 after the alert ({}, {:.1f} s in):\n{}".format(
+            alert["data"].get("why"), alert["data"].get("time", 0) - start, rabbit_story(start))
         for ctrl in CTRLS:
             wait_until(lambda: running_nodes(ctrl) == ALL, 120, "the cluster to be whole on %s" % ctrl, interval=3)
         wait_until(lambda: all(not (ctl(c, "cluster_status").get("partitions") or []) for c in CTRLS), 60,
