@@ -174,6 +174,10 @@ def handle_event(tag, data):
     if data.get("kind") == "change" and data.get("report") is not None and ctx.call("reports.accept", model, reporter, data, arrived=arrived):
         reported = sorted({"{}/{}".format(c["service"], c.get("backend")) for c in data.get("changes") or []
                            if isinstance(c, dict) and c.get("service") in known})
+        # The probe time under the report's signature, not the event's word for it: a
+        # verification in flight answers this event when its views are no older (see
+        # ``remediate.shared_verification``).
+        since = ctx.util("reports.probe_time")(data) or since
     return {"site": site, "decisions": ctx.call("remediate.reconcile", model, reporter, service=scope, arrived=arrived,
                                                 since=since, reported=reported)}
 

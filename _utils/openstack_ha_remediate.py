@@ -8,6 +8,7 @@ announce; and the operator's planned drains, under the same last-backend rule.
 """
 
 import logging
+import threading
 import time
 
 log = logging.getLogger(__name__)
@@ -119,18 +120,70 @@ def evidence(ctx, model, service=None, since=None, reported=None, arrived=None):
     ``taken`` when it was sent). An action recorded after ``taken`` is newer than the views'
     HAProxy states. ``fresh`` (epoch seconds): no probe behind the views is older (the oldest
     report's probe time; a verification's answers are at most two watch rounds old, and none
-    older than ``since``). ``arrived``: when the event arrived (see ``reports.agreeing``)."""
+    older than ``since``). ``arrived``: when the event arrived (see ``reports.agreeing``).
+    A verification already in flight for this site whose views answer this event is shared
+    (:func:`shared_verification`; ``source`` "verification (shared)")."""
     watch = model["remediation"]["probe"].get("watch") or 0
     if reported and watch:
         found = ctx.call("reports.agreeing", model, reported, wait=max(0.3, 2 * watch), max_age=max(1.0, 4 * watch),
                          since=since, arrived=arrived)
         if found is not None:
             return found[0], "signed reports", found[1], found[2]
-    taken = time.time()
-    # Never later than the question: ``since`` comes from the reporter's event, and a probe
-    # time in the future (a hostile controller's) must not mark these views fresher than now.
-    fresh = min(taken, max(since or 0, taken - 2 * watch)) if watch else taken
-    return verify(ctx, model, service, since), "verification", taken, fresh
+    # What the views must be no older than to answer this event: its signed report's probe
+    # time (``since``, with ``reported``), else when it arrived (the master's own stamp).
+    need = since if reported and since is not None else (
+        time.time() - (time.monotonic() - arrived) if arrived is not None else time.time())
+    views, taken, fresh, joined = shared_verification(ctx, model, service, since, need)
+    return views, "verification (shared)" if joined else "verification", taken, fresh
+
+
+def _flights(ctx):
+    """This process's verifications in flight: a condition and the list of them."""
+    return ctx.shared("verifications", lambda: {"cond": threading.Condition(), "flying": []})
+
+
+def shared_verification(ctx, model, service, since, need):
+    """
+    One verification (:func:`verify`) for every round that needs it at once: ``(views,
+    taken, fresh, joined)``. When a verification of this site is in flight whose scope covers
+    ``service`` (the same service, or the whole site) and whose views will be no older than
+    ``need`` (epoch seconds: what this round's event says is no newer than them), this round
+    waits for it and decides on its views (``joined``; ``taken`` and ``fresh`` are that
+    verification's, so an action another round recorded since then settles this one's). Else,
+    or when that one fails or outlasts :data:`VERIFY_TIMEOUT`, it verifies itself; rounds may
+    join it meanwhile. Before, each of a site's controllers' rounds that could not act on
+    signed reports sent a verification of its own, a Salt job on every controller of the site,
+    all three asking the same question within the same second.
+
+    ``fresh``: no probe behind the views is older (two watch rounds before ``taken``, or
+    ``since``, which the controllers are asked to believe no cached probe older than; never
+    later than ``taken``: a probe time in the future, a hostile controller's, must not mark
+    these views fresher than the question).
+    """
+    watch = model["remediation"]["probe"].get("watch") or 0
+    site = model["site"]
+    book = _flights(ctx)
+    with book["cond"]:
+        flight = next((f for f in book["flying"] if f["site"] == site and f["scope"] in (None, service)
+                       and f["fresh"] >= need), None)
+        if flight is not None:
+            deadline = time.monotonic() + VERIFY_TIMEOUT + 1.0
+            while not flight["done"] and time.monotonic() < deadline:
+                book["cond"].wait(max(0.0, deadline - time.monotonic()))
+            if flight["views"] is not None:
+                return flight["views"], flight["taken"], flight["fresh"], True
+        taken = time.time()
+        fresh = min(taken, max(since or 0, taken - 2 * watch)) if watch else taken
+        mine = {"site": site, "scope": service, "fresh": fresh, "taken": taken, "done": False, "views": None}
+        book["flying"].append(mine)
+    try:
+        mine["views"] = verify(ctx, model, service, since)
+    finally:
+        with book["cond"]:
+            mine["done"] = True
+            book["flying"].remove(mine)
+            book["cond"].notify_all()
+    return mine["views"], taken, fresh, False
 
 
 def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation", arrived=None, since=None, reported=None):

@@ -89,6 +89,19 @@ def accept(ctx, model, reporter, data, now=None, arrived=None, quiet=False):
     return _keep(ctx, "sites", model["site"], reporter, probed, {"received_at": now, "view": view}, "view", received=arrived)
 
 
+def probe_time(data):
+    """The probe time (epoch seconds) a backend change event's signed report names in its
+    nonce, or None. Read it only after :func:`accept` believed that report: the event's own
+    ``time`` is the sender's word, the nonce is under its signature."""
+    reply = data.get("report") if isinstance(data, dict) else None
+    try:
+        claimed = json.loads(reply["body"]).get("nonce")
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
+    match = _NONCE.match(claimed) if isinstance(claimed, str) else None
+    return float(match.group(1)) if match else None
+
+
 def _keep(ctx, table, site, reporter, when, report, same, received=None):
     """Keep ``report`` (a dict, stamped here with ``time``: ``when``, and ``received``: the
     monotonic ``received``, default now) as ``reporter``'s newest in the store's ``table`` for

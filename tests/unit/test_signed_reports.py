@@ -347,3 +347,62 @@ def test_a_drain_publish_waits_for_a_quorum_not_for_a_slow_controller(ctx):
     assert asked["quorum"] == 2 and asked["wait_for"] == CTRLS and asked["controllers"] == CTRLS
     assert entries[0]["applied"] == {"c1": True, "c2": True} and entries[0]["not_applied"] == ["c3"]
     assert parts == {"publish": 0.1, "reach": 0.1, "run": 0.05, "back": 0.05}
+
+
+def test_rounds_that_need_the_same_verification_share_the_one_in_flight(keys, ctx, monkeypatch):
+    """c1's round verifies (no quorum of reports): the rounds of c2's signed report (probed
+    before the views of that verification will be) and of an event that arrived before them
+    wait for it and decide on its views; an event that arrived after them verifies itself.
+    One drain in all. Before, each round sent a verification of its own."""
+    wire_records(ctx)
+    model = dict(MODEL, remediation=dict(MODEL["remediation"], cooldown=0))
+    release, asked, acted, done = threading.Event(), [], [], {}
+
+    def view(down):
+        return {"probes": {k: {"up": k not in down} for k in KEYS}, "admin": {k: "ready" for k in KEYS}, "haproxy": True}
+
+    def verify(ctx, model, service=None, since=None):
+        asked.append(since)
+        release.wait(10)
+        return {c: view(["nova/c3"]) for c in CTRLS}
+
+    monkeypatch.setattr(remediate, "verify", verify)
+    monkeypatch.setattr(remediate, "act", lambda ctx, model, actions, who, reporter, parts=None: acted.extend(actions) or [
+        {"what": a["action"], "service": a["service"], "backend": a["backend"], "state": "drain", "time": time.time()}
+        for a in actions])
+
+    def round_of(name, **kwargs):
+        thread = threading.Thread(target=lambda: done.__setitem__(name, remediate.reconcile(ctx, model, name[:2], "nova", **kwargs)))
+        thread.start()
+        return thread
+
+    def until(predicate, what):
+        deadline = time.monotonic() + 10
+        while not predicate():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.01)
+
+    probed = time.time()
+    # c1's event: its probe time asks the controllers for probes no older: the views are that fresh.
+    threads = [round_of("c1", arrived=time.monotonic(), since=probed)]
+    until(lambda: len(asked) == 1, "c1's verification")
+    # c2's watcher saw nova/c3 answer 0.1 s before c1's probe: its report alone is no quorum.
+    second = report(keys, "c2", now=probed - 0.1)
+    assert reports.accept(ctx, model, "c2", second)
+    threads.append(round_of("c2", arrived=time.monotonic(), since=reports.probe_time(second), reported=["nova/c3"]))
+    # An event (no report) that arrived a second before those views.
+    threads.append(round_of("c3-before", arrived=time.monotonic() - 1.0, since=None))
+    # One that arrived after them: they cannot answer it.
+    time.sleep(0.05)
+    threads.append(round_of("c3-after", arrived=time.monotonic(), since=None))
+    until(lambda: len(asked) >= 2, "the later event's own verification")
+    time.sleep(0.6)  # c2's round waits 0.4 s for reports to agree before it joins
+    release.set()
+    for thread in threads:
+        thread.join(15)
+    assert sorted(done) == ["c1", "c2", "c3-after", "c3-before"]
+    assert len(asked) == 2 and len(acted) == 1
+    moves = [d for entries in done.values() for d in entries if d["what"] in ("drain", "restore")]
+    assert [(d["what"], d["backend"]) for d in moves] == [("drain", "c3")]
+    assert reports.probe_time(second) == pytest.approx(probed - 0.1, abs=1e-5)
+    assert reports.probe_time({"report": {"body": "{}"}}) is None and reports.probe_time({}) is None
