@@ -42,19 +42,27 @@ def _authenticated(ctx, reporter, reply, nonce, fun, now, what, quiet=False):
     note = (lambda *args: None) if quiet else (lambda *args: ctx.call("records.note_ignored", *args))
     if not isinstance(reply, dict) or not isinstance(reply.get("body"), str):
         return None
-    try:
-        claimed = json.loads(reply["body"]).get("nonce")
-    except (ValueError, AttributeError):
-        claimed = None
-    match = nonce.match(claimed) if isinstance(claimed, str) else None
-    if match is None or abs(float(match.group(1)) - now) > SKEW:
+    claimed, when = _claimed(reply, nonce)
+    if claimed is None or abs(when - now) > SKEW:
         note("report without a probe time near this master's clock", reporter, what)
         return None
     ok, answer = ctx.call("publish.authenticated_answer", reporter, claimed, fun, reply)
     if not ok:
         note("unauthenticated report", reporter, what)
         return None
-    return float(match.group(1)), answer
+    return when, answer
+
+
+def _claimed(reply, nonce):
+    """``(nonce, time)`` that a signed ``reply``'s body claims, when its nonce matches
+    ``nonce`` (a compiled pattern with the time as group 1), else ``(None, None)``. Nothing
+    is checked here: see :func:`_authenticated`."""
+    try:
+        claimed = json.loads(reply["body"]).get("nonce")
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None, None
+    match = nonce.match(claimed) if isinstance(claimed, str) else None
+    return (claimed, float(match.group(1))) if match else (None, None)
 
 
 def accept(ctx, model, reporter, data, now=None, arrived=None, quiet=False):
@@ -93,13 +101,7 @@ def probe_time(data):
     """The probe time (epoch seconds) a backend change event's signed report names in its
     nonce, or None. Read it only after :func:`accept` believed that report: the event's own
     ``time`` is the sender's word, the nonce is under its signature."""
-    reply = data.get("report") if isinstance(data, dict) else None
-    try:
-        claimed = json.loads(reply["body"]).get("nonce")
-    except (TypeError, KeyError, ValueError, AttributeError):
-        return None
-    match = _NONCE.match(claimed) if isinstance(claimed, str) else None
-    return float(match.group(1)) if match else None
+    return _claimed(data.get("report") if isinstance(data, dict) else None, _NONCE)[1]
 
 
 def _keep(ctx, table, site, reporter, when, report, same, received=None):
