@@ -406,3 +406,43 @@ def test_rounds_that_need_the_same_verification_share_the_one_in_flight(keys, ct
     assert [(d["what"], d["backend"]) for d in moves] == [("drain", "c3")]
     assert reports.probe_time(second) == pytest.approx(probed - 0.1, abs=1e-5)
     assert reports.probe_time({"report": {"body": "{}"}}) is None and reports.probe_time({}) is None
+
+
+def test_a_round_that_joined_a_failed_verification_verifies_itself(keys, ctx, monkeypatch):
+    """The verification c1's round joined fails (its publish raised): c2's round does not
+    decide on nothing, it verifies itself; later rounds no longer find the failed one."""
+    model = dict(MODEL, remediation=dict(MODEL["remediation"], cooldown=0))
+    started, release, asked, outcome = threading.Event(), threading.Event(), [], {}
+
+    def verify(ctx, model, service=None, since=None):
+        asked.append((service, release.is_set()))
+        if len(asked) == 1:
+            started.set()
+            release.wait(10)
+            raise RuntimeError("the master's publish failed")
+        return {"c1": "view"}
+
+    monkeypatch.setattr(remediate, "verify", verify)
+
+    def first():
+        try:
+            remediate.shared_verification(ctx, model, "nova", None, time.time())
+        except RuntimeError as exc:
+            outcome["first"] = exc
+
+    probed = time.time()
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert started.wait(10)
+    joiner = threading.Thread(target=lambda: outcome.__setitem__(
+        "second", remediate.shared_verification(ctx, model, "nova", None, probed - 1.0)))
+    joiner.start()
+    time.sleep(0.1)
+    release.set()
+    thread.join(10)
+    joiner.join(10)
+    assert isinstance(outcome["first"], RuntimeError)
+    views, _, _, joined = outcome["second"]
+    # c2's round waited for the one in flight (its own came only after that one failed).
+    assert views == {"c1": "view"} and joined is False and asked == [("nova", False), ("nova", True)]
+    assert ctx.state["verifications"]["flying"] == []
