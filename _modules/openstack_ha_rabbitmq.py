@@ -443,8 +443,23 @@ def forget_node(node_id, timeout=120):
     return cluster_status()
 
 
+# Seconds a healing restart's start_app may take before it is taken as stuck: a start after a
+# partition takes 3-8 s here; RabbitMQ logs its "global hang" after 20.
+START_APP_WAIT = 30
+# Run inside this node: drop its Erlang VM's connections to its RabbitMQ peers.
+_DISCONNECT_PEERS = '[erlang:disconnect_node(N) || N <- nodes(), lists:prefix("rabbit@", atom_to_list(N))].'
+
+
 def restart_app(timeout=120):
     """Restart the rabbit application on this node (heals a paused or partitioned minority).
+
+    A node restarted after a partition can stop in its boot, in Erlang's ``global`` registry
+    syncing with a peer that still holds its old connection (RabbitMQ logs "Global hang
+    workaround: global state on ... seems broken" and waits on, for minutes). When start_app
+    has not returned within :data:`START_APP_WAIT` seconds, this node's VM drops its
+    connections to its peers, which lets ``global`` sync afresh, and the boot goes on; then
+    waits for the app up to ``timeout``. Raises CommandExecutionError when it does not run by
+    then.
 
     CLI Example:
 
@@ -453,7 +468,16 @@ def restart_app(timeout=120):
         salt '*ctrl*' openstack_ha_rabbitmq.restart_app
     """
     _ctl("stop_app", timeout=timeout)
-    _ctl("start_app", timeout=timeout)
+    try:
+        _ctl("start_app", timeout=min(timeout, START_APP_WAIT))
+    except CommandExecutionError as exc:
+        if "did not answer" not in str(exc):
+            raise
+        log.warning("openstack_ha: RabbitMQ's start_app on %s did not return within %s s (a boot stuck in Erlang's "
+                    "global registry after a partition): its connections to its peers dropped", __grains__["id"],
+                    START_APP_WAIT)
+        _ctl("eval", stdin=_DISCONNECT_PEERS, timeout=30)
+        return wait_running(max(timeout - START_APP_WAIT, 30))
     return cluster_status()
 
 

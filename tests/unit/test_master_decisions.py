@@ -123,6 +123,18 @@ def test_the_minority_side_of_a_partition_is_healed_first_once_per_cooldown():
     assert decide.rabbit_remedy(NODES, 2, views, {}, 100.0, 30, heal_partitions=False) is None
 
 
+def test_overlapping_partitions_heal_the_node_that_sees_fewest_and_a_stale_list_heals_none():
+    # RabbitMQ's partial-partition guard cut c1 and c2 apart; both still see c3, c3 sees both:
+    # nobody is a minority by count.
+    views = {"rabbit@c1": rabbit(["rabbit@c1", "rabbit@c3"], partitions={"rabbit@c1": ["rabbit@c2"]}),
+             "rabbit@c2": rabbit(["rabbit@c2", "rabbit@c3"], partitions={"rabbit@c2": ["rabbit@c1"]}),
+             "rabbit@c3": rabbit(NODES)}
+    assert decide.rabbit_remedy(NODES, 2, views, {}, 100.0, 30) == ("heal", "rabbit@c1")
+    # A partition list outliving the heal that ended it: every node runs, nothing to heal.
+    whole = {n: rabbit(NODES, partitions={n: ["rabbit@c3"]} if n == "rabbit@c1" else None) for n in NODES}
+    assert decide.rabbit_remedy(NODES, 2, whole, {}, 100.0, 30) is None
+
+
 def test_a_node_that_does_not_run_is_started_again():
     views = {"rabbit@c1": rabbit(NODES[:2]), "rabbit@c2": rabbit(NODES[:2]), "rabbit@c3": rabbit([], running=False, app=False)}
     assert decide.rabbit_remedy(NODES, 2, views, {}, 100.0, 30) == ("restart", "rabbit@c3")
