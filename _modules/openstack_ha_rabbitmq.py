@@ -70,14 +70,19 @@ def node_name(node_id):
     return "rabbit@" + short(node_id)
 
 
+class _CtlTimeout(CommandExecutionError):
+    """``rabbitmqctl`` did not answer in time (the command may still go on inside the node)."""
+
+
 def _ctl(*args, stdin=None, timeout=60, check=True):
     """Run ``rabbitmqctl ARGS``; return its stdout. Raises CommandExecutionError naming the
-    command (never its stdin) and RabbitMQ's own message."""
+    command (never its stdin) and RabbitMQ's own message; :class:`_CtlTimeout`, one of them,
+    when it does not answer within ``timeout`` seconds."""
     cmd = ["rabbitmqctl", "-q"] + list(args)
     try:
         proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise CommandExecutionError("rabbitmqctl {} did not answer within {} s".format(args[0], timeout)) from None
+        raise _CtlTimeout("rabbitmqctl {} did not answer within {} s".format(args[0], timeout)) from None
     if check and proc.returncode != 0:
         raise CommandExecutionError("rabbitmqctl {} failed: {}".format(" ".join(args[:2]), _failure_text(proc.stderr.strip() or proc.stdout)))
     return proc.stdout
@@ -470,9 +475,7 @@ def restart_app(timeout=120):
     _ctl("stop_app", timeout=timeout)
     try:
         _ctl("start_app", timeout=min(timeout, START_APP_WAIT))
-    except CommandExecutionError as exc:
-        if "did not answer" not in str(exc):
-            raise
+    except _CtlTimeout:
         log.warning("openstack_ha: RabbitMQ's start_app on %s did not return within %s s (a boot stuck in Erlang's "
                     "global registry after a partition): its connections to its peers dropped", __grains__["id"],
                     START_APP_WAIT)

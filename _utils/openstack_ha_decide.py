@@ -249,16 +249,17 @@ def rabbit_remedy(nodes, majority, views, seen, now, cooldown, heal_partitions=T
     partitioned node that sees the fewest is healed.
     """
     candidates = [n for n in nodes if n in views and n not in hands_off]
+    sees = {n: len(views[n].get("running_nodes") or []) for n in candidates}
     # Partitioned, its app running, and not seeing every node running (a partition list can
     # outlast the heal that ended it).
     partitioned = [n for n in candidates if (any((views[n].get("partitions") or {}).values()) or _split_standing(views[n]))
-                   and views[n].get("app_running") and len(views[n].get("running_nodes") or []) < len(nodes)]
-    minority = [n for n in partitioned if len(views[n].get("running_nodes") or []) < majority]
+                   and views[n].get("app_running") and sees[n] < len(nodes)]
+    minority = [n for n in partitioned if sees[n] < majority]
     if partitioned and not minority:
         # Overlapping partitions (RabbitMQ's partial-partition guard cut two nodes apart that
         # both still see a third): each sees a majority, none is a minority by count. The one
         # seeing the fewest running nodes rejoins the rest when its app restarts.
-        minority = sorted(partitioned, key=lambda n: len(views[n].get("running_nodes") or []))[:1]
+        minority = sorted(partitioned, key=sees.get)[:1]
     dead = [n for n in candidates if not views[n].get("running")]
     if heal_partitions and minority and now - seen.get("heal_time", 0) >= cooldown:
         return "heal", minority[0]
