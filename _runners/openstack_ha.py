@@ -101,7 +101,7 @@ def _acting_model(ctx, reporter, tag, quiet=False):
     # ``behind``: the sites' pillars are compiled by the refresher, never while an event waits.
     if ctx.call("sites.controller_site", reporter, behind=True) is None:
         if not quiet:
-            ctx.call("records.note_ignored", "event from a minion that is not a controller", reporter, tag)
+            ctx.call("records.note_ignored", ctx.util("admit.not_a_controller")(), reporter, tag)
         return None, {"ignored": "{!r} is not a controller".format(reporter)}
     model = ctx.call("sites.site_model", reporter, behind=True)
     if model is None:

@@ -31,6 +31,9 @@ MAX_WAITING = 512
 # Seconds between the starts of two runner calls of one (reporter, beacon). Salt runs a beacon
 # at most once a second, so a controller's own events never come closer than this.
 MIN_GAP = 0.5
+# Why an event of a reporter the map does not list is dropped: the intake's and the runner's
+# trace say it in these words, and the refresher reads them as a hint (a new site's controller).
+NOT_A_CONTROLLER = "event from a minion that is not a controller"
 
 
 def parse_tag(tag):
@@ -120,7 +123,7 @@ class Admission:
             return "drop", "not an openstack_ha beacon tag"
         known = self.controllers()
         if known is not None and key[0] not in known:
-            return "drop", "event from a minion that is not a controller"
+            return "drop", NOT_A_CONTROLLER
         stamp = data.get("_stamp") if isinstance(data, dict) else None
         with self.lock:
             entry = self.waiting.get(key)
@@ -183,6 +186,11 @@ class Admission:
 def map_file():
     """The controller map's file name in the master's cachedir (the runner writes it)."""
     return MAP_FILE
+
+
+def not_a_controller():
+    """The words the trace counts an event of a minion the controller map does not list under."""
+    return NOT_A_CONTROLLER
 
 
 def admission(cachedir):

@@ -12,6 +12,7 @@ keeps acting on its last valid model (a typo must not switch remediation off) an
 """
 
 import logging
+import random
 import threading
 import time
 
@@ -288,22 +289,102 @@ def _renew_map(ctx, found):
 def sites(ctx, pillars=None):
     """``{site: [controller ids]}`` from the pillar the master compiles for the accepted
     minions: one per site (the controllers its pillar lists need no compilation of their own).
-    With a dict ``pillars``, each site's compiled pillar is kept there: ``{site: (minion, raw)}``."""
+    With a dict ``pillars``, each site's compiled pillar is kept there: ``{site: (minion, raw)}``.
+
+    A minion found to be no controller is compiled again only when it is due (see
+    :data:`OTHERS_EVERY`), when it was a controller of the map, or when the intake dropped its
+    beacon events since (:func:`_hinted`): a production master's many other minions cost one
+    compilation each every few minutes, not every refresh round."""
     import salt.key
 
-    found = {}
-    accepted = salt.key.get_key(ctx.opts).list_status("accepted").get("minions", [])
-    for minion in accepted:
-        if any(minion in ids for ids in found.values()):
-            continue
-        model = pillar_model(ctx, minion)
-        listed = model.get("controllers") if isinstance(model.get("controllers"), list) else []
-        ids = [c.get("id") for c in listed if isinstance(c, dict)]
-        if minion in ids and isinstance(model.get("site"), str) and model["site"] not in found:
-            found[model["site"]] = ids
-            if pillars is not None:
-                pillars[model["site"]] = (minion, model)
+    # One scan at a time per process (the refresher's, a status gather's): they share the memory.
+    with ctx.shared("scan_lock", threading.Lock):
+        found = {}
+        accepted = salt.key.get_key(ctx.opts).list_status("accepted").get("minions", [])
+        others = _not_controllers(ctx)  # minion -> (checked, due): wall-clock seconds
+        before = dict(others)
+        known = _controllers(ctx)["map"]
+        hinted = _hinted(ctx, others)
+        for minion in accepted:
+            if any(minion in ids for ids in found.values()):
+                continue
+            checked = others.get(minion)
+            if checked and time.time() < checked[1] and minion not in known and minion not in hinted:
+                continue
+            model = pillar_model(ctx, minion)
+            listed = model.get("controllers") if isinstance(model.get("controllers"), list) else []
+            ids = [c.get("id") for c in listed if isinstance(c, dict)]
+            if minion not in ids:
+                now = time.time()
+                others[minion] = (now, now + OTHERS_EVERY * random.uniform(0.5, 1.0))
+                continue
+            others.pop(minion, None)
+            if isinstance(model.get("site"), str) and model["site"] not in found:
+                found[model["site"]] = ids
+                if pillars is not None:
+                    pillars[model["site"]] = (minion, model)
+        for gone in set(others) - set(accepted):
+            others.pop(gone, None)
+        if others != before:
+            _keep_not_controllers(ctx, others)
     return found
+
+
+NOT_CONTROLLERS = ("openstack_ha/sites", "not_controllers")  # bank and key in the master cache
+
+
+def _not_controllers(ctx):
+    """This process's memory of the minions found to be no controllers, ``{minion: (checked,
+    due)}``; a new process (``salt-run openstack_ha.status``) starts from what the master cache
+    keeps of it (:func:`_keep_not_controllers`), so it too compiles only the sites' pillars."""
+    def load():
+        try:
+            import salt.cache
+
+            kept = salt.cache.factory(ctx.opts).fetch(*NOT_CONTROLLERS) or {}
+            return {str(m): (float(t[0]), float(t[1])) for m, t in kept.items() if isinstance(t, (list, tuple)) and len(t) == 2}
+        except Exception as exc:  # a memory: without it every minion is compiled once more
+            log.debug("openstack_ha: no kept list of the minions that are no controllers: %s", exc)
+            return {}
+    return ctx.shared("not_controllers", load)
+
+
+def _keep_not_controllers(ctx, others):
+    try:
+        import salt.cache
+
+        salt.cache.factory(ctx.opts).store(*NOT_CONTROLLERS, {m: list(t) for m, t in list(others.items())})
+    except Exception as exc:
+        log.debug("openstack_ha: could not keep the list of the minions that are no controllers: %s", exc)
+
+
+# A minion whose pillar makes it no controller is compiled again after this many seconds (each
+# one somewhere between half and all of it, so that a master's other minions are not all due in
+# one round). Until 0.7.16 each was compiled every refresh round: on a master with a thousand
+# other minions, that kept a core compiling pillars. A controller added to a known site never
+# waits for this (its site's pillar lists it), nor does a new site's first controller once its
+# beacons report (:func:`_hinted`).
+OTHERS_EVERY = 600
+HINTED_PER_ROUND = 10
+
+
+def _hinted(ctx, others):
+    """Minions checked before and found no controller whose beacon events the intake dropped
+    as a stranger's since (the trace, ``openstack_ha_trace``): a new site's controllers, whose
+    pillar came after their key. At most ``HINTED_PER_ROUND``, the latest first (a minion
+    firing events in other minions' names hints at no more than that many a round)."""
+    why = ctx.util("admit.not_a_controller")()
+    try:
+        entries = ctx.util("trace.recent")(ctx.opts, within=OTHERS_EVERY)
+    except Exception as exc:  # a hint; the minion is due again within OTHERS_EVERY anyway
+        log.debug("openstack_ha: no hints from the intake's trace: %s", exc)
+        return set()
+    hinted = []
+    for entry in entries:
+        who = entry.get("who")
+        if entry.get("why") == why and who in others and entry.get("last", 0) > others[who][0] and who not in hinted:
+            hinted.append(who)
+    return set(hinted[:HINTED_PER_ROUND])
 
 
 # The refresher recompiles every site this often: under MODEL_TTL, so that the loop's events

@@ -164,7 +164,8 @@ class FakeContext:
 
     def util(self, name):
         return {"model.galera_nodes": lambda m: [{"id": "c1"}],
-                "model.backend_services": lambda m: {"nova": {}, "glance": {}}}[name]
+                "model.backend_services": lambda m: {"nova": {}, "glance": {}},
+                "admit.not_a_controller": lambda: "event from a minion that is not a controller"}[name]
 
 
 MODEL = {"site": "lab", "remediation": {"enabled": True}}

@@ -13,6 +13,7 @@ import salt.config
 from tests.conftest import load_module
 
 sites = load_module("_utils/openstack_ha_sites.py", "openstack_ha_sites")
+admit = load_module("_utils/openstack_ha_admit.py", "openstack_ha_admit")
 
 SITES = 10
 
@@ -62,6 +63,7 @@ class SharedCtx(Ctx):
     def __init__(self, opts=None):
         super().__init__(opts or {})
         self.state = {}
+        self.trace = []  # what the intake's trace holds (``trace.recent``)
 
     def shared(self, name, make=dict):
         if name not in self.state:  # made once, as the real context does
@@ -70,6 +72,10 @@ class SharedCtx(Ctx):
 
     def call(self, name, *args, **kwargs):
         return None
+
+    def util(self, name):
+        return {"admit.not_a_controller": admit.not_a_controller,
+                "trace.recent": lambda opts, within=3600: list(self.trace)}[name]
 
 
 def site_pillar(site, count=3):
@@ -231,3 +237,76 @@ def test_a_controller_taken_out_of_its_sites_pillar_is_no_longer_acted_for(compi
     ctx.shared("controllers")["map"]["s1-c3"] = "s1"
     ctx.shared("models")["s1-c3"] = (time.monotonic() - sites.MODEL_TTL - 1, model)
     assert sites.site_model(ctx, "s1-c3", behind=True) is None and compiles[-1] == ("s1-c3", True)
+
+
+def test_a_minion_that_is_no_controller_is_compiled_again_only_when_due_or_hinted(compiles, monkeypatch):
+    """The refresher compiles a master's other minions once, then only when each is due
+    (between half and all of ``OTHERS_EVERY`` later), or at once when the intake dropped its
+    beacon events since (a new site's controller, whose pillar came after its key): at most
+    ``HINTED_PER_ROUND`` such a round. Sites are still found every round."""
+    import salt.key
+
+    others = ["web%03d" % n for n in range(40)]
+
+    class Keys:
+        def list_status(self, status):
+            return {"minions": ["s1-c1", "s1-c2", "s1-c3"] + others}
+    monkeypatch.setattr(salt.key, "get_key", lambda opts: Keys())
+    monkeypatch.setattr(sites, "_publish_controller_map", lambda ctx, ids: None)
+    monkeypatch.setattr(sites, "pillar_model", lambda ctx, minion, wait=True: compiles.append((minion, wait)) or
+                        (site_pillar("s1") if minion.startswith("s1-") else {"unrelated": True}))
+    ctx = SharedCtx()
+    assert sites.refresh(ctx) == {"s1": ["s1-c1", "s1-c2", "s1-c3"]}
+    assert len(compiles) == 1 + len(others)  # the first round: every other minion once
+    del compiles[:]
+    assert sites.refresh(ctx) == {"s1": ["s1-c1", "s1-c2", "s1-c3"]}
+    assert compiles == [("s1-c1", True)]  # the next: the site alone
+    # web007 becomes the first controller of a new site; its beacons report, the intake drops them.
+    monkeypatch.setattr(sites, "pillar_model", lambda ctx, minion, wait=True: compiles.append((minion, wait)) or
+                        (site_pillar(minion.split("-")[0]) if "-" in minion else
+                         {"site": "s2", "controllers": [{"id": "web007"}]} if minion == "web007" else {}))
+    checked = ctx.shared("not_controllers")["web007"][0]
+    ctx.trace = [{"why": admit.not_a_controller(), "who": "web007", "last": checked + 1},
+                 {"why": "a forged answer", "who": "web008", "last": checked + 1},  # not a stranger's beacon
+                 {"why": admit.not_a_controller(), "who": "web009", "last": checked - 1}]  # before its check
+    del compiles[:]
+    assert sites.refresh(ctx) == {"s1": ["s1-c1", "s1-c2", "s1-c3"], "s2": ["web007"]}
+    assert sorted(m for m, _ in compiles) == ["s1-c1", "web007"]
+    assert sites.controller_site(ctx, "web007") == "s2" and "web007" not in ctx.shared("not_controllers")
+    # A flood of hints in other minions' names: at most HINTED_PER_ROUND compiled a round.
+    ctx.trace = [{"why": admit.not_a_controller(), "who": m, "last": time.time() + 1} for m in others]
+    del compiles[:]
+    sites.refresh(ctx)
+    assert len([m for m, _ in compiles if m.startswith("web") and m != "web007"]) == sites.HINTED_PER_ROUND
+    # Due: every other minion again, within OTHERS_EVERY (each between half and all of it).
+    ctx.trace = []
+    dues = [due - checked for checked, due in ctx.shared("not_controllers").values()]
+    assert all(0.5 * sites.OTHERS_EVERY <= d <= sites.OTHERS_EVERY for d in dues) and len(set(dues)) > 1
+    monkeypatch.setattr(sites.time, "time", lambda: checked + sites.OTHERS_EVERY + 1)
+    del compiles[:]
+    sites.refresh(ctx)
+    assert len(compiles) == 2 + len(others) - 1  # s1, s2 (web007), and the 39 others
+    # A key deleted: forgotten.
+    others.remove("web001")
+    sites.refresh(ctx)
+    assert "web001" not in ctx.shared("not_controllers")
+
+
+def test_a_new_process_starts_from_the_kept_list_of_minions_that_are_no_controllers(compiles, monkeypatch, tmp_path):
+    """What the engine learnt is kept in the master cache: ``salt-run openstack_ha.status``, a
+    process of its own, compiles the sites' pillars only, not every other minion's again."""
+    import salt.key
+
+    class Keys:
+        def list_status(self, status):
+            return {"minions": ["s1-c1", "s1-c2", "s1-c3", "web1", "web2"]}
+    monkeypatch.setattr(salt.key, "get_key", lambda opts: Keys())
+    monkeypatch.setattr(sites, "pillar_model", lambda ctx, minion, wait=True: compiles.append((minion, wait)) or
+                        (site_pillar("s1") if minion.startswith("s1-") else {}))
+    opts = salt.config.master_config(None)
+    opts.update({"cachedir": str(tmp_path / "cache"), "cache": "localfs"})
+    assert sites.sites(SharedCtx(opts)) == {"s1": ["s1-c1", "s1-c2", "s1-c3"]}
+    assert sorted(m for m, _ in compiles) == ["s1-c1", "web1", "web2"]
+    del compiles[:]
+    assert sites.sites(SharedCtx(opts)) == {"s1": ["s1-c1", "s1-c2", "s1-c3"]}  # another process
+    assert compiles == [("s1-c1", True)]
