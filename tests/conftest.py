@@ -83,6 +83,25 @@ ORDER = ("test_rendered_configs.py", "test_vip_watch.py", "test_foundation.py", 
 LAST = ("test_fleet.py", "test_ipv6_site.py", "test_replace_controller.py", "test_lab_down.py")
 
 
+def _salt_temp_log_handler_off():
+    """Salt, imported into this process with no logging set up, puts a temporary handler on the
+    root logger that keeps every record (the root at its lowest level) and writes them all out
+    at exit, into a stream pytest has closed by then: pages of "--- Logging error ---" at the
+    end of a run. Shut it down (its records go to pytest's handlers) while the streams are open."""
+    import salt._logging.impl as impl
+
+    if impl.is_temp_handler_configured():
+        impl.shutdown_temp_handler()
+
+
+def pytest_sessionstart(session):
+    _salt_temp_log_handler_off()
+
+
+def pytest_sessionfinish(session):
+    _salt_temp_log_handler_off()
+
+
 def pytest_collection_modifyitems(items):
     """Unit tests first (seconds, and they must never be cut by the deadline), then the
     integration files in ORDER, any other, then LAST (see there); a file's tests keep their order."""
