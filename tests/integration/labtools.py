@@ -273,6 +273,14 @@ def decisions(recent=200):
     return result["lab"]
 
 
+def master_cache(bank, key):
+    """What the lab master's own cache (Salt's ``cache``, not the loop's shared records) keeps
+    under ``bank``/``key``, or None."""
+    import salt.cache
+
+    return salt.cache.factory(_master_opts()).fetch(bank, key)
+
+
 class MasterEvents:
     """Listen to the lab master's event bus from the test process (tags matched by prefix)."""
 
