@@ -307,6 +307,7 @@ def sites(ctx, pillars=None):
         hinted = _hinted(ctx, others)
         for minion in accepted:
             if any(minion in ids for ids in found.values()):
+                others.pop(minion, None)  # its site's pillar lists it: a controller now
                 continue
             checked = others.get(minion)
             if checked and time.time() < checked[1] and minion not in known and minion not in hinted:
