@@ -407,14 +407,23 @@ def refresh(ctx):
 
 
 def _refresh_forever(ctx, every):
+    warned = 0.0
     while True:
         time.sleep(every)
         started = time.monotonic()
         try:
             found = refresh(ctx)
-            log.debug("openstack_ha: refreshed %d sites' models in %.2f s", len(found), time.monotonic() - started)
         except Exception:  # pylint: disable=broad-except
             log.exception("openstack_ha: refreshing the sites' models failed (the loop goes on with the ones it has)")
+            continue
+        took = time.monotonic() - started
+        log.debug("openstack_ha: refreshed %d sites' models in %.2f s", len(found), took)
+        if took > every and time.monotonic() - warned > 600:
+            # Models older than MODEL_TTL are still used, up to 3 x MODEL_TTL; past that an event
+            # compiles its site's pillar itself, waiting its turn behind the refresher's.
+            warned = time.monotonic()
+            log.warning("openstack_ha: compiling the pillars of %d sites took %.1f s, longer than the %.1f s between "
+                        "rounds: the loop's site models age (slow ext_pillar or renderers?)", len(found), took, every)
 
 
 def start_refresher(ctx, every=None):

@@ -319,3 +319,32 @@ def test_a_new_process_starts_from_the_kept_list_of_minions_that_are_no_controll
     del compiles[:]
     assert sites.sites(SharedCtx(opts)) == {"s1": ["s1-c1", "s1-c2", "s1-c3"]}  # another process
     assert compiles == [("s1-c1", True)]
+
+
+def test_a_refresher_round_longer_than_its_interval_is_said(monkeypatch, caplog):
+    """A round that takes longer than the time between rounds (slow ext_pillar, many sites)
+    leaves the loop's models ageing: the master's log says so (at most every 10 minutes)."""
+    calls = []
+
+    class Stop(BaseException):
+        """Ends the refresher's loop after its first round (the loop catches Exception only)."""
+
+    def slow_round(ctx):
+        calls.append(time.monotonic())
+        if len(calls) > 1:
+            raise Stop()
+        time.sleep(0.1)
+        return {"s1": ["s1-c1"]}
+
+    def refresher():
+        try:
+            sites._refresh_forever(SharedCtx(), 0.02)
+        except Stop:
+            pass
+    monkeypatch.setattr(sites, "refresh", slow_round)
+    with caplog.at_level("WARNING"):
+        thread = threading.Thread(target=refresher, daemon=True)
+        thread.start()
+        thread.join(10)
+    assert not thread.is_alive() and len(calls) == 2
+    assert any("compiling the pillars of 1 sites took" in r.getMessage() for r in caplog.records), caplog.text
