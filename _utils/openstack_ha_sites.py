@@ -407,7 +407,7 @@ def refresh(ctx):
 
 
 def _refresh_forever(ctx, every):
-    warned = 0.0
+    warned = None  # monotonic time of the last warning (the clock may start near 0 at boot)
     while True:
         time.sleep(every)
         started = time.monotonic()
@@ -418,7 +418,7 @@ def _refresh_forever(ctx, every):
             continue
         took = time.monotonic() - started
         log.debug("openstack_ha: refreshed %d sites' models in %.2f s", len(found), took)
-        if took > every and time.monotonic() - warned > 600:
+        if took > every and (warned is None or time.monotonic() - warned > 600):
             # Models older than MODEL_TTL are still used, up to 3 x MODEL_TTL; past that an event
             # compiles its site's pillar itself, waiting its turn behind the refresher's.
             warned = time.monotonic()
