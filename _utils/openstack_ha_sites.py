@@ -263,9 +263,12 @@ def controller_site(ctx, reporter, behind=False):
     lock = ctx.shared("controllers_lock", threading.Lock)
     # One thread rebuilds; the others go on with the map it replaces (only the first build,
     # with no map yet, is waited for).
-    if time.monotonic() - state["time"] >= MODEL_TTL and lock.acquire(blocking=state["time"] == 0):
+    # "Never built" is a time of 0, not an old one: the monotonic clock starts near 0 at boot,
+    # and a master started with its host would otherwise ignore every event for MODEL_TTL.
+    due = lambda: not state["time"] or time.monotonic() - state["time"] >= MODEL_TTL
+    if due() and lock.acquire(blocking=state["time"] == 0):
         try:
-            if time.monotonic() - state["time"] >= MODEL_TTL:
+            if due():
                 _renew_map(ctx, sites(ctx))
         finally:
             lock.release()

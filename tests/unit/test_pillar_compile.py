@@ -348,3 +348,19 @@ def test_a_refresher_round_longer_than_its_interval_is_said(monkeypatch, caplog)
         thread.join(10)
     assert not thread.is_alive() and len(calls) == 2
     assert any("compiling the pillars of 1 sites took" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_master_started_with_its_host_builds_its_controller_map_at_once(compiles, monkeypatch):
+    """The monotonic clock starts near 0 at boot: "never built" must not read as "built just
+    now" (every event of the first MODEL_TTL seconds would be taken for a stranger's)."""
+    import salt.key
+
+    class Keys:
+        def list_status(self, status):
+            return {"minions": ["s1-c1", "s1-c2", "s1-c3"]}
+    monkeypatch.setattr(salt.key, "get_key", lambda opts: Keys())
+    monkeypatch.setattr(sites, "_publish_controller_map", lambda ctx, ids: None)
+    monkeypatch.setattr(sites, "_thread", lambda target, *args: "thread")
+    monkeypatch.setattr(sites.time, "monotonic", lambda: 5.0)  # five seconds after boot
+    assert sites.controller_site(SharedCtx(), "s1-c2", behind=True) == "s1"
+    assert sites.controller_site(SharedCtx(), "s1-c3") == "s1"
