@@ -246,7 +246,7 @@ def rabbit_remedy(nodes, majority, views, seen, now, cooldown, heal_partitions=T
     connected to every peer it was split from again (``connected``): the network is back and
     the split stands; while the peers are still out of reach, a restart would not rejoin them.
     When partitions overlap (no partitioned node sees fewer than ``majority`` running), the
-    partitioned node that sees the fewest is healed.
+    partitioned node that sees the fewest is healed, if it misses a peer whose app runs.
     """
     candidates = [n for n in nodes if n in views and n not in hands_off]
     sees = {n: len(views[n].get("running_nodes") or []) for n in candidates}
@@ -258,8 +258,13 @@ def rabbit_remedy(nodes, majority, views, seen, now, cooldown, heal_partitions=T
     if partitioned and not minority:
         # Overlapping partitions (RabbitMQ's partial-partition guard cut two nodes apart that
         # both still see a third): each sees a majority, none is a minority by count. The one
-        # seeing the fewest running nodes rejoins the rest when its app restarts.
-        minority = sorted(partitioned, key=sees.get)[:1]
+        # seeing the fewest running nodes rejoins the rest when its app restarts. Only a node
+        # that misses a peer whose app runs: one that misses a peer merely down (or being
+        # healed, its app restarting) is the majority, and restarting it would split the
+        # cluster again (a CI run healed lab-ctrl1 while lab-ctrl3's heal was under way).
+        running = {n for n in nodes if views.get(n, {}).get("app_running")}
+        overlap = [n for n in partitioned if running - set(views[n].get("running_nodes") or []) - {n}]
+        minority = sorted(overlap, key=sees.get)[:1]
     dead = [n for n in candidates if not views[n].get("running")]
     if heal_partitions and minority and now - seen.get("heal_time", 0) >= cooldown:
         return "heal", minority[0]

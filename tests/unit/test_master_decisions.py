@@ -133,6 +133,13 @@ def test_overlapping_partitions_heal_the_node_that_sees_fewest_and_a_stale_list_
     # A partition list outliving the heal that ended it: every node runs, nothing to heal.
     whole = {n: rabbit(NODES, partitions={n: ["rabbit@c3"]} if n == "rabbit@c1" else None) for n in NODES}
     assert decide.rabbit_remedy(NODES, 2, whole, {}, 100.0, 30) is None
+    # The minority c3's app restarting (its heal under way): c1 and c2 still list the partition
+    # and see each other only, a majority. Neither is healed (a CI run healed c1 then).
+    healing = {"rabbit@c1": rabbit(["rabbit@c1", "rabbit@c2"], partitions={"rabbit@c1": ["rabbit@c3"]}),
+               "rabbit@c2": rabbit(["rabbit@c1", "rabbit@c2"], partitions={"rabbit@c2": ["rabbit@c3"]}),
+               "rabbit@c3": rabbit([], running=False, app=False)}
+    assert decide.rabbit_remedy(NODES, 2, healing, {"heal_time": 50.0, "restart_time": 95.0}, 100.0, 30) is None
+    assert decide.rabbit_remedy(NODES, 2, healing, {}, 100.0, 30) == ("restart", "rabbit@c3")  # c3 itself, if anything
 
 
 def test_a_node_that_does_not_run_is_started_again():
