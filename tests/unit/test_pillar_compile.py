@@ -82,6 +82,19 @@ def site_pillar(site, count=3):
     return {"site": site, "controllers": [{"id": "{}-c{}".format(site, c)} for c in range(1, count + 1)]}
 
 
+def accepting(monkeypatch, minions):
+    """The master's key store accepts ``minions`` (read at each call: a test may change the
+    list); the controller map is not written out and no refresher thread starts."""
+    import salt.key
+
+    class Keys:
+        def list_status(self, status):
+            return {"minions": list(minions)}
+    monkeypatch.setattr(salt.key, "get_key", lambda opts: Keys())
+    monkeypatch.setattr(sites, "_publish_controller_map", lambda ctx, ids: None)
+    monkeypatch.setattr(sites, "_thread", lambda target, *args: "thread")
+
+
 @pytest.fixture
 def compiles(monkeypatch):
     """Every pillar compilation asked for (minion, wait); the model built is the raw pillar."""
@@ -121,13 +134,7 @@ def test_an_expired_model_serves_while_another_thread_compiles(compiles, monkeyp
 
 
 def test_the_controller_map_compiles_one_pillar_per_site_and_is_not_waited_for_once_built(compiles, monkeypatch):
-    import salt.key
-
-    class Keys:
-        def list_status(self, status):
-            return {"minions": ["s{}-c{}".format(s, c) for s in (1, 2) for c in (1, 2, 3)] + ["intruder-x"]}
-    monkeypatch.setattr(salt.key, "get_key", lambda opts: Keys())
-    monkeypatch.setattr(sites, "_publish_controller_map", lambda ctx, ids: None)
+    accepting(monkeypatch, ["s{}-c{}".format(s, c) for s in (1, 2) for c in (1, 2, 3)] + ["intruder-x"])
     ctx = SharedCtx()
     assert sites.controller_site(ctx, "s2-c3") == "s2" and sites.controller_site(ctx, "intruder-x") is None
     assert sorted(m for m, _ in compiles) == ["intruder-x", "s1-c1", "s2-c1"]
@@ -173,13 +180,7 @@ def test_the_loops_events_never_wait_for_a_compilation_once_the_site_is_known(co
     """``behind``: past MODEL_TTL an event goes on with the model it had while the refresher
     (started by it, once per process) compiles one pillar per site and renews the map and
     every site's model; only a controller with no model yet compiles in the event's thread."""
-    import salt.key
-
-    class Keys:
-        def list_status(self, status):
-            return {"minions": ["s{}-c{}".format(s, c) for s in (1, 2) for c in (1, 2, 3)]}
-    monkeypatch.setattr(salt.key, "get_key", lambda opts: Keys())
-    monkeypatch.setattr(sites, "_publish_controller_map", lambda ctx, ids: None)
+    accepting(monkeypatch, ["s{}-c{}".format(s, c) for s in (1, 2) for c in (1, 2, 3)])
     started = []
     monkeypatch.setattr(sites, "_thread", lambda target, *args: started.append(target) or "thread")
     ctx = SharedCtx()
@@ -214,14 +215,7 @@ def test_a_controller_taken_out_of_its_sites_pillar_is_no_longer_acted_for(compi
     """With the refresher, a controller its site's renewed pillar no longer lists leaves the map
     and, should its event come first, is compiled for in the event's thread (not served the
     model it had)."""
-    import salt.key
-
-    class Keys:
-        def list_status(self, status):
-            return {"minions": ["s1-c1", "s1-c2", "s1-c3"]}
-    monkeypatch.setattr(salt.key, "get_key", lambda opts: Keys())
-    monkeypatch.setattr(sites, "_publish_controller_map", lambda ctx, ids: None)
-    monkeypatch.setattr(sites, "_thread", lambda target, *args: "thread")
+    accepting(monkeypatch, ["s1-c1", "s1-c2", "s1-c3"])
     ctx = SharedCtx()
     assert sites.controller_site(ctx, "s1-c3", behind=True) == "s1"
     assert sites.site_model(ctx, "s1-c3", behind=True)["site"] == "s1"
@@ -244,15 +238,9 @@ def test_a_minion_that_is_no_controller_is_compiled_again_only_when_due_or_hinte
     (between half and all of ``OTHERS_EVERY`` later), or at once when the intake dropped its
     beacon events since (a new site's controller, whose pillar came after its key): at most
     ``HINTED_PER_ROUND`` such a round. Sites are still found every round."""
-    import salt.key
-
     others = ["web%03d" % n for n in range(40)]
-
-    class Keys:
-        def list_status(self, status):
-            return {"minions": ["s1-c1", "s1-c2", "s1-c3"] + others}
-    monkeypatch.setattr(salt.key, "get_key", lambda opts: Keys())
-    monkeypatch.setattr(sites, "_publish_controller_map", lambda ctx, ids: None)
+    accepted = ["s1-c1", "s1-c2", "s1-c3"] + others
+    accepting(monkeypatch, accepted)
     monkeypatch.setattr(sites, "pillar_model", lambda ctx, minion, wait=True: compiles.append((minion, wait)) or
                         (site_pillar("s1") if minion.startswith("s1-") else {"unrelated": True}))
     ctx = SharedCtx()
@@ -296,7 +284,7 @@ def test_a_minion_that_is_no_controller_is_compiled_again_only_when_due_or_hinte
     sites.refresh(ctx)
     assert len(compiles) == 2 + len(others) - 1  # s1, s2 (web007), and the 39 others
     # A key deleted: forgotten.
-    others.remove("web001")
+    accepted.remove("web001")
     sites.refresh(ctx)
     assert "web001" not in ctx.shared("not_controllers")
 
@@ -304,12 +292,7 @@ def test_a_minion_that_is_no_controller_is_compiled_again_only_when_due_or_hinte
 def test_a_new_process_starts_from_the_kept_list_of_minions_that_are_no_controllers(compiles, monkeypatch, tmp_path):
     """What the engine learnt is kept in the master cache: ``salt-run openstack_ha.status``, a
     process of its own, compiles the sites' pillars only, not every other minion's again."""
-    import salt.key
-
-    class Keys:
-        def list_status(self, status):
-            return {"minions": ["s1-c1", "s1-c2", "s1-c3", "web1", "web2"]}
-    monkeypatch.setattr(salt.key, "get_key", lambda opts: Keys())
+    accepting(monkeypatch, ["s1-c1", "s1-c2", "s1-c3", "web1", "web2"])
     monkeypatch.setattr(sites, "pillar_model", lambda ctx, minion, wait=True: compiles.append((minion, wait)) or
                         (site_pillar("s1") if minion.startswith("s1-") else {}))
     opts = salt.config.master_config(None)
@@ -353,14 +336,7 @@ def test_a_refresher_round_longer_than_its_interval_is_said(monkeypatch, caplog)
 def test_a_master_started_with_its_host_builds_its_controller_map_at_once(compiles, monkeypatch):
     """The monotonic clock starts near 0 at boot: "never built" must not read as "built just
     now" (every event of the first MODEL_TTL seconds would be taken for a stranger's)."""
-    import salt.key
-
-    class Keys:
-        def list_status(self, status):
-            return {"minions": ["s1-c1", "s1-c2", "s1-c3"]}
-    monkeypatch.setattr(salt.key, "get_key", lambda opts: Keys())
-    monkeypatch.setattr(sites, "_publish_controller_map", lambda ctx, ids: None)
-    monkeypatch.setattr(sites, "_thread", lambda target, *args: "thread")
+    accepting(monkeypatch, ["s1-c1", "s1-c2", "s1-c3"])
     monkeypatch.setattr(sites.time, "monotonic", lambda: 5.0)  # five seconds after boot
     assert sites.controller_site(SharedCtx(), "s1-c2", behind=True) == "s1"
     assert sites.controller_site(SharedCtx(), "s1-c3") == "s1"
