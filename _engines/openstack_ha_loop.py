@@ -124,6 +124,7 @@ def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, s
     repeated every ``alert_repeat`` seconds while open. With ``metrics``, the status of
     every site is gathered every ``status_interval`` seconds for the site gauges.
     """
+    __utils__["openstack_ha_import_guard.install"]()  # threads load Salt modules at once
     admission = __utils__["openstack_ha_admit.admission"](__opts__["cachedir"])
     handle = __runners__["openstack_ha.handle_event"]
     keep_report = __runners__["openstack_ha.keep_report"]

@@ -49,6 +49,7 @@ __virtualname__ = "openstack_ha"
 
 
 def __virtual__():
+    __utils__["openstack_ha_import_guard.install"]()  # the engine's and status's threads load modules
     problem = __utils__["openstack_ha_model.salt_release_problem"]()
     if problem:
         return (False, problem)

@@ -22,6 +22,10 @@ def test_three_controllers_answer_with_their_own_hostname(lab):
     assert result == {c: c for c in CTRLS}
     rc, result = labtools.salt("*ctrl*", "openstack_ha.validate")
     assert all("site 'lab' is valid: 3 controllers, 2 VIPs, 7 services" in result[c] for c in CTRLS), result
+    # Each minion runs its jobs as threads: the guard against the import-cache race (Salt issue
+    # 61734) is in its process from the grains it loaded (_grains/openstack_ha.py).
+    rc, result = labtools.salt("*ctrl*", "grains.get", "openstack_ha_import_guard")
+    assert rc == 0 and result == {c: True for c in CTRLS}, result
 
 
 def test_controllers_have_their_own_etc_and_run(lab):

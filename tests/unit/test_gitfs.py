@@ -45,7 +45,7 @@ def salt_run(confdir, *args):
 def test_gitfs_serves_the_states_and_the_custom_modules_and_not_the_pillar(gitfs_master):
     salt_run(gitfs_master, "fileserver.update")
     served = set(salt_run(gitfs_master, "fileserver.file_list"))
-    for directory in ("_modules", "_states", "_beacons", "_utils"):
+    for directory in ("_modules", "_states", "_beacons", "_utils", "_grains"):
         assert set(committed(directory)) <= served, directory
     assert "openstack_ha/init.sls" in served and "openstack_ha/defaults.yaml" in served
     assert not [f for f in served if f.startswith(("pillar", "tests", "lab", "bench", "scripts", ".venv")) or "sites/" in f]
