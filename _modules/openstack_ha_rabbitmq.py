@@ -697,8 +697,11 @@ def _read_accounts(vhosts, users, api_port=None):
         definitions = _export_definitions()
     except CommandExecutionError:
         definitions = None  # RabbitMQ's own message comes from the questions below
-    if isinstance(definitions, dict):
-        now = _definitions_view(definitions, vhosts, users)
+    try:
+        now = _definitions_view(definitions, vhosts, users) if isinstance(definitions, dict) else None
+    except (KeyError, TypeError, ValueError):
+        now = None  # an export of a form not known here: the questions below
+    if now is not None:
         unknown = [name for name, ok in now["passwords"].items() if ok is None]
         for name in unknown:  # a hashing module not known here: RabbitMQ tells
             now["passwords"][name] = _password_check(name, users[name]["password"], api_port)

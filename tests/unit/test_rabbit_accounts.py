@@ -90,3 +90,18 @@ def test_without_the_export_each_question_is_asked_as_before(monkeypatch):
     assert calls[0] == "export_definitions" and {"list_users", "list_vhosts", "list_permissions", "list_policies",
                                                  "authenticate_user"} <= set(calls)
     assert now["users"] == {"openstack": []} and now["vhosts"] == ["/"] and now["passwords"] == {"openstack": True}
+
+
+def test_an_export_of_an_unknown_form_falls_back_to_the_questions(monkeypatch):
+    calls = []
+
+    def ctl(*args, **kwargs):
+        calls.append(args[0])
+        if args[0] == "export_definitions":
+            return '{"users": [{"name": "openstack"}], "vhosts": [{"title": "/"}]}'  # no vhost "name"
+        if args[0] == "authenticate_user":
+            return "Success\n"
+        return {"list_users": '[{"user": "openstack", "tags": []}]', "list_vhosts": '[{"name": "/"}]'}.get(args[0], "[]")
+    monkeypatch.setattr(rabbit, "_ctl", ctl)
+    now = rabbit._read_accounts(["/"], {"openstack": {"password": "test12"}})
+    assert "list_users" in calls and now["vhosts"] == ["/"] and now["passwords"] == {"openstack": True}
