@@ -566,15 +566,15 @@ def _permissions(vhost):
     return {p["user"]: [p["configure"], p["write"], p["read"]] for p in (_json("list_permissions", "-p", vhost) or [])}
 
 
+def _policy(p):
+    """A policy as RabbitMQ lists or exports it, as the state compares it (the definition as data)."""
+    definition = p.get("definition")
+    return {"pattern": p["pattern"], "apply-to": p.get("apply-to", "all"), "priority": int(p.get("priority", 0)),
+            "definition": json.loads(definition) if isinstance(definition, str) else definition}
+
+
 def _policies(vhost):
-    found = {}
-    for p in _json("list_policies", "-p", vhost) or []:
-        definition = p.get("definition")
-        if isinstance(definition, str):
-            definition = json.loads(definition)
-        found[p["name"]] = {"pattern": p["pattern"], "apply-to": p.get("apply-to", "all"),
-                            "priority": int(p.get("priority", 0)), "definition": definition}
-    return found
+    return {p["name"]: _policy(p) for p in _json("list_policies", "-p", vhost) or []}
 
 
 def _password_ok(user, password):
@@ -655,10 +655,7 @@ def _definitions_view(definitions, vhosts, users):
     policies = {v: {} for v in vhosts if v in names}
     for p in definitions.get("policies") or []:
         if p.get("vhost") in policies:
-            definition = p.get("definition")
-            policies[p["vhost"]][p["name"]] = {"pattern": p["pattern"], "apply-to": p.get("apply-to", "all"),
-                                               "priority": int(p.get("priority", 0)),
-                                               "definition": json.loads(definition) if isinstance(definition, str) else definition}
+            policies[p["vhost"]][p["name"]] = _policy(p)
 
     def tags(user):
         value = user.get("tags") or []

@@ -77,7 +77,7 @@ def children_cpu():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=4, help="users of the site (the monitor account is one more)")
+    parser.add_argument("--users", type=int, default=4, help="users of the site, each with a vhost of its own")
     parser.add_argument("--runs", type=int, default=5, help="converged reads each way")
     args = parser.parse_args()
     if os.geteuid() != 0:
