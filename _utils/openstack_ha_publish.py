@@ -149,6 +149,20 @@ def authenticated_answer(ctx, minion, nonce, fun, reply, ran=None):
     return True, data.get("answer")
 
 
+NOT_APPLIED = "'openstack_ha_signed.call' is not available."
+
+
+def ignored_because(reply):
+    """Why an answer that :func:`authenticated_answer` refused was ignored, as the trace of
+    ignored events counts it: Salt's own answer for a function the controller lacks (openstack_ha
+    not applied there yet: the master may start before the first ``state.apply``) is told apart
+    from every other unsigned or badly signed one. Only a fixed text is returned: nothing the
+    minion sent reaches the log."""
+    if reply == NOT_APPLIED:
+        return "answer without openstack_ha's modules (state.apply not run there yet)"
+    return "unauthenticated answer"
+
+
 def publish(ctx, controllers, fun, args=(), timeout=5, channel="local", kwargs=None, wait_for=None, quorum=None,
             timing=None):
     """Call ``fun`` on ``controllers`` in one publish; return {controller: answer} of those
@@ -254,7 +268,7 @@ def _gather(ctx, job, read, controllers, fun, nonce, timeout, wait_for, quorum, 
                     returns[who] = answer
                     received[who] = time.time()
                 else:
-                    ctx.call("records.note_ignored", "unauthenticated answer", who, "salt/job/{}/ret".format(pub["jid"]))
+                    ctx.call("records.note_ignored", ignored_because(data["return"]), who, "salt/job/{}/ret".format(pub["jid"]))
         if quorum and len(returns) >= quorum and deadline > time.monotonic() + QUORUM_GRACE:
             deadline = time.monotonic() + QUORUM_GRACE  # a quorum answered: a short grace for the rest
         if set(returns) >= enough or time.monotonic() >= deadline:

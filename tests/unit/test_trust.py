@@ -145,6 +145,16 @@ def test_a_publish_takes_its_signed_answers_from_the_bus_reader_and_no_forged_on
     assert "published job {} as 20261206000000000000".format(jid) in caplog.text
 
 
+def test_a_controller_without_the_modules_is_told_apart_and_nothing_it_sent_is_logged():
+    from salt.utils.lazy import LazyDict
+
+    # Salt's own answer for a function the minion lacks (a master started before the first apply).
+    missing = LazyDict.missing_fun_string(None, "openstack_ha_signed.call")
+    assert publish.ignored_because(missing) == "answer without openstack_ha's modules (state.apply not run there yet)"
+    for other in (missing + " \n[ERROR] forged line", {"body": "{}", "sig": ""}, None, "'cmd.run' is not available."):
+        assert publish.ignored_because(other) == "unauthenticated answer"
+
+
 @pytest.mark.parametrize("tamper", ["other_nonce", "other_fun", "intruder_key", "altered_body", "bare_answer", "garbage_sig"])
 def test_forged_replayed_or_altered_answers_count_as_none(keys, tamper):
     fun = "openstack_ha_probe.service_view"
