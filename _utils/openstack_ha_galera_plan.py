@@ -47,6 +47,15 @@ def start_plan(me, nodes, statuses):
         # One state transfer at a time: a donor serves one joiner, and a second joiner asking
         # at the same moment fails its transfer.
         return "wait", "a state transfer is in progress ({})".format(", ".join("{} {}".format(n, statuses[n].get("state")) for n in busy))
+    joining = [n for n in nodes if n != me and n not in donors and (statuses.get(n) or {}).get("starting")]
+    if donors and joining:
+        # A peer's join is under way (its start marker) but not visible as a transfer yet: its
+        # server is starting, or receives its state (a joiner answers no query until it has
+        # it). Two joiners at once leave the second one's transfer to a donor that has only
+        # just joined itself; one of the lab's first applies waited ten minutes for such a
+        # joiner to become Synced. One join at a time.
+        return "wait", "one join at a time: " + "; ".join("{} is joining (for {} s)".format(
+            n, statuses[n]["starting"].get("age", "?")) for n in joining)
     ready = [n for n in donors if statuses[n].get("sst_ready")]
     if ready:
         return "join", "joins the running cluster (Primary on {})".format(", ".join(ready))

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -10,11 +11,27 @@ from tests.integration import labtools
 from tests.integration.labtools import CTRLS, admin_states, ready_everywhere, standin_pid, wait_until
 
 
+BESIDE_WAIT = 1800  # seconds the lab waits at most for the tests run beside this one
+
+
+def wait_for_the_tests_beside(bound=BESIDE_WAIT):
+    """Block until the process ``OHA_BESIDE_PID`` names has ended (scripts/test.sh runs the other
+    Salt releases' tests there, beside the tests that need no lab; the lab's timing-sensitive
+    tests must not share the host's two cores with them). Returns the seconds waited; gives up
+    after ``bound`` seconds (their own timeouts end them long before)."""
+    pid = int(os.environ.get("OHA_BESIDE_PID") or 0)
+    started = time.monotonic()
+    while pid and labctl.alive(pid) and time.monotonic() - started < bound:
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
 @pytest.fixture(scope="session")
 def lab():
     if os.environ.get("OHA_REUSE_LAB") == "1":  # development: run against a lab that is already up
         yield labctl
         return
+    wait_for_the_tests_beside()
     labctl.down()  # whatever an earlier crashed run left behind
     try:
         labctl.up()
@@ -102,10 +119,33 @@ def minion_errors(lines=30):
     return found
 
 
+_SHOWN = {}
+
+
+def mariadb_log_tails(lines=25, width=300):
+    """{controller: text}: the last ``lines`` lines of each lab controller's MariaDB error log
+    that are WSREP's, warnings or errors (a join, a state transfer, a recovery: why a node did
+    not become Synced), each cut to ``width`` characters."""
+    found = {}
+    for name, _ in labctl.CONTROLLERS + [labctl.SPARE]:
+        path = os.path.join(labctl.state_dir(name), "upper", "var", "log", "mysql", "error.log")
+        try:
+            with open(path, errors="replace") as fh:
+                fh.seek(max(0, os.path.getsize(path) - 2 * 1024 * 1024))
+                kept = [line for line in fh if "WSREP" in line or "[ERROR]" in line or "[Warning]" in line]
+        except OSError:
+            continue
+        if kept:
+            found[name] = "".join(line if len(line) <= width else line[:width] + " [...]\n" for line in kept[-lines:])
+    return found
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A failed lab test's report carries what the loop logged just before (the one clue CI's
-    output keeps of why a drain did not come) and what keepalived said (why a VIP moved)."""
+    output keeps of why a drain did not come), what keepalived said (why a VIP moved), the
+    controllers' minion errors and, for a test on the applied lab, MariaDB's WSREP lines (why a
+    node did not join)."""
     outcome = yield
     report = outcome.get_result()
     if report.failed and call.when in ("setup", "call"):
@@ -117,3 +157,9 @@ def pytest_runtest_makereport(item, call):
             report.sections.append(("lab syslog (keepalived: VRRP states, track script)", said))
         for name, text in minion_errors().items():
             report.sections.append(("minion log of {} (errors)".format(name), text))
+        if "applied" in item.fixturenames:
+            for name, text in mariadb_log_tails().items():
+                # Shown once: a failed session fixture fails every test after it the same way.
+                seen = _SHOWN.setdefault(("mariadb", name, text), item.nodeid)
+                report.sections.append(("MariaDB error log of {} (WSREP, warnings, errors)".format(name),
+                                        text if seen == item.nodeid else "unchanged since the report of {}\n".format(seen)))

@@ -76,3 +76,17 @@ def test_one_state_transfer_at_a_time():
     action, reason = plan.start_plan("n3", NODES, {"n1": donor, "n2": down(), "n3": down()})
     assert action == "wait" and "state transfer is in progress" in reason
 
+
+
+def test_one_join_at_a_time_even_before_the_peers_transfer_shows():
+    # n2's start is under way (its marker) while its server does not answer yet: n3 waits
+    # rather than ask for a transfer beside it.
+    joining = dict(down(), starting={"bootstrap": False, "age": 3.2})
+    action, reason = plan.start_plan("n3", NODES, {"n1": primary(), "n2": joining, "n3": down()})
+    assert (action, reason) == ("wait", "one join at a time: n2 is joining (for 3.2 s)")
+    # once n2 is in the Primary component and Synced, n3 joins
+    assert plan.start_plan("n3", NODES, {"n1": primary(), "n2": primary(), "n3": down()})[0] == "join"
+    # a node's own marker does not hold it back, nor a marker while no cluster runs (a bootstrap)
+    assert plan.start_plan("n3", NODES, {"n1": primary(), "n2": down(), "n3": joining})[0] == "join"
+    assert plan.start_plan("n3", NODES, {"n1": dict(down(), starting={"bootstrap": True, "age": 1}), "n2": down(),
+                                         "n3": down()})[0] == "wait"
