@@ -73,13 +73,15 @@ DEADLINE = float(os.environ.get("OHA_TEST_DEADLINE") or 0)
 ALWAYS_RUN = ("test_lab_down.py",)
 
 
-# The order of the test files: what needs no lab, then the lab's most telling files first (the
-# run's deadline cuts from the end); these rebuild or crowd the lab and come last: the fleet
-# (thirty more daemons), the IPv6 site (it re-addresses the whole lab), the controller
-# replacement (a fourth controller), the teardown test. A file not listed runs just before them.
-ORDER = ("test_rendered_configs.py", "test_vip_watch.py", "test_foundation.py", "test_remediation.py", "test_haproxy_keepalived.py",
-         "test_hung_backends.py", "test_galera.py", "test_rabbitmq.py", "test_keystone.py", "test_monitoring.py",
-         "test_day2.py", "test_multimaster.py", "test_multisite_factories.py", "test_syndic_factories.py")
+# The order of the test files: what needs no lab (while scripts/test.sh runs the other Salt
+# releases' tests beside it: the lab waits for them, tests/integration/conftest.py), then the
+# lab's most telling files first (the run's deadline cuts from the end); these rebuild or crowd
+# the lab and come last: the fleet (thirty more daemons), the IPv6 site (it re-addresses the
+# whole lab), the controller replacement (a fourth controller), the teardown test. A file not
+# listed runs just before them.
+ORDER = ("test_rendered_configs.py", "test_vip_watch.py", "test_multisite_factories.py", "test_syndic_factories.py",
+         "test_foundation.py", "test_remediation.py", "test_haproxy_keepalived.py", "test_hung_backends.py", "test_galera.py",
+         "test_rabbitmq.py", "test_keystone.py", "test_monitoring.py", "test_day2.py", "test_multimaster.py")
 LAST = ("test_fleet.py", "test_ipv6_site.py", "test_replace_controller.py", "test_lab_down.py")
 
 

@@ -10,10 +10,13 @@ import shutil
 
 import pytest
 import salt.utils.dictupdate
+import salt.version
 
 from lab import labctl
 
-ROOT = "/srv/openstack-ha-factories"  # salt-factories ignores --basetemp: its root_dir is set here
+# salt-factories ignores --basetemp: its root_dir is set here, one per Salt release (the
+# other releases' run of this file, scripts/salt-releases.sh, may run beside this one).
+ROOT = "/srv/oha-factories-%d" % salt.version.__saltstack_version__.major
 SITE = os.path.join(ROOT, "site")     # what the master served before openstack_ha
 CTRLS = ["cloudcontrol1005.wikimedia.org", "cloudcontrol2001-dev.wikimedia.org"]
 

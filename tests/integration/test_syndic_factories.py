@@ -22,7 +22,9 @@ from lab import labctl
 pytestmark = pytest.mark.skipif(salt.version.__saltstack_version__.major >= 3008,
                                 reason="Salt 3008's salt-syndic returns nothing (its returns time out); run on 3006/3007")
 
-ROOT = "/srv/openstack-ha-syndic"  # salt-factories ignores --basetemp: its root_dir is set here
+# salt-factories ignores --basetemp: its root_dir is set here, one per Salt release (the
+# other releases' run of this file, scripts/salt-releases.sh, may run beside this one).
+ROOT = "/srv/oha-syndic-%d" % salt.version.__saltstack_version__.major
 PILLAR_TOP = os.path.join(ROOT, "pillar-top")
 CTRL = "cloudcontrol1005.wikimedia.org"
 TOP_ADDR, REGION_ADDR = "127.0.0.2", "127.0.0.1"
