@@ -17,8 +17,9 @@ echo "==> ruff check (pyproject.toml)"
 whole=$(( $# == 0 ))
 [ $# -gt 0 ] || set -- tests
 # The whole run also covers the other supported Salt releases (scripts/salt-releases.sh). They
-# need no lab: they run beside pytest's first part (the unit tests and the files that need no
-# lab), and the lab waits for them before it starts (OHA_BESIDE_PID, tests/integration/conftest.py).
+# need no lab: they run beside pytest's first part (the unit tests, the files that need no lab,
+# the lab's start and its first apply), and the lab's timing-sensitive tests wait for them
+# (OHA_BESIDE_PID, the `applied` fixture in tests/integration/conftest.py).
 beside=""
 if [ "$whole" -eq 1 ]; then
   beside_log=$(mktemp /tmp/oha-salt-releases.XXXXXX.log)

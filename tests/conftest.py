@@ -74,7 +74,7 @@ ALWAYS_RUN = ("test_lab_down.py",)
 
 
 # The order of the test files: what needs no lab (while scripts/test.sh runs the other Salt
-# releases' tests beside it: the lab waits for them, tests/integration/conftest.py), then the
+# releases' tests beside it, until the lab's first apply: tests/integration/conftest.py), then the
 # lab's most telling files first (the run's deadline cuts from the end); these rebuild or crowd
 # the lab and come last: the fleet (thirty more daemons), the IPv6 site (it re-addresses the
 # whole lab), the controller replacement (a fourth controller), the teardown test. A file not
