@@ -100,23 +100,29 @@ def loop_log_tail(lines=40, width=400):
     return "".join(line if len(line) <= width else line[:width] + " [...]\n" for line in kept[-lines:])
 
 
+def controller_log(name, *parts, tail=2 * 1024 * 1024):
+    """The lines of the last ``tail`` bytes of a file in lab controller ``name`` (its path
+    under the controller's root given as ``parts``); [] when there is none."""
+    path = os.path.join(labctl.state_dir(name), "upper", *parts)
+    try:
+        with open(path, errors="replace") as fh:
+            fh.seek(max(0, os.path.getsize(path) - tail))
+            return fh.readlines()
+    except OSError:
+        return []
+
+
 def minion_errors(lines=30):
     """{controller: text}: the last ``lines`` lines of each lab controller's minion log that are
     errors and the tracebacks under them (the one place a state's exception is shown whole)."""
     found = {}
     for name, _ in labctl.CONTROLLERS + [labctl.SPARE]:
-        path = os.path.join(labctl.state_dir(name), "upper", "var", "log", "salt", "minion")
-        try:
-            with open(path, errors="replace") as fh:
-                fh.seek(max(0, os.path.getsize(path) - 2 * 1024 * 1024))
-                kept, inside = [], False
-                for line in fh:
-                    if line[:2] == "20":  # a new record (its date)
-                        inside = "[ERROR" in line or "[CRITICAL" in line
-                    if inside:
-                        kept.append(line)
-        except OSError:
-            continue
+        kept, inside = [], False
+        for line in controller_log(name, "var", "log", "salt", "minion"):
+            if line[:2] == "20":  # a new record (its date)
+                inside = "[ERROR" in line or "[CRITICAL" in line
+            if inside:
+                kept.append(line)
         if kept:
             found[name] = "".join(kept[-lines:])
     return found
@@ -131,13 +137,8 @@ def mariadb_log_tails(lines=25, width=300):
     not become Synced), each cut to ``width`` characters."""
     found = {}
     for name, _ in labctl.CONTROLLERS + [labctl.SPARE]:
-        path = os.path.join(labctl.state_dir(name), "upper", "var", "log", "mysql", "error.log")
-        try:
-            with open(path, errors="replace") as fh:
-                fh.seek(max(0, os.path.getsize(path) - 2 * 1024 * 1024))
-                kept = [line for line in fh if "WSREP" in line or "[ERROR]" in line or "[Warning]" in line]
-        except OSError:
-            continue
+        kept = [line for line in controller_log(name, "var", "log", "mysql", "error.log")
+                if "WSREP" in line or "[ERROR]" in line or "[Warning]" in line]
         if kept:
             found[name] = "".join(line if len(line) <= width else line[:width] + " [...]\n" for line in kept[-lines:])
     return found
