@@ -85,31 +85,35 @@ def remediating(applied):
         wait_until(lambda: ready_everywhere(backend), 90, "nova/%s restored everywhere after the test" % backend, interval=1)
 
 
-def loop_log_tail(lines=40, width=400):
-    """The last ``lines`` lines of the lab master's log that are the loop's (``openstack_ha:``),
-    warnings or errors, each cut to ``width`` characters; "" when there is no log."""
-    path = os.path.join(labctl.MASTER_DIR, "log", "master")
-    try:
-        with open(path, errors="replace") as fh:
-            fh.seek(max(0, os.path.getsize(path) - 4 * 1024 * 1024))
-            kept = [line for line in fh if "openstack_ha:" in line or "[WARNING" in line or "[ERROR" in line]
-    except OSError:
-        return ""
-    # A decision's line carries every controller's evidence: cut, so that CI's shortened
-    # output still shows many of them rather than a few whole.
-    return "".join(line if len(line) <= width else line[:width] + " [...]\n" for line in kept[-lines:])
-
-
-def controller_log(name, *parts, tail=2 * 1024 * 1024):
-    """The lines of the last ``tail`` bytes of a file in lab controller ``name`` (its path
-    under the controller's root given as ``parts``); [] when there is none."""
-    path = os.path.join(labctl.state_dir(name), "upper", *parts)
+def log_tail(path, tail=2 * 1024 * 1024):
+    """The lines of the last ``tail`` bytes of the file ``path``; [] when there is none."""
     try:
         with open(path, errors="replace") as fh:
             fh.seek(max(0, os.path.getsize(path) - tail))
             return fh.readlines()
     except OSError:
         return []
+
+
+def cut(lines, width):
+    """``lines`` joined, each cut to ``width`` characters (a cut one ends in "[...]")."""
+    return "".join(line if len(line) <= width else line[:width] + " [...]\n" for line in lines)
+
+
+def loop_log_tail(lines=40, width=400):
+    """The last ``lines`` lines of the lab master's log that are the loop's (``openstack_ha:``),
+    warnings or errors, each cut to ``width`` characters; "" when there is no log."""
+    kept = [line for line in log_tail(os.path.join(labctl.MASTER_DIR, "log", "master"), 4 * 1024 * 1024)
+            if "openstack_ha:" in line or "[WARNING" in line or "[ERROR" in line]
+    # A decision's line carries every controller's evidence: cut, so that CI's shortened
+    # output still shows many of them rather than a few whole.
+    return cut(kept[-lines:], width)
+
+
+def controller_log(name, *parts):
+    """The lines of the last 2 MiB of a file in lab controller ``name`` (its path under the
+    controller's root given as ``parts``); [] when there is none."""
+    return log_tail(os.path.join(labctl.state_dir(name), "upper", *parts))
 
 
 def minion_errors(lines=30):
@@ -140,7 +144,7 @@ def mariadb_log_tails(lines=25, width=300):
         kept = [line for line in controller_log(name, "var", "log", "mysql", "error.log")
                 if "WSREP" in line or "[ERROR]" in line or "[Warning]" in line]
         if kept:
-            found[name] = "".join(line if len(line) <= width else line[:width] + " [...]\n" for line in kept[-lines:])
+            found[name] = cut(kept[-lines:], width)
     return found
 
 

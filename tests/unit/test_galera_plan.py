@@ -77,7 +77,6 @@ def test_one_state_transfer_at_a_time():
     assert action == "wait" and "state transfer is in progress" in reason
 
 
-
 def test_one_join_at_a_time_even_before_the_peers_transfer_shows():
     # n2's start is under way (its marker) while its server does not answer yet: n3 waits
     # rather than ask for a transfer beside it.
