@@ -64,7 +64,7 @@ SCHEMA = {
                    "garp_master_refresh": ANY, "track_interval": ANY, "rt_priority": ANY},
     "galera": {"enabled": ANY, "nodes": ANY, "port": ANY, "vip": ANY, "sst_method": ANY, "cluster_name": ANY, "sst_user": ANY,
                "monitor_user": ANY, "sst_password": ANY, "monitor_password": ANY, "root_password": ANY, "check": ANY,
-               "health_port": ANY, "exporter": {"enabled": ANY, "port": ANY}, "haproxy_check": _CHECK, "startup_timeout": ANY, "max_connect_errors": ANY, "sizes": ANY,
+               "health_port": ANY, "evict_dead_peers": ANY, "exporter": {"enabled": ANY, "port": ANY}, "haproxy_check": _CHECK, "startup_timeout": ANY, "max_connect_errors": ANY, "sizes": ANY,
                "provider_options": ANY, "databases": {"*": {"user": ANY, "password": ANY}},
                "tls": {"ca": ANY, "nodes": {"*": {"certificate": ANY, "key": ANY}}}},
     "rabbitmq": {"enabled": ANY, "nodes": ANY, "release": ANY, "port": ANY, "cookie": ANY, "partition_handling": ANY,
@@ -542,6 +542,7 @@ def _check_galera(c, model, vips, ports, controller_ids):
     c.choice(galera.get("check", "health"), path + ["check"], ("health", "tcp"))
     c.integer(c.require(galera, "max_connect_errors", path), path + ["max_connect_errors"], 1, 2 ** 32 - 1)
     health = c.integer(c.require(galera, "health_port", path), path + ["health_port"], 1, 65535)
+    c.boolean(galera.get("evict_dead_peers", True), path + ["evict_dead_peers"])
     _check_haproxy_check(c, galera, path)
     if health is not None and health == port:
         c.fail(path + ["health_port"], "must differ from the database port {}".format(port))
@@ -896,7 +897,11 @@ def validate(model):
         c.integer(haproxy.get("redispatch"), [ROOT, "haproxy", "redispatch"], -10, 10)
     keepalived = c.mapping(model.get("keepalived"), [ROOT, "keepalived"])
     if keepalived:
-        c.number(keepalived.get("advert_int"), [ROOT, "keepalived", "advert_int"], 0.01, 255)
+        advert = keepalived.get("advert_int")
+        if isinstance(advert, str) and advert != "auto":
+            c.fail([ROOT, "keepalived", "advert_int"], "expected a number 0.01-255 or 'auto', got {}".format(_describe(advert)))
+        elif advert != "auto":
+            c.number(advert, [ROOT, "keepalived", "advert_int"], 0.01, 255)
         c.boolean(keepalived.get("nopreempt"), [ROOT, "keepalived", "nopreempt"])
         c.integer(keepalived.get("garp_master_repeat"), [ROOT, "keepalived", "garp_master_repeat"], 1, 255)
         # keepalived 2.2 reads these three as whole seconds: "0.5" is logged and ignored.

@@ -3,15 +3,16 @@ Write unavailability through the Galera VIP when the writer dies, in the lab.
 
 A writer inserts a row through HAProxy's Galera listener (internal VIP, port 3306) every
 20 ms, one connection each, as an OpenStack service reconnecting would. The current writer
-node's mariadbd is SIGKILLed (its mysqld_safe first, so nothing restarts it: the node is gone,
-as after a crash of its host); measured: seconds from the kill until the first write that
+node's mariadbd is SIGKILLed (its mysqld_safe first, so nothing restarts it: the server is
+gone, its host stays up, as after a crash or the OOM killer); measured: seconds from the kill until the first write that
 started after it has committed. N runs per setting, median and p95, all in one run:
 
   project            the node health daemon as HAProxy's check (inter 0.5 s, fall 2 at
                      fastinter 0.2 s), Galera's failure detection tuned (suspect 1.2 s), the
+                     health daemons evicting a peer whose server died (evs.evict), the
                      remediation loop draining the dead writer;
-  faster eviction    the project with Galera's suspect window at 0.8 s (keepalive 0.2 s,
-                     checked every 0.1 s): how much of the floor is Galera's own;
+  no eviction        the project without the health daemons' eviction (until 0.7.19): the
+                     survivors wait out Galera's suspect window;
   HAProxy alone      the same HAProxy and Galera settings, the loop off;
   anchors            a plain TCP check (inter 2 s, fall 3) and Galera's default failure
                      detection (evs.suspect_timeout 5 s), the loop off.
@@ -43,16 +44,16 @@ CTRLS = [n for n, _ in labctl.CONTROLLERS]
 ADDRESS = dict(labctl.CONTROLLERS)
 VIP, USER, PASSWORD, DB = "10.213.0.101", "keystone", "lab-keystone-db-secret", "keystone"
 GALERA_DEFAULTS = {"evs.keepalive_period": "PT1S", "evs.suspect_timeout": "PT5S", "evs.inactive_timeout": "PT15S",
-                   "evs.inactive_check_period": "PT0.5S", "evs.install_timeout": "PT7.5S", "gmcast.peer_timeout": "PT3S"}
+                   "evs.inactive_check_period": "PT0.5S", "evs.install_timeout": "PT7.5S", "evs.join_retrans_period": "PT1S",
+                   "gmcast.peer_timeout": "PT3S"}
 ANCHOR_CHECKS = {"inter": 2, "fastinter": 2, "timeout": 1, "fall": 3, "rise": 2}  # HAProxy's fastinter defaults to inter
-# Galera's eviction faster still: suspect 0.8 s with a keepalive every 0.2 s (four in the window).
-FASTER_EVICTION = {"evs.keepalive_period": "PT0.2S", "evs.suspect_timeout": "PT0.8S", "evs.inactive_check_period": "PT0.1S"}
 SETTINGS = [
     ("project (health check + loop, Galera tuned)", {}, True),
-    ("project, Galera eviction at 0.8 s (not the default)", {"galera": {"provider_options": FASTER_EVICTION}}, True),
+    ("project without the eviction of dead peers (0.7.19)", {"galera": {"evict_dead_peers": False}}, True),
     ("HAProxy alone, project's settings", {}, False),
     ("anchors (TCP check inter 2 s fall 3, Galera defaults)",
-     {"galera": {"check": "tcp", "provider_options": GALERA_DEFAULTS, "haproxy_check": ANCHOR_CHECKS}}, False),
+     {"galera": {"check": "tcp", "provider_options": GALERA_DEFAULTS, "haproxy_check": ANCHOR_CHECKS, "evict_dead_peers": False}},
+     False),
 ]
 
 
@@ -168,12 +169,12 @@ def one_run(pillar, marker):
     time.sleep(2)
     # The node's mysqld_safe goes first: left alive, it would start mariadbd again at once and,
     # with a plain TCP check, HAProxy would send the writes back to a node that is still
-    # joining (port open, not Synced). Measured here: the writer's node gone, as after a crash
-    # of its host; the state starts it again after the run.
+    # joining (port open, not Synced). Measured here: the writer's server gone, its host up;
+    # the state starts it again after the run.
     supervisor = labctl.parent_of(pid)
     if supervisor and "mysqld_safe" in open("/proc/%d/cmdline" % supervisor).read():
         os.kill(supervisor, signal.SIGKILL)
-    killed = time.monotonic()
+    killed, killed_wall = time.monotonic(), time.time()
     os.kill(pid, signal.SIGKILL)
     gone = time.monotonic() + 5
     while is_live_mariadbd(pid) and time.monotonic() < gone:
@@ -192,17 +193,21 @@ def one_run(pillar, marker):
                          "HAProxy sees the Galera servers as {}; the nodes report {}".format(
                              victim, errors, listener_state(), {c: status(c) for c in CTRLS}))
     committed = sum(1 for _, _, ok in results if ok)
+    # when each survivor's health daemon evicted the victim (galera:evict_dead_peers), if it did
+    evicted = sorted("%.2f s (reported gone at %.2f s)" % (e["at"] - killed_wall, e.get("reported", e["at"]) - killed_wall)
+                     for c in CTRLS if c != victim
+                     for e in (status(c) or {}).get("evictions", []) if e["node"] == victim and e["at"] >= killed_wall)
     salt(victim, "state.sls", "openstack_ha.galera", pillar)  # rejoin (IST)
     wait(synced_everywhere, 300, "three Synced nodes after the rejoin")
     time.sleep(12)  # HAProxy's checks (rise) and the loop's restore, then out of its cooldown
-    return victim, min(after) - killed, committed
+    return victim, min(after) - killed, committed, evicted
 
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--runs", type=int, default=10)
-    keys = ("project", "faster", "haproxy", "anchors")
+    keys = ("project", "no-evict", "haproxy", "anchors")
     parser.add_argument("--only", choices=keys, action="append",
                         help="run only these settings (repeatable; default: all four, in order)")
     args = parser.parse_args()
@@ -218,10 +223,11 @@ def main():
             pillar = configure(override, loop)
             samples = []
             for i in range(args.runs):
-                victim, seconds, n = one_run(pillar, "r%d" % i)
+                victim, seconds, n, evicted = one_run(pillar, "r%d" % i)
                 samples.append(seconds)
                 committed += n
-                print("  run {:>2}: writer {} killed, writes back after {:.2f} s".format(i + 1, victim, seconds), flush=True)
+                print("  run {:>2}: writer {} killed, writes back after {:.2f} s; evicted by its peers after {}".format(
+                    i + 1, victim, seconds, ", ".join(evicted) or "-"), flush=True)
             rows.append((label, statistics.median(samples), p95(samples)))
     finally:
         configure({}, True)

@@ -11,7 +11,8 @@ for pin in "3006 salt==3006.29" "3007 salt==3007.16"; do
   venv=/opt/openstack-ha/salt-$release
   if [ ! -f "$venv/.pins" ] || [ "$(cat "$venv/.pins")" != "$want" ]; then
     echo "==> Salt $release: pip install into $venv (a minute or two the first time)"
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    # a virtualenv without pip is one whose creation was interrupted: made again
+    [ -x "$venv/bin/pip" ] || python3 -m venv --clear "$venv"
     # shellcheck disable=SC2086
     "$venv/bin/pip" install -q $want 2>&1 | grep -v '^WARNING: Location' || true
     "$venv/bin/python" -c 'import salt, saltfactories'

@@ -27,9 +27,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 venv="$repo/.venv"
-if [ ! -x "$venv/bin/python" ]; then
+# A virtualenv without pip is one whose creation was interrupted: made again.
+if [ ! -x "$venv/bin/pip" ]; then
   echo "==> creating $venv"
-  python3 -m venv "$venv"
+  python3 -m venv --clear "$venv"
+  rm -f "$venv/.requirements.sha256"
 fi
 stamp="$venv/.requirements.sha256"
 want=$(sha256sum "$repo/requirements.txt" | cut -d' ' -f1)
@@ -47,7 +49,7 @@ ks_stamp="$ks/.requirements.sha256"
 ks_want=$(sha256sum "$repo/lab/keystone-requirements.txt" | cut -d' ' -f1)
 if [ ! -f "$ks_stamp" ] || [ "$(cat "$ks_stamp")" != "$ks_want" ]; then
   echo "==> pip install Keystone into $ks (a minute or two the first time)"
-  [ -x "$ks/bin/python" ] || python3 -m venv "$ks"
+  [ -x "$ks/bin/pip" ] || python3 -m venv --clear "$ks"
   "$ks/bin/pip" install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
   "$ks/bin/pip" install -q -r "$repo/lab/keystone-requirements.txt" 2>&1 | grep -v '^WARNING: Location' || true
   "$ks/bin/python" -W ignore -c 'import keystone.server.wsgi, pymysql, gunicorn'

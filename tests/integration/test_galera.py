@@ -82,6 +82,8 @@ def test_writer_killed_writes_continue_and_every_commit_is_everywhere(cluster):
     try:
         time.sleep(3)
         before = len(writer.committed)
+        # lab-ctrl1's gcomm UUID as its peers know it (their health daemons list the view)
+        old_uuid = statuses()["lab-ctrl2"]["members"]["lab-ctrl1"]
         killed_at = time.monotonic()
         kill_node("lab-ctrl1")  # the writer
         wait_until(lambda: len(writer.committed) > before + 20, 30, "writes to continue on the next node")
@@ -91,6 +93,11 @@ def test_writer_killed_writes_continue_and_every_commit_is_everywhere(cluster):
         writer.stop.set()
         writer.thread.join(10)
     print("writes resumed %.2f s after the kill; %d committed, %d failed" % (recovered_after, len(writer.committed), writer.failed))
+    # Its server was gone and its host refused the replication port: both survivors evicted that
+    # UUID (galera:evict_dead_peers) rather than wait out Galera's suspect window.
+    for ctrl in ("lab-ctrl2", "lab-ctrl3"):
+        evictions = [(e["node"], e["uuid"], e["outcome"]) for e in statuses()[ctrl].get("evictions", [])]
+        assert ("lab-ctrl1", old_uuid, "evicted") in evictions, (ctrl, evictions)
     # mysqld_safe never restarts a Galera node by itself; the state does, from its recovered position.
     rc, result = labtools.salt("lab-ctrl1", "state.apply", "openstack_ha.galera")
     assert rc == 0, result
@@ -101,8 +108,10 @@ def test_writer_killed_writes_continue_and_every_commit_is_everywhere(cluster):
         assert int(present) == len(writer.committed), ctrl
     digests = {c: table_digest(c) for c in CTRLS}
     assert len(set(digests.values())) == 1, digests
-    # The killed node caught up by IST from its recovered position, not a full copy.
+    # The killed node caught up by IST from its recovered position, not a full copy, under a new
+    # gcomm UUID (the evicted one stays out).
     assert labtools.salt("lab-ctrl1", "openstack_ha_galera.last_join")[1]["lab-ctrl1"] == "IST"
+    assert statuses()["lab-ctrl2"]["members"]["lab-ctrl1"] != old_uuid
 
 
 def test_non_synced_node_is_drained_and_restored_through_the_loop(cluster):
@@ -123,6 +132,10 @@ def test_non_synced_node_is_drained_and_restored_through_the_loop(cluster):
     finally:
         subprocess.run(["ip", "link", "set", link, "up"], check=True)
     healthy_cluster(cluster)
+    # A silent peer (its link cut: nothing refused) is Galera's to suspect, never evicted by the
+    # health daemons: it rejoined above by itself.
+    for ctrl in ("lab-ctrl1", "lab-ctrl2"):
+        assert [e for e in statuses()[ctrl].get("evictions", []) if e["at"] >= cut] == [], ctrl
     # Restored by the loop (its decision record; the event bus may drop an event fired while
     # nobody reads it), after the cooldown that follows the drain.
     wait_until(lambda: [d for d in labtools.decisions() if d.get("service") == "galera" and d.get("backend") == "lab-ctrl3"

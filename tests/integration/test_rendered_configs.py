@@ -119,7 +119,8 @@ def test_keepalived_config_passes_keepalived_t(site, tmp_path, netns_with_interf
 def test_keepalived_runs_real_time_only_where_it_can_keep_its_limit(realtime_allowed, tmp_path, netns_with_interfaces):
     """Real-time VRRP scheduling only on a host that grants CAP_SYS_RESOURCE (keepalived 2.2
     kills its own VRRP process at every reload without it); elsewhere the highest ordinary
-    priority. Either way keepalived -t accepts the result."""
+    priority. `advert_int: auto` follows: 0.1 s adverts real-time, 0.2 s otherwise. Either way
+    keepalived -t accepts the result."""
     scripts = tmp_path / "scripts"
     scripts.mkdir(mode=0o700)
     os.chmod(tmp_path, 0o700)
@@ -136,6 +137,13 @@ def test_keepalived_runs_real_time_only_where_it_can_keep_its_limit(realtime_all
     assert ("vrrp_rt_priority 50\n" in text) is realtime_allowed
     assert ("vrrp_priority -20\n" in text) is not realtime_allowed
     assert "vrrp_no_swap\n" in text
+    assert model["keepalived"]["advert_int"] == "auto"
+    adverts = {line.split()[1] for line in text.splitlines() if line.strip().startswith("advert_int ")}
+    assert adverts == ({"0.1"} if realtime_allowed else {"0.2"}), adverts
+    # a number in the pillar is taken as it is
+    model["keepalived"]["advert_int"] = 0.5
+    text = render("keepalived.conf.jinja", oha=model, me=me, realtime_allowed=realtime_allowed)
+    assert {line.split()[1] for line in text.splitlines() if line.strip().startswith("advert_int ")} == {"0.5"}
 
 
 def test_the_track_script_passes_only_a_haproxy_that_answers(tmp_path):

@@ -35,6 +35,7 @@ def test_a_service_check_timeout_reaches_its_probe_targets_only():
 def test_pillar_overrides_defaults_and_defaults_fill_gaps():
     model = build(mutate=lambda p: p.setdefault("keepalived", {}).update(advert_int=1))
     assert model["keepalived"]["advert_int"] == 1
+    assert build()["keepalived"]["advert_int"] == "auto"  # the default: 0.1 or 0.2 by the host (keepalived.conf.jinja)
     assert model["keepalived"]["garp_master_repeat"] == defaults()["keepalived"]["garp_master_repeat"]
     assert model["paths"]["haproxy_config"] == "/etc/haproxy/haproxy.cfg"
 
@@ -119,6 +120,8 @@ CASES = [
      "openstack_ha:services:nova:extra_options:0: expected one non-empty line, got 'option httplog\\nlisten x'"),
     (lambda p: set_path(p, ["keepalived"], {"advert_int": 0}),
      "openstack_ha:keepalived:advert_int: expected a number 0.01-255, got 0 (int)"),
+    (lambda p: set_path(p, ["keepalived"], {"advert_int": "fast"}),
+     "openstack_ha:keepalived:advert_int: expected a number 0.01-255 or 'auto', got 'fast'"),
     (lambda p: set_path(p, ["keepalived"], {"rt_priority": 100}),
      "openstack_ha:keepalived:rt_priority: expected an integer 0-99, got 100 (int)"),
     (lambda p: set_path(p, ["haproxy", "stats", "password"], "abc"),
