@@ -31,6 +31,7 @@ the UUID that this node's Primary view gives that peer is evicted (``evs.evict``
 survivors' commits go on at once instead of after Galera's suspect window. A restarted
 server rejoins under a new UUID. A silent peer (a dead host, a cut link, a hung server) is
 left to Galera's own failure detection.
+
 Standard library only, so it runs on the distribution's python3.
 """
 
