@@ -98,9 +98,8 @@ openstack_ha-galera-health-script:
 {%- for address in me.addresses.values() %}{% do health_args.extend(['--address', address]) %}{% endfor %}
 {%- for c in oha.controllers %}{% for address in c.addresses.values() %}{% do health_args.extend(['--allow', address]) %}{% endfor %}{% endfor %}
 {%- if oha.galera.sst_method == 'mariabackup' %}{% do health_args.append('--available-when-donor') %}{% endif %}
-{%- if oha.galera.evict_dead_peers %}
-{%-   set galera_ids = oha.galera.get('nodes') or (oha.controllers | map(attribute='id') | list) %}
-{%-   for c in oha.controllers if c.id in galera_ids and c.id != me.id %}{% do health_args.extend(['--peer', c.id ~ '=' ~ c.address]) %}{% endfor %}
+{%- if g.evict_dead_peers %}
+{%-   for c in oha.controllers if c.id in node_ids and c.id != me.id %}{% do health_args.extend(['--peer', c.id ~ '=' ~ c.address]) %}{% endfor %}
 {%- endif %}
 {%- set systemd = grains.get('init') == 'systemd' %}
 {%- if systemd %}

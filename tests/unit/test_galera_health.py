@@ -184,6 +184,14 @@ def test_only_the_uuid_a_nodes_own_view_gives_the_reporting_peer_is_evicted(heal
     assert health.eviction("n2", "garbage", view, set()) is None
 
 
+def _watch(port):
+    """A /watch request to the daemon on ``port``: (the socket, its stream to read from)."""
+    import socket
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET /watch HTTP/1.0\r\n\r\n")
+    return sock, sock.makefile("rb")
+
+
 def _read_line(stream, deadline):
     import json
     line = stream.readline()
@@ -193,16 +201,14 @@ def _read_line(stream, deadline):
 
 
 def test_watch_streams_the_servers_liveness_at_once_when_it_changes(health, tmp_path):
-    import socket
     server, port = _serve(health, tmp_path, ["127.0.0.1"], interval=3600)  # one look at the (absent) database
     probe = server.RequestHandlerClass.probe
     deadline = time.monotonic() + 10
-    while probe.liveness() == {"running": False, "gone": None, "uuid": None} and probe.cached is None and time.monotonic() < deadline:
+    while probe.cached is None and time.monotonic() < deadline:
         time.sleep(0.05)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"GET /watch HTTP/1.0\r\n\r\n")
-            stream = sock.makefile("rb")
+        sock, stream = _watch(port)
+        with sock:
             assert b" 200 " in stream.readline()
             while stream.readline().strip():
                 pass
@@ -247,11 +253,6 @@ def test_a_server_seen_down_by_the_database_look_first_is_still_reported_gone_wi
         server.server_close()
 
 
-def _watch(port):
-    import socket
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(b"GET /watch HTTP/1.0\r\n\r\n")
-    return sock, sock.makefile("rb").readline()
 
 
 @pytest.mark.parametrize("max_watchers, allowed", [(1, 1), (8, 2)])
@@ -263,12 +264,12 @@ def test_watch_streams_are_bounded_and_do_not_take_the_checks_slots(health, tmp_
     streams = []
     try:
         for _ in range(allowed):
-            sock, first = _watch(port)
+            sock, stream = _watch(port)
             streams.append(sock)
-            assert b" 200 " in first
-        sock, first = _watch(port)
+            assert b" 200 " in stream.readline()
+        sock, stream = _watch(port)
         streams.append(sock)
-        assert b" 503 " in first
+        assert b" 503 " in stream.readline()
         # HAProxy's check is still answered
         try:
             urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=5)
@@ -279,9 +280,9 @@ def test_watch_streams_are_bounded_and_do_not_take_the_checks_slots(health, tmp_
         deadline = time.monotonic() + 10
         while server.RequestHandlerClass.probe.watching.get("127.0.0.1", 0) >= allowed and time.monotonic() < deadline:
             time.sleep(0.05)
-        sock, first = _watch(port)
+        sock, stream = _watch(port)
         streams.append(sock)
-        assert b" 200 " in first
+        assert b" 200 " in stream.readline()
     finally:
         for sock in streams:
             sock.close()
