@@ -34,6 +34,18 @@ def _expose(value):
     return salt.utils.secret.expose(value)
 
 
+def plain(value):
+    """``value`` with every mapping in it a plain dict (lists and scalars as they are). Salt's
+    renderers give OrderedDicts, whose equality depends on key order: a pillar written with its
+    keys in another order (the same site) made two models unequal, and the loop announced a
+    change of keys that had not changed."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
 # Salt's pillar compilation is not safe to run in several threads of one process at once:
 # on Salt 3008.3, 24 compilations of ten sites' pillars in parallel threads returned an empty
 # pillar (no error) for 7 of them, which the loop took for a site whose pillar had turned
@@ -58,7 +70,7 @@ def pillar_model(ctx, minion, wait=True):
         pillar = salt.pillar.get_pillar(ctx.opts, grains or {}, minion, saltenv="base").compile_pillar()
     finally:
         lock.release()
-    return _expose(pillar.get("openstack_ha") or {})
+    return plain(_expose(pillar.get("openstack_ha") or {}))
 
 
 def defaults(ctx, os_family="Debian"):

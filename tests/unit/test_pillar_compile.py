@@ -57,6 +57,30 @@ def test_pillars_compiled_in_parallel_threads_are_all_whole(tmp_path):
     assert not wrong, "{} of {} compilations lost their site: {}".format(len(wrong), len(minions), wrong[:3])
 
 
+def test_a_pillar_written_in_another_key_order_compiles_to_an_equal_model(tmp_path):
+    """Salt's YAML renderer gives OrderedDicts, equal only in the same key order: the loop took
+    the lab's site file written back with its keys sorted for a change of five keys (an
+    ``openstack_ha/site/changed`` naming ``controllers``, ``vips`` and more, nothing changed)."""
+    import yaml
+
+    roots = tmp_path / "orders"
+    (roots / "a").mkdir(parents=True)
+    (roots / "b").mkdir()
+    site = {"site": "s1", "controllers": [{"id": "s1-c1", "address": "127.0.0.11"}],
+            "vips": {"public": {"address": "127.0.0.100", "router_id": 51}}}
+    (roots / "a" / "init.sls").write_text(yaml.safe_dump({"openstack_ha": site}, sort_keys=False))
+    (roots / "b" / "init.sls").write_text(yaml.safe_dump({"openstack_ha": site}, sort_keys=True))
+    got = {}
+    for name in ("a", "b"):
+        (roots / "top.sls").write_text(yaml.safe_dump({"base": {"*": [name]}}))
+        (tmp_path / name).mkdir()
+        opts = master_opts(tmp_path / name)
+        opts.update({"renderer": "yaml", "pillar_roots": {"base": [str(roots)]}})
+        got[name] = sites.pillar_model(Ctx(opts), "s1-c1")
+    assert list(got["a"]["controllers"][0]) == ["id", "address"] and list(got["b"]["controllers"][0]) == ["address", "id"]
+    assert got["a"] == got["b"] and sites.changed_keys(got["a"], got["b"]) == []
+
+
 class SharedCtx(Ctx):
     """Enough of the master's context for ``site_model`` and ``controller_site``."""
 
