@@ -8,7 +8,7 @@ import pytest
 
 from lab import labctl
 from tests.integration import labtools
-from tests.integration.labtools import CTRLS, admin_states, ready_everywhere, standin_pid, wait_until
+from tests.integration.labtools import CTRLS, standin_pid, wait_until
 
 
 BESIDE_WAIT = 1800  # seconds the lab waits at most for the tests run beside this one
@@ -61,7 +61,7 @@ def remediating(applied):
             os.kill(pid, signal.SIGCONT)
         labtools.start_standins(ctrl)
     for backend in CTRLS:
-        wait_until(lambda: set(admin_states("nova", backend).values()) == {"ready"}, 45, "nova/%s ready everywhere" % backend, interval=1)
+        labtools.wait_restored(backend, 45)
     # HAProxy is set before the decision is stored: a restore seen in HAProxy may reach the
     # records seconds later on a busy master. Wait for it, then out of the cooldown it starts
     # (in which a new drain is only suppressed).
@@ -82,7 +82,7 @@ def remediating(applied):
     # The next test (of any file) finds every backend serving: a drain the test provoked is
     # restored by the loop once its cooldown is over, which can outlast the test itself.
     for backend in CTRLS:
-        wait_until(lambda: ready_everywhere(backend), 90, "nova/%s restored everywhere after the test" % backend, interval=1)
+        labtools.wait_restored(backend, 90)
 
 
 def log_tail(path, tail=2 * 1024 * 1024):

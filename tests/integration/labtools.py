@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 
 from lab import labctl
 from tests.conftest import load_module
@@ -338,6 +339,41 @@ def drained_everywhere(backend, service="nova"):
 
 def ready_everywhere(backend, service="nova"):
     return set(admin_states(service, backend).values()) == {"ready"}
+
+
+def backend_story(backend, service="nova", recent=6):
+    """What a test that waited in vain for ``service/backend`` should say: each HAProxy's
+    administrative state of it, whether its stand-in runs and answers, and the loop's latest
+    decisions about it (from the records). Never raises: it explains a failure."""
+    lines = []
+    try:
+        lines.append("HAProxy admin states: {}".format(admin_states(service, backend)))
+        pid = standin_pid(backend, service)
+        port = dict(labctl.lab_services()).get(service)
+        try:
+            with urllib.request.urlopen("http://{}:{}/".format(ADDRESS[backend], port), timeout=2) as response:
+                answer = "status {}".format(response.status)
+        except (OSError, ValueError) as exc:
+            answer = str(exc)
+        lines.append("stand-in {} on {}: pid {} ({}), answers {}".format(
+            service, backend, pid, "alive" if pid and labctl.alive(pid) else "not running", answer))
+        mine = [d for d in decisions() if d.get("service") == service and d.get("backend") == backend]
+        for d in mine[-recent:]:
+            lines.append("decision at {}: {} ({}) by {} on {}'s report, timing {}".format(
+                time.strftime("%H:%M:%S", time.localtime(d.get("time", 0))), d.get("what"), d.get("why"), d.get("decided_by"), d.get("reported_by"), d.get("timing")))
+    except Exception as exc:  # noqa: BLE001 - an explanation must not hide the failure it explains
+        lines.append("(could not say more: {})".format(exc))
+    return "\n".join(lines)
+
+
+def wait_restored(backend, timeout, service="nova"):
+    """Wait (``wait_until``) until ``service/backend`` is ready on every HAProxy; on timeout the
+    AssertionError says what the HAProxies, the stand-in and the loop's records show."""
+    try:
+        return wait_until(lambda: ready_everywhere(backend, service), timeout,
+                          "{}/{} restored everywhere".format(service, backend), interval=0.5)
+    except AssertionError as exc:
+        raise AssertionError("{}\n{}".format(exc, backend_story(backend, service))) from None
 
 
 def nothing_drained():

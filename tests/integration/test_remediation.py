@@ -20,7 +20,7 @@ def test_crashed_backend_is_drained_everywhere_and_restored(remediating):
     os.kill(standin_pid("lab-ctrl2", "nova"), signal.SIGKILL)
     wait_until(lambda: drained_everywhere("lab-ctrl2"), 10, "nova/lab-ctrl2 drained on all three HAProxies", interval=0.2)
     labtools.start_standins("lab-ctrl2")
-    wait_until(lambda: ready_everywhere("lab-ctrl2"), 45, "nova/lab-ctrl2 restored everywhere", interval=0.5)
+    labtools.wait_restored("lab-ctrl2", 45)
 
     def kinds():
         return [d["what"] for d in labtools.decisions() if d.get("backend") == "lab-ctrl2" and d.get("service") == "nova"
@@ -64,7 +64,7 @@ def test_with_the_watcher_a_quorum_of_signed_reports_drains_without_a_verificati
     finally:
         set_watch(None)
         labtools.start_standins("lab-ctrl1")
-    wait_until(lambda: ready_everywhere("lab-ctrl1"), 60, "nova/lab-ctrl1 restored everywhere", interval=0.5)
+    labtools.wait_restored("lab-ctrl1", 60)
     # One drain: a later round on reports taken before it (their HAProxy states say "ready")
     # is settled by the drain's record.
     def acted_until_restored():
