@@ -357,6 +357,7 @@ def backend_story(backend, service="nova", recent=6):
             answer = str(exc)
         lines.append("stand-in {} on {}: pid {} ({}), answers {}".format(
             service, backend, pid, "alive" if pid and labctl.alive(pid) else "not running", answer))
+        lines.append("the loop last handled a backend event of: {}".format(last_backend_events()))
         mine = [d for d in decisions() if d.get("service") == service and d.get("backend") == backend]
         for d in mine[-recent:]:
             lines.append("decision at {}: {} ({}) by {} on {}'s report, timing {}".format(
@@ -364,6 +365,23 @@ def backend_story(backend, service="nova", recent=6):
     except Exception as exc:  # noqa: BLE001 - an explanation must not hide the failure it explains
         lines.append("(could not say more: {})".format(exc))
     return "\n".join(lines)
+
+
+def last_backend_events():
+    """``{controller: seconds ago}``: when the master's loop last handled a backend beacon
+    event in each controller's name (its metrics), or the error that kept it from saying."""
+    url = "http://{}:{}/metrics".format(labctl.BRIDGE_ADDR, labctl.LOOP_METRICS_PORT)
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        return str(exc)
+    ago = {}
+    for line in text.splitlines():
+        if line.startswith("openstack_ha_controller_last_event_timestamp_seconds{") and 'beacon="openstack_ha_backends"' in line:
+            who = line.split('controller="', 1)[1].split('"', 1)[0]
+            ago[who] = round(time.time() - float(line.rsplit(" ", 1)[1]), 1)
+    return ago
 
 
 def wait_restored(backend, timeout, service="nova"):
