@@ -44,13 +44,26 @@ def _authenticated(ctx, reporter, reply, nonce, fun, now, what, quiet=False):
         return None
     claimed, when = _claimed(reply, nonce)
     if claimed is None or abs(when - now) > SKEW:
-        note("report without a probe time near this master's clock", reporter, what)
+        note(off_clock(when, now), reporter, what)
         return None
     ok, answer = ctx.call("publish.authenticated_answer", reporter, claimed, fun, reply)
     if not ok:
         note("unauthenticated report", reporter, what)
         return None
     return when, answer
+
+
+def off_clock(when, now):
+    """Why a report probed at ``when`` (epoch seconds, or None: no readable probe time) is not
+    believed at ``now``: the words the intake's trace counts it under. A report more than
+    :data:`SKEW` behind this master's clock is most often one the controller handed over late
+    (a minion's main loop held by a pillar refresh delayed one by 8 s in the lab), one ahead of
+    it a controller's clock that is wrong: an operator reading the trace needs to know which."""
+    if when is None:
+        return "report without a probe time"
+    if when < now:
+        return "report that reached this master more than {:g} s after its probe (late, or the controller's clock behind)".format(SKEW)
+    return "report probed more than {:g} s ahead of this master's clock (the controller's clock ahead)".format(SKEW)
 
 
 def _claimed(reply, nonce):

@@ -309,7 +309,7 @@ def test_a_report_is_judged_by_when_the_master_received_it(keys, ctx):
     and as old (for a decision) as it was when it came."""
     data = report(keys, "c1", down=["nova/c3"], now=time.time() - 7)
     assert reports.accept(ctx, MODEL, "c1", data) is False  # judged now: 7 s off the clock
-    assert ctx.ignored[-1][0] == "report without a probe time near this master's clock"
+    assert ctx.ignored[-1][0] == "report that reached this master more than 5 s after its probe (late, or the controller's clock behind)"
     assert reports.accept(ctx, MODEL, "c1", data, arrived=time.monotonic() - 6.5) is True
     # Received 6.5 s ago: too old to decide on with a freshness of 1 s.
     assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=1.0) is None
@@ -446,3 +446,14 @@ def test_a_round_that_joined_a_failed_verification_verifies_itself(keys, ctx, mo
     # c2's round waited for the one in flight (its own came only after that one failed).
     assert views == {"c1": "view"} and joined is False and asked == [("nova", False), ("nova", True)]
     assert ctx.state["verifications"]["flying"] == []
+
+
+def test_a_report_off_the_masters_clock_is_counted_under_which_way_it_is_off(keys, ctx):
+    """Late (a minion's main loop held it) and ahead (a wrong clock) are told apart in the
+    intake's trace; a reply with no readable probe time says so."""
+    assert reports.accept(ctx, MODEL, "c1", report(keys, "c1", down=["nova/c3"], now=time.time() + 60)) is False
+    assert ctx.ignored[-1][0] == "report probed more than 5 s ahead of this master's clock (the controller's clock ahead)"
+    assert reports.accept(ctx, MODEL, "c1", report(keys, "c1", down=["nova/c3"], now=time.time() - 60)) is False
+    assert ctx.ignored[-1][0].startswith("report that reached this master more than 5 s after its probe")
+    assert reports.accept(ctx, MODEL, "c1", {"report": {"body": "{}", "sig": "x"}}) is False
+    assert ctx.ignored[-1][0] == "report without a probe time"
