@@ -262,8 +262,13 @@ def rabbit_remedy(nodes, majority, views, seen, now, cooldown, heal_partitions=T
         # that misses a peer whose app runs: one that misses a peer merely down (or being
         # healed, its app restarting) is the majority, and restarting it would split the
         # cluster again (a CI run healed lab-ctrl1 while lab-ctrl3's heal was under way).
-        running = {n for n in nodes if views.get(n, {}).get("app_running")}
-        overlap = [n for n in partitioned if running - set(views[n].get("running_nodes") or []) - {n}]
+        # In RabbitMQ's names (``rabbit@host``, each view's ``node``), as ``running_nodes``
+        # lists them: the views are keyed by controller id. Compared with the ids, every
+        # partitioned node missed "a peer whose app runs" (a CI run healed the majority node
+        # lab-ctrl2 while lab-ctrl3's app restarted).
+        name = {n: views.get(n, {}).get("node") or n for n in nodes}
+        running = {name[n] for n in nodes if views.get(n, {}).get("app_running")}
+        overlap = [n for n in partitioned if running - set(views[n].get("running_nodes") or []) - {name[n]}]
         minority = sorted(overlap, key=sees.get)[:1]
     dead = [n for n in candidates if not views[n].get("running")]
     if heal_partitions and minority and now - seen.get("heal_time", 0) >= cooldown:

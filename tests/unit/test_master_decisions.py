@@ -142,6 +142,28 @@ def test_overlapping_partitions_heal_the_node_that_sees_fewest_and_a_stale_list_
     assert decide.rabbit_remedy(NODES, 2, healing, {}, 100.0, 30) == ("restart", "rabbit@c3")  # c3 itself, if anything
 
 
+def test_the_overlap_rule_reads_rabbitmqs_node_names_not_the_controller_ids():
+    """The loop keys each view by controller id; ``running_nodes`` lists RabbitMQ's names. The
+    views of a CI run's failure: lab-ctrl3's heal under way (its app stopped), lab-ctrl2 still
+    listing the partition and seeing lab-ctrl1 and itself, a majority. Nothing to heal there:
+    the restart of lab-ctrl3 is what is due, if anything."""
+    ids = ["lab-ctrl1", "lab-ctrl2", "lab-ctrl3"]
+
+    def view(ctrl, running_nodes, partitions=None, running=True, app=True):
+        return dict(rabbit(running_nodes, partitions, running=running, app=app), node="rabbit@" + ctrl)
+    healing = {"lab-ctrl1": view("lab-ctrl1", ["rabbit@lab-ctrl1", "rabbit@lab-ctrl2"]),
+               "lab-ctrl2": view("lab-ctrl2", ["rabbit@lab-ctrl1", "rabbit@lab-ctrl2"],
+                                 partitions={"rabbit@lab-ctrl1": ["rabbit@lab-ctrl3"], "rabbit@lab-ctrl2": ["rabbit@lab-ctrl3"]}),
+               "lab-ctrl3": view("lab-ctrl3", [], running=False, app=False)}
+    assert decide.rabbit_remedy(ids, 2, healing, {"heal_time": 90.0, "restart_time": 95.0}, 100.0, 10) is None
+    assert decide.rabbit_remedy(ids, 2, healing, {"heal_time": 90.0, "restart_time": 50.0}, 100.0, 10) == ("restart", "lab-ctrl3")
+    # Overlapping partitions under the same names: the node seeing the fewest is healed.
+    overlap = {"lab-ctrl1": view("lab-ctrl1", ["rabbit@lab-ctrl1", "rabbit@lab-ctrl3"], partitions={"rabbit@lab-ctrl1": ["rabbit@lab-ctrl2"]}),
+               "lab-ctrl2": view("lab-ctrl2", ["rabbit@lab-ctrl2", "rabbit@lab-ctrl3"], partitions={"rabbit@lab-ctrl2": ["rabbit@lab-ctrl1"]}),
+               "lab-ctrl3": view("lab-ctrl3", ["rabbit@lab-ctrl1", "rabbit@lab-ctrl2", "rabbit@lab-ctrl3"])}
+    assert decide.rabbit_remedy(ids, 2, overlap, {}, 100.0, 10) == ("heal", "lab-ctrl1")
+
+
 def test_a_node_that_does_not_run_is_started_again():
     views = {"rabbit@c1": rabbit(NODES[:2]), "rabbit@c2": rabbit(NODES[:2]), "rabbit@c3": rabbit([], running=False, app=False)}
     assert decide.rabbit_remedy(NODES, 2, views, {}, 100.0, 30) == ("restart", "rabbit@c3")
