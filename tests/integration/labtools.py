@@ -367,6 +367,18 @@ def backend_story(backend, service="nova", recent=6):
     return "\n".join(lines)
 
 
+def sample(text, name, **labels):
+    """The value of the sample ``name{labels}`` in Prometheus text ``text`` (labels matched
+    as a subset), or None."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and line.split(" ")[0] != name:
+            continue
+        head, _, value = line.rpartition(" ")
+        if all('{}="{}"'.format(k, v) in head for k, v in labels.items()):
+            return float(value)
+    return None
+
+
 def last_backend_events():
     """``{controller: seconds ago}``: when the master's loop last handled a backend beacon
     event in each controller's name (its metrics), or the error that kept it from saying."""
@@ -377,10 +389,10 @@ def last_backend_events():
     except OSError as exc:
         return str(exc)
     ago = {}
-    for line in text.splitlines():
-        if line.startswith("openstack_ha_controller_last_event_timestamp_seconds{") and 'beacon="openstack_ha_backends"' in line:
-            who = line.split('controller="', 1)[1].split('"', 1)[0]
-            ago[who] = round(time.time() - float(line.rsplit(" ", 1)[1]), 1)
+    for ctrl in CTRLS:
+        when = sample(text, "openstack_ha_controller_last_event_timestamp_seconds", controller=ctrl, beacon="openstack_ha_backends")
+        if when is not None:
+            ago[ctrl] = round(time.time() - when, 1)
     return ago
 
 

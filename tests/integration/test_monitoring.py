@@ -10,7 +10,7 @@ import urllib.request
 from lab import labctl
 from tests.integration import labtools
 from tests.integration.galera_tools import all_synced
-from tests.integration.labtools import ADDRESS, ready_everywhere, standin_pid, wait_until
+from tests.integration.labtools import ADDRESS, ready_everywhere, sample, standin_pid, wait_until
 
 LOOP_METRICS = "http://{}:{}/metrics".format(labctl.BRIDGE_ADDR, labctl.LOOP_METRICS_PORT)
 
@@ -18,18 +18,6 @@ LOOP_METRICS = "http://{}:{}/metrics".format(labctl.BRIDGE_ADDR, labctl.LOOP_MET
 def get(url):
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.read().decode()
-
-
-def sample(text, name, **labels):
-    """The value of the sample ``name{labels}`` in Prometheus text ``text`` (labels matched
-    as a subset), or None."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and line.split(" ")[0] != name:
-            continue
-        head, _, value = line.rpartition(" ")
-        if all('{}="{}"'.format(k, v) in head for k, v in labels.items()):
-            return float(value)
-    return None
 
 
 def haproxy_up(on, service, server):
