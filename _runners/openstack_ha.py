@@ -158,10 +158,11 @@ def handle_event(tag, data):
     if beacon == "openstack_ha_galera":
         if reporter not in [n["id"] for n in ctx.util("model.galera_nodes")(model)]:
             return {"ignored": "{!r} is not a Galera node".format(reporter)}
-        if data.get("kind") == "heartbeat" and data.get("healthy") is True and not ctx.call("remediate.loop_drained", model, "galera"):
+        if (data.get("kind") == "heartbeat" and data.get("healthy") is True and not ctx.call("remediate.loop_drained", model, "galera")
+                and not ctx.call("remediate.unconfirmed_at", model, reporter, "galera")):
             return {"site": site, "decisions": []}
         return {"site": site, "decisions": ctx.call("remediate.reconcile", model, reporter, service="galera", arrived=arrived)}
-    if data.get("kind") == "heartbeat" and not ctx.call("remediate.heartbeat_needs_work", model, data):
+    if data.get("kind") == "heartbeat" and not ctx.call("remediate.heartbeat_needs_work", model, data, reporter):
         return {"site": site, "decisions": []}
     services = set()
     if data.get("kind") == "change":

@@ -16,7 +16,9 @@ Guardrails applied here:
 - cooldown: a backend acted on less than ``cooldown`` seconds ago is not toggled again;
 - only what the remediation drained is restored: an operator's drain (planned maintenance)
   or a drain set by hand is left alone;
-- idempotence: a backend already in the wanted state on every HAProxy yields no action.
+- idempotence: a backend already in the wanted state on every HAProxy yields no action;
+- catch-up: the loop's restore that a controller missed (cut off or slow when it was
+  published) is applied again once that controller's view shows the backend still drained.
 """
 
 READY, DRAIN = "ready", "drain"
@@ -88,8 +90,10 @@ def decide(backends, views, quorum, records, now, cooldown, maintenance=()):
     quorum
         how many controllers must agree.
     records
-        ``{key: {'state': 'drain'|'ready', 'by': 'remediation'|'operator', 'time': epoch}}``:
-        the last action taken on each backend.
+        ``{key: {'state': 'drain'|'ready', 'by': 'remediation'|'operator', 'time': epoch,
+        'unconfirmed': [controller]}}``: the last action taken on each backend and the
+        controllers whose answer did not confirm it (a loop restore they missed is applied
+        again where their view shows the backend still drained, see :func:`missed`).
     maintenance
         keys under planned maintenance: never touched.
 
@@ -134,7 +138,42 @@ def decide(backends, views, quorum, records, now, cooldown, maintenance=()):
             decided[key] = False
             actions.append(dict(base, action="restore", reason="a quorum of controllers ({} of {}) sees {} healthy again".format(
                 sum(1 for e in evidence.values() if e["up"] is True), len(views), backend)))
+        elif health[key] is True and record.get("by") == "remediation" and record.get("state") == READY and missed(key, record, views):
+            # The loop's own restore did not reach these HAProxies (their controller was cut
+            # off or slow): the same decision again, not a toggle, so no cooldown.
+            decided[key] = False
+            actions.append(dict(base, action="restore", reason="the restore of {} did not reach the HAProxy of {}: applied again".format(
+                backend, ", ".join(missed(key, record, views)))))
     return actions
+
+
+def missed(key, record, views):
+    """The controllers of ``record``'s ``unconfirmed`` (those whose answer did not confirm the
+    loop's last action on backend ``key``) whose HAProxy, by their view, still holds the state
+    that action replaced: drained after a restore, in rotation after a drain. A sorted list."""
+    stale = DRAIN if record.get("state") == READY else READY
+    return sorted(c for c in record.get("unconfirmed") or () if (views.get(c) or {}).get("admin", {}).get(key) == stale)
+
+
+def confirmed(records, views, keys):
+    """
+    The unconfirmed lists to keep after a round's views: ``{key: [controllers]}`` for every
+    backend of ``keys`` whose record's ``unconfirmed`` changes. A controller leaves it once its
+    view shows its HAProxy's state of the backend and that state is not the one the loop's
+    action replaced (see :func:`missed`: those stay until the action reaches them). A controller
+    that did not answer, or whose HAProxy did not, stays.
+    """
+    kept = {}
+    for key in keys:
+        record = records.get(key) or {}
+        waiting = list(record.get("unconfirmed") or ())
+        if not waiting:
+            continue
+        stale = set(missed(key, record, views))
+        left = [c for c in waiting if c in stale or key not in (views.get(c) or {}).get("admin", {})]
+        if left != waiting:
+            kept[key] = left
+    return kept
 
 
 # ------------------------------------------------------------------------------ VIPs

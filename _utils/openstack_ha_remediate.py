@@ -222,9 +222,16 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
         seen = last_verify.setdefault(site, {})
         seen[service] = max(seen.get(service, 0), verified - max(0.0, time.time() - fresh))
         records = ctx.call("records.load", site)
+        keys = backends(ctx, model, service, backend)
         actions = ctx.util("decide.decide")(
-            backends(ctx, model, service, backend), views, quorum, records["backends"], time.time(),
+            keys, views, quorum, records["backends"], time.time(),
             model["remediation"]["cooldown"], maintenance=records["maintenance"])
+        # Controllers whose HAProxy these views show caught up with the loop's last action.
+        caught_up = ctx.util("decide.confirmed")(records["backends"], views, keys)
+        for key, left in caught_up.items():
+            records["backends"][key] = {k: v for k, v in records["backends"][key].items() if k != "unconfirmed"}
+            if left:
+                records["backends"][key]["unconfirmed"] = left
         # Another round (of this master or another) already acted, or is acting, on these.
         now = time.time()
         actions = [a for a in actions if not settled_elsewhere(records["backends"].get(a["key"]), a, started_wall, now)]
@@ -236,7 +243,7 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
             records["backends"][action["key"]] = {"state": "drain" if action["action"] == "drain" else "ready",
                                                   "by": "remediation", "time": now,
                                                   "pending": {"master": me, "until": now + PENDING_LEASE}}
-        if moves:
+        if moves or caught_up:
             ctx.call("records.store", site, records)
     publishing, parts = time.monotonic(), {}
     entries = act(ctx, model, moves, who, reporter, parts) if moves else []
@@ -248,8 +255,11 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
             entry["timing"] = {"queued": round(started - arrived, 3) if arrived else None,
                                "verify": round(verified - started, 3), "act": round(acted - verified, 3),
                                "record": round(publishing - verified, 3), **parts, "evidence": source}
-            records["backends"]["{}/{}".format(entry["service"], entry["backend"])] = {
-                "state": entry["state"], "by": "remediation", "time": entry["time"]}
+            recorded = {"state": entry["state"], "by": "remediation", "time": entry["time"]}
+            if entry.get("not_applied"):
+                # Caught up with by the next round that sees their HAProxy (decide.missed).
+                recorded["unconfirmed"] = entry["not_applied"]
+            records["backends"]["{}/{}".format(entry["service"], entry["backend"])] = recorded
             tag = "openstack_ha/backend/" + ("drained" if entry["what"] == "drain" else "restored")
             ctx.call("records.announce", records, site, entry, tag)
             done.append(entry)
@@ -278,12 +288,25 @@ def loop_drained(ctx, model, service=None):
     return any(_loop_drain(r) and (service is None or key.split("/")[0] == service) for key, r in records["backends"].items())
 
 
-def heartbeat_needs_work(ctx, model, data):
+def unconfirmed_at(ctx, model, reporter, service=None):
+    """True when ``reporter``'s answer did not confirm the loop's last action on a backend (of
+    ``service``): its HAProxy may have missed it, and its heartbeat is worth a full check."""
+    return _unconfirmed(ctx.call("records.load", model["site"])["backends"], reporter, service)
+
+
+def _unconfirmed(records, reporter, service=None):
+    """True when a backend record (of ``service``) lists ``reporter`` as unconfirmed."""
+    return any(reporter in (r.get("unconfirmed") or ()) for key, r in records.items()
+               if service is None or key.split("/")[0] == service)
+
+
+def heartbeat_needs_work(ctx, model, data, reporter=None):
     """A heartbeat is worth a full check (a verification publish) where its view and the
     records disagree: a backend reported down that is not recorded drained, or whose drain the
     reporter's own HAProxy does not hold (``admin``, its administrative states of the backends
     it reports down; without it, every backend down is checked); a backend the loop drained
-    that is reported up, or not at all (the loop may have to restore it); or no view. A backend
+    that is reported up, or not at all (the loop may have to restore it); a loop action the
+    ``reporter``'s answer did not confirm (:func:`unconfirmed_at`); or no view. A backend
     down and drained everywhere needs nothing: verifying it at every heartbeat brought a job to
     every controller at each controller's heartbeat for as long as it stayed down.
 
@@ -294,6 +317,8 @@ def heartbeat_needs_work(ctx, model, data):
         return True
     admin = data.get("admin") if isinstance(data.get("admin"), dict) else {}
     records = ctx.call("records.load", model["site"])["backends"]
+    if reporter is not None and _unconfirmed(records, reporter):
+        return True
     for key, state in view.items():
         drained = (records.get(key) or {}).get("state") == "drain"
         if state != "up" and not (drained and admin.get(key) in ("drain", "maint")):

@@ -83,8 +83,29 @@ def unowned_drains(backends, records):
     for backend, servers in sorted(backends.items()):
         for server, cells in sorted(servers.items()):
             key = "{}/{}".format(backend, server)
-            held = sorted(ctrl for ctrl, cell in cells.items() if cell in ("DRAIN", "MAINT"))
+            # A restore of the loop's that these controllers missed is the loop's to finish.
+            missed = set(((records.get("backends") or {}).get(key) or {}).get("unconfirmed") or ())
+            held = sorted(ctrl for ctrl, cell in cells.items() if cell in ("DRAIN", "MAINT") and ctrl not in missed)
             if held and key not in owned:
+                found.append("{} ({} on {})".format(key, "/".join(sorted({cells[c] for c in held})), ", ".join(held)))
+    return found
+
+
+def missed_restores(backends, records):
+    """The loop's restores some HAProxies still miss: ``["nova/lab-ctrl2 (DRAIN on
+    lab-ctrl3)", ...]`` where the loop's last action on a backend was a restore, the
+    controller did not confirm it (its record's ``unconfirmed``) and its HAProxy, in
+    ``backends`` (as :func:`unowned_drains` takes them), holds the backend out of service. The
+    loop applies the restore there again once it sees that controller's view. Pure."""
+    found = []
+    for backend, servers in sorted(backends.items()):
+        for server, cells in sorted(servers.items()):
+            key = "{}/{}".format(backend, server)
+            last = (records.get("backends") or {}).get(key) or {}
+            if last.get("by") != "remediation" or last.get("state") != "ready":
+                continue
+            held = sorted(c for c in last.get("unconfirmed") or () if cells.get(c) in ("DRAIN", "MAINT"))
+            if held:
                 found.append("{} ({} on {})".format(key, "/".join(sorted({cells[c] for c in held})), ", ".join(held)))
     return found
 
@@ -129,6 +150,10 @@ def site_status(ctx, site=None, timeout=10, recent=8, quick=False):
             summary["paused"] = records["paused"]
             summary["problems"].append("remediation is PAUSED since {} ({}): salt-run openstack_ha.resume ends it".format(
                 time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(records["paused"]["since"])), records["paused"]["reason"]))
+            summary["healthy"] = False
+        for drain in missed_restores(summary["backends"], records):
+            summary["problems"].append("a restore of the loop's that an HAProxy missed: {}; the loop applies it "
+                                       "again at that controller's next heartbeat".format(drain))
             summary["healthy"] = False
         for drain in unowned_drains(summary["backends"], records):
             summary["problems"].append("a drain nobody owns (not the loop, not maintenance): {}; "

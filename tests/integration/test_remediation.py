@@ -90,6 +90,36 @@ def test_hung_backend_is_drained_everywhere_and_restored(remediating):
     wait_until(lambda: ready_everywhere("lab-ctrl3"), 45, "nova/lab-ctrl3 restored after SIGCONT", interval=0.5)
 
 
+def test_a_restore_a_controller_missed_is_applied_when_it_is_back(remediating):
+    """lab-ctrl3's minion is down while the loop restores nova/lab-ctrl2: the restore reaches
+    the other two HAProxies, its decision names lab-ctrl3 as not applied, and lab-ctrl3's
+    HAProxy keeps the drain. Once the minion is back, its first heartbeat brings the restore
+    there too. Before, nothing did: the record said "restored", and that HAProxy kept the
+    backend out of rotation until someone undrained it by hand."""
+    labctl = labtools.labctl
+    start = time.time()
+    os.kill(standin_pid("lab-ctrl2", "nova"), signal.SIGKILL)
+    wait_until(lambda: drained_everywhere("lab-ctrl2"), 10, "nova/lab-ctrl2 drained on all three HAProxies", interval=0.2)
+    labctl.kill_pids(labctl.minion_tree("lab-ctrl3"))
+    try:
+        labtools.start_standins("lab-ctrl2")
+        both = {"lab-ctrl1": "ready", "lab-ctrl2": "ready"}
+        wait_until(lambda: labtools.admin_states("nova", "lab-ctrl2", list(both)) == both, 60,
+                   "nova/lab-ctrl2 restored on lab-ctrl1 and lab-ctrl2", interval=0.5)
+        restores = wait_until(lambda: [d for d in labtools.decisions() if d["what"] == "restore" and d.get("backend") == "lab-ctrl2"
+                                       and d.get("service") == "nova" and d["time"] >= start], 15, "the restore in the records",
+                              interval=0.5)
+        assert restores[-1]["not_applied"] == ["lab-ctrl3"], restores[-1]
+        assert labtools.admin_states("nova", "lab-ctrl2", ["lab-ctrl3"]) == {"lab-ctrl3": "drain"}
+    finally:
+        labctl.start_minion("lab-ctrl3")
+    labtools.wait_restored("lab-ctrl2", 120)
+    again = wait_until(lambda: [d for d in labtools.decisions() if d["what"] == "restore" and d.get("backend") == "lab-ctrl2"
+                                and d["time"] >= start and "did not reach the HAProxy of lab-ctrl3" in d.get("why", "")], 15,
+                       "the second restore in the records", interval=0.5)
+    assert again[-1]["not_applied"] == [], again[-1]
+
+
 @pytest.fixture(scope="module")
 def intruder(lab):
     """A minion that is not a controller: on the host, accepted by the lab's master (one for

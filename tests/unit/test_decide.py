@@ -88,3 +88,36 @@ def test_a_backend_drained_on_a_quorum_is_not_serving_for_the_operator_either():
     assert decide_lib.serving("nova/b", views, 2) is False
     views["c2"]["admin"]["nova/b"] = "ready"
     assert decide_lib.serving("nova/b", views, 2) is True
+
+
+def test_a_restore_missed_by_a_controller_is_applied_again_only_where_it_was_missed():
+    """The loop restored nova/c2, c3 did not confirm it: where c3's HAProxy still holds the
+    drain, the restore is decided again (no cooldown: the same decision); where c3's view does
+    not show it drained, or the restore was an operator's, or c3 is not listed, nothing."""
+    v = views()
+    v["c3"]["admin"]["nova/c2"] = "drain"
+    mine = {"nova/c2": {"state": "ready", "by": "remediation", "time": 995.0, "unconfirmed": ["c3"]}}
+    actions = run(v, mine)
+    assert [(a["action"], a["key"]) for a in actions] == [("restore", "nova/c2")]
+    assert "did not reach the HAProxy of c3" in actions[0]["reason"]
+    assert run(views(), mine) == []
+    assert run(v, {"nova/c2": dict(mine["nova/c2"], unconfirmed=["c1"])}) == []
+    assert run(v, {"nova/c2": dict(mine["nova/c2"], by="operator")}) == []
+    assert run(v, {"nova/c2": {"state": "ready", "by": "remediation", "time": 995.0}}) == []  # drained by hand since
+    v["c3"]["probes"]["nova/c2"]["up"] = False
+    assert [a["action"] for a in run(v, mine)] == ["restore"]  # a quorum (c1, c2) sees it up
+    v["c2"]["probes"]["nova/c2"]["up"] = False
+    assert [a["action"] for a in run(v, mine)] == ["suppressed"]  # down by a quorum: the drain's rule, cooling
+
+
+def test_confirmed_keeps_the_controllers_not_seen_caught_up():
+    record = {"state": "ready", "by": "remediation", "time": 1.0, "unconfirmed": ["c2", "c3"]}
+    v = views(answering=["c1", "c2"])
+    assert decide_lib.confirmed({"nova/c2": record}, v, BACKENDS) == {"nova/c2": ["c3"]}
+    v["c2"]["admin"]["nova/c2"] = "drain"
+    assert decide_lib.confirmed({"nova/c2": record}, v, BACKENDS) == {}
+    assert decide_lib.confirmed({"nova/c2": record}, views(), ["nova/c1"]) == {}
+    assert decide_lib.confirmed({"nova/c2": record}, views(), BACKENDS) == {"nova/c2": []}
+    drain = {"state": "drain", "by": "remediation", "time": 1.0, "unconfirmed": ["c3"]}
+    assert decide_lib.confirmed({"nova/c2": drain}, views(), BACKENDS) == {}  # c3 still serves it
+    assert decide_lib.confirmed({"nova/c2": drain}, views(drained={"nova/c2"}), BACKENDS) == {"nova/c2": []}

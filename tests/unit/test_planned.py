@@ -74,6 +74,18 @@ def test_a_drain_nobody_owns_is_reported_and_owned_ones_are_not():
     assert status.unowned_drains(backends, records) == ["nova/c3 (MAINT on c1)"]
 
 
+def test_a_restore_an_haproxy_missed_is_the_loops_not_a_drain_nobody_owns():
+    """The loop restored nova/c2; c1 did not confirm it and its HAProxy still drains it: the
+    status names the missed restore (the loop finishes it), not a drain nobody owns. c2 holds a
+    drain as well, but confirmed the restore: that one was set by hand since."""
+    backends = {"nova": {"c2": {"c1": "DRAIN", "c2": "DRAIN", "c3": "UP"}}}
+    records = {"maintenance": [], "backends": {"nova/c2": {"state": "ready", "by": "remediation", "unconfirmed": ["c1", "c3"]}}}
+    assert status.missed_restores(backends, records) == ["nova/c2 (DRAIN on c1)"]
+    assert status.unowned_drains(backends, records) == ["nova/c2 (DRAIN on c2)"]
+    records["backends"]["nova/c2"]["by"] = "operator"
+    assert status.missed_restores(backends, records) == []
+
+
 def test_the_priority_drop_leaves_one_controller_to_preempt():
     """lab-ctrl1 (250) in maintenance drops to 235: lab-ctrl2 (240) alone outranks it, lab-ctrl3
     (230) does not, so one controller takes each VIP. With lab-ctrl2 down, 225 (below 230)."""

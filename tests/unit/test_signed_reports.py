@@ -217,6 +217,7 @@ def wire_records(ctx):
         "openstack_ha_records.store": lambda ctx, site, data: None,
         "openstack_ha_records.announce": lambda ctx, data, site, entry, tag: data["decisions"].append(entry),
         "openstack_ha_decide.decide": decide.decide,
+        "openstack_ha_decide.confirmed": decide.confirmed,
         "openstack_ha_model.probe_targets": lambda model, service=None: [],
         "openstack_ha_model.backend_services": lambda model: {"nova": {"servers": [{"id": c} for c in CTRLS]}},
     })
@@ -457,3 +458,60 @@ def test_a_report_off_the_masters_clock_is_counted_under_which_way_it_is_off(key
     assert ctx.ignored[-1][0].startswith("report that reached this master more than 5 s after its probe")
     assert reports.accept(ctx, MODEL, "c1", {"report": {"body": "{}", "sig": "x"}}) is False
     assert ctx.ignored[-1][0] == "report without a probe time"
+
+
+def test_a_restore_a_controller_missed_is_recorded_and_applied_again_when_it_answers(ctx, monkeypatch):
+    """c3 did not answer the restore of nova/c2 (its minion was down): the record names it
+    unconfirmed. A round without c3's view leaves that as it is; the round that sees c3's
+    HAProxy still holding the drain restores it there, although the cooldown runs (it is the
+    same decision again, not a toggle); once c3's view shows it in rotation, the record
+    forgets c3."""
+    records = wire_records(ctx)
+    model = dict(MODEL, remediation=dict(MODEL["remediation"], cooldown=600, probe=dict(MODEL["remediation"]["probe"], watch=0)),
+                 haproxy={"socket": "/run/haproxy/admin.sock", "state_file": "/var/lib/haproxy/state"})
+    published, answering = [], ["c1", "c2"]
+
+    def fake_publish(ctx, controllers, fun, args=(), **kwargs):
+        published.append(args[0])
+        kwargs["timing"].update(asked=1.0, sent=1.1, ran={"c1": (1.2, 1.25)}, received={"c1": 1.3})
+        return {c: {"nova/c2": {"changed": True}} for c in answering}
+    admin = {"c1": "drain", "c2": "drain", "c3": "drain"}
+    ctx.utils.update({"openstack_ha_publish.publish": fake_publish, "openstack_ha_publish.split": publish.split,
+                      "openstack_ha_publish.wait_for": lambda ctx, model: CTRLS})
+    monkeypatch.setattr(remediate, "verify", lambda ctx, model, service=None, since=None: {
+        c: {"probes": {k: {"up": True} for k in KEYS}, "admin": dict({k: "ready" for k in KEYS}, **{"nova/c2": admin[c]}),
+            "haproxy": True} for c in answering})
+    records.data["backends"]["nova/c2"] = {"state": "drain", "by": "remediation", "time": time.time() - 700}
+    done = remediate.reconcile(ctx, model, "c1", "nova")
+    assert [(d["what"], d["not_applied"]) for d in done] == [("restore", ["c3"])]
+    assert records.data["backends"]["nova/c2"]["unconfirmed"] == ["c3"]
+    restored_at = records.data["backends"]["nova/c2"]["time"]
+    admin.update(c1="ready", c2="ready")
+    # c3 still silent: nothing to do, nothing forgotten; its heartbeat is worth a full check.
+    assert remediate.reconcile(ctx, model, "c1", "nova") == []
+    assert records.data["backends"]["nova/c2"]["unconfirmed"] == ["c3"]
+    heartbeat = {"kind": "heartbeat", "view": {k: "up" for k in KEYS}, "time": time.time()}
+    assert remediate.heartbeat_needs_work(ctx, model, heartbeat, "c3") is True
+    assert remediate.heartbeat_needs_work(ctx, model, heartbeat, "c1") is False
+    # c3 is back with the drain still on its HAProxy: restored there, cooldown or not.
+    answering.append("c3")
+    done = remediate.reconcile(ctx, model, "c3", "nova")
+    assert [(d["what"], d["not_applied"]) for d in done] == [("restore", [])]
+    assert "did not reach the HAProxy of c3" in done[0]["why"]
+    assert published[-1] == [["nova", "c2", "ready"]] and len(published) == 2
+    assert "unconfirmed" not in records.data["backends"]["nova/c2"]
+    assert records.data["backends"]["nova/c2"]["time"] >= restored_at
+
+
+def test_a_controller_that_caught_up_on_its_own_is_forgotten_without_a_publish(ctx, monkeypatch):
+    """c3 applied the restore but answered too late to confirm it: its next view shows the
+    backend in rotation, and the record forgets it with nothing published. Its time stays (the
+    cooldown counts from the action, not from the confirmation)."""
+    records = wire_records(ctx)
+    model = dict(MODEL, remediation=dict(MODEL["remediation"], cooldown=600, probe=dict(MODEL["remediation"]["probe"], watch=0)))
+    ctx.utils.update({"openstack_ha_publish.publish": lambda *a, **k: pytest.fail("nothing to publish")})
+    monkeypatch.setattr(remediate, "verify", lambda ctx, model, service=None, since=None: {
+        c: {"probes": {k: {"up": True} for k in KEYS}, "admin": {k: "ready" for k in KEYS}, "haproxy": True} for c in CTRLS})
+    records.data["backends"]["nova/c2"] = {"state": "ready", "by": "remediation", "time": 5.0, "unconfirmed": ["c3"]}
+    assert remediate.reconcile(ctx, model, "c1", "nova") == []
+    assert records.data["backends"]["nova/c2"] == {"state": "ready", "by": "remediation", "time": 5.0}
