@@ -226,8 +226,10 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
         actions = ctx.util("decide.decide")(
             keys, views, quorum, records["backends"], time.time(),
             model["remediation"]["cooldown"], maintenance=records["maintenance"])
-        # Controllers whose HAProxy these views show caught up with the loop's last action.
-        caught_up = ctx.util("decide.confirmed")(records["backends"], views, keys)
+        # Controllers whose HAProxy these views show caught up with the loop's last action;
+        # only an action recorded before the views were taken can be confirmed by them.
+        caught_up = ctx.util("decide.confirmed")(
+            {k: r for k, r in records["backends"].items() if r.get("time", 0) <= started_wall}, views, keys)
         for key, left in caught_up.items():
             records["backends"][key] = {k: v for k, v in records["backends"][key].items() if k != "unconfirmed"}
             if left:

@@ -515,3 +515,16 @@ def test_a_controller_that_caught_up_on_its_own_is_forgotten_without_a_publish(c
     records.data["backends"]["nova/c2"] = {"state": "ready", "by": "remediation", "time": 5.0, "unconfirmed": ["c3"]}
     assert remediate.reconcile(ctx, model, "c1", "nova") == []
     assert records.data["backends"]["nova/c2"] == {"state": "ready", "by": "remediation", "time": 5.0}
+
+
+def test_views_older_than_the_action_confirm_nothing(ctx, monkeypatch):
+    """Views taken before the restore was recorded (c3's HAProxy "ready" from before the drain)
+    must not confirm it: c3 may hold the drain that restore replaced."""
+    records = wire_records(ctx)
+    model = dict(MODEL, remediation=dict(MODEL["remediation"], cooldown=600, probe=dict(MODEL["remediation"]["probe"], watch=0)))
+    monkeypatch.setattr(remediate, "verify", lambda ctx, model, service=None, since=None: {
+        c: {"probes": {k: {"up": True} for k in KEYS}, "admin": {k: "ready" for k in KEYS}, "haproxy": True} for c in CTRLS})
+    later = {"state": "ready", "by": "remediation", "time": time.time() + 60, "unconfirmed": ["c3"]}
+    records.data["backends"]["nova/c2"] = dict(later)
+    assert remediate.reconcile(ctx, model, "c1", "nova") == []
+    assert records.data["backends"]["nova/c2"] == later
