@@ -318,6 +318,10 @@ def forget(ctx, site, host, progress):
         for key in dropped:
             records["backends"].pop(key)
         records["maintenance"] = [k for k in records["maintenance"] if not k.endswith(suffix)]
+        for record in records["backends"].values():
+            # It will never confirm the loop's actions on the other backends (decide.missed).
+            if host in (record.get("unconfirmed") or ()):
+                record["unconfirmed"] = [c for c in record["unconfirmed"] if c != host]
         (records.get("hosts") or {}).pop(host, None)
         ctx.call("records.store", site, records)
     done["records"] = "dropped {} record(s) of {}".format(len(dropped), host)

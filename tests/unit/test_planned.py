@@ -94,3 +94,29 @@ def test_the_priority_drop_leaves_one_controller_to_preempt():
     assert decide.maintenance_drop("c2", CTRLS, views(), [], False) == 5  # c1 (250) outranks it already
     assert decide.maintenance_drop("c1", CTRLS, views(), [], True) == 254  # nopreempt: FAULT
     assert decide.maintenance_drop("c1", CTRLS, views(c2={"error": "down"}, c3=report(serving=False)), [], False) == 254
+
+
+def test_forgetting_a_controller_drops_it_from_the_loops_unconfirmed_actions_too():
+    """c3 left the site: its records go, and it leaves every other backend's ``unconfirmed``
+    (it would never confirm them; its name there would stay for good)."""
+    import threading
+
+    planned = load_module("_utils/openstack_ha_planned.py", "openstack_ha_planned")
+    context = load_module("_utils/openstack_ha_context.py", "openstack_ha_context")
+    records = {"maintenance": ["nova/c3"], "decisions": [], "backends": {
+        "nova/c3": {"state": "drain", "by": "remediation", "time": 1.0},
+        "nova/c2": {"state": "ready", "by": "remediation", "time": 2.0, "unconfirmed": ["c1", "c3"]}}}
+    fired = []
+    ctx = context.Context({"id": "master"}, {
+        "openstack_ha_sites.resolve_site": lambda ctx, site: ("lab", {"lab": ["c1", "c2", "c4"]}, {"site": "lab"}),
+        "openstack_ha_model.cluster_nodes": lambda model, name: [],
+        "openstack_ha_model.galera_nodes": lambda model: [],
+        "openstack_ha_records.lock": lambda ctx, site: threading.Lock(),
+        "openstack_ha_records.load": lambda ctx, site: records,
+        "openstack_ha_records.store": lambda ctx, site, data: None,
+        "openstack_ha_records.fire": lambda ctx, tag, data: fired.append(tag),
+    }, {})
+    done = planned.forget(ctx, None, "c3", lambda message: None)
+    assert done["records"] == "dropped 1 record(s) of c3"
+    assert records["backends"] == {"nova/c2": {"state": "ready", "by": "remediation", "time": 2.0, "unconfirmed": ["c1"]}}
+    assert records["maintenance"] == [] and fired == ["openstack_ha/controller/forgotten"]
