@@ -120,9 +120,13 @@ class Keystone:
             if resp.status_code >= 500:
                 failures.append("{}: HTTP {}".format(url, resp.status_code))
                 continue
-            if resp.status_code != 201 or "X-Subject-Token" not in resp.headers:
+            if resp.status_code != 201:
                 raise KeystoneError("api", "Keystone at {} answered the token request with HTTP {}: {}".format(
                     url, resp.status_code, _message(resp)))
+            if "X-Subject-Token" not in resp.headers:
+                raise KeystoneError("api", "{} answered the token request (HTTP 201) without an X-Subject-Token "
+                                           "header: not Keystone's answer (another server on its port?): {}".format(
+                                               url, _message(resp)))
             body = resp.json().get("token") or {}
             self.counts["tokens"] += 1
             self.url, self.token = url, resp.headers["X-Subject-Token"]

@@ -346,3 +346,36 @@ def test_an_answer_without_the_expected_list_is_an_api_error_not_a_crash():
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _NoToken(http.server.BaseHTTPRequestHandler):
+    """Answers a token request 201 with a JSON body and no token header (the lab's stand-in
+    APIs answer every request so)."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"service": "keystone", "method": "POST"}).encode()
+        self.send_response(201)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_201_without_a_token_header_says_what_is_missing():
+    """Before, the error read "answered the token request with HTTP 201", as if 201 were the
+    fault; the missing header is."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoToken)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        session = keystone.connect(["http://127.0.0.1:%d/v3" % server.server_address[1]], "admin", "secret", timeout=2)
+        with pytest.raises(keystone.KeystoneError) as err:
+            session.authenticate()
+        assert keystone.error_kind(err.value) == "api"
+        assert "without an X-Subject-Token header" in str(err.value), err.value
+    finally:
+        server.shutdown()
+        server.server_close()
