@@ -98,7 +98,8 @@ def decide(backends, views, quorum, records, now, cooldown, maintenance=()):
         keys under planned maintenance: never touched.
 
     Returns a list of ``{'action': 'drain'|'restore'|'alert', 'key', 'service', 'backend',
-    'reason', 'evidence'}`` (alerts carry ``'alert'``, the kind), in a stable order.
+    'reason', 'evidence'}`` (alerts carry ``'alert'``, the kind; a restore applied again where
+    it was missed carries ``'only'``, the controllers whose HAProxy it is for), in a stable order.
     """
     if len(views) < quorum:
         return [{
@@ -142,8 +143,9 @@ def decide(backends, views, quorum, records, now, cooldown, maintenance=()):
             # The loop's own restore did not reach these HAProxies (their controller was cut
             # off or slow): the same decision again, not a toggle, so no cooldown.
             decided[key] = False
-            actions.append(dict(base, action="restore", reason="the restore of {} did not reach the HAProxy of {}: applied again".format(
-                backend, ", ".join(missed(key, record, views)))))
+            behind = missed(key, record, views)
+            actions.append(dict(base, action="restore", only=behind, reason="the restore of {} did not reach the HAProxy of {}: applied again".format(
+                backend, ", ".join(behind))))
     return actions
 
 

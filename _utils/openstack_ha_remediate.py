@@ -76,7 +76,7 @@ def backends(ctx, model, service=None, backend=None):
     return keys
 
 
-def act(ctx, model, actions, who, reporter, parts=None):
+def act(ctx, model, actions, who, reporter, parts=None, targets=None):
     """Apply every drain/restore of one decision round in one publish to every controller;
     wait only for the controllers that are not known to be cut off (they catch up when they
     answer again: the next verification sees their HAProxy out of line and re-applies), and
@@ -85,8 +85,9 @@ def act(ctx, model, actions, who, reporter, parts=None):
     controllers held the loop's workers, and other sites' events queued behind them).
     Returns one decision entry per action (``not_applied``: the controllers whose answer did
     not confirm it in that time); fills the dict ``parts`` (when given) with where the
-    publish's time went (``publish.split``)."""
-    controllers = [c["id"] for c in model["controllers"]]
+    publish's time went (``publish.split``). ``targets``: only these controllers' HAProxies
+    (default: every controller of the site)."""
+    controllers = list(targets) if targets else [c["id"] for c in model["controllers"]]
     changes = [[a["service"], a["backend"], "drain" if a["action"] == "drain" else "ready"] for a in actions]
     timing = {}
     answers = ctx.call("publish.publish", controllers, "openstack_ha_haproxy.set_servers_state",
@@ -247,8 +248,11 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
                                                   "pending": {"master": me, "until": now + PENDING_LEASE}}
         if moves or caught_up:
             ctx.call("records.store", site, records)
-    publishing, parts = time.monotonic(), {}
-    entries = act(ctx, model, moves, who, reporter, parts) if moves else []
+    publishing, parts, entries = time.monotonic(), {}, []
+    # One publish for the round's moves, and one per set of controllers a restore missed
+    # (only their HAProxies: the others hold it, and may hold a drain set there since).
+    for only in sorted({tuple(a.get("only") or ()) for a in moves}):
+        entries += act(ctx, model, [a for a in moves if tuple(a.get("only") or ()) == only], who, reporter, parts, only)
     acted = time.monotonic()
     done = []
     with ctx.call("records.lock", site):

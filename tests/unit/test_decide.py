@@ -99,7 +99,7 @@ def test_a_restore_missed_by_a_controller_is_applied_again_only_where_it_was_mis
     mine = {"nova/c2": {"state": "ready", "by": "remediation", "time": 995.0, "unconfirmed": ["c3"]}}
     actions = run(v, mine)
     assert [(a["action"], a["key"]) for a in actions] == [("restore", "nova/c2")]
-    assert "did not reach the HAProxy of c3" in actions[0]["reason"]
+    assert "did not reach the HAProxy of c3" in actions[0]["reason"] and actions[0]["only"] == ["c3"]
     assert run(views(), mine) == []
     assert run(v, {"nova/c2": dict(mine["nova/c2"], unconfirmed=["c1"])}) == []
     assert run(v, {"nova/c2": dict(mine["nova/c2"], by="operator")}) == []
