@@ -90,10 +90,11 @@ def act(ctx, model, actions, who, reporter, parts=None, targets=None):
     controllers = list(targets) if targets else [c["id"] for c in model["controllers"]]
     changes = [[a["service"], a["backend"], "drain" if a["action"] == "drain" else "ready"] for a in actions]
     timing = {}
+    # A publish to chosen controllers waits for each of them: they have just answered.
     answers = ctx.call("publish.publish", controllers, "openstack_ha_haproxy.set_servers_state",
                        (changes, model["haproxy"]["socket"], model["haproxy"]["state_file"]),
-                       timeout=ACT_TIMEOUT, wait_for=ctx.call("publish.wait_for", model), timing=timing,
-                       quorum=ctx.util("model.quorum_size")(model))
+                       timeout=ACT_TIMEOUT, wait_for=controllers if targets else ctx.call("publish.wait_for", model),
+                       timing=timing, quorum=None if targets else ctx.util("model.quorum_size")(model))
     if parts is not None:
         parts.update(ctx.util("publish.split")(timing))
     answers = {c: a for c, a in answers.items() if isinstance(a, dict)}

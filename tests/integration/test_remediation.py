@@ -109,7 +109,7 @@ def test_a_restore_a_controller_missed_is_applied_when_it_is_back(remediating):
         restores = wait_until(lambda: [d for d in labtools.decisions() if d["what"] == "restore" and d.get("backend") == "lab-ctrl2"
                                        and d.get("service") == "nova" and d["time"] >= start], 15, "the restore in the records",
                               interval=0.5)
-        assert restores[-1]["not_applied"] == ["lab-ctrl3"], restores[-1]
+        assert "lab-ctrl3" in restores[-1]["not_applied"], restores[-1]
         assert labtools.admin_states("nova", "lab-ctrl2", ["lab-ctrl3"]) == {"lab-ctrl3": "drain"}
     finally:
         labctl.start_minion("lab-ctrl3")

@@ -469,10 +469,11 @@ def test_a_restore_a_controller_missed_is_recorded_and_applied_again_when_it_ans
     records = wire_records(ctx)
     model = dict(MODEL, remediation=dict(MODEL["remediation"], cooldown=600, probe=dict(MODEL["remediation"]["probe"], watch=0)),
                  haproxy={"socket": "/run/haproxy/admin.sock", "state_file": "/var/lib/haproxy/state"})
-    published, answering = [], ["c1", "c2"]
+    published, waited, answering = [], [], ["c1", "c2"]
 
     def fake_publish(ctx, controllers, fun, args=(), **kwargs):
         published.append((controllers, args[0]))
+        waited.append((kwargs["wait_for"], kwargs["quorum"]))
         kwargs["timing"].update(asked=1.0, sent=1.1, ran={"c1": (1.2, 1.25)}, received={"c1": 1.3})
         return {c: {"nova/c2": {"changed": True}} for c in answering if c in controllers}
     admin = {"c1": "drain", "c2": "drain", "c3": "drain"}
@@ -500,6 +501,7 @@ def test_a_restore_a_controller_missed_is_recorded_and_applied_again_when_it_ans
     assert "did not reach the HAProxy of c3" in done[0]["why"]
     # Only c3's HAProxy is asked: the others hold the restore (and may hold a drain set since).
     assert published[-1] == (["c3"], [["nova", "c2", "ready"]]) and len(published) == 2
+    assert waited == [(CTRLS, 2), (["c3"], None)]  # c3's answer is awaited, whatever the quorum
     assert "unconfirmed" not in records.data["backends"]["nova/c2"]
     assert records.data["backends"]["nova/c2"]["time"] >= restored_at
 
