@@ -1,6 +1,7 @@
 """The Keystone client against local HTTP servers on loopback: a proxy with no Keystone
 behind it (HTTP 503) is the same as an unreachable Keystone, not an API error."""
 
+import contextlib
 import http.server
 import json
 import os
@@ -324,28 +325,39 @@ class _NotKeystone(http.server.BaseHTTPRequestHandler):
         _issue_token(self, "t")
 
     def do_GET(self):
-        body = json.dumps({"status": "ok"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _send_json(self, 200, {"status": "ok"})
 
     def log_message(self, *args):
         pass
 
 
-def test_an_answer_without_the_expected_list_is_an_api_error_not_a_crash():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotKeystone)
+def _send_json(handler, status, document):
+    """Answer ``handler``'s request with ``status`` and ``document`` as JSON."""
+    body = json.dumps(document).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@contextlib.contextmanager
+def _keystone_on(handler):
+    """A client of one Keystone URL on loopback, served by ``handler`` while the block runs."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        session = keystone.connect(["http://127.0.0.1:%d/v3" % server.server_address[1]], "admin", "secret", timeout=2)
-        with pytest.raises(keystone.KeystoneError) as err:
-            session.services()
-        assert keystone.error_kind(err.value) == "api" and "without 'services'" in str(err.value)
+        yield keystone.connect(["http://127.0.0.1:%d/v3" % server.server_address[1]], "admin", "secret", timeout=2)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_answer_without_the_expected_list_is_an_api_error_not_a_crash():
+    with _keystone_on(_NotKeystone) as session:
+        with pytest.raises(keystone.KeystoneError) as err:
+            session.services()
+    assert keystone.error_kind(err.value) == "api" and "without 'services'" in str(err.value)
 
 
 class _NoToken(http.server.BaseHTTPRequestHandler):
@@ -354,11 +366,7 @@ class _NoToken(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = json.dumps({"service": "keystone", "method": "POST"}).encode()
-        self.send_response(201)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _send_json(self, 201, {"service": "keystone", "method": "POST"})
 
     def log_message(self, *args):
         pass
@@ -367,15 +375,8 @@ class _NoToken(http.server.BaseHTTPRequestHandler):
 def test_a_201_without_a_token_header_says_what_is_missing():
     """Before, the error read "answered the token request with HTTP 201", as if 201 were the
     fault; the missing header is."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoToken)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        session = keystone.connect(["http://127.0.0.1:%d/v3" % server.server_address[1]], "admin", "secret", timeout=2)
+    with _keystone_on(_NoToken) as session:
         with pytest.raises(keystone.KeystoneError) as err:
             session.authenticate()
-        assert keystone.error_kind(err.value) == "api"
-        assert "without an X-Subject-Token header" in str(err.value), err.value
-    finally:
-        server.shutdown()
-        server.server_close()
+    assert keystone.error_kind(err.value) == "api"
+    assert "without an X-Subject-Token header" in str(err.value), err.value
