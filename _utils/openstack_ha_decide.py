@@ -139,11 +139,10 @@ def decide(backends, views, quorum, records, now, cooldown, maintenance=()):
             decided[key] = False
             actions.append(dict(base, action="restore", reason="a quorum of controllers ({} of {}) sees {} healthy again".format(
                 sum(1 for e in evidence.values() if e["up"] is True), len(views), backend)))
-        elif health[key] is True and record.get("by") == "remediation" and record.get("state") == READY and missed(key, record, views):
+        elif health[key] is True and record.get("by") == "remediation" and record.get("state") == READY and (behind := missed(key, record, views)):
             # The loop's own restore did not reach these HAProxies (their controller was cut
             # off or slow): the same decision again, not a toggle, so no cooldown.
             decided[key] = False
-            behind = missed(key, record, views)
             actions.append(dict(base, action="restore", only=behind, reason="the restore of {} did not reach the HAProxy of {}: applied again".format(
                 backend, ", ".join(behind))))
     return actions
