@@ -208,6 +208,26 @@ def capable(name, status_path="/proc/self/status"):
     raise CommandExecutionError("{} has no CapEff line".format(status_path))
 
 
+def job_loaders():
+    """
+    How this minion's jobs got their loaders since it started: ``{"reused": N, "rebuilt": M}``
+    (the loop's questions and HAProxy changes run on the minion's loaders, every other job
+    rebuilds them: ``_utils/openstack_ha_job_loaders.py``). Raises when the wrapper is not in
+    this minion's process (a minion that forks per job, or a Salt that lacks what it needs).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*ctrl*' openstack_ha.job_loaders
+    """
+    counts = __utils__["openstack_ha_job_loaders.stats"]()
+    if counts is None:
+        raise CommandExecutionError("the loop's jobs rebuild this minion's loaders: the wrapper is not installed in its process "
+                                    "(grains.get openstack_ha_job_loaders)")
+    return counts
+
+
 def controller_report(quick=False):
     """
     This controller's own view for ``salt-run openstack_ha.status``: its HAProxy backends,
