@@ -8,7 +8,8 @@ as threads is installed in this minion's process (``_utils/openstack_ha_import_g
 
 ``openstack_ha_job_loaders``: True once the loop's questions and HAProxy changes run on the
 minion's loaders instead of rebuilding them per job (``_utils/openstack_ha_job_loaders.py``);
-``salt '*ctrl*' openstack_ha.job_loaders`` counts the jobs that did.
+``salt '*ctrl*' openstack_ha.job_loaders`` counts the jobs that did. A minion configured with
+``openstack_ha_reuse_loaders: False`` leaves Salt's per-job rebuild as it is.
 """
 
 
@@ -19,5 +20,8 @@ def import_guard():
 
 def job_loaders():
     """Let the loop's own jobs reuse the minion's loaders; returns the grain saying whether they
-    do (False on a Salt that lacks what it needs)."""
+    do (False when the minion's ``openstack_ha_reuse_loaders`` is False, or on a Salt that lacks
+    what it needs)."""
+    if __opts__.get("openstack_ha_reuse_loaders", True) is False:
+        return {"openstack_ha_job_loaders": False}
     return {"openstack_ha_job_loaders": __utils__["openstack_ha_job_loaders.install"]()}
