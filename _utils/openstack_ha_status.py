@@ -72,23 +72,35 @@ def summarise(site, controllers, views):
             "pending_restart": pending, "hosts_in_maintenance": in_maintenance}
 
 
+def _held_out(backends, holders):
+    """``["nova/lab-ctrl2 (DRAIN on lab-ctrl1)", ...]``: for every server of ``backends``
+    (``{backend: {server: {controller: HAProxy state}}}``), the controllers among
+    ``holders(key, cells)`` (``key`` "backend/server", ``cells`` its states by controller) whose
+    HAProxy holds it out of service (``DRAIN``/``MAINT``); servers with none are left out. Pure."""
+    found = []
+    for backend, servers in sorted(backends.items()):
+        for server, cells in sorted(servers.items()):
+            key = "{}/{}".format(backend, server)
+            held = sorted(c for c in set(holders(key, cells)) if cells.get(c) in ("DRAIN", "MAINT"))
+            if held:
+                found.append("{} ({} on {})".format(key, "/".join(sorted({cells[c] for c in held})), ", ".join(held)))
+    return found
+
+
 def unowned_drains(backends, records):
     """The runtime drains nobody owns: ``["nova/lab-ctrl2 (DRAIN on lab-ctrl1)", ...]`` for
     every server an HAProxy holds out of service (``DRAIN``/``MAINT``) that neither the loop
     (its last action on that backend a drain) nor planned maintenance put there. Such a drain
     was made by hand, or outlived whoever made it; a restart would keep it. Pure."""
-    found = []
+    last = records.get("backends") or {}
     owned = set(records.get("maintenance") or [])
-    owned |= {key for key, last in (records.get("backends") or {}).items() if (last or {}).get("state") == "drain"}
-    for backend, servers in sorted(backends.items()):
-        for server, cells in sorted(servers.items()):
-            key = "{}/{}".format(backend, server)
-            # A restore of the loop's that these controllers missed is the loop's to finish.
-            missed = set(((records.get("backends") or {}).get(key) or {}).get("unconfirmed") or ())
-            held = sorted(ctrl for ctrl, cell in cells.items() if cell in ("DRAIN", "MAINT") and ctrl not in missed)
-            if held and key not in owned:
-                found.append("{} ({} on {})".format(key, "/".join(sorted({cells[c] for c in held})), ", ".join(held)))
-    return found
+    owned |= {key for key, record in last.items() if (record or {}).get("state") == "drain"}
+
+    def holders(key, cells):
+        # A restore of the loop's that these controllers missed is the loop's to finish.
+        missed = set((last.get(key) or {}).get("unconfirmed") or ())
+        return () if key in owned else [c for c in cells if c not in missed]
+    return _held_out(backends, holders)
 
 
 def missed_restores(backends, records):
@@ -97,17 +109,14 @@ def missed_restores(backends, records):
     controller did not confirm it (its record's ``unconfirmed``) and its HAProxy, in
     ``backends`` (as :func:`unowned_drains` takes them), holds the backend out of service. The
     loop applies the restore there again once it sees that controller's view. Pure."""
-    found = []
-    for backend, servers in sorted(backends.items()):
-        for server, cells in sorted(servers.items()):
-            key = "{}/{}".format(backend, server)
-            last = (records.get("backends") or {}).get(key) or {}
-            if last.get("by") != "remediation" or last.get("state") != "ready":
-                continue
-            held = sorted(c for c in last.get("unconfirmed") or () if cells.get(c) in ("DRAIN", "MAINT"))
-            if held:
-                found.append("{} ({} on {})".format(key, "/".join(sorted({cells[c] for c in held})), ", ".join(held)))
-    return found
+    last = records.get("backends") or {}
+
+    def holders(key, cells):
+        record = last.get(key) or {}
+        if record.get("by") != "remediation" or record.get("state") != "ready":
+            return ()
+        return record.get("unconfirmed") or ()
+    return _held_out(backends, holders)
 
 
 def site_status(ctx, site=None, timeout=10, recent=8, quick=False):
