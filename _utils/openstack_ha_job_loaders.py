@@ -78,6 +78,13 @@ def installed(cls=None):
     return getattr(cls.gen_modules, _MARK, None) is not None
 
 
+def _current_of(context_class):
+    """``() -> the job payload`` read from Salt 3006's ``RequestContext`` (its ``current``)."""
+    if not hasattr(context_class, "current"):
+        raise AttributeError("RequestContext.current")
+    return lambda: context_class.current
+
+
 def install(cls=None):
     """Wrap ``cls.gen_modules`` (Salt's ``Minion`` by default): called without arguments from a
     job of :func:`reusable` (the job's payload is Salt's request context, set around each job)
@@ -91,7 +98,10 @@ def install(cls=None):
             import salt.minion
 
             cls = salt.minion.Minion
-        get_request = salt.utils.ctx.get_request_context
+        if hasattr(salt.utils.ctx, "get_request_context"):  # Salt 3007 and later
+            get_request = salt.utils.ctx.get_request_context
+        else:  # Salt 3006: a thread's RequestContext
+            get_request = _current_of(salt.utils.ctx.RequestContext)
     except (ImportError, AttributeError):
         return False
     with _lock:

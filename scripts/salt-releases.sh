@@ -2,6 +2,7 @@
 # The other supported Salt releases (3006 LTS, 3007; the main suite runs 3008): the test of an
 # existing master adopting openstack_ha (two sites, validate, render, status) and the syndic
 # layout's (a top master over a regional one; Salt 3008's syndic returns nothing) run on each,
+# with the unit test of the minion's loader wrapper (_utils/openstack_ha_job_loaders.py),
 # in a virtualenv of its own (/opt/openstack-ha/salt-<release>), installed idempotently.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,7 +21,8 @@ for pin in "3006 salt==3006.29" "3007 salt==3007.16"; do
   fi
   echo "==> the adoption and syndic tests on Salt $("$venv/bin/python" -c 'import salt.version; print(salt.version.__saltstack_version__)')"
   # One pytest per file: salt-factories keeps one root per session, each file sets its own.
-  for test in test_multisite_factories.py test_syndic_factories.py; do
-    (cd "$repo" && "$venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false -q "tests/integration/$test")
+  # And the loader wrapper's unit test: it hooks Salt's minion, whose job context differs by release.
+  for test in unit/test_job_loaders.py integration/test_multisite_factories.py integration/test_syndic_factories.py; do
+    (cd "$repo" && "$venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false -q "tests/$test")
   done
 done

@@ -26,6 +26,9 @@ def test_three_controllers_answer_with_their_own_hostname(lab):
     # 61734) is in its process from the grains it loaded (_grains/openstack_ha.py).
     rc, result = labtools.salt("*ctrl*", "grains.get", "openstack_ha_import_guard")
     assert rc == 0 and result == {c: True for c in CTRLS}, result
+    # ... and so is the wrapper that lets the loop's jobs skip Salt's per-job loader rebuild.
+    rc, result = labtools.salt("*ctrl*", "grains.get", "openstack_ha_job_loaders")
+    assert rc == 0 and result == {c: True for c in CTRLS}, result
 
 
 def test_controllers_have_their_own_etc_and_run(lab):

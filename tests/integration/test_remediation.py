@@ -16,7 +16,15 @@ from tests.integration.labtools import (ADDRESS, COOLDOWN, CTRLS, VIPS, drained_
 NOVA = 8774
 
 
+def job_loaders():
+    """{controller: {"reused": N, "rebuilt": M}}: how each lab minion's jobs got their loaders."""
+    rc, result = labtools.salt("*ctrl*", "openstack_ha.job_loaders")
+    assert rc == 0 and sorted(result) == CTRLS and all(isinstance(r, dict) for r in result.values()), result
+    return result
+
+
 def test_crashed_backend_is_drained_everywhere_and_restored(remediating):
+    loaders = job_loaders()
     os.kill(standin_pid("lab-ctrl2", "nova"), signal.SIGKILL)
     wait_until(lambda: drained_everywhere("lab-ctrl2"), 10, "nova/lab-ctrl2 drained on all three HAProxies", interval=0.2)
     labtools.start_standins("lab-ctrl2")
@@ -31,6 +39,12 @@ def test_crashed_backend_is_drained_everywhere_and_restored(remediating):
     with open(os.path.join(labtools.labctl.MASTER_DIR, "log", "master"), errors="replace") as fh:
         started = [line for line in fh if "the loop's intake is running" in line]
     assert started and all("job returns read here" in line for line in started), started
+    # The drain's and restore's jobs (and their verifications) ran on each minion's loaders,
+    # not on a rebuild (_utils/openstack_ha_job_loaders.py); the count's own job rebuilt them.
+    after = job_loaders()
+    for ctrl in CTRLS:
+        assert after[ctrl]["reused"] >= loaders[ctrl]["reused"] + 2, (ctrl, loaders[ctrl], after[ctrl])
+        assert after[ctrl]["rebuilt"] >= loaders[ctrl]["rebuilt"] + 1, (ctrl, loaders[ctrl], after[ctrl])
 
 
 def set_watch(seconds):

@@ -11,6 +11,14 @@ import salt.utils.ctx
 
 from tests.conftest import REPO, load_module
 
+def request_context(data, opts):
+    """Salt's context of a job whose payload is ``data``, as its minion sets it around the job
+    (3007 and later: ``request_context``; 3006: ``RequestContext``)."""
+    if hasattr(salt.utils.ctx, "request_context"):
+        return salt.utils.ctx.request_context({"data": data, "opts": opts})
+    return salt.utils.ctx.RequestContext({"data": data, "opts": opts})
+
+
 job_loaders = load_module("_utils/openstack_ha_job_loaders.py", "openstack_ha_job_loaders")
 
 THREADED = {"multiprocessing": False}
@@ -67,11 +75,11 @@ def test_a_reusable_job_keeps_the_loaders_and_any_other_rebuilds_them(minion_cla
     assert job_loaders.install(cls) is True  # idempotent: one wrapper, not two
     assert salt.minion.Minion.gen_modules is salt.minion.MinionBase.gen_modules  # Salt's own class untouched
     before = minion.functions
-    with salt.utils.ctx.request_context({"data": signed("openstack_ha_probe.service_view"), "opts": minion.opts}):
+    with request_context(signed("openstack_ha_probe.service_view"), minion.opts):
         minion.gen_modules()
     assert minion.functions is before
     assert "openstack_ha_signed.call" in minion.functions
-    with salt.utils.ctx.request_context({"data": {"fun": "state.apply", "arg": []}, "opts": minion.opts}):
+    with request_context({"fun": "state.apply", "arg": []}, minion.opts):
         minion.gen_modules()
     assert minion.functions is not before
     rebuilt = minion.functions
@@ -84,7 +92,7 @@ def test_a_minion_without_loaders_yet_builds_them_even_for_the_loop(minion_class
     cls, minion = minion_class
     job_loaders.install(cls)
     del minion.functions
-    with salt.utils.ctx.request_context({"data": signed("openstack_ha_probe.vips_held"), "opts": minion.opts}):
+    with request_context(signed("openstack_ha_probe.vips_held"), minion.opts):
         minion.gen_modules()
     assert "openstack_ha_probe.vips_held" in minion.functions
     assert job_loaders.stats(cls) == {"reused": 0, "rebuilt": 1}
@@ -95,6 +103,6 @@ def test_a_forking_minion_rebuilds_for_the_loop_too(minion_class):
     job_loaders.install(cls)
     minion.opts["multiprocessing"] = True
     before = minion.functions
-    with salt.utils.ctx.request_context({"data": signed("openstack_ha_probe.vips_held"), "opts": minion.opts}):
+    with request_context(signed("openstack_ha_probe.vips_held"), minion.opts):
         minion.gen_modules()
     assert minion.functions is not before
