@@ -62,20 +62,22 @@ def stats(cls=None):
     """{"reused": jobs that ran on the minion's loaders, "rebuilt": jobs that rebuilt them}
     since :func:`install` patched ``cls`` (Salt's ``Minion`` by default) in this process;
     None when it is not installed there."""
-    if cls is None:
-        import salt.minion
-
-        cls = salt.minion.Minion
-    return dict(getattr(cls.gen_modules, _MARK)) if installed(cls) else None
+    counts = getattr(_minion_class(cls).gen_modules, _MARK, None)
+    return None if counts is None else dict(counts)
 
 
 def installed(cls=None):
     """True when ``cls`` (Salt's ``Minion`` by default) has the loader-reusing ``gen_modules``."""
+    return getattr(_minion_class(cls).gen_modules, _MARK, None) is not None
+
+
+def _minion_class(cls):
+    """``cls``, or Salt's ``Minion`` when it is None."""
     if cls is None:
         import salt.minion
 
         cls = salt.minion.Minion
-    return getattr(cls.gen_modules, _MARK, None) is not None
+    return cls
 
 
 def _current_of(context_class):
@@ -94,10 +96,7 @@ def install(cls=None):
     try:
         import salt.utils.ctx
 
-        if cls is None:
-            import salt.minion
-
-            cls = salt.minion.Minion
+        cls = _minion_class(cls)
         if hasattr(salt.utils.ctx, "get_request_context"):  # Salt 3007 and later
             get_request = salt.utils.ctx.get_request_context
         else:  # Salt 3006: a thread's RequestContext
@@ -111,12 +110,12 @@ def install(cls=None):
         counts = {"reused": 0, "rebuilt": 0}
 
         def gen_modules(self, *args, **kwargs):
-            if not args and not kwargs and getattr(self, "functions", None) is not None:
-                request = get_request() or {}
-                if reusable(request.get("data"), getattr(self, "opts", None)):
+            request = get_request()
+            if request:  # a job's (the minion's own start and refreshes run outside any job, uncounted)
+                if (not args and not kwargs and getattr(self, "functions", None) is not None
+                        and reusable(request.get("data"), getattr(self, "opts", None))):
                     counts["reused"] += 1
                     return None
-            if get_request():  # a job's rebuild (the minion's own start and refreshes are not counted)
                 counts["rebuilt"] += 1
             return rebuild(self, *args, **kwargs)
 

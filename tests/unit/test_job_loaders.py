@@ -11,6 +11,7 @@ import salt.utils.ctx
 
 from tests.conftest import REPO, load_module
 
+
 def request_context(data, opts):
     """Salt's context of a job whose payload is ``data``, as its minion sets it around the job
     (3007 and later: ``request_context``; 3006: ``RequestContext``)."""
