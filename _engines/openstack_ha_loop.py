@@ -20,7 +20,9 @@ the id in it), and at 1,000 events a second the reactor spent its time rendering
 crash waited seconds behind the flood. Here an event costs a tag split and a dictionary
 lookup: events of minions that are not controllers are dropped, events of a reporter's beacon
 already waiting are folded into it (``openstack_ha_admit``), and the runner calls run in a
-pool of ``workers`` threads, one at a time per (reporter, beacon), and at most one more waiting.
+pool of ``workers`` threads, one at a time per (reporter, beacon), and at most one more waiting;
+the sites share those threads fairly (``openstack_ha_turns``: the next free worker takes a turn
+of the site with the fewest running), so a quiet site's crash never waits behind a busy site's queue.
 The signed report a VIP event or a backend change event carries is also kept at once
 (``keep_report``, in a small pool of its own, one waiting per controller and beacon): the turn
 of a VIP move's first step may be waiting for the reports of the next, and a backend round
@@ -54,23 +56,25 @@ def __virtual__():
 def _work(admission, handle, pool, key, metrics=None):
     """Take the waiting entry ``key`` and run the runner on it; then hand on what waited for
     it meanwhile. Logs what went wrong, never raises."""
-    taken = admission.take(key)
+    taken = admission.take_timed(key)
     if taken is None:
         return
-    tag, data = taken
+    tag, data, received = taken
     started, result = time.monotonic(), None
     try:
+        admission.mark_turn(received, started)
         result = handle(tag=tag, data=data)
         if isinstance(result, dict) and result.get("decisions"):
             log.info("openstack_ha: %s -> %s", tag, result["decisions"])
     except Exception:  # pylint: disable=broad-except
         log.exception("openstack_ha: handling %s failed", tag)
     finally:
+        admission.mark_turn(None, None)
         if metrics is not None:
             metrics.observe(tag, result, time.monotonic() - started, time.time())
         delay = admission.finish(key)
         if delay is not None:
-            timer = threading.Timer(delay, pool.submit, (_work, admission, handle, pool, key, metrics))
+            timer = threading.Timer(delay, pool.submit, (admission.group(key[0]), _work, admission, handle, pool, key, metrics))
             timer.daemon = True
             timer.start()
 
@@ -145,7 +149,9 @@ def start(workers=8, wait=5, metrics=None, alertmanager=None, alert_repeat=60, s
         threading.Thread(target=forwarder.run_repeats, args=(threading.Event(),), daemon=True,
                          name="openstack_ha-alert-repeat").start()
         log.info("openstack_ha: alerts go to the Alertmanager at %s", alertmanager)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="openstack_ha")
+    # Each site's turns share the workers fairly with the others' (a busy site never makes a
+    # quiet one's crash wait behind its queue).
+    pool = __utils__["openstack_ha_turns.pool"](int(workers), "openstack_ha")
     # Keeping a report is a signature check and a dictionary write: two threads of their own.
     keepers = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="openstack_ha-keep")
     intake = types.SimpleNamespace(admission=admission, pool=pool, keepers=keepers, forwarder=forwarder, metrics=loop_metrics,
@@ -177,7 +183,7 @@ def _take(intake, tag, data):
         # Checked here, not in a worker: a minion's flood of such tags costs the intake a
         # prefix test, and takes no worker from remediation.
         if intake.forwarder is not None and intake.trusted(tag, data):
-            intake.pool.submit(_forward, intake.forwarder, tag, data)
+            intake.pool.submit(("alerts",), _forward, intake.forwarder, tag, data)
         return
     if not tag.startswith("salt/beacon/") or "/openstack_ha_" not in tag:
         return
@@ -187,6 +193,6 @@ def _take(intake, tag, data):
         # Kept at once, not in the event's turn: a turn may be waiting for it.
         intake.keepers.submit(_keep, admission, intake.keep, what)
     if verdict == "queue":
-        pool.submit(_work, admission, intake.handle, pool, what, intake.metrics)
+        pool.submit(admission.group(what[0]), _work, admission, intake.handle, pool, what, intake.metrics)
     elif verdict == "drop":
         intake.note(__opts__, "intake", what, tag.split("/")[2] if tag.count("/") >= 2 else "?", tag)

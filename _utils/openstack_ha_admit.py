@@ -93,6 +93,7 @@ class Admission:
         self.running = {}  # key -> when its call started
         self.reports = {}  # (reporter, beacon) -> (tag, data): its newest signed report not yet kept
         self._map = (None, None)  # (mtime, frozenset of ids)
+        self._sites = {}  # id -> its site, from the same map
 
     def controllers(self):
         """The controller ids of the runner's map, or None when there is no fresh one."""
@@ -105,7 +106,10 @@ class Admission:
         if self._map[0] != mtime:
             try:
                 with open(self.path) as fh:
-                    ids = json.load(fh)["controllers"]
+                    document = json.load(fh)
+                ids = document["controllers"]
+                sites = document.get("sites")
+                self._sites = {i: s for i, s in sites.items() if isinstance(s, str)} if isinstance(sites, dict) else {}
                 self._map = (mtime, frozenset(i for i in ids if isinstance(i, str)))
             except (OSError, ValueError, KeyError, TypeError):
                 return None
@@ -132,15 +136,24 @@ class Admission:
                 entry["services"] |= _named_services(data)
                 entry["folded"] += 1
                 entry["stamp"] = stamp
+                entry["received"] = self.clock()  # as ``stamp``: the newest event's
                 return "folded", key
             if len(self.waiting) >= MAX_WAITING:
                 return "drop", "too many reporters waiting"
-            self.waiting[key] = {"tag": tag, "data": data, "stamp": stamp,
+            self.waiting[key] = {"tag": tag, "data": data, "stamp": stamp, "received": self.clock(),
                                  "kinds": {data.get("kind") if isinstance(data, dict) else None},
                                  "services": set(), "folded": 0}
             # One runner call at a time per key: while one runs, this entry waits (and takes
             # in what follows) until :meth:`finish` hands it on.
             return ("later" if key in self.running else "queue"), key
+
+    def group(self, reporter):
+        """Whose turn an event of ``reporter`` is, for the engine's workers
+        (``openstack_ha_turns``): ``("site", name)`` of the controller's site in the map, else
+        ``("reporter", reporter)`` (no map yet, or a map without sites)."""
+        self.controllers()  # the map read afresh when its file changed
+        site = self._sites.get(reporter)
+        return ("site", site) if site is not None else ("reporter", reporter)
 
     def offer_report(self, key, tag, data):
         """An event of ``key`` (``(reporter, beacon)``, admitted by :meth:`offer`) that carries a
@@ -163,13 +176,25 @@ class Admission:
         into it merged (see :func:`merge`); None when it is gone. From now on a new event of
         the same key waits for this call to finish (it arrived after this one's check may
         have begun)."""
+        taken = self.take_timed(key)
+        return taken and taken[:2]
+
+    def take_timed(self, key):
+        """:meth:`take`, with a third item: when this admission received the entry's newest
+        event (its clock; the merged data's ``_stamp`` is that event's too), so the caller can
+        tell how long it waited for its turn."""
         with self.lock:
             entry = self.waiting.pop(key, None)
             if entry is not None:
                 self.running[key] = self.clock()
         if entry is None:
             return None
-        return entry["tag"], merge(entry["data"], entry)
+        return entry["tag"], merge(entry["data"], entry), entry["received"]
+
+    @staticmethod
+    def mark_turn(received, taken):
+        """:func:`mark_turn` (for the engine's workers, which have no loader of their own)."""
+        mark_turn(received, taken)
 
     def finish(self, key):
         """The runner call of ``key`` is over. Returns None, or, when an entry of the same key
@@ -181,6 +206,19 @@ class Admission:
             if key not in self.waiting:
                 return None
         return max(0.0, MIN_GAP - (self.clock() - started)) if started is not None else 0.0
+
+
+def mark_turn(received, taken):
+    """On the worker thread about to run an event's turn: when the intake received it and when
+    the worker took it (monotonic clock; None for both clears it). The round's ``timing``
+    reads it back (:func:`current_turn`) to split the event's wait into its parts."""
+    threading.current_thread().openstack_ha_turn = (received, taken) if received is not None else None
+
+
+def current_turn():
+    """``(received, taken)`` set by :func:`mark_turn` on this thread, or None (a call from
+    ``salt-run``, or outside a turn)."""
+    return getattr(threading.current_thread(), "openstack_ha_turn", None)
 
 
 def map_file():

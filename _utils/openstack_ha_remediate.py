@@ -188,6 +188,17 @@ def shared_verification(ctx, model, service, since, need):
     return mine["views"], taken, fresh, False
 
 
+def _waits(turn, arrived, started):
+    """How an engine turn's ``queued`` time divides (seconds): ``bus``, from the master's stamp
+    to the engine's intake; ``turn``, waiting for a worker (and for the same reporter's
+    previous turn); ``lock``, from the worker's start to this round's first hold of the site
+    lock. Empty outside an engine turn (``turn`` None) or without ``arrived``."""
+    if not turn or arrived is None:
+        return {}
+    received, taken = turn
+    return {"bus": round(received - arrived, 3), "turn": round(taken - received, 3), "lock": round(started - taken, 3)}
+
+
 def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation", arrived=None, since=None, reported=None):
     """Verify every backend in scope with every controller, decide, act, record, announce.
     ``since``: see :func:`verify`; ``reported``: see :func:`evidence`.
@@ -217,6 +228,7 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
         if arrived is not None and max(last.get(None, 0), last.get(service, 0)) > arrived:
             return []
         started = time.monotonic()
+    waits = _waits(ctx.util("admit.current_turn")(), arrived, started)
     views, source, started_wall, fresh = evidence(ctx, model, service, since, reported, arrived)
     verified = time.monotonic()
     with ctx.call("records.lock", site):
@@ -261,7 +273,7 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
         for entry in entries:
             entry["timing"] = {"queued": round(started - arrived, 3) if arrived else None,
                                "verify": round(verified - started, 3), "act": round(acted - verified, 3),
-                               "record": round(publishing - verified, 3), **parts, "evidence": source}
+                               "record": round(publishing - verified, 3), **parts, **waits, "evidence": source}
             recorded = {"state": entry["state"], "by": "remediation", "time": entry["time"]}
             if entry.get("not_applied"):
                 # Caught up with by the next round that sees their HAProxy (decide.missed).

@@ -249,15 +249,16 @@ def _bad_pillar(ctx, site, minion, error):
     return good[1] if good else None
 
 
-def _publish_controller_map(ctx, ids):
-    """Write the controller ids where the engine's admission (``openstack_ha_admit``) reads
-    them: events from anyone else are then dropped before a runner call."""
+def _publish_controller_map(ctx, sites):
+    """Write the controllers (``{id: site}``) where the engine's admission
+    (``openstack_ha_admit``) reads them: events from anyone else are then dropped before a
+    runner call, and each site's events share the engine's workers fairly with the others'."""
     import json
     import os
 
     path = os.path.join(ctx.opts["cachedir"], ctx.util("admit.map_file")())
     try:
-        ctx.util("files.write_atomic")(path, json.dumps({"controllers": ids, "time": time.time()}), mode=0o644)
+        ctx.util("files.write_atomic")(path, json.dumps({"controllers": sorted(sites), "sites": dict(sites), "time": time.time()}), mode=0o644)
     except OSError as exc:
         log.warning("openstack_ha: could not write the controller map for the intake (%s): %s", path, exc)
 
@@ -298,7 +299,7 @@ def _renew_map(ctx, found):
             ctx.shared("models").pop(ctrl, None)
     state["map"].update({ctrl: site for site, ids in found.items() for ctrl in ids})
     state["time"] = time.monotonic()
-    _publish_controller_map(ctx, sorted(state["map"]))
+    _publish_controller_map(ctx, state["map"])
 
 
 def sites(ctx, pillars=None):

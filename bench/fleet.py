@@ -369,7 +369,7 @@ def load_line(busy, runnable, shares=None):
     return line
 
 
-PARTS = ("queued", "verify", "record", "publish", "reach", "run", "back")
+PARTS = ("queued", "bus", "turn", "lock", "verify", "record", "publish", "reach", "run", "back")
 
 
 def parts_line(timings):

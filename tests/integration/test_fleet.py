@@ -3,6 +3,8 @@ a real salt-minion with the real backend beacon and a real HAProxy in a mount na
 own. Two sites under one master: a crash at one is drained once while the other heartbeats.
 bench/fleet.py measures the same at 10 sites, with two masters."""
 
+import json
+import os
 import time
 
 import pytest
@@ -48,3 +50,9 @@ def test_a_fault_at_one_site_of_a_fleet_is_drained_once(two_sites):
     assert [d["what"] for d in moves] == ["drain", "restore"], moves
     # The other site heartbeated meanwhile and was left alone.
     assert not [d for d in two_sites.records(2)["decisions"] if d["what"] in ("drain", "restore")]
+    # The engine shares its workers among the sites: its admission knows each controller's site.
+    with open(os.path.join(fleet_lib.master_dir(1), "cache", "openstack_ha-controllers.json")) as fh:
+        sites = json.load(fh)["sites"]
+    assert sites == {cid: fleet_lib.site_id(i) for i in (1, 2) for cid, _ in fleet_lib.controllers(i)}, sites
+    drain = moves[0]
+    assert {"bus", "turn", "lock"} <= set(drain["timing"]), drain["timing"]

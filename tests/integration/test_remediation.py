@@ -74,6 +74,9 @@ def test_with_the_watcher_a_quorum_of_signed_reports_drains_without_a_verificati
                             interval=0.5)
         drain = drains[-1]
         assert drain["timing"]["evidence"] == "signed reports", drain
+        # The engine's turn: the event's wait, split into its parts, adds up to it.
+        waits = [drain["timing"][part] for part in ("bus", "turn", "lock")]
+        assert all(w >= -0.005 for w in waits) and abs(sum(waits) - drain["timing"]["queued"]) <= 0.005, drain["timing"]
         assert len([c for c, e in drain["evidence"].items() if e["up"] is False]) >= 2, drain["evidence"]
     finally:
         set_watch(None)

@@ -131,3 +131,32 @@ def test_the_reports_kept_at_arrival_are_a_vip_events_and_a_backend_changes():
     assert not admit.report_to_keep(("c1", "openstack_ha_galera"), {"kind": "change", "report": {}})
     assert not admit.report_to_keep(vip, {"kind": "change", "report": None})
     assert not admit.report_to_keep(vip, "not a dict")
+
+
+def test_a_taken_entry_says_when_its_first_event_was_received_and_the_worker_thread_carries_its_turn(gate):
+    key = ("c1", "openstack_ha_backends")
+    gate.offer(TAG.format("c1"), change("nova"))
+    gate.clock.now += 2.0
+    gate.offer(TAG.format("c1"), change("glance", "2026-12-03T10:00:02.000000"))  # folded: the newest counts, as its stamp
+    tag, data, received = gate.take_timed(key)
+    assert tag == TAG.format("c1") and received == 102.0 and data["_stamp"] == "2026-12-03T10:00:02.000000"
+    assert admit.current_turn() is None
+    gate.mark_turn(received, 103.5)
+    try:
+        assert admit.current_turn() == (102.0, 103.5)
+    finally:
+        gate.mark_turn(None, None)
+    assert admit.current_turn() is None
+    assert gate.take_timed(key) is None
+
+
+def test_an_events_turn_belongs_to_its_controllers_site(tmp_path):
+    path = tmp_path / admit.MAP_FILE
+    path.write_text(json.dumps({"controllers": ["c1", "d1"], "sites": {"c1": "site-a", "d1": "site-b", "x": 5}}))
+    gate = admit.Admission(str(tmp_path))
+    assert gate.group("c1") == ("site", "site-a") and gate.group("d1") == ("site", "site-b")
+    assert gate.group("x") == ("reporter", "x")  # not a site's name: its own group
+    assert gate.group("stranger") == ("reporter", "stranger")
+    path.write_text(json.dumps({"controllers": ["c1"]}))  # an older runner's map: no sites
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    assert gate.group("c1") == ("reporter", "c1")

@@ -18,6 +18,7 @@ decide = load_module("_utils/openstack_ha_decide.py", "openstack_ha_decide")
 reports = load_module("_utils/openstack_ha_reports.py", "openstack_ha_reports")
 remediate = load_module("_utils/openstack_ha_remediate.py", "openstack_ha_remediate")
 context = load_module("_utils/openstack_ha_context.py", "openstack_ha_context")
+admit = load_module("_utils/openstack_ha_admit.py", "openstack_ha_admit")
 
 CTRLS = ["c1", "c2", "c3"]
 KEYS = ["nova/c1", "nova/c2", "nova/c3"]
@@ -218,6 +219,7 @@ def wire_records(ctx):
         "openstack_ha_records.announce": lambda ctx, data, site, entry, tag: data["decisions"].append(entry),
         "openstack_ha_decide.decide": decide.decide,
         "openstack_ha_decide.confirmed": decide.confirmed,
+        "openstack_ha_admit.current_turn": admit.current_turn,
         "openstack_ha_model.probe_targets": lambda model, service=None: [],
         "openstack_ha_model.backend_services": lambda model: {"nova": {"servers": [{"id": c} for c in CTRLS]}},
     })
@@ -255,8 +257,15 @@ def test_a_round_on_old_views_does_not_make_a_later_report_step_aside(keys, ctx,
     second = report(keys, "c2", down=["nova/c3"])
     failed_seen.append(second["time"])
     assert reports.accept(ctx, model, "c2", second)
-    done = remediate.reconcile(ctx, model, "c2", "nova", arrived=arrived_c2, since=second["time"], reported=["nova/c3"])
+    admit.mark_turn(arrived_c2 + 0.25, arrived_c2 + 0.5)  # as the engine's worker marks it: received, taken
+    try:
+        done = remediate.reconcile(ctx, model, "c2", "nova", arrived=arrived_c2, since=second["time"], reported=["nova/c3"])
+    finally:
+        admit.mark_turn(None, None)
     assert [(d["what"], d["backend"]) for d in done] == [("drain", "c3")] and len(acted) == 1
+    timing = done[0]["timing"]
+    assert timing["bus"] == 0.25 and timing["turn"] == 0.25
+    assert abs(timing["queued"] - (timing["bus"] + timing["turn"] + timing["lock"])) <= 0.002, timing
     # An event that arrived before views as fresh as these were gathered is answered by them.
     assert remediate.reconcile(ctx, model, "c3", "nova", arrived=arrived_c2 - 5, since=None, reported=None) == []
 
