@@ -267,7 +267,7 @@ def history(site=None, recent=20):
     # With a site named, its records are read and nothing else (a site nothing was recorded
     # for has none): listing the sites compiles every minion's pillar, seconds on a busy master.
     names = [site] if site is not None else sorted(ctx.call("sites.sites"))
-    return {name: ctx.call("records.load", name)["decisions"][-int(recent):] for name in names}
+    return {name: ctx.call("records.history", name)[-int(recent):] for name in names}
 
 
 def _maintenance(host, service, backend, site, drain, force):

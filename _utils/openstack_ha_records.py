@@ -6,8 +6,13 @@ one lock per site, events on the master's bus, the trace of what it ignored.
     the :class:`openstack_ha_context.Context` first.
 
 Records live in the master cache, bank ``openstack_ha/<site>``, key ``records``:
-``{"backends": {key: last action}, "maintenance": [keys], "decisions": [latest first...],
-"rabbitmq": {...}, "catalog": {...}}``. Every read-modify-write happens under :func:`lock`.
+``{"backends": {key: last action}, "maintenance": [keys], "rabbitmq": {...}, "catalog":
+{...}}``, and the latest ``MAX_DECISIONS`` decisions, oldest first, under the key
+``decisions`` of the same bank (:func:`history`). Every read-modify-write happens under
+:func:`lock`. The log has its own key since 0.7.24: every event's round reads the records
+several times, and with the log in them each read decoded about 120 KB (5 ms of CPU, under the
+site lock); the log is read only to append to it and for ``history`` and ``status``. Records
+written before keep their log in them until the next :func:`store` moves it.
 
 Where: the Salt cache driver named by the master option ``openstack_ha_cache`` (default: the
 master's ``cache``, ``localfs``). With more than one master (hot-hot multi-master), every master
@@ -83,7 +88,9 @@ def redis_client(opts):
 
 
 def load(ctx, site):
-    """``site``'s records, with every part present."""
+    """``site``'s records, with every part present. Their ``decisions`` are the ones this
+    read-modify-write adds (:func:`announce`), which :func:`store` appends to the log: empty,
+    but for records written before 0.7.24, whose log is handed on that way."""
     data = _cache(ctx).fetch("openstack_ha/" + site, "records") or {}
     data.setdefault("backends", {})
     data.setdefault("maintenance", [])
@@ -92,9 +99,25 @@ def load(ctx, site):
 
 
 def store(ctx, site, data):
-    """Write ``site``'s records (the latest ``MAX_DECISIONS`` decisions kept)."""
-    data["decisions"] = data["decisions"][-MAX_DECISIONS:]
-    _cache(ctx).store("openstack_ha/" + site, "records", data)
+    """Write ``site``'s records; the decisions announced into them since :func:`load` go to the
+    end of the log (the latest ``MAX_DECISIONS`` kept) and are taken out of ``data``, so
+    storing it again adds none twice. The caller holds the site's :func:`lock`."""
+    cache, bank = _cache(ctx), "openstack_ha/" + site
+    added = data.get("decisions") or []
+    cache.store(bank, "records", {k: v for k, v in data.items() if k != "decisions"})
+    if added:
+        cache.store(bank, "decisions", (history(ctx, site) + added)[-MAX_DECISIONS:])
+    data["decisions"] = []
+
+
+def history(ctx, site):
+    """``site``'s latest decisions, oldest first (at most ``MAX_DECISIONS``). A site whose log
+    was never written apart (records from before 0.7.24) has it in its records."""
+    cache, bank = _cache(ctx), "openstack_ha/" + site
+    log = cache.fetch(bank, "decisions")
+    if isinstance(log, list):
+        return log
+    return list((cache.fetch(bank, "records") or {}).get("decisions") or [])
 
 
 def fetch(ctx, site, key):

@@ -168,6 +168,6 @@ def site_status(ctx, site=None, timeout=10, recent=8, quick=False):
             summary["problems"].append("a drain nobody owns (not the loop, not maintenance): {}; "
                                        "salt-run openstack_ha.undrain ends it".format(drain))
             summary["healthy"] = False
-        summary["recent"] = records["decisions"][-int(recent):]
+        summary["recent"] = ctx.call("records.history", name)[-int(recent):]
         summaries[name] = summary
     return summaries

@@ -407,8 +407,10 @@ class Fleet:
         import redis
         import salt.payload
 
-        raw = redis.Redis(port=REDIS_PORT).hget("$KEYS_openstack_ha/%s/" % site_id(index), "records")
-        return salt.payload.loads(raw) if raw else {"decisions": [], "backends": {}}
+        raw, log = redis.Redis(port=REDIS_PORT).hmget("$KEYS_openstack_ha/%s/" % site_id(index), ["records", "decisions"])
+        data = salt.payload.loads(raw) if raw else {"backends": {}}
+        data["decisions"] = salt.payload.loads(log) if log else data.get("decisions") or []  # the log: a key of its own
+        return data
 
     def random_other(self, busy, exclude_site):
         """A controller of a site other than ``exclude_site`` and not in a site in ``busy``."""

@@ -27,12 +27,16 @@ def two_masters(applied):
 
 
 def records():
-    """The lab site's records as both masters read them (Salt's redis cache layout)."""
+    """The lab site's records as both masters read them (Salt's redis cache layout), with the
+    decision log (a key of its own) as ``decisions``."""
     import redis
     import salt.payload
 
-    raw = redis.Redis(host=labctl.REDIS_HOST, port=labctl.REDIS_PORT).hget("$KEYS_openstack_ha/lab/", "records")
-    return salt.payload.loads(raw) if raw else {"decisions": [], "backends": {}}
+    client = redis.Redis(host=labctl.REDIS_HOST, port=labctl.REDIS_PORT)
+    raw, log = client.hmget("$KEYS_openstack_ha/lab/", ["records", "decisions"])
+    data = salt.payload.loads(raw) if raw else {"backends": {}}
+    data["decisions"] = salt.payload.loads(log) if log else data.get("decisions") or []
+    return data
 
 
 def moves(since, backend, service="nova"):

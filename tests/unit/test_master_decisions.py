@@ -307,7 +307,7 @@ def test_heartbeats_handled_together_get_one_view():
 
 
 def test_history_reads_only_the_records_of_the_site_named(ctx):
-    ctx.answers["records.load"] = lambda site: {"decisions": [{"n": n, "site": site} for n in range(30)]}
+    ctx.answers["records.history"] = lambda site: [{"n": n, "site": site} for n in range(30)]
     ctx.answers["sites.sites"] = {"lab": CTRLS, "other": ["o1"]}
     assert runner.history(site="lab", recent=3) == {"lab": [{"n": n, "site": "lab"} for n in (27, 28, 29)]}
     assert "sites.sites" not in [c[0] for c in ctx.calls]  # no pillar compiled for a named site

@@ -156,3 +156,29 @@ def test_a_drain_recorded_after_this_round_began_is_settled_an_older_one_is_not(
     assert not remediate.settled_elsewhere(record, restore, started_wall=99.0, now=101.0)
     assert not remediate.settled_elsewhere(record, {"action": "alert", "key": "nova/c1"}, 0, 101.0)
     assert not remediate.settled_elsewhere(None, DRAIN, 0, 101.0)
+
+
+@pytest.mark.parametrize("driver", ["localfs", "redis"])
+def test_the_decision_log_is_kept_apart_from_the_records_and_an_older_layout_is_moved_over(tmp_path, redis_socket, driver):
+    ctx = Ctx(master_opts(tmp_path, "master-1", redis_socket, driver=driver))
+    site = "site-log-" + driver
+    cache = records._cache(ctx)
+    # Records as 0.7.23 and before wrote them: the log inside.
+    cache.store("openstack_ha/" + site, "records", {"backends": {}, "maintenance": [], "decisions": [{"n": 0}, {"n": 1}]})
+    assert records.history(ctx, site) == [{"n": 0}, {"n": 1}]
+    data = records.load(ctx, site)
+    data["backends"]["nova/c1"] = {"state": "drain", "by": "remediation", "time": 1.0}
+    records.store(ctx, site, data)  # no decision added: the old log still moves to its own key
+    assert "decisions" not in cache.fetch("openstack_ha/" + site, "records")
+    assert records.history(ctx, site) == [{"n": 0}, {"n": 1}] and records.load(ctx, site)["decisions"] == []
+    for n in range(2, records.MAX_DECISIONS + 5):
+        data = records.load(ctx, site)
+        ctx.opts["id"] = "master-1"
+        records.announce(ctx, data, site, {"n": n})
+        records.store(ctx, site, data)
+        assert data["decisions"] == []
+        records.store(ctx, site, data)  # stored again: nothing added twice
+    log = records.history(ctx, site)
+    assert len(log) == records.MAX_DECISIONS and [d["n"] for d in log[-2:]] == [records.MAX_DECISIONS + 3, records.MAX_DECISIONS + 4]
+    assert log[-1]["site"] == site and log[-1]["master"] == "master-1"
+    assert records.load(ctx, site)["backends"]["nova/c1"]["state"] == "drain"
