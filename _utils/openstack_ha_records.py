@@ -39,9 +39,6 @@ LOCK_LEASE = 15.0
 LOCK_WAIT = 300.0
 _CACHES = {}
 _CACHES_LOCK = threading.Lock()
-# name -> a lock of this process, taken before the shared one: the threads of one master wait
-# on it and take over from each other at once, and only one of them polls the shared store.
-_HERE = {}
 
 
 def driver(opts):
@@ -137,21 +134,10 @@ def keep(ctx, site, key, value):
 def lock(ctx, name):
     """One holder at a time of ``name`` (a site, or ``<site>-catalog``): with ``localfs`` a file
     lock on this master (an operator's ``salt-run`` and the engine's threads exclude each other
-    too); with ``redis`` one lock across every master sharing the store, the threads of this
-    process queued on a lock of its own first (handed on at once, one of them polling redis).
-    Not reentrant."""
+    too); with ``redis`` one lock across every master sharing the store."""
     if driver(ctx.opts) == "redis":
-        from salt.exceptions import CommandExecutionError
-
-        with _CACHES_LOCK:
-            here = _HERE.setdefault(name, threading.Lock())
-        if not here.acquire(timeout=LOCK_WAIT):
-            raise CommandExecutionError("openstack_ha: lock {} still held in this process after {:.0f} s".format(name, LOCK_WAIT))
-        try:
-            with redis_lock(redis_client(ctx.opts), "openstack_ha:lock:" + name):
-                yield
-        finally:
-            here.release()
+        with redis_lock(redis_client(ctx.opts), "openstack_ha:lock:" + name):
+            yield
         return
     path = os.path.join(ctx.opts["cachedir"], "openstack_ha-{}.lock".format(name))
     with open(path, "a") as fh:

@@ -182,30 +182,3 @@ def test_the_decision_log_is_kept_apart_from_the_records_and_an_older_layout_is_
     assert len(log) == records.MAX_DECISIONS and [d["n"] for d in log[-2:]] == [records.MAX_DECISIONS + 3, records.MAX_DECISIONS + 4]
     assert log[-1]["site"] == site and log[-1]["master"] == "master-1"
     assert records.load(ctx, site)["backends"]["nova/c1"]["state"] == "drain"
-
-
-def test_the_threads_of_one_master_queue_here_and_only_one_asks_the_store(tmp_path, redis_socket, monkeypatch):
-    """Four threads of one process want a site's lock: they hold it one at a time, and while
-    one holds it the others wait on the process's own lock, not by polling redis."""
-    import threading
-
-    ctx = Ctx(master_opts(tmp_path, "master-1", redis_socket))
-    client = records.redis_client(ctx.opts)
-    tries, inside, overlap = [], [], []
-    real_set = client.set
-    monkeypatch.setattr(client, "set", lambda *a, **k: tries.append(a[0]) or real_set(*a, **k))
-
-    def hold():
-        with records.lock(ctx, "site-here"):
-            inside.append(1)
-            overlap.append(len(inside))
-            time.sleep(0.2)
-            inside.pop()
-
-    threads = [threading.Thread(target=hold) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert overlap == [1, 1, 1, 1]
-    assert tries == ["openstack_ha:lock:site-here"] * 4, tries  # each asked redis once: free every time
