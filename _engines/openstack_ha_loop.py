@@ -56,7 +56,7 @@ def __virtual__():
 def _work(admission, handle, pool, key, metrics=None):
     """Take the waiting entry ``key`` and run the runner on it; then hand on what waited for
     it meanwhile. Logs what went wrong, never raises."""
-    taken = admission.take_timed(key)
+    taken = admission.take(key)
     if taken is None:
         return
     tag, data, received = taken

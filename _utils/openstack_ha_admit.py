@@ -172,17 +172,12 @@ class Admission:
             return self.reports.pop(key, None)
 
     def take(self, key):
-        """The waiting entry ``key`` as ``(tag, data)`` for the runner, with everything folded
-        into it merged (see :func:`merge`); None when it is gone. From now on a new event of
-        the same key waits for this call to finish (it arrived after this one's check may
-        have begun)."""
-        taken = self.take_timed(key)
-        return taken and taken[:2]
-
-    def take_timed(self, key):
-        """:meth:`take`, with a third item: when this admission received the entry's newest
-        event (its clock; the merged data's ``_stamp`` is that event's too), so the caller can
-        tell how long it waited for its turn."""
+        """The waiting entry ``key`` as ``(tag, data, received)`` for the runner: ``data`` with
+        everything folded into it merged (see :func:`merge`), ``received`` when this admission
+        received the entry's newest event (its clock; the merged ``_stamp`` is that event's
+        too), so the caller can tell how long it waited for its turn. None when it is gone.
+        From now on a new event of the same key waits for this call to finish (it arrived
+        after this one's check may have begun)."""
         with self.lock:
             entry = self.waiting.pop(key, None)
             if entry is not None:

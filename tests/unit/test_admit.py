@@ -57,7 +57,7 @@ def test_a_flood_in_a_controllers_name_is_folded_into_the_waiting_call(gate):
         assert gate.offer(TAG.format("c1"), change("nova", "s{}".format(i + 2)))[0] == "folded"
     # another controller's report is never queued behind the flood
     assert gate.offer(TAG.format("c2"), change("nova"))[0] == "queue"
-    tag, data = gate.take(("c1", "openstack_ha_backends"))
+    tag, data, _ = gate.take(("c1", "openstack_ha_backends"))
     assert tag == TAG.format("c1")
     assert data["kind"] == "change" and data["changes"] == [{"service": "nova"}]
     assert data["_stamp"] == "s1001"  # the check starts after the newest folded event arrived
@@ -67,7 +67,7 @@ def test_folded_events_naming_several_services_check_the_whole_site(gate):
     gate.offer(TAG.format("c1"), {"kind": "heartbeat", "view": {}})
     gate.offer(TAG.format("c1"), change("nova"))
     gate.offer(TAG.format("c1"), change("glance"))
-    _, data = gate.take(("c1", "openstack_ha_backends"))
+    _, data, _ = gate.take(("c1", "openstack_ha_backends"))
     assert data["kind"] == "change" and data["changes"] == []
 
 
@@ -96,7 +96,7 @@ def test_a_taken_entry_is_gone(gate):
 def test_a_malformed_event_is_admitted_as_it_is_and_the_runner_judges_it(gate):
     assert gate.offer(TAG.format("c1"), "not a dict")[0] == "queue"
     assert gate.offer(TAG.format("c1"), {"changes": "nope"})[0] == "folded"
-    _, data = gate.take(("c1", "openstack_ha_backends"))
+    _, data, _ = gate.take(("c1", "openstack_ha_backends"))
     assert data == "not a dict"
 
 
@@ -133,12 +133,12 @@ def test_the_reports_kept_at_arrival_are_a_vip_events_and_a_backend_changes():
     assert not admit.report_to_keep(vip, "not a dict")
 
 
-def test_a_taken_entry_says_when_its_first_event_was_received_and_the_worker_thread_carries_its_turn(gate):
+def test_a_taken_entry_says_when_its_newest_event_was_received_and_the_worker_thread_carries_its_turn(gate):
     key = ("c1", "openstack_ha_backends")
     gate.offer(TAG.format("c1"), change("nova"))
     gate.clock.now += 2.0
     gate.offer(TAG.format("c1"), change("glance", "2026-12-03T10:00:02.000000"))  # folded: the newest counts, as its stamp
-    tag, data, received = gate.take_timed(key)
+    tag, data, received = gate.take(key)
     assert tag == TAG.format("c1") and received == 102.0 and data["_stamp"] == "2026-12-03T10:00:02.000000"
     assert admit.current_turn() is None
     gate.mark_turn(received, 103.5)
@@ -147,7 +147,7 @@ def test_a_taken_entry_says_when_its_first_event_was_received_and_the_worker_thr
     finally:
         gate.mark_turn(None, None)
     assert admit.current_turn() is None
-    assert gate.take_timed(key) is None
+    assert gate.take(key) is None
 
 
 def test_an_events_turn_belongs_to_its_controllers_site(tmp_path):
