@@ -404,13 +404,7 @@ class Fleet:
         return states
 
     def records(self, index):
-        import redis
-        import salt.payload
-
-        raw, log = redis.Redis(port=REDIS_PORT).hmget("$KEYS_openstack_ha/%s/" % site_id(index), ["records", "decisions"])
-        data = salt.payload.loads(raw) if raw else {"backends": {}}
-        data["decisions"] = salt.payload.loads(log) if log else data.get("decisions") or []  # the log: a key of its own
-        return data
+        return labctl.redis_records(REDIS_PORT, site_id(index))
 
     def random_other(self, busy, exclude_site):
         """A controller of a site other than ``exclude_site`` and not in a site in ``busy``."""

@@ -487,6 +487,19 @@ REDIS_PORT = 6391
 REDIS_DIR = os.path.join(STATE, "redis")
 
 
+def redis_records(port, site, host="127.0.0.1"):
+    """``site``'s records as the masters sharing the redis at ``host:port`` keep them (Salt's
+    redis cache layout), with the decision log (a key of its own since 0.7.24; inside the
+    records before) as ``decisions``."""
+    import redis
+    import salt.payload
+
+    raw, log = redis.Redis(host=host, port=port).hmget("$KEYS_openstack_ha/%s/" % site, ["records", "decisions"])
+    data = salt.payload.loads(raw) if raw else {"backends": {}}
+    data["decisions"] = salt.payload.loads(log) if log else data.get("decisions") or []
+    return data
+
+
 def redis_pids():
     """The lab redis-server's PID (from its pid file), if it runs."""
     return _pid_in(REDIS_DIR)

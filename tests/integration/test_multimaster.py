@@ -27,16 +27,8 @@ def two_masters(applied):
 
 
 def records():
-    """The lab site's records as both masters read them (Salt's redis cache layout), with the
-    decision log (a key of its own) as ``decisions``."""
-    import redis
-    import salt.payload
-
-    client = redis.Redis(host=labctl.REDIS_HOST, port=labctl.REDIS_PORT)
-    raw, log = client.hmget("$KEYS_openstack_ha/lab/", ["records", "decisions"])
-    data = salt.payload.loads(raw) if raw else {"backends": {}}
-    data["decisions"] = salt.payload.loads(log) if log else data.get("decisions") or []
-    return data
+    """The lab site's records as both masters read them, the decision log as ``decisions``."""
+    return labctl.redis_records(labctl.REDIS_PORT, "lab", host=labctl.REDIS_HOST)
 
 
 def moves(since, backend, service="nova"):
