@@ -112,7 +112,7 @@ def act(ctx, model, actions, who, reporter, parts=None, targets=None):
     return entries
 
 
-def evidence(ctx, model, service=None, since=None, reported=None, arrived=None):
+def evidence(ctx, model, service=None, since=None, reported=None, arrived=None, lacking=None):
     """The controllers' views for a decision, where they came from and how old they are:
     ``(views, source, taken, fresh)``. With ``reported`` (the backends a watcher's signed
     report, already kept by ``reports.accept``, says changed), a quorum of the controllers'
@@ -124,11 +124,13 @@ def evidence(ctx, model, service=None, since=None, reported=None, arrived=None):
     report's probe time; a verification's answers are at most two watch rounds old, and none
     older than ``since``). ``arrived``: when the event arrived (see ``reports.agreeing``).
     A verification already in flight for this site whose views answer this event is shared
-    (:func:`shared_verification`; ``source`` "verification (shared)")."""
+    (:func:`shared_verification`; ``source`` "verification (shared)"). ``lacking``: a dict,
+    filled with what the signed reports lacked when a round that had one verified instead
+    (``reports.shortfall``)."""
     watch = model["remediation"]["probe"].get("watch") or 0
     if reported and watch:
         found = ctx.call("reports.agreeing", model, reported, wait=max(0.3, 2 * watch), max_age=max(1.0, 4 * watch),
-                         since=since, arrived=arrived)
+                         since=since, arrived=arrived, lacking=lacking)
         if found is not None:
             return found[0], "signed reports", found[1], found[2]
     # What the views must be no older than to answer this event: its signed report's probe
@@ -229,7 +231,8 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
             return []
         started = time.monotonic()
     waits = _waits(ctx.util("admit.current_turn")(), arrived, started)
-    views, source, started_wall, fresh = evidence(ctx, model, service, since, reported, arrived)
+    lacking = {}
+    views, source, started_wall, fresh = evidence(ctx, model, service, since, reported, arrived, lacking)
     verified = time.monotonic()
     with ctx.call("records.lock", site):
         # From when this round's views are fresh, on the monotonic clock ``arrived`` uses.
@@ -274,6 +277,8 @@ def reconcile(ctx, model, reporter, service=None, backend=None, who="remediation
             entry["timing"] = {"queued": round(started - arrived, 3) if arrived else None,
                                "verify": round(verified - started, 3), "act": round(acted - verified, 3),
                                "record": round(publishing - verified, 3), **parts, **waits, "evidence": source}
+            if lacking:
+                entry["timing"]["reports_lacking"] = lacking
             recorded = {"state": entry["state"], "by": "remediation", "time": entry["time"]}
             if entry.get("not_applied"):
                 # Caught up with by the next round that sees their HAProxy (decide.missed).

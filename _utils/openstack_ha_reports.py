@@ -140,7 +140,7 @@ def _keep(ctx, table, site, reporter, when, report, same, received=None):
 NONCE_ROUNDING = 1e-5
 
 
-def agreeing(ctx, model, keys, wait, max_age, since=None, arrived=None):
+def agreeing(ctx, model, keys, wait, max_age, since=None, arrived=None, lacking=None):
     """
     The views of the site's controllers from their signed reports, once a quorum of them
     agrees on every backend of ``keys`` (``service/backend``; each judged up or down by a
@@ -163,6 +163,10 @@ def agreeing(ctx, model, keys, wait, max_age, since=None, arrived=None):
         the probe time (epoch seconds) of the report that asks: an older report does not
         count, as a verification believes no probe older than it (reports from before the
         failure, still within ``max_age``, would outvote the one that saw it).
+
+    lacking
+        a dict, filled when no agreeing quorum came (see :func:`shortfall`): what the reports
+        lacked, for the round's ``timing``.
 
     Returns ``({controller: view}, received, probed)``: every fresh report, agreeing or not (as
     a verification would return every answer), when the oldest of them reached this master
@@ -188,8 +192,23 @@ def agreeing(ctx, model, keys, wait, max_age, since=None, arrived=None):
                     report["judged"] = report.get("judged", frozenset()) | frozenset(keys)
                 return views, min(r["received_at"] for r in fresh.values()), min(r["time"] for r in fresh.values())
             if now >= deadline:
+                if lacking is not None:
+                    lacking.update(shortfall(kept, controllers, asked, max_age, since, len(views), quorum))
                 return None
             store["cond"].wait(deadline - now)
+
+
+def shortfall(kept, controllers, asked, max_age, since, fresh, quorum):
+    """Why the kept reports ``kept`` ({controller: report}) of a site's ``controllers`` made no
+    agreeing quorum for an event that arrived at ``asked`` (monotonic clock): ``{"quorum":
+    needed, "fresh": counted, "none": controllers with no report kept, "old": reports that
+    arrived more than ``max_age`` before, "early": reports probed before ``since``}``. With
+    ``fresh`` at least ``quorum`` the reports disagreed (or did not all judge the backends).
+    An operator reading a decision's ``timing`` sees which (the loop then verified)."""
+    mine = {c: r for c, r in kept.items() if c in controllers}
+    return {"quorum": quorum, "fresh": fresh, "none": len(controllers) - len(mine),
+            "old": sum(1 for r in mine.values() if asked - r["received"] > max_age),
+            "early": sum(1 for r in mine.values() if since is not None and r["time"] < since - NONCE_ROUNDING)}
 
 
 def covered(ctx, model, reporter, since, keys):

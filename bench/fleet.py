@@ -393,6 +393,14 @@ def parts_line(timings):
     for t in timings:
         sources[t.get("evidence", "?")] = sources.get(t.get("evidence", "?"), 0) + 1
     evidence = "; evidence: " + ", ".join("{} {}".format(k, v) for k, v in sorted(sources.items())) if sources else ""
+    # What the controllers' signed reports lacked in the rounds that verified instead (summed).
+    lacking = {}
+    for t in timings:
+        for reason, count in (t.get("reports_lacking") or {}).items():
+            if reason not in ("quorum", "fresh"):
+                lacking[reason] = lacking.get(reason, 0) + count
+    if lacking:
+        evidence += " (reports lacking: " + ", ".join("{} {}".format(k, v) for k, v in sorted(lacking.items())) + ")"
     return "    drain timing, median/max s: " + (", ".join(cells) if cells else "none recorded") + evidence
 
 

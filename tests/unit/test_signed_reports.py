@@ -182,6 +182,36 @@ def test_the_loop_verifies_unless_reports_agree(keys, ctx, monkeypatch):
     assert remediate.evidence(ctx, MODEL, "nova", None, None)[1] == "verification"
 
 
+def test_a_round_that_verifies_instead_says_what_the_reports_lacked(keys, ctx, monkeypatch):
+    """The shortfall names each reason a kept report did not count: none kept for a controller,
+    kept too long before the event, probed before the report that asks; or, with enough fresh
+    ones, that they disagreed. Nothing is filled when the reports made a quorum."""
+    before = time.time() - 0.5
+    assert reports.accept(ctx, MODEL, "c2", report(keys, "c2", now=before))  # probed before c1's
+    data = report(keys, "c1", down=["nova/c3"])
+    assert reports.accept(ctx, MODEL, "c1", data)
+    lacking = {}
+    assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=30.0, since=data["time"], lacking=lacking) is None
+    assert lacking == {"quorum": 2, "fresh": 1, "none": 1, "old": 0, "early": 1}, lacking
+    lacking = {}
+    time.sleep(0.3)
+    assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=0.2, lacking=lacking) is None
+    assert lacking == {"quorum": 2, "fresh": 0, "none": 1, "old": 2, "early": 0}, lacking
+    # Two fresh reports that disagree: enough of them, no agreement.
+    assert reports.accept(ctx, MODEL, "c2", report(keys, "c2"))
+    lacking = {}
+    assert reports.agreeing(ctx, MODEL, ["nova/c3"], wait=0, max_age=30.0, lacking=lacking) is None
+    assert lacking["fresh"] == 2 and lacking["quorum"] == 2, lacking
+    # The round's evidence passes it on when it verifies; a quorum fills nothing.
+    monkeypatch.setattr(remediate, "verify", lambda ctx, model, service=None, since=None: {"c3": "v"})
+    lacking = {}
+    assert remediate.evidence(ctx, MODEL, "nova", None, ["nova/c3"], lacking=lacking)[1] == "verification"
+    assert lacking["fresh"] == 2, lacking
+    assert reports.accept(ctx, MODEL, "c2", report(keys, "c2", down=["nova/c3"]))
+    lacking = {}
+    assert remediate.evidence(ctx, MODEL, "nova", None, ["nova/c3"], lacking=lacking)[1] == "signed reports" and lacking == {}
+
+
 def test_reports_from_before_the_failure_do_not_outvote_the_one_that_saw_it(keys, ctx):
     # c2 and c3 reported everything up (another change) 0.5 s before c1's watcher saw c3 fail:
     # still within max_age, they would judge nova/c3 up; older than c1's probe, they do not count.
