@@ -202,8 +202,9 @@ def shortfall(kept, controllers, asked, max_age, since, fresh, quorum):
     """Why the kept reports ``kept`` ({controller: report}) of a site's ``controllers`` made no
     agreeing quorum for an event that arrived at ``asked`` (monotonic clock): ``{"quorum":
     needed, "fresh": counted, "none": controllers with no report kept, "old": reports that
-    arrived more than ``max_age`` before, "early": reports probed before ``since``}``. With
-    ``fresh`` at least ``quorum`` the reports disagreed (or did not all judge the backends).
+    arrived more than ``max_age`` before, "early": reports probed before ``since``}`` (a
+    report both old and early counts under both). With ``fresh`` at least ``quorum`` the
+    reports disagreed (or did not all judge the backends).
     An operator reading a decision's ``timing`` sees which (the loop then verified)."""
     mine = {c: r for c, r in kept.items() if c in controllers}
     return {"quorum": quorum, "fresh": fresh, "none": len(controllers) - len(mine),

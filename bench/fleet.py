@@ -25,6 +25,7 @@ Usage (root, scripts/setup.sh done; the lab need not run):
 """
 
 import argparse
+import collections
 import os
 import random
 import signal
@@ -383,22 +384,19 @@ PARTS = ("queued", "bus", "turn", "lock", "verify", "record", "publish", "reach"
 
 def parts_line(timings):
     """Where site 1's drains spent their time (the loop's ``timing``, seconds): the median and
-    the largest of each part over the row's runs."""
+    the largest of each part over the row's runs; how many were decided on each kind of
+    evidence, and, summed over the rounds that verified although they had a signed report,
+    what the reports lacked (``reports_lacking``)."""
     cells = []
     for part in PARTS:
         values = [t[part] for t in timings if isinstance(t.get(part), (int, float))]
         if values:
             cells.append("{} {:.3f}/{:.3f}".format(part, statistics.median(values), max(values)))
-    sources = {}
-    for t in timings:
-        sources[t.get("evidence", "?")] = sources.get(t.get("evidence", "?"), 0) + 1
+    sources = collections.Counter(t.get("evidence", "?") for t in timings)
     evidence = "; evidence: " + ", ".join("{} {}".format(k, v) for k, v in sorted(sources.items())) if sources else ""
-    # What the controllers' signed reports lacked in the rounds that verified instead (summed).
-    lacking = {}
+    lacking = collections.Counter()
     for t in timings:
-        for reason, count in (t.get("reports_lacking") or {}).items():
-            if reason not in ("quorum", "fresh"):
-                lacking[reason] = lacking.get(reason, 0) + count
+        lacking.update({reason: count for reason, count in (t.get("reports_lacking") or {}).items() if reason not in ("quorum", "fresh")})
     if lacking:
         evidence += " (reports lacking: " + ", ".join("{} {}".format(k, v) for k, v in sorted(lacking.items())) + ")"
     return "    drain timing, median/max s: " + (", ".join(cells) if cells else "none recorded") + evidence
